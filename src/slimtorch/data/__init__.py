@@ -1,0 +1,35 @@
+"""Datasets (real MNIST, IDX folders, CIFAR-10, synthetic) and deterministic loaders."""
+
+from slimtorch.data.cifar import load_cifar10, read_cifar_binary, read_cifar_python
+from slimtorch.data.idx import load_fashion_mnist, load_idx_folder, read_idx
+from slimtorch.data.loaders import EpochSampler, make_loader, subset
+from slimtorch.data.mnist import load_mnist
+from slimtorch.data.registry import (
+    DATASETS,
+    DatasetInfo,
+    dataset_info,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+)
+from slimtorch.data.synthetic import synthetic_classification
+
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "EpochSampler",
+    "dataset_info",
+    "get_dataset",
+    "list_datasets",
+    "load_cifar10",
+    "load_fashion_mnist",
+    "load_idx_folder",
+    "load_mnist",
+    "make_loader",
+    "read_cifar_binary",
+    "read_cifar_python",
+    "read_idx",
+    "register_dataset",
+    "subset",
+    "synthetic_classification",
+]
