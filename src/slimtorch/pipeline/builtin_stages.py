@@ -1,0 +1,50 @@
+"""Stages that belong to no compression method: train, evaluate/measure, save."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from slimtorch.core.config import FrozenConfig
+from slimtorch.io.model_file import save_model
+from slimtorch.pipeline.context import Context
+from slimtorch.pipeline.registry import register_stage
+from slimtorch.train.config import TrainConfig
+from slimtorch.train.loop import fit
+
+
+@register_stage("train", TrainConfig, trains=True)
+def train_stage(ctx: Context, cfg: TrainConfig) -> None:
+    """Train (or fine-tune) ``ctx.model`` on the recipe's training data."""
+    result = fit(
+        ctx.model,
+        ctx.require_train_data(),
+        cfg,
+        eval_data=ctx.test_data,
+        checkpoint_dir=ctx.stage_dir(),
+        resume=ctx.resume,
+        verbose=ctx.verbose,
+    )
+    ctx.info[ctx.stage_name] = {"history": result.history, "resumed_from": result.resumed_from}
+
+
+class MeasureStageConfig(FrozenConfig):
+    """A measurement point with no transform (the runner measures after every stage)."""
+
+    note: str = ""
+
+
+@register_stage("measure", MeasureStageConfig)
+def measure_stage(ctx: Context, cfg: MeasureStageConfig) -> None:
+    ctx.info[ctx.stage_name] = {"note": cfg.note}
+
+
+class SaveStageConfig(FrozenConfig):
+    """Write the current model to ``filename`` in the run folder (safetensors + architecture)."""
+
+    filename: str = Field("model.safetensors", pattern=r"^[\w.\-]+$")
+
+
+@register_stage("save", SaveStageConfig)
+def save_stage(ctx: Context, cfg: SaveStageConfig) -> None:
+    path = save_model(ctx.model, ctx.out_dir / cfg.filename)
+    ctx.artifacts[ctx.stage_name] = path

@@ -1,0 +1,133 @@
+"""Recipes: YAML files validated into typed, frozen configs.
+
+A recipe names a model source, a dataset, measurement settings and a list of
+stages. Each stage is a mapping with a ``type`` (a registered stage name) and
+that stage's config fields; it is validated by the stage's own config class, so
+an error names the exact field (``stages[2].sparsity``) and the allowed values.
+``key=value`` overrides use dotted paths (``stages.1.epochs=2``) with values
+parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, model_validator
+
+from slimtorch.core.config import FrozenConfig, validate_config
+from slimtorch.core.errors import ConfigError
+from slimtorch.pipeline.registry import STAGES, StageSpec
+
+
+class ModelSource(FrozenConfig):
+    """Where the model comes from: a zoo name (+ kwargs) or a slimtorch model file."""
+
+    name: str | None = None
+    kwargs: dict[str, Any] = {}
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSource:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of 'name' (a zoo model) or 'path' (a model file)")
+        return self
+
+
+class DataSource(FrozenConfig):
+    """Dataset by registry name; ``*_subset`` take the first N examples (quick runs, tests)."""
+
+    name: str = "mnist"
+    kwargs: dict[str, Any] = {}
+    train_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
+    calib_size: int = Field(1024, ge=1)
+
+
+class MeasureSettings(FrozenConfig):
+    latency_batches: list[int] = [1, 32]
+    latency_runs: int = Field(30, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+
+class Recipe(FrozenConfig):
+    name: str
+    description: str = ""
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+    model: ModelSource
+    data: DataSource | None = DataSource()
+    measure: MeasureSettings = MeasureSettings()
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+
+    def stage_configs(self) -> list[tuple[str, StageSpec, FrozenConfig]]:
+        """Validated ``(label, spec, config)`` for every stage."""
+        return [_validate_stage(i, s) for i, s in enumerate(self.stages)]
+
+
+def _validate_stage(i: int, entry: dict[str, Any]) -> tuple[str, StageSpec, FrozenConfig]:
+    where = f"stages[{i}]"
+    if not isinstance(entry, dict) or "type" not in entry:
+        raise ConfigError(f"{where}: each stage needs a 'type' ({', '.join(STAGES.names())})", field=where)
+    fields = dict(entry)
+    kind = fields.pop("type")
+    label = str(fields.pop("label", kind))
+    if kind not in STAGES:
+        raise ConfigError(
+            f"{where}.type: unknown stage type '{kind}'; available: {', '.join(STAGES.names())}",
+            field=f"{where}.type",
+        )
+    spec = STAGES.get(kind)
+    return label, spec, validate_config(spec.config_cls, fields, where)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.0.c=value`` overrides to a raw recipe dict (returns a copy)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. stages.0.epochs=2)", field=item)
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else ""
+        parts = key.split(".")
+        node: Any = data
+        for j, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override '{key}': '{part}' is not a valid index", field=key)
+                node = node[int(part)]
+            else:
+                if part not in node or node[part] is None:
+                    node[part] = {}
+                node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"override '{key}': '{last}' is not a valid index", field=key)
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def recipe_from_dict(data: Any) -> Recipe:
+    recipe = validate_config(Recipe, data)
+    recipe.stage_configs()  # validate every stage now, not halfway through a run
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe '{path}' is not valid YAML: {exc}") from None
+    return recipe_from_dict(apply_overrides(data or {}, overrides or []))
+
+

@@ -1,0 +1,167 @@
+"""Run a recipe: build the model and data, run each stage, measure after each, write the run folder.
+
+A run folder holds ``recipe.yaml`` (resolved), ``command.json`` (argv, time),
+``environment.json``, ``results.json`` (every measurement and stage result),
+``report.md`` and the final ``model.safetensors``.
+
+Resume: stages are replayed in order. Transforms are deterministic given the
+seed, and training stages continue from their per-epoch checkpoints (a finished
+stage's checkpoint makes its training a no-op), so a resumed run ends where an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import Subset
+
+import slimtorch.pipeline.stages  # noqa: F401  (registers every stage)
+from slimtorch.core.errors import ConfigError
+from slimtorch.core.fileio import atomic_write_json, atomic_write_text, prepare_output_dir
+from slimtorch.core.seed import seed_everything, set_threads
+from slimtorch.io.model_file import load_model, save_model
+from slimtorch.measure.env import environment
+from slimtorch.measure.record import measure
+from slimtorch.measure.table import markdown_table, print_table
+from slimtorch.pipeline.context import Context
+from slimtorch.pipeline.recipe import Recipe
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    records: list[dict[str, Any]]
+    info: dict[str, Any]
+    model: torch.nn.Module
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.records[-1]
+
+
+def _head(ds, n: int | None):
+    return ds if n is None or n >= len(ds) else Subset(ds, range(n))
+
+
+def build_model(recipe: Recipe) -> torch.nn.Module:
+    from slimtorch.models import create_model
+
+    src = recipe.model
+    if src.path is not None:
+        return load_model(src.path)
+    return create_model(src.name, **src.kwargs)
+
+
+def _example_input(model: torch.nn.Module, data, recipe: Recipe) -> torch.Tensor:
+    if data is not None and len(data) > 0:
+        return data[0][0].unsqueeze(0)
+    shape = getattr(model, "example_input_shape", None)
+    if shape is None:
+        raise ConfigError("the recipe has no data and the model declares no example_input_shape", field="data")
+    return torch.randn(*shape)
+
+
+def run_recipe(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    verbose: bool = True,
+    argv: list[str] | None = None,
+) -> RunResult:
+    """Run every stage of ``recipe`` and write the run folder ``out_dir``."""
+    stages = recipe.stage_configs()
+    out = prepare_output_dir(out_dir, force=force, resume=resume)
+    atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    atomic_write_json(out / "command.json", {"argv": argv or sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    atomic_write_json(out / "environment.json", environment())
+    seed_everything(recipe.seed)
+    set_threads(recipe.threads)
+
+    train = test = None
+    if recipe.data is not None:
+        from slimtorch.data import get_dataset
+
+        train, test = get_dataset(recipe.data.name, **recipe.data.kwargs)
+        train, test = _head(train, recipe.data.train_subset), _head(test, recipe.data.test_subset)
+    model = build_model(recipe)
+    ctx = Context(
+        model=model,
+        train_data=train,
+        test_data=test,
+        out_dir=out,
+        example_input=_example_input(model, test, recipe),
+        calib_data=_head(train, recipe.data.calib_size) if train is not None else None,
+        seed=recipe.seed,
+        resume=resume,
+        verbose=verbose,
+    )
+    ms = recipe.measure
+    trained_first = bool(stages) and stages[0][1].name == "train"
+    if not trained_first:
+        ctx.reference = copy.deepcopy(ctx.model).eval()
+
+    def record(name: str, artifact=None) -> dict[str, Any]:
+        rec = measure(
+            ctx.model,
+            ctx.example_input,
+            name=name,
+            data=ctx.test_data,
+            reference=ctx.reference,
+            artifact=artifact,
+            latency_batches=tuple(ms.latency_batches),
+            threads=ms.threads,
+            latency_runs=ms.latency_runs,
+        ).to_dict()
+        if verbose:
+            acc = f"top-1 {rec['accuracy'] * 100:.2f}% " if rec["accuracy"] is not None else ""
+            print(f"[measure] {name}: {acc}size {rec['size_bytes']} B", file=sys.stderr, flush=True)
+        return rec
+
+    records = [] if trained_first else [record("initial")]
+    for i, (label, spec, cfg) in enumerate(stages, start=1):
+        ctx.stage_index, ctx.stage_name = i, label
+        if verbose:
+            print(f"[stage {i}/{len(stages)}] {label} ({spec.name})", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        spec.fn(ctx, cfg)
+        seconds = time.perf_counter() - t0
+        ctx.info.setdefault(label, {})["seconds"] = seconds
+        if spec.name == "train" and ctx.reference is None:
+            ctx.reference = copy.deepcopy(ctx.model).eval()
+        records.append(record(label, ctx.artifacts.get(label)))
+        atomic_write_json(out / "results.json", _results(recipe, records, ctx))
+
+    final_path = save_model(ctx.model, out / "model.safetensors", metadata={"recipe": recipe.name})
+    ctx.artifacts["final"] = final_path
+    results = _results(recipe, records, ctx)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", render_markdown(results))
+    if verbose:
+        print_table(records, title=f"{recipe.name} — {out}")
+    return RunResult(out, records, ctx.info, ctx.model)
+
+
+def _results(recipe: Recipe, records: list[dict[str, Any]], ctx: Context) -> dict[str, Any]:
+    return {
+        "recipe": recipe.name,
+        "records": records,
+        "stages": ctx.info,
+        "artifacts": {k: str(v) for k, v in ctx.artifacts.items()},
+    }
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    lines = [f"# {results['recipe']}\n", markdown_table(results["records"])]
+    lines.append("\nSize = the stage's artifact if it wrote one, else the sparse-aware model file. ")
+    lines.append("Ratio = first row's dense fp32 size / this row's size. Latency: median, eager PyTorch.\n")
+    return "\n".join(lines)

@@ -1,0 +1,13 @@
+"""Import every module that registers recipe stages (one line per method).
+
+Kept in one place so ``STAGES`` is complete whenever a recipe is validated.
+"""
+
+import importlib
+
+_STAGE_MODULES = [
+    "slimtorch.pipeline.builtin_stages",
+]
+
+for _mod in _STAGE_MODULES:
+    importlib.import_module(_mod)
