@@ -69,6 +69,8 @@ class Recipe(FrozenConfig):
 
 
 def _validate_stage(i: int, entry: dict[str, Any]) -> tuple[str, StageSpec, FrozenConfig]:
+    import slimtorch.pipeline.stages  # noqa: F401  (registers every stage type)
+
     where = f"stages[{i}]"
     if not isinstance(entry, dict) or "type" not in entry:
         raise ConfigError(f"{where}: each stage needs a 'type' ({', '.join(STAGES.names())})", field=where)

@@ -1,0 +1,5 @@
+import sys
+
+from slimtorch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""The ``slimtorch`` command line.
+
+Every command is a thin layer over the Python API; errors a user can fix
+(bad recipe fields, missing data, corrupt files) print one clear line and exit
+with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from slimtorch.core.errors import SlimtorchError
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="mnist", help="dataset name (see `slimtorch list`)")
+    p.add_argument("--data-folder", help="folder for datasets read from files (idx, cifar10)")
+
+
+def _data(args: argparse.Namespace):
+    from slimtorch.data import get_dataset
+
+    kwargs = {"folder": args.data_folder} if getattr(args, "data_folder", None) else {}
+    return get_dataset(args.data, **kwargs)
+
+
+def _load_any(ref: str):
+    """A model file path, or a zoo name."""
+    from slimtorch.io import load_model
+    from slimtorch.models import create_model
+
+    return load_model(ref) if Path(ref).exists() else create_model(ref)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from slimtorch.pipeline import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = args.output or f"runs/{recipe.name}"
+    res = run_recipe(recipe, out, force=args.force, resume=args.resume, verbose=not args.quiet, argv=sys.argv)
+    print(f"report: {res.out_dir / 'report.md'}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from slimtorch.pipeline import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    stages = recipe.stage_configs()
+    print(f"{args.recipe}: OK — recipe '{recipe.name}', {len(stages)} stage(s): " + ", ".join(s[0] for s in stages))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from slimtorch.core.fileio import prepare_output_dir
+    from slimtorch.core.seed import seed_everything, set_threads
+    from slimtorch.io import save_model
+    from slimtorch.models import create_model
+    from slimtorch.train import OptimizerConfig, TrainConfig, fit
+
+    out = Path(args.output)
+    if out.exists() and not args.force and not args.resume:
+        raise SlimtorchError(f"'{out}' exists; pass --force to overwrite it or --resume to continue")
+    seed_everything(args.seed)
+    set_threads(args.threads)
+    model = create_model(args.model)
+    train, test = _data(args)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        optimizer=OptimizerConfig(lr=args.lr, weight_decay=args.weight_decay, nesterov=True),
+    )
+    ckpt_dir = prepare_output_dir(out.with_name(out.name + ".ckpt"), force=args.force, resume=args.resume)
+    fit(model, train, cfg, eval_data=test, checkpoint_dir=ckpt_dir, resume=args.resume)
+    save_model(model, out)
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from slimtorch.train import evaluate
+
+    model = _load_any(args.model)
+    _, test = _data(args)
+    res = evaluate(model, test)
+    print(json.dumps({"accuracy": res.accuracy, "error": res.error, "loss": res.loss, "n": res.n}))
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    import torch
+
+    from slimtorch.core.seed import set_threads
+    from slimtorch.measure import measure, print_table
+
+    set_threads(args.threads)
+    model = _load_any(args.model)
+    test = None
+    if args.data != "none":
+        _, test = _data(args)
+        example = test[0][0].unsqueeze(0)
+    else:
+        example = torch.randn(*model.example_input_shape)
+    artifact = args.model if Path(args.model).exists() else None
+    rec = measure(model, example, name=Path(args.model).name, data=test, artifact=artifact)
+    print_table([rec.to_dict()])
+    if args.json:
+        from slimtorch.core.fileio import atomic_write_json
+
+        atomic_write_json(args.json, rec.to_dict())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from slimtorch.data import list_datasets
+    from slimtorch.models import list_models
+    from slimtorch.pipeline.registry import STAGES
+    from slimtorch.pipeline.runner import run_recipe  # noqa: F401  (registers the stages)
+
+    print("models:   " + ", ".join(list_models()))
+    print("datasets: " + ", ".join(list_datasets()))
+    print("stages:   " + ", ".join(STAGES.names()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimtorch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a recipe end to end")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stages.0.epochs=2")
+    p.add_argument("-o", "--output", help="run folder (default runs/<recipe name>)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in its folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("validate", help="check a recipe without running it")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("train", help="train a zoo model and save it")
+    p.add_argument("model", help="zoo model name")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1 accuracy of a model file or zoo model")
+    p.add_argument("model")
+    _add_data_args(p)
+    p.set_defaults(fn=cmd_eval)
+
+    for name in ("measure", "inspect"):
+        p = sub.add_parser(name, help="parameters, sparsity, MACs, size, latency, accuracy")
+        p.add_argument("model", help="model file or zoo name")
+        _add_data_args(p)
+        p.add_argument("--threads", type=int)
+        p.add_argument("--json", help="also write the record to this JSON file")
+        p.set_defaults(fn=cmd_measure)
+
+    p = sub.add_parser("list", help="list models, datasets and recipe stages")
+    p.set_defaults(fn=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except SlimtorchError as exc:
+        print(f"slimtorch: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"slimtorch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slimtorch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
