@@ -1,0 +1,277 @@
+"""The ``.slim`` file: a Deep Compression model as a safetensors container.
+
+Deep Compression (Han, Mao & Dally, ICLR 2016) ends with each layer stored as a
+codebook, entropy-coded weight indices and entropy-coded sparse indices. A ``.slim``
+file holds those per tensor, with no pickle anywhere:
+
+* a safetensors container (``safetensors.numpy``): one uint8 payload tensor per model
+  tensor (``p0``, ``p1``, ...), the concatenation of that tensor's sections;
+* metadata (str -> str): ``format`` = ``slimtorch.slim``, ``version`` = ``1``,
+  ``manifest`` (JSON list: per tensor its name, shape, kind, coding scheme, bits,
+  codebook size, section layout, payload name and payload SHA-256), ``arch`` (JSON
+  from the caller, e.g. the model spec to rebuild it), ``manifest_sha256`` (of the
+  manifest string; the manifest holds ``arch``'s SHA-256).
+
+Reading checks, in order and before decoding anything: container structure, magic,
+version, manifest checksum, arch checksum, every payload's checksum, then each
+declared size against sane bounds and the payload length. Any failure is a
+:class:`~slimtorch.core.errors.FormatError` saying which check failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimtorch.core.errors import FormatError
+from slimtorch.core.fileio import atomic_write_bytes
+from slimtorch.encode.index_coding import best_encoding, decode_shared, encode_with
+from slimtorch.encode.tensor import SharedTensor
+
+MAGIC = "slimtorch.slim"
+VERSION = "1"
+METHODS = ("auto", "huffman", "ans")
+MAX_ELEMENTS = 1 << 28  # default cap per tensor (1 GiB of float32); raise via max_elements
+MAX_HEADER = 64 << 20  # safetensors JSON header cap
+RAW_DTYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+              "float16", "float32", "float64")  # fmt: skip
+SECTION_DTYPES = ("uint8", "uint16", "uint32", "uint64", "float32")
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch.Tensor; bfloat16 has no numpy dtype: widen (lossless)
+        value = value.detach().to("cpu")
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def _raw_entry(arr: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
+    if arr.dtype.name not in RAW_DTYPES:
+        raise ValueError(f"cannot store dtype {arr.dtype} raw; allowed: {', '.join(RAW_DTYPES)}")
+    stored = arr
+    if arr.dtype == np.float32:
+        # float16 only when every value survives the round trip bit for bit.
+        half = arr.astype(np.float16)
+        if np.array_equal(half.astype(np.float32).view(np.uint32), arr.view(np.uint32)):
+            stored = half
+    stored = np.ascontiguousarray(stored).reshape(-1)
+    meta = {"kind": "raw", "dtype": arr.dtype.name, "stored": stored.dtype.name}
+    return meta, {"data": stored.astype(stored.dtype.newbyteorder("<"), copy=False)}
+
+
+def pack_state(
+    state: dict[str, SharedTensor | np.ndarray],
+    arch: dict | None = None,
+    method: str = "auto",
+    *,
+    index: str = "auto",
+    gap_bits: int | None = None,
+) -> bytes:
+    """Serialize a compressed state dict to ``.slim`` bytes.
+
+    Args:
+        state: name -> :class:`SharedTensor` (entropy-coded) or array / torch tensor
+            (stored raw: float32 as float16 when lossless, other dtypes as they are).
+        arch: JSON-able description of the model (opaque here), returned by
+            :func:`unpack_state`.
+        method: ``"huffman"``, ``"ans"`` or ``"auto"`` (the smaller per tensor).
+        index: ``"gap"`` (the paper's relative indices with fillers), ``"gap-raw"``,
+            ``"bitmask"`` or ``"auto"`` (the smallest, measured).
+        gap_bits: bits per relative index for ``"gap"`` (paper: 5 fc, 8 conv);
+            ``None`` searches 2..8.
+
+    Returns:
+        The file's bytes.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    coders = ("huffman", "ans") if method == "auto" else (method,)
+    schemes = ("gap", "gap-raw", "bitmask") if index == "auto" else (index,)
+    if index not in ("auto", "gap", "gap-raw", "bitmask"):
+        raise ValueError(f"index must be auto, gap, gap-raw or bitmask, got {index!r}")
+    bits = tuple(range(2, 9)) if gap_bits is None else (int(gap_bits),)
+    if any(not 1 <= b <= 16 for b in bits):
+        raise ValueError(f"gap_bits must be in 1..16, got {gap_bits}")
+    manifest, tensors = [], {}
+    for i, (name, value) in enumerate(state.items()):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"state keys must be non-empty strings, got {name!r}")
+        if isinstance(value, SharedTensor):
+            enc = best_encoding(value, coders, schemes, bits)
+            meta, sections, shape = {"kind": "shared", **enc.meta}, enc.sections, value.shape
+        else:
+            arr = _to_numpy(value)
+            (meta, sections), shape = _raw_entry(arr), arr.shape
+        layout = [[k, v.dtype.name, int(v.size)] for k, v in sections.items()]
+        payload = b"".join(np.ascontiguousarray(v).tobytes() for v in sections.values())
+        pname = f"p{i}"
+        tensors[pname] = np.frombuffer(payload, dtype=np.uint8)
+        manifest.append({"name": name, "shape": list(shape), **meta, "layout": layout,
+                         "payload": pname, "sha256": _sha(payload)})  # fmt: skip
+    arch_json = json.dumps(arch if arch is not None else {}, sort_keys=True)
+    manifest_json = json.dumps({"arch_sha256": _sha(arch_json.encode()), "tensors": manifest}, separators=(",", ":"))
+    metadata = {"format": MAGIC, "version": VERSION, "manifest": manifest_json,
+                "manifest_sha256": _sha(manifest_json.encode()), "arch": arch_json}  # fmt: skip
+    from safetensors.numpy import save
+
+    return save(tensors, metadata=metadata)
+
+
+def _header(data: bytes) -> dict:
+    if len(data) < 8:
+        raise FormatError(f"not a .slim file: {len(data)} bytes is too short for a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8 or n > MAX_HEADER:
+        raise FormatError(
+            f"not a .slim file (or truncated): declared header of {n} bytes but the file has {len(data)}; "
+            ".slim files are safetensors containers (a pickle or zip file is refused)"
+        )
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise FormatError(f"not a .slim file: safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
+        raise FormatError("not a .slim file: safetensors header has no metadata")
+    return header
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise FormatError(msg)
+
+
+def _sections(entry: dict, payload: np.ndarray) -> dict[str, np.ndarray]:
+    """Slice a payload into its declared sections, after checking the layout adds up."""
+    layout = entry.get("layout")
+    _check(isinstance(layout, list), "manifest entry has no section layout")
+    total, parsed = 0, []
+    for item in layout:
+        ok = isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+        ok = ok and item[1] in SECTION_DTYPES + RAW_DTYPES and type(item[2]) is int and 0 <= item[2] <= payload.size  # noqa: E721
+        _check(ok, f"tensor '{entry.get('name')}': malformed section layout entry {item!r}")
+        dt = np.dtype(item[1]).newbyteorder("<")
+        parsed.append((item[0], dt, item[2]))
+        total += dt.itemsize * item[2]
+    _check(total == payload.size, f"tensor '{entry.get('name')}': sections declare {total} bytes, payload has {payload.size}")
+    out, off, buf = {}, 0, payload.tobytes()
+    for name, dt, count in parsed:
+        out[name] = np.frombuffer(buf, dtype=dt, count=count, offset=off).astype(dt.newbyteorder("="))
+        off += dt.itemsize * count
+    return out
+
+
+def _shape(entry: dict, max_elements: int) -> tuple[int, ...]:
+    shape = entry.get("shape")
+    ok = isinstance(shape, list) and len(shape) <= 32 and all(type(d) is int and 0 <= d < (1 << 62) for d in shape)  # noqa: E721
+    _check(ok, f"tensor '{entry.get('name')}': invalid shape {shape!r}")
+    numel = math.prod(shape)
+    _check(
+        numel <= max_elements,
+        f"tensor '{entry.get('name')}': declared shape {shape} has {numel} elements, above the limit of "
+        f"{max_elements} (pass max_elements to allow it if the file is trusted)",
+    )
+    return tuple(shape)
+
+
+def _decode_entry(entry: dict, payload: np.ndarray, max_elements: int) -> SharedTensor | np.ndarray:
+    shape = _shape(entry, max_elements)
+    sections = _sections(entry, payload)
+    if entry.get("kind") == "raw":
+        dtype, stored = entry.get("dtype"), entry.get("stored")
+        _check(dtype in RAW_DTYPES and stored in RAW_DTYPES, f"tensor '{entry['name']}': unknown dtype")
+        data = sections.get("data")
+        _check(
+            data is not None and data.dtype.name == stored and data.size == math.prod(shape),
+            f"tensor '{entry['name']}': raw data does not match its shape or dtype",
+        )
+        return data.astype(dtype).reshape(shape)
+    _check(entry.get("kind") == "shared", f"tensor '{entry.get('name')}': unknown kind {entry.get('kind')!r}")
+    try:
+        return decode_shared(entry, sections, shape)
+    except FormatError as exc:
+        raise FormatError(f"tensor '{entry['name']}': {exc}") from None
+    except (ValueError, IndexError, OverflowError, MemoryError) as exc:  # defence in depth
+        raise FormatError(f"tensor '{entry['name']}': undecodable payload ({exc})") from None
+
+
+def read_manifest(data: bytes) -> tuple[list[dict], dict, dict[str, np.ndarray]]:
+    """Verify a ``.slim`` container and return ``(manifest entries, arch, payloads)``.
+
+    Raises:
+        FormatError: naming the first check that failed (structure, magic, version,
+            checksum).
+    """
+    meta = _header(data)["__metadata__"]
+    _check(meta.get("format") == MAGIC, f"not a .slim file: format tag is {meta.get('format')!r}, expected {MAGIC!r}")
+    _check(
+        meta.get("version") == VERSION,
+        f"unsupported .slim version {meta.get('version')!r}; this slimtorch reads version {VERSION}",
+    )
+    manifest_json, arch_json = meta.get("manifest"), meta.get("arch")
+    _check(isinstance(manifest_json, str) and isinstance(arch_json, str), "metadata lacks manifest or arch")
+    _check(meta.get("manifest_sha256") == _sha(manifest_json.encode()), "manifest checksum mismatch (file corrupted)")
+    try:
+        manifest, arch = json.loads(manifest_json), json.loads(arch_json)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise FormatError(f"manifest or arch is not valid JSON ({exc})") from None
+    _check(isinstance(manifest, dict) and isinstance(manifest.get("tensors"), list), "manifest has no tensor list")
+    _check(manifest.get("arch_sha256") == _sha(arch_json.encode()), "arch checksum mismatch (file corrupted)")
+    from safetensors.numpy import load
+
+    try:
+        payloads = load(bytes(data))
+    except Exception as exc:  # safetensors raises its own SafetensorError (and others)
+        raise FormatError(f"safetensors container is corrupt: {exc}") from None
+    for entry in manifest["tensors"]:
+        _check(isinstance(entry, dict) and isinstance(entry.get("name"), str), "malformed manifest entry")
+        p = payloads.get(entry.get("payload"))
+        _check(p is not None and p.dtype == np.uint8 and p.ndim == 1, f"tensor '{entry['name']}': payload missing")
+        _check(_sha(p.tobytes()) == entry.get("sha256"), f"tensor '{entry['name']}': payload checksum mismatch")
+    return manifest["tensors"], arch, payloads
+
+
+def unpack_shared(data: bytes, max_elements: int = MAX_ELEMENTS) -> tuple[dict[str, SharedTensor | np.ndarray], dict]:
+    """Like :func:`unpack_state` but keeps shared tensors as :class:`SharedTensor`."""
+    entries, arch, payloads = read_manifest(data)
+    out: dict[str, SharedTensor | np.ndarray] = {}
+    for entry in entries:
+        _check(entry["name"] not in out, f"tensor '{entry['name']}' appears twice")
+        out[entry["name"]] = _decode_entry(entry, payloads[entry["payload"]], max_elements)
+    return out, arch
+
+
+def unpack_state(data: bytes, max_elements: int = MAX_ELEMENTS) -> tuple[dict[str, np.ndarray], dict]:
+    """Decode ``.slim`` bytes to ``(name -> dense array, arch)``; shared tensors come back float32.
+
+    Args:
+        data: the file's bytes.
+        max_elements: largest tensor (in elements) the file may declare; guards against
+            files that would make the reader allocate absurd amounts of memory.
+
+    Raises:
+        FormatError: the bytes are not a valid ``.slim`` file; the message names the check.
+    """
+    state, arch = unpack_shared(data, max_elements)
+    return {k: v.to_dense() if isinstance(v, SharedTensor) else v for k, v in state.items()}, arch
+
+
+def save_slim(path: str | os.PathLike, state: dict, arch: dict | None = None, method: str = "auto", **kw) -> Path:
+    """:func:`pack_state` written atomically to ``path``; returns the path."""
+    return atomic_write_bytes(path, pack_state(state, arch, method, **kw))
+
+
+def load_slim(path: str | os.PathLike, max_elements: int = MAX_ELEMENTS) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a ``.slim`` file written by :func:`save_slim`; see :func:`unpack_state`."""
+    return unpack_state(Path(path).read_bytes(), max_elements)
