@@ -155,13 +155,12 @@ def decode_shared(meta: dict, sections: dict[str, np.ndarray], shape: tuple[int,
     k = codebook.size
     if meta.get("codebook_size") != k:
         raise FormatError("codebook size does not match the manifest")
-    scheme = meta.get("index")
+    scheme, bits = meta.get("index"), meta.get("bits")
+    if type(bits) is not int or not (1 <= bits <= 16 if scheme == "gap" else bits == 0):  # noqa: E721
+        raise FormatError(f"index bits {bits!r} invalid for scheme {scheme!r} (gap: 1..16, others: 0)")
     sub = {p: {n.split(".", 1)[1]: v for n, v in sections.items() if n.startswith(p + ".")} for p in ("index", "weights")}
     weights = decode_stream(meta.get("weight_stream"), sub["weights"], numel).astype(np.int64)
     if scheme == "gap":
-        bits = meta.get("bits")
-        if type(bits) is not int or not 1 <= bits <= 16:  # noqa: E721
-            raise FormatError(f"gap bits must be in 1..16, got {bits!r}")
         gaps = decode_stream(meta.get("index_stream"), sub["index"], numel)
         if gaps.size != weights.size or (gaps.size and int(gaps.max()) >= 1 << bits):
             raise FormatError("gap stream does not match the weight stream or exceeds its bit width")
