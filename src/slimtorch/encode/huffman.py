@@ -31,6 +31,7 @@ import numpy as np
 from slimtorch.core.errors import FormatError
 
 DEFAULT_MAX_LEN = 16
+_ENC_BLOCK = 1 << 20  # symbols per encoder block
 HARD_MAX_LEN = 24  # a peek of max_len bits plus a 7-bit byte offset fits a 32-bit window
 
 
@@ -195,16 +196,17 @@ def encode(symbols: np.ndarray, max_len: int = DEFAULT_MAX_LEN, chunk: int | Non
         return HuffmanStream(n, alphabet.astype(adt), lengths, chunk, np.zeros(0, np.uint16), empty, 0)
     codes, _ = canonical_codes(lengths)
     sym_len = lengths.astype(np.int64)[ranks]
-    sym_code = codes[ranks]
     ends = np.cumsum(sym_len)
-    starts = ends - sym_len
     total = int(ends[-1])
-    bits = np.zeros(total, dtype=np.uint8)
-    for ln in np.unique(sym_len):  # bit k of every code of length ln, one pass per bit
-        sel = sym_len == ln
-        st, cd = starts[sel], sym_code[sel]
-        for k in range(int(ln)):
-            bits[st + k] = (cd >> (int(ln) - 1 - k)) & 1
+    # Left-align each code in 32 bits, unpack to a (n, 32) bit matrix and keep the first
+    # len bits of every row: boolean indexing is row-major, so that is the bitstream.
+    left = (codes << (32 - lengths.astype(np.int64)))[ranks].astype(">u4")
+    parts = []
+    for lo in range(0, n, _ENC_BLOCK):  # blocks bound the (block, 32) temporaries
+        hi = min(n, lo + _ENC_BLOCK)
+        mat = np.unpackbits(left[lo:hi].view(np.uint8).reshape(-1, 4), axis=1)
+        parts.append(mat[np.arange(32) < sym_len[lo:hi, None]])
+    bits = parts[0] if len(parts) == 1 else np.concatenate(parts)
     chunk_ends = ends[chunk - 1 :: chunk][: (n - 1) // chunk]  # bit end of each full chunk
     chunk_bits = np.diff(np.concatenate(([0], chunk_ends)))
     cdt = np.uint16 if chunk_bits.size == 0 or chunk_bits.max() < (1 << 16) else np.uint32
