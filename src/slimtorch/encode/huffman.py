@@ -32,6 +32,7 @@ from slimtorch.core.errors import FormatError
 
 DEFAULT_MAX_LEN = 16
 _ENC_BLOCK = 1 << 20  # symbols per encoder block
+MAX_CHUNK = 1 << 16  # symbols per chunk a file may declare (the encoder uses <= 16384)
 HARD_MAX_LEN = 24  # a peek of max_len bits plus a 7-bit byte offset fits a 32-bit window
 
 
@@ -234,7 +235,8 @@ def validate(stream: HuffmanStream) -> None:
     # A complete prefix code has Kraft sum exactly 1; the encoder only writes those, so
     # anything else is corruption (and would leave holes in the decode table).
     _require(int(np.sum(np.left_shift(1, top - lens))) == (1 << top), "code lengths are not a complete prefix code")
-    _require(1 <= stream.chunk <= (1 << 24), "chunk size out of range")
+    # The decoder takes one Python step per symbol of a chunk: a bounded chunk bounds time.
+    _require(1 <= stream.chunk <= MAX_CHUNK, "chunk size out of range")
     n_chunks = -(-n // stream.chunk)
     _require(stream.chunk_bits.size == n_chunks - 1, "chunk table has the wrong length")
     _require(stream.data.size == -(-stream.bits // 8), "bit count does not match data length")
@@ -269,7 +271,7 @@ def decode(stream: HuffmanStream) -> np.ndarray:
     rank_dt = np.uint16 if m <= (1 << 16) else np.uint32
     table_sym = np.repeat(order.astype(rank_dt), reps)
     table_len = np.repeat(lens[order], reps)
-    chunk = stream.chunk
+    chunk = min(stream.chunk, n)  # a lone chunk shorter than declared: size buffers by n
     n_chunks = -(-n // chunk)
     starts = np.concatenate(([0], np.cumsum(stream.chunk_bits.astype(np.int64))))
     ends = np.append(starts[1:], stream.bits)

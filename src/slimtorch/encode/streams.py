@@ -55,7 +55,7 @@ def _huffman_decode(meta: dict, sections: dict) -> np.ndarray:
         n=_int(meta, "n"),
         alphabet=_section(sections, "alphabet"),
         lengths=_section(sections, "lengths"),
-        chunk=_int(meta, "chunk", 1, 1 << 24),
+        chunk=_int(meta, "chunk", 1, huffman.MAX_CHUNK),
         chunk_bits=_section(sections, "chunks").astype(np.int64),
         data=_section(sections, "data"),
         bits=_int(meta, "bits"),
