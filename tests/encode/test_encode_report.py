@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_shared
+from encode_strategies import make_shared
 from slimtorch.encode import compression_report, pack_state, render_report
 
 
