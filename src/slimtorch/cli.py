@@ -32,7 +32,12 @@ def _load_any(ref: str):
     from slimtorch.io import load_model
     from slimtorch.models import create_model
 
-    return load_model(ref) if Path(ref).exists() else create_model(ref)
+    path = Path(ref)
+    if path.exists():
+        return load_model(path)
+    if path.suffix or "/" in ref:
+        raise FileNotFoundError(f"model file '{ref}' does not exist")
+    return create_model(ref)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -24,6 +24,14 @@ def fold(model: nn.Module, inplace: bool = False) -> nn.Module:
         model: any module, possibly carrying parametrizations or torch pruning hooks.
         inplace: fold ``model`` itself instead of a deep copy.
     """
+    if not inplace:
+        # torch.nn.utils.prune stores the masked weight as a non-leaf tensor attribute,
+        # which deepcopy refuses; its pre-hook recomputes it on every forward anyway,
+        # so replacing it with a detached copy changes nothing the user can observe.
+        for module in model.modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    setattr(module, hook._tensor_name, getattr(module, hook._tensor_name).detach())
     out = model if inplace else copy.deepcopy(model)
     for module in out.modules():
         if parametrize.is_parametrized(module):

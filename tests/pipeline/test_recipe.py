@@ -1,0 +1,81 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slimtorch.core import ConfigError
+from slimtorch.pipeline import apply_overrides, load_recipe, recipe_from_dict, run_recipe
+
+RECIPES = sorted(Path(__file__).parents[2].joinpath("recipes").glob("*.yaml"))
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "model": {"name": "lenet300_100"},
+    "data": {"name": "synthetic", "kwargs": {"n_train": 128, "n_test": 64}},
+    "measure": {"latency_batches": [1], "latency_runs": 2},
+    "stages": [
+        {"type": "train", "epochs": 2, "batch_size": 32},
+        {"type": "measure", "label": "checkpoint"},
+        {"type": "save", "filename": "copy.safetensors"},
+    ],
+}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_shipped_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert recipe.stage_configs()
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("stages.0.epochs=-1", "stages[0].epochs"),
+        ("stages.0.optimizer.name=rmsprop", "stages[0].optimizer.name"),
+        ("stages.0.bogus=1", "stages[0].bogus"),
+        ("stages.1.type=nope", "stages[1].type"),
+        ("seed=abc", "seed"),
+        ("measure.latency_runs=0", "measure.latency_runs"),
+    ],
+)
+def test_validation_errors_name_the_field(override, field):
+    with pytest.raises(ConfigError) as exc:
+        recipe_from_dict(apply_overrides(TINY, [override]))
+    assert exc.value.field == field
+    assert field in str(exc.value)
+
+
+def test_unknown_stage_type_lists_available_types():
+    with pytest.raises(ConfigError, match="available: .*train"):
+        recipe_from_dict(apply_overrides(TINY, ["stages.1.type=nope"]))
+
+
+def test_override_parses_yaml_scalars():
+    data = apply_overrides(TINY, ["stages.0.epochs=3", "stages.0.optimizer.lr=0.5", "description=hi there"])
+    assert data["stages"][0]["epochs"] == 3 and data["stages"][0]["optimizer"]["lr"] == 0.5
+    assert TINY["stages"][0]["epochs"] == 2  # the input is not mutated
+
+
+def test_run_records_every_stage_and_writes_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    res = run_recipe(recipe_from_dict(TINY), out, verbose=False, argv=["slimtorch", "run", "x"])
+    assert [r["name"] for r in res.records] == ["train", "checkpoint", "save"]
+    for name in ("recipe.yaml", "command.json", "environment.json", "results.json", "report.md", "model.safetensors", "copy.safetensors"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())
+    assert results["records"][0]["accuracy"] == res.records[0]["accuracy"]
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["name"] == "tiny"
+    assert results["records"][-1]["artifact"].endswith("copy.safetensors")
+    # refuses to overwrite without force
+    with pytest.raises(ConfigError, match="--force"):
+        run_recipe(recipe_from_dict(TINY), out, verbose=False)
+
+
+def test_resume_of_a_finished_run_reproduces_it(tmp_path):
+    out = tmp_path / "run"
+    first = run_recipe(recipe_from_dict(TINY), out, verbose=False)
+    again = run_recipe(recipe_from_dict(TINY), out, resume=True, verbose=False)
+    assert again.info["train"]["resumed_from"] == 2
+    assert first.records[0]["accuracy"] == again.records[0]["accuracy"]
