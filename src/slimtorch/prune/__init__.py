@@ -1,0 +1,56 @@
+"""Unstructured and N:M pruning with masks that survive fine-tuning.
+
+Han et al. 2015 ("Learning both weights and connections"), Zhu & Gupta 2017
+("To prune or not to prune"); see docs/pruning.md.
+"""
+
+from slimtorch.prune.config import PruneConfig
+from slimtorch.prune.criteria import CRITERIA, Criterion, register_criterion
+from slimtorch.prune.mask import Mask, finalize, get_mask, masked_layers, remove_masks
+from slimtorch.prune.prune import attach_masks, compute_masks, nm_keep, prune
+from slimtorch.prune.report import sparsity_report, total_sparsity
+from slimtorch.prune.schedule import (
+    AGPCallback,
+    AGPConfig,
+    agp_sparsity,
+    cubic_progress,
+    prune_iterative,
+    retrain_config,
+)
+from slimtorch.prune.select import PRUNABLE_TYPES, select_layers
+from slimtorch.prune.sensitivity import (
+    plot_sensitivity,
+    save_sensitivity,
+    sensitivity,
+    sparsities_for_tolerance,
+)
+
+__all__ = [
+    "CRITERIA",
+    "PRUNABLE_TYPES",
+    "AGPCallback",
+    "AGPConfig",
+    "Criterion",
+    "Mask",
+    "PruneConfig",
+    "agp_sparsity",
+    "attach_masks",
+    "compute_masks",
+    "cubic_progress",
+    "finalize",
+    "get_mask",
+    "masked_layers",
+    "nm_keep",
+    "plot_sensitivity",
+    "prune",
+    "prune_iterative",
+    "register_criterion",
+    "remove_masks",
+    "retrain_config",
+    "save_sensitivity",
+    "select_layers",
+    "sensitivity",
+    "sparsities_for_tolerance",
+    "sparsity_report",
+    "total_sparsity",
+]
