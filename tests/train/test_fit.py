@@ -145,3 +145,16 @@ def test_empty_training_data_is_refused():
 
     with pytest.raises(ValueError, match="empty"):
         fit(_net(), TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long)), CFG)
+
+
+def test_jitter_shifts_each_image_within_bounds():
+    from slimtorch.train.loop import _jitter
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0  # one bright pixel in the centre
+    out = _jitter(x, 2, torch.Generator().manual_seed(0))
+    pos = out.flatten(1).argmax(1)
+    rows, cols = pos // 9, pos % 9
+    assert out.sum() == 64  # nothing lost: the shift never pushes the pixel out
+    assert ((rows - 4).abs() <= 2).all() and ((cols - 4).abs() <= 2).all()
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # images get different shifts

@@ -53,17 +53,21 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _jitter(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ±pixels (zero fill), as in Hinton et al. 2015's MNIST runs."""
+    """Translate each image by up to ±pixels (zero fill), as in Hinton et al. 2015's MNIST runs.
+
+    Vectorised over the (2p+1)² possible shifts rather than over images.
+    """
     if x.ndim != 4:
         return x
-    n = x.shape[0]
-    shifts = torch.randint(-pixels, pixels + 1, (n, 2), generator=gen)
+    n, (h, w) = x.shape[0], x.shape[-2:]
+    shifts = torch.randint(0, 2 * pixels + 1, (n, 2), generator=gen)
     padded = nn.functional.pad(x, (pixels, pixels, pixels, pixels))
-    h, w = x.shape[-2:]
     out = torch.empty_like(x)
-    for i in range(n):
-        dy, dx = int(shifts[i, 0]) + pixels, int(shifts[i, 1]) + pixels
-        out[i] = padded[i, :, dy : dy + h, dx : dx + w]
+    code = shifts[:, 0] * (2 * pixels + 1) + shifts[:, 1]
+    for c in code.unique().tolist():
+        dy, dx = divmod(c, 2 * pixels + 1)
+        idx = (code == c).nonzero().squeeze(1)
+        out[idx] = padded[idx, :, dy : dy + h, dx : dx + w]
     return out
 
 
