@@ -29,12 +29,12 @@ def _data(args: argparse.Namespace):
 
 def _load_any(ref: str):
     """A model file path, or a zoo name."""
-    from slimtorch.io import load_model
+    from slimtorch.api import load
     from slimtorch.models import create_model
 
     path = Path(ref)
     if path.exists():
-        return load_model(path)
+        return load(path)
     if path.suffix or "/" in ref:
         raise FileNotFoundError(f"model file '{ref}' does not exist")
     return create_model(ref)
@@ -121,6 +121,38 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_overwrite(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise SlimtorchError(f"'{path}' exists; pass --force to overwrite it")
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from slimtorch.encode.model import pack_model
+    from slimtorch.encode.report import compression_report, render_report
+
+    out = Path(args.output)
+    _refuse_overwrite(out, args.force)
+    model = _load_any(args.model)
+    data = pack_model(model, out, method=args.method, index=args.index, max_codebook=args.max_codebook)
+    print(render_report(compression_report(data)))
+    src = Path(args.model)
+    if src.exists():
+        print(f"{src}: {src.stat().st_size} B -> {out}: {len(data)} B ({src.stat().st_size / len(data):.1f}x)")
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from slimtorch.encode.model import load_packed
+    from slimtorch.io import save_model
+
+    out = Path(args.output)
+    _refuse_overwrite(out, args.force)
+    model = load_packed(Path(args.slim))
+    save_model(model, out, sparse=not args.dense)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from slimtorch.data import list_datasets
     from slimtorch.models import list_models
@@ -177,6 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int)
         p.add_argument("--json", help="also write the record to this JSON file")
         p.set_defaults(fn=cmd_measure)
+
+    p = sub.add_parser("pack", help="entropy-code a model file into a .slim file (Deep Compression stage 3)")
+    p.add_argument("model", help="model file (weights already pruned / shared) or zoo name")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--method", choices=["auto", "huffman", "ans"], default="auto")
+    p.add_argument("--index", choices=["auto", "gap", "gap-raw", "bitmask"], default="auto")
+    p.add_argument("--max-codebook", type=int, default=256, help="max distinct values of a shared weight")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_pack)
+
+    p = sub.add_parser("unpack", help="decode a .slim file into a safetensors model file")
+    p.add_argument("slim")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--dense", action="store_true", help="store zeros densely")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_unpack)
 
     p = sub.add_parser("list", help="list models, datasets and recipe stages")
     p.set_defaults(fn=cmd_list)

@@ -96,3 +96,20 @@ def test_foreign_safetensors_file_is_rejected(tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "x.safetensors")
     with pytest.raises(FormatError, match="not a slimtorch model file"):
         load_model(tmp_path / "x.safetensors")
+
+
+def test_fold_of_a_copy_leaves_the_parametrized_original_working():
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    parametrize.register_parametrization(model[0], "weight", Double())
+    x = torch.randn(2, 4)
+    before = model(x)
+    folded = fold(model)
+    assert torch.equal(folded(x), before)
+    assert torch.equal(model(x), before)  # the original still has its parametrization
+    assert parametrize.is_parametrized(model[0]) and not parametrize.is_parametrized(folded[0])

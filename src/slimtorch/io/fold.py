@@ -33,6 +33,14 @@ def fold(model: nn.Module, inplace: bool = False) -> nn.Module:
                 if isinstance(hook, torch_prune.BasePruningMethod):
                     setattr(module, hook._tensor_name, getattr(module, hook._tensor_name).detach())
     out = model if inplace else copy.deepcopy(model)
+    if not inplace:
+        # A deep copy shares each parametrized module's dynamically created class with
+        # the original; removing the copy's parametrization deletes the weight property
+        # from that shared class and would break the original. Give copies their own class.
+        for module in out.modules():
+            if parametrize.is_parametrized(module):
+                cls = module.__class__
+                module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
     for module in out.modules():
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):

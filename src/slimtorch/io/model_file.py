@@ -173,21 +173,32 @@ def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Mo
     if not path.is_file():
         raise FileNotFoundError(f"model file '{path}' does not exist")
     state, header = read_model_file(path.read_bytes(), str(path))
+    model = build_from_state(state, header["arch"], model, str(path))
+    model.slimtorch_file_metadata = header["metadata"]
+    return model
+
+
+def build_from_state(
+    state: dict[str, torch.Tensor], spec: dict[str, Any] | None, model: nn.Module | None, source: str
+) -> nn.Module:
+    """Build the model from its zoo ``spec`` (or take ``model``), resize layers to ``state``, load it.
+
+    Shared by every file format that stores a zoo spec (model files, ``.slim`` files).
+    """
     if model is None:
-        spec = header["arch"]
         if not spec:
             raise FormatError(
-                f"{path}: the file has no architecture description; "
-                "pass the model to load into: load_model(path, model=MyNet())"
+                f"{source}: the file has no architecture description; "
+                "pass the model to load into, e.g. load_model(path, model=MyNet())"
             )
         from slimtorch.models import create_model
 
         model = create_model(spec["name"], **spec.get("kwargs", {}))
+        model.slimtorch_spec = spec
     resize_to_shapes(model, {k: tuple(v.shape) for k, v in state.items()})
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise FormatError(
-            f"{path}: tensors do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+            f"{source}: tensors do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
         )
-    model.slimtorch_file_metadata = header["metadata"]
     return model.eval()

@@ -7,6 +7,10 @@ import importlib
 
 _STAGE_MODULES = [
     "slimtorch.pipeline.builtin_stages",
+    "slimtorch.prune.stage",
+    "slimtorch.quantize.stage",
+    "slimtorch.distill.stage",
+    "slimtorch.encode.stage",
 ]
 
 for _mod in _STAGE_MODULES:

@@ -1,0 +1,49 @@
+"""Recipe stage ``encode``: pack the model into a ``.slim`` file, decode it, continue with the decoded model.
+
+Continuing with the *decoded* model means every later measurement (accuracy,
+latency) is of what a user gets from the file, not of the in-memory model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from slimtorch.core.config import FrozenConfig
+from slimtorch.core.errors import FormatError
+from slimtorch.encode.model import load_packed, pack_model
+from slimtorch.encode.report import compression_report, render_report
+from slimtorch.io.fold import fold
+from slimtorch.pipeline.context import Context
+from slimtorch.pipeline.registry import register_stage
+
+
+class EncodeStageConfig(FrozenConfig):
+    method: Literal["auto", "huffman", "ans"] = "auto"
+    index: Literal["auto", "gap", "gap-raw", "bitmask"] = "auto"
+    max_codebook: int = Field(256, ge=1, le=65536)
+    filename: str = Field("model.slim", pattern=r"^[\w.\-]+$")
+    verify: bool = True
+
+
+@register_stage("encode", EncodeStageConfig)
+def encode_stage(ctx: Context, cfg: EncodeStageConfig) -> None:
+    path = ctx.out_dir / cfg.filename
+    data = pack_model(ctx.model, path, method=cfg.method, index=cfg.index, max_codebook=cfg.max_codebook)
+    decoded = load_packed(path)
+    if cfg.verify:
+        # The decoded model must compute exactly what the quantized one did.
+        with torch.no_grad():
+            a = fold(ctx.model).eval()(ctx.example_input)
+            b = decoded(ctx.example_input)
+        if not torch.equal(a, b):
+            raise FormatError(f"decoded {path} differs from the encoded model (max diff {float((a - b).abs().max())})")
+    rows = compression_report(data)
+    ctx.info[ctx.stage_name] = {"file": str(path), "bytes": len(data), "layers": rows}
+    if ctx.verbose:
+        print(render_report(rows))
+    ctx.artifacts[ctx.stage_name] = path
+    decoded.slimtorch_spec = getattr(ctx.model, "slimtorch_spec", None)
+    ctx.model = decoded
