@@ -92,9 +92,10 @@ def lenet5(num_classes: int = 10, conv_relu: bool = True) -> nn.Sequential:
 
     Caffe's ``lenet_train_test.prototxt`` has a ReLU only after ``ip1``. We add
     ReLU after both convolutions by default (``conv_relu=True``): the parameter
-    count is unchanged, training is faster and more robust at the same learning
-    rate, and ReLUs after convolutions let conv+ReLU fuse for INT8. Pass
-    ``conv_relu=False`` for the exact Caffe network.
+    count is unchanged, conv+ReLU fuses for INT8, and in a single-seed check
+    (6 epochs SGD, one-cycle) both variants trained below 0.9% MNIST test error
+    with the conv-ReLU one marginally ahead. Pass ``conv_relu=False`` for the
+    exact Caffe network.
 
     Input ``(N, 1, 28, 28)``; output ``(N, num_classes)`` logits.
     """
