@@ -114,6 +114,12 @@ def compute_masks(
         pruned = _lowest(flat, round(config.sparsity * flat.numel()))
         for fqn, part in zip(pool, pruned.split([scores[f].numel() for f in pool]), strict=True):
             keep[fqn] = ~part.reshape(scores[fqn].shape)
+            if not config.allow_full and not bool(keep[fqn].any()):
+                raise ConfigError(
+                    f"global pruning to {config.sparsity} would remove every weight of layer '{fqn}'; "
+                    "lower 'sparsity', give the layer its own 'per_layer' value, or set allow_full=True",
+                    field="sparsity",
+                )
     if config.monotone:
         for fqn, p in prev.items():
             if p is not None:

@@ -1,0 +1,180 @@
+"""``prune_channels``: remove whole filters, channels, neurons and heads so the model gets faster.
+
+Masked zeros do not speed up dense kernels; a layer with fewer channels does.
+The dependency graph (:mod:`.graph`) finds the channels that must go together,
+an importance criterion (:mod:`.importance`) ranks those units, and
+:mod:`.apply` rebuilds the layers at the new sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from slimtorch.core.config import validate_config
+from slimtorch.core.errors import ConfigError, UnsupportedModelError
+from slimtorch.prune.structured import importance as imp
+from slimtorch.prune.structured.apply import remove_channels
+from slimtorch.prune.structured.config import StructuredConfig
+from slimtorch.prune.structured.graph import Graph, build_graph, classifier_name, matches
+from slimtorch.prune.structured.transformer import encoder_layers, prune_encoder
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def _round_keep(n: int, keep: int, round_to: int) -> int:
+    return max(1, min(n, math.ceil(keep / round_to) * round_to))
+
+
+def _group_ratio(cfg: StructuredConfig, producers: list[str]) -> float:
+    for pattern, r in cfg.per_layer.items():
+        if matches_any(producers, pattern):
+            return r
+    return cfg.ratio
+
+
+def matches_any(names: list[str], pattern: str) -> bool:
+    return any(matches(n, (pattern,)) for n in names)
+
+
+def select_units(g: Graph, scores: dict[int, float], cfg: StructuredConfig) -> set[int]:
+    """Units (union-find roots) to remove, honouring ratios, fixed units and ``round_to``."""
+    removed: set[int] = set()
+    plans = []
+    for units, producers in zip(g.groups, g.group_producers, strict=True):
+        n = len(units)
+        free = sorted((u for u in units if g.prunable(u)), key=lambda u: scores.get(u, 0.0))
+        plans.append((n, free, producers))
+    if cfg.scope == "uniform":
+        for n, free, producers in plans:
+            keep = _round_keep(n, n - int(_group_ratio(cfg, producers) * n), cfg.round_to)
+            removed.update(free[: max(0, min(len(free), n - keep))])
+        return removed
+    # global: one ranking of scores normalised by their group's mean
+    ranked = []
+    for gi, (n, free, _) in enumerate(plans):
+        mean = float(np.mean([scores.get(u, 0.0) for u in free])) if free else 1.0
+        ranked += [(scores.get(u, 0.0) / (mean or 1.0), gi, u) for u in free]
+    ranked.sort()
+    budget = int(cfg.ratio * sum(n for n, _, _ in plans))
+    per_group = [0] * len(plans)
+    for _, gi, _u in ranked:
+        if budget <= 0:
+            break
+        if per_group[gi] + 1 <= int(cfg.max_group_ratio * plans[gi][0]):
+            per_group[gi] += 1
+            budget -= 1
+    for gi, (n, free, _) in enumerate(plans):
+        keep = _round_keep(n, n - per_group[gi], cfg.round_to)
+        removed.update(free[: max(0, min(len(free), n - keep))])
+    return removed
+
+
+def _scores(g: Graph, model, cfg: StructuredConfig, data, loss_fn, batch_size) -> dict[int, float]:
+    if cfg.importance in ("l1", "l2"):
+        return imp.norm_scores(g, 1 if cfg.importance == "l1" else 2)
+    if cfg.importance == "bn":
+        return imp.bn_scores(g)
+    if cfg.importance == "random":
+        return imp.random_scores(g, cfg.seed)
+    if data is None:
+        raise ConfigError("importance 'taylor' needs data=(a dataset of (input, label) pairs)", field="importance")
+    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+    batches = [b for _, b in zip(range(cfg.taylor_batches), loader, strict=False)]
+    return imp.taylor_scores(g, model, batches, loss_fn or _ce)
+
+
+def _outputs(model: nn.Module, example_input) -> list[torch.Tensor]:
+    from slimtorch.prune.structured.graph import _tensors
+
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return _tensors(model(*inputs))
+    finally:
+        model.train(was)
+
+
+def prune_channels(
+    model: nn.Module,
+    config: StructuredConfig | dict | None,
+    example_input: torch.Tensor | tuple,
+    data: Dataset | DataLoader | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    batch_size: int = 64,
+) -> nn.Module:
+    """Remove the least important channels (and everything coupled to them) from ``model``.
+
+    Args:
+        model: any ``nn.Module`` (modified in place and returned; callers rebind). BERT-style
+            encoders (Hugging Face ``BertLayer`` layout) get their attention heads and FFN
+            neurons pruned.
+        config: :class:`StructuredConfig` or its dict.
+        example_input: a tensor (or tuple of positional inputs) the model is traced with,
+            e.g. ``torch.randn(2, 3, 224, 224)``.
+        data: ``(input, label)`` dataset or loader, needed for ``importance="taylor"``.
+        loss_fn: ``loss_fn(model, x, y)`` for Taylor scores; default cross-entropy.
+        batch_size: batch size for Taylor scores when ``data`` is a dataset.
+
+    Returns:
+        The model with smaller layers; ``model.slimtorch_structured`` holds the new sizes.
+
+    Raises:
+        ConfigError: a bad config field.
+        UnsupportedModelError: a layer or op whose channels cannot be rewritten safely (named).
+    """
+    cfg = validate_config(StructuredConfig, config)
+    for pattern, r in cfg.per_layer.items():
+        if not 0.0 <= r < 1.0:
+            raise ConfigError(f"per_layer['{pattern}'] must be in [0, 1), got {r}", field=f"per_layer.{pattern}")
+    if encoder_layers(model):
+        summary = prune_encoder(model, cfg)
+        model.slimtorch_structured = summary
+        return model
+    ignored = tuple(cfg.ignored_layers)
+    head = classifier_name(model) if cfg.ignore_classifier else None
+    if head is not None:
+        ignored += (head,)
+    before = [tuple(t.shape) for t in _outputs(model, example_input)]
+    g = build_graph(model, example_input, ignored)
+    scores = _scores(g, model, cfg, data, loss_fn, batch_size)
+    removed = select_units(g, scores, cfg)
+    summary = remove_channels(g, removed)
+    try:
+        after = [tuple(t.shape) for t in _outputs(model, example_input)]
+    except RuntimeError as exc:  # a channel-indexed constant the graph could not see
+        raise UnsupportedModelError(
+            f"the pruned model no longer runs ({exc}); a tensor outside the layers (a buffer or constant) "
+            "depends on the channel count. Add the layers feeding it to StructuredConfig.ignored_layers."
+        ) from exc
+    if after != before:
+        raise UnsupportedModelError(f"pruning changed the output shapes {before} -> {after}; this is a bug")
+    model.slimtorch_structured = summary
+    return model
+
+
+def channel_groups(model: nn.Module, example_input, ignored: tuple[str, ...] = ()) -> list[dict]:
+    """The coupled groups as readable dicts: producers, member layers and prunable unit counts."""
+    g = build_graph(model, example_input, ignored)
+    out = []
+    for units, producers in zip(g.groups, g.group_producers, strict=True):
+        s = set(units)
+        layers = sorted({f"{m.name}:{m.role}" for m in g.members if s & set(g.uf.roots(m.ids).tolist())})
+        out.append({"producers": producers, "layers": layers, "units": len(units),
+                    "prunable": sum(g.prunable(u) for u in units)})
+    return out
+
+
+__all__ = ["UnsupportedModelError", "channel_groups", "prune_channels", "select_units"]
