@@ -177,6 +177,9 @@ class KMeansConfig(_Config):
         seed: seeds ``kmeans++`` (the other inits are deterministic).
         per_layer: layer name / fnmatch pattern → bits (mixed precision).
         layers / skip: fnmatch patterns selecting the layers (default: every Linear/Conv).
+        reseed_empty: move clusters that end up empty (linear init puts many in the
+            hole that pruning leaves around zero) onto the worst-served weights, so all
+            2^bits codes are used; ``False`` is the paper's plain Lloyd iteration.
         empty_layers: ``skip`` (leave and report) or ``error`` for layers with no non-zero weight.
     """
 
@@ -187,6 +190,7 @@ class KMeansConfig(_Config):
     per_layer: dict[str, int] = Field(default_factory=dict)
     layers: list[str] | None = None
     skip: list[str] = Field(default_factory=list)
+    reseed_empty: bool = True
     empty_layers: Literal["skip", "error"] = "skip"
 
     @field_validator("bits", mode="before")

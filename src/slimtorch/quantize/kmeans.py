@@ -65,13 +65,15 @@ def _assign(v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def kmeans_1d(
-    values: torch.Tensor, k: int, init: str = "linear", iters: int = 50, seed: int = 0
+    values: torch.Tensor, k: int, init: str = "linear", iters: int = 50, seed: int = 0, reseed_empty: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on 1-D data.
 
     Args:
         values: ``(n,)`` values, n >= 1.
         k: number of clusters.
+        reseed_empty: move clusters left empty onto the worst-served values (see :func:`_reseed`);
+            ``False`` is plain Lloyd as in the paper.
 
     Returns:
         ``(centroids (k,) float32 sorted, assignment (n,) int64 in [0, k))``. Clusters
@@ -87,13 +89,33 @@ def kmeans_1d(
         sums = torch.zeros(k, dtype=torch.float64).index_add_(0, assign, v)
         counts = torch.bincount(assign, minlength=k)
         c = torch.where(counts > 0, sums / counts.clamp(min=1), c)
+        reseeded = reseed_empty and _reseed(v, c, assign, counts)
         c, order = c.sort()
         assign = torch.argsort(order)[assign]  # relabel to the sorted order
         new = _assign(v, c)
-        if torch.equal(new, assign):
+        if torch.equal(new, assign) and not reseeded:
             break
         assign = new
     return c.float(), assign
+
+
+def _reseed(v: torch.Tensor, c: torch.Tensor, assign: torch.Tensor, counts: torch.Tensor) -> bool:
+    """Move empty clusters onto the worst-served values (in place); True if any moved.
+
+    After pruning, a layer's weights have a hole around zero: linear
+    initialisation puts many centroids there that never win a weight, wasting
+    codes. Re-seeding them where the error is largest uses all 2^b codes.
+    """
+    empty = torch.nonzero(counts == 0).reshape(-1)
+    if empty.numel() == 0:
+        return False
+    err = (v - c[assign]) ** 2
+    worst = torch.argsort(err, descending=True)[: empty.numel()]
+    worst = worst[err[worst] > 0]
+    if worst.numel() == 0:
+        return False
+    c[empty[: worst.numel()]] = v[worst]
+    return True
 
 
 class KMeansShare(nn.Module):
@@ -147,7 +169,7 @@ def kmeans_share(
             skipped.append(name)
             continue
         bits = bits_for(name, cfg.bits, cfg.per_layer)
-        centroids, assign = kmeans_1d(w[nz], 2**bits, cfg.init, cfg.iters, cfg.seed)
+        centroids, assign = kmeans_1d(w[nz], 2**bits, cfg.init, cfg.iters, cfg.seed, cfg.reseed_empty)
         indices = torch.zeros(w.shape, dtype=torch.long)
         indices[nz] = assign + 1
         parametrize.register_parametrization(module, "weight", KMeansShare(centroids, indices, bits))
