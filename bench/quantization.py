@@ -60,7 +60,7 @@ def err_pct(model, data) -> float:
     return round(100.0 * (1.0 - evaluate(model, data).accuracy), 3)
 
 
-def train_cfg(epochs: int, lr: float, batch: int = 128, seed: int = 0, opt: str = "sgd") -> TrainConfig:
+def train_cfg(epochs: int, lr: float, batch: int = 256, seed: int = 0, opt: str = "sgd") -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=batch, seed=seed, eval_every=0,
                        optimizer=OptimizerConfig(name=opt, lr=lr, momentum=0.9),
                        schedule=ScheduleConfig(name="cosine"))
@@ -263,12 +263,12 @@ def main() -> None:
     p.add_argument("--cache", default="/tmp/slimtorch_quant_bench")
     p.add_argument("--fresh", action="store_true", help="retrain instead of using cached float / pruned models")
     p.add_argument("--sparsity", type=float, default=0.92)
-    p.add_argument("--mlp-epochs", type=int, default=10)
-    p.add_argument("--prune-epochs", type=int, default=3)
+    p.add_argument("--mlp-epochs", type=int, default=8)
+    p.add_argument("--prune-epochs", type=int, default=2)
     p.add_argument("--kmeans-ft-epochs", type=int, default=1)
-    p.add_argument("--lenet5-epochs", type=int, default=6)
-    p.add_argument("--qat-epochs", type=int, default=2)
-    p.add_argument("--lsq-epochs", type=int, default=3)
+    p.add_argument("--lenet5-epochs", type=int, default=4)
+    p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--lsq-epochs", type=int, default=2)
     p.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch everywhere: checks the script runs")
     p.add_argument("--out", default=str(ROOT / "results" / "quantization.json"))
     args = p.parse_args()
