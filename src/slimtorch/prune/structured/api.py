@@ -37,44 +37,49 @@ def _round_keep(n: int, keep: int, round_to: int) -> int:
 
 def _group_ratio(cfg: StructuredConfig, producers: list[str]) -> float:
     for pattern, r in cfg.per_layer.items():
-        if matches_any(producers, pattern):
+        if any(matches(n, (pattern,)) for n in producers):
             return r
     return cfg.ratio
 
 
-def matches_any(names: list[str], pattern: str) -> bool:
-    return any(matches(n, (pattern,)) for n in names)
-
-
 def select_units(g: Graph, scores: dict[int, float], cfg: StructuredConfig) -> set[int]:
-    """Units (union-find roots) to remove, honouring ratios, fixed units and ``round_to``."""
-    removed: set[int] = set()
-    plans = []
-    for units, producers in zip(g.groups, g.group_producers, strict=True):
-        n = len(units)
+    """Units (union-find roots) to remove, honouring ratios, fixed units and ``round_to``.
+
+    Ratios and ``round_to`` apply to each *segment*: the units one set of producer
+    layers owns (after a concatenation, every concatenated producer is its own
+    segment), so every layer keeps a multiple of ``round_to`` and at least one channel.
+    """
+    segments: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    for gi, units in enumerate(g.groups):
+        for u in units:
+            segments.setdefault((gi, g.unit_producers.get(u, ())), []).append(u)
+    plans = []  # (group index, segment size, prunable units sorted by score, producers)
+    for (gi, producers), units in segments.items():
         free = sorted((u for u in units if g.prunable(u)), key=lambda u: scores.get(u, 0.0))
-        plans.append((n, free, producers))
+        plans.append((gi, len(units), free, list(producers)))
+    removed: set[int] = set()
     if cfg.scope == "uniform":
-        for n, free, producers in plans:
+        for _, n, free, producers in plans:
             keep = _round_keep(n, n - int(_group_ratio(cfg, producers) * n), cfg.round_to)
             removed.update(free[: max(0, min(len(free), n - keep))])
         return removed
-    # global: one ranking of scores normalised by their group's mean
-    ranked = []
-    for gi, (n, free, _) in enumerate(plans):
-        mean = float(np.mean([scores.get(u, 0.0) for u in free])) if free else 1.0
-        ranked += [(scores.get(u, 0.0) / (mean or 1.0), gi, u) for u in free]
-    ranked.sort()
-    budget = int(cfg.ratio * sum(n for n, _, _ in plans))
-    per_group = [0] * len(plans)
-    for _, gi, _u in ranked:
+    # global: one ranking of scores normalised by their group's mean (Torch-Pruning's global pruning)
+    means: dict[int, float] = {}
+    for gi, units in enumerate(g.groups):
+        vals = [scores.get(u, 0.0) for u in units if g.prunable(u)]
+        means[gi] = float(np.mean(vals)) if vals else 1.0
+    ranked = sorted((scores.get(u, 0.0) / (means[gi] or 1.0), si, u)
+                    for si, (gi, _, free, _) in enumerate(plans) for u in free)
+    budget = int(cfg.ratio * sum(n for _, n, _, _ in plans))
+    count = [0] * len(plans)
+    for _, si, _u in ranked:
         if budget <= 0:
             break
-        if per_group[gi] + 1 <= int(cfg.max_group_ratio * plans[gi][0]):
-            per_group[gi] += 1
+        if count[si] + 1 <= int(cfg.max_group_ratio * plans[si][1]):
+            count[si] += 1
             budget -= 1
-    for gi, (n, free, _) in enumerate(plans):
-        keep = _round_keep(n, n - per_group[gi], cfg.round_to)
+    for si, (_, n, free, _) in enumerate(plans):
+        keep = _round_keep(n, n - count[si], cfg.round_to)
         removed.update(free[: max(0, min(len(free), n - keep))])
     return removed
 

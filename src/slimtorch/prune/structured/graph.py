@@ -120,6 +120,7 @@ class Graph:
     members: list[Member]
     groups: list[list[int]] = field(default_factory=list)  # each: sorted unit (root) ids
     group_producers: list[list[str]] = field(default_factory=list)
+    unit_producers: dict[int, tuple[str, ...]] = field(default_factory=dict)  # root -> producer layers
 
     def prunable(self, root: int) -> bool:
         return not self.uf.fixed[root]
@@ -503,7 +504,12 @@ class _Walker:
 
         for i, m in enumerate(members):
             gparent[i] = i
+        # consumers ("in") read many units but do not tie them together: a layer after a
+        # concatenation must not merge the concatenated producers into one group
+        for i, m in sorted(enumerate(members), key=lambda im: im[1].role == "in"):
             for r in set(uf.roots(m.ids).tolist()):
+                if m.role == "in" and r in owner:
+                    continue
                 if r in owner:
                     a, b = gfind(owner[r]), gfind(i)
                     gparent[b] = a
@@ -517,6 +523,10 @@ class _Walker:
             if m.role == "out":
                 prod.setdefault(gfind(i), []).append(m.name)
         g = Graph(uf, members)
+        for m in members:
+            if m.role == "out":
+                for r in set(uf.roots(m.ids).tolist()):
+                    g.unit_producers[r] = tuple(sorted({*g.unit_producers.get(r, ()), m.name}))
         for gi, roots in by_group.items():
             if any(not uf.fixed[r] for r in roots):
                 g.groups.append(sorted(roots))

@@ -1,0 +1,86 @@
+"""Recipe stage ``prune_channels``: structured pruning, then fine-tuning (optionally with KD).
+
+Recipe example::
+
+    - type: prune_channels
+      prune: {ratio: 0.5, round_to: 8, importance: l2}
+      steps: 2
+      finetune: {epochs: 3, optimizer: {lr: 0.01}}
+      distill: {temperature: 4, alpha: 0.7}    # KD from ctx.reference (the unpruned model)
+
+Records MACs, parameters and accuracy before and after in ``ctx.info[stage]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator
+
+from slimtorch.core.config import FrozenConfig
+from slimtorch.measure import count_macs, count_parameters
+from slimtorch.pipeline.context import Context
+from slimtorch.pipeline.registry import register_stage
+from slimtorch.prune.structured.api import prune_channels
+from slimtorch.prune.structured.config import StructuredConfig
+from slimtorch.prune.structured.finetune import prune_finetune
+from slimtorch.train import TrainConfig, evaluate
+
+
+class PruneChannelsStageConfig(FrozenConfig):
+    """Config of the ``prune_channels`` stage.
+
+    Attributes:
+        prune: what to remove (ratio, importance, round_to, ignored layers).
+        steps: prune/fine-tune rounds (needs ``finetune`` when > 1).
+        finetune: training after each round; none: one-shot pruning only.
+        distill: KD settings (a ``DistillConfig`` dict without ``train``) to fine-tune from
+            ``ctx.reference``; none: plain cross-entropy fine-tuning.
+    """
+
+    prune: StructuredConfig = StructuredConfig()
+    steps: int = 1
+    finetune: TrainConfig | None = None
+    distill: dict[str, Any] | None = None
+
+    @field_validator("prune", mode="before")
+    @classmethod
+    def _prune(cls, v: Any) -> Any:
+        return StructuredConfig.from_dict(v, "prune") if isinstance(v, dict) else v
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("steps must be >= 1")
+        return v
+
+
+@register_stage("prune_channels", PruneChannelsStageConfig, trains=True)
+def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
+    """Prune ``ctx.model``'s channels by ``cfg`` and record sizes and accuracy."""
+    model = ctx.model
+    x = ctx.example_input
+    info: dict[str, Any] = {"macs_before": count_macs(model, x), "params_before": count_parameters(model)}
+    if ctx.test_data is not None:
+        info["accuracy_before"] = evaluate(model, ctx.test_data).accuracy
+    score_data = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
+    if cfg.finetune is None:
+        if cfg.steps > 1:
+            raise ValueError(f"stage '{ctx.stage_name}': steps > 1 needs 'finetune'")
+        model = prune_channels(model, cfg.prune, x, data=score_data)
+    else:
+        rounds: list = []
+        model = prune_finetune(
+            model, cfg.prune, x, ctx.require_train_data(), cfg.finetune, steps=cfg.steps,
+            distill=cfg.distill, teacher=ctx.reference if cfg.distill is not None else None,
+            eval_data=ctx.test_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
+            verbose=ctx.verbose, log=rounds,
+        )
+        info["rounds"] = rounds
+    info.update(macs_after=count_macs(model, x), params_after=count_parameters(model),
+                layers=getattr(model, "slimtorch_structured", {}))
+    if ctx.test_data is not None:
+        info["accuracy_after"] = evaluate(model, ctx.test_data).accuracy
+    ctx.model = model
+    ctx.info[ctx.stage_name] = info
