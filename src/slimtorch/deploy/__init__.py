@@ -1,0 +1,41 @@
+"""Deployment INT8: real integer kernels (ONNX Runtime, torchao, torch.ao FX), measured.
+
+* :func:`to_int8` — static PTQ (CNNs) or dynamic INT8 (Linear-heavy models) on a
+  backend from :data:`BACKENDS` (``auto`` picks the fastest faithful one).
+* Float-model preparation: :func:`fold_conv_bn` (exact), :func:`cross_layer_equalize`
+  and :func:`bias_correct` (Nagel et al. 2019, "Data-Free Quantization").
+* Accuracy-aware fallback keeps the most sensitive layers float until
+  :class:`FidelityTarget` is met; the result lists them in ``float_layers``.
+
+The recipe stage ``int8`` lives in :mod:`slimtorch.deploy.stage`.
+"""
+
+from slimtorch.deploy.artifact import Int8Model
+from slimtorch.deploy.backends import BACKENDS, Backend, register_backend
+from slimtorch.deploy.bias_correction import bias_correct
+from slimtorch.deploy.cle import cross_layer_equalize, equalized_pairs
+from slimtorch.deploy.config import FidelityTarget, Int8Config
+from slimtorch.deploy.convert import time_variants, to_int8
+from slimtorch.deploy.fallback import accuracy_aware_fallback
+from slimtorch.deploy.fidelity import fidelity, meets
+from slimtorch.deploy.fold import fold_conv_bn
+from slimtorch.deploy.ort import prepare_float
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "FidelityTarget",
+    "Int8Config",
+    "Int8Model",
+    "accuracy_aware_fallback",
+    "bias_correct",
+    "cross_layer_equalize",
+    "equalized_pairs",
+    "fidelity",
+    "fold_conv_bn",
+    "meets",
+    "prepare_float",
+    "register_backend",
+    "time_variants",
+    "to_int8",
+]

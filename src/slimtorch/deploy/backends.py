@@ -1,0 +1,130 @@
+"""Backends behind one interface: ``convert(model, calib, config, out_dir, check) -> Int8Model``.
+
+* ``onnxruntime``: static QDQ or dynamic INT8 (:mod:`slimtorch.deploy.ort`).
+* ``torchao``: ``quantize_`` with ``Int8WeightOnlyConfig`` or
+  ``Int8DynamicActivationInt8WeightConfig`` (dynamic mode; PyTorch eager).
+* ``torch_fx``: the deprecated ``torch.ao.quantization`` FX static flow with the
+  x86 (fbgemm) qconfig; its deprecation warnings stay off the user's screen.
+
+Every backend's result is measured by :func:`slimtorch.deploy.to_int8` the
+same way, so ``backend="auto"`` can pick the fastest faithful one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from slimtorch.core.errors import UnsupportedModelError
+from slimtorch.core.registry import Registry
+from slimtorch.deploy.artifact import Int8Model, reference_outputs
+from slimtorch.deploy.config import Int8Config
+from slimtorch.deploy.fidelity import fidelity
+from slimtorch.deploy.fold import fold_conv_bn
+from slimtorch.deploy.ort import convert_onnxruntime
+
+Batches = list[tuple[torch.Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    modes: tuple[str, ...]
+    convert: Callable[[nn.Module, Batches, Int8Config, Path, Batches | None], Int8Model]
+
+
+BACKENDS: Registry[Backend] = Registry("int8 backend")
+
+
+def register_backend(name: str, modes: tuple[str, ...]):
+    def deco(fn):
+        BACKENDS.register(name, Backend(name, modes, fn))
+        return fn
+
+    return deco
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence deprecation warnings, torchao's CUDA-library notice and log spam from third-party runtimes."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _state_bytes(model: nn.Module) -> int:
+    seen, total = set(), 0
+    for t in list(model.state_dict().values()):
+        if isinstance(t, torch.Tensor) and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+def _torch_runner(model: nn.Module):
+    @torch.inference_mode()
+    def run(inputs):
+        out = model(*inputs)
+        return (out[0] if isinstance(out, (tuple, list)) else out).float()
+
+    return run
+
+
+@register_backend("onnxruntime", ("static", "dynamic"))
+def _ort(model, calib, cfg, out_dir, check=None):
+    return convert_onnxruntime(model, calib, cfg, out_dir, check)
+
+
+@register_backend("torchao", ("dynamic",))
+def _torchao(model, calib, cfg, out_dir, check=None):
+    with quiet():
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+        qcfg = Int8WeightOnlyConfig() if cfg.torchao_scheme == "int8_weight_only" else Int8DynamicActivationInt8WeightConfig()
+        m = copy.deepcopy(model).eval()
+        quantize_(m, qcfg)
+    run = _torch_runner(m)
+    check = check or calib
+    metrics = fidelity(reference_outputs(model, check), torch.cat([run(b) for b in check]))
+    return Int8Model("torchao", "dynamic", run, None, [], {"fidelity_checked": metrics, "scheme": cfg.torchao_scheme},
+                     _state_bytes(m))
+
+
+@register_backend("torch_fx", ("static", "dynamic"))
+def _torch_fx(model, calib, cfg, out_dir, check=None):
+    with quiet():
+        from torch.ao.quantization import get_default_qconfig_mapping, quantize_dynamic
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        torch.backends.quantized.engine = "x86"
+        if cfg.mode == "dynamic":
+            m = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+        else:
+            try:
+                m = prepare_fx(fold_conv_bn(model), get_default_qconfig_mapping("x86"), calib[0])
+            except Exception as exc:  # noqa: BLE001 - FX tracing of a user model failed
+                raise UnsupportedModelError(f"torch_fx backend cannot trace the model: {exc}") from exc
+            with torch.inference_mode():
+                for b in calib:
+                    m(*b)
+            m = convert_fx(m)
+    run = _torch_runner(m)
+    check = check or calib
+    with quiet():
+        metrics = fidelity(reference_outputs(model, check), torch.cat([run(b) for b in check]))
+    return Int8Model("torch_fx", cfg.mode, run, None, [], {"fidelity_checked": metrics}, _state_bytes(m))

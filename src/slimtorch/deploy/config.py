@@ -1,0 +1,88 @@
+"""Config of the INT8 deployment conversion (:func:`slimtorch.deploy.to_int8`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from slimtorch.core.config import FrozenConfig
+
+Mode = Literal["static", "dynamic"]
+Calibration = Literal["minmax", "percentile", "entropy", "distribution"]
+
+
+class FidelityTarget(FrozenConfig):
+    """What "faithful" means, measured against the float model on the user's data.
+
+    Classifiers use ``min_agreement`` / ``max_kl`` (softmax of the outputs);
+    other models (embeddings, regressions) use ``min_cosine`` on the flattened
+    outputs. A metric set to ``None`` is not checked.
+    """
+
+    min_agreement: float | None = Field(0.95, ge=0.0, le=1.0)
+    max_kl: float | None = Field(0.05, ge=0.0)
+    min_cosine: float | None = Field(None, ge=-1.0, le=1.0)
+
+
+class Int8Config(FrozenConfig):
+    """How to convert a float model into an INT8 runtime artifact.
+
+    Attributes:
+        mode: ``static`` (activations calibrated ahead of time: CNNs) or
+            ``dynamic`` (activation ranges computed per batch at run time:
+            Linear-heavy models such as transformers and MLPs).
+        backend: a name in :data:`slimtorch.deploy.BACKENDS` or ``auto`` (the
+            fastest registered backend that meets ``target`` on the given data).
+        quant_format: ONNX Runtime graph format: ``qdq`` (QuantizeLinear /
+            DequantizeLinear pairs the runtime fuses) or ``qoperator`` (QLinearConv…).
+        per_channel: one weight scale per output channel (needed by depthwise convs).
+        reduce_range: 7-bit weights. On AVX2 CPUs without VNNI the u8·s8 kernel
+            (``vpmaddubsw``) adds pairs of products into int16 and saturates with
+            full 8-bit weights; 7-bit weights cannot saturate but lose precision.
+        calibration: how activation ranges are chosen from the calibration data.
+        percentile: the percentile of |x| kept when ``calibration == "percentile"``.
+        fold_bn: fold BatchNorm into the preceding conv before anything else (exact).
+        cle: cross-layer equalization (Nagel et al. 2019) before quantizing.
+        cle_relu6: ``replace`` turns ReLU6 between equalized layers into ReLU (the
+            paper's choice; changes the float model slightly), ``skip`` leaves such
+            pairs unequalized so the float model is untouched.
+        bias_correction: empirical bias correction of the weight-quantization error.
+        keep_float: fnmatch patterns of layer names (PyTorch module names, or ONNX
+            node names) that always stay float.
+        target: the fidelity the result must reach; layers are kept in float,
+            most sensitive first, until it does (``max_float_layers`` at most).
+        max_float_layers: fallback budget (0 disables the fallback).
+        calib_batches / calib_batch_size: how much calibration data is read.
+        threads: intra-op threads of the runtime session (latency is measured at this count).
+        opset: ONNX opset of the exported graph.
+        torchao_scheme: which torchao ``quantize_`` config the ``torchao`` backend applies.
+    """
+
+    mode: Mode = "static"
+    backend: str = "onnxruntime"
+    quant_format: Literal["qdq", "qoperator"] = "qdq"
+    per_channel: bool = True
+    reduce_range: bool = False
+    calibration: Calibration = "percentile"
+    percentile: float = Field(99.999, gt=50.0, le=100.0)
+    fold_bn: bool = True
+    cle: bool = True
+    cle_relu6: Literal["replace", "skip"] = "replace"
+    bias_correction: bool = True
+    keep_float: tuple[str, ...] = ()
+    target: FidelityTarget = FidelityTarget()
+    max_float_layers: int = Field(8, ge=0)
+    calib_batches: int = Field(16, ge=1)
+    calib_batch_size: int = Field(16, ge=1)
+    threads: int = Field(1, ge=1)
+    opset: int = Field(17, ge=13)
+    torchao_scheme: Literal["int8_weight_only", "int8_dynamic"] = "int8_weight_only"
+
+    @model_validator(mode="after")
+    def _check(self):
+        from slimtorch.core.errors import ConfigError
+
+        if self.backend == "":
+            raise ConfigError("invalid value for 'backend': empty name", field="backend")
+        return self

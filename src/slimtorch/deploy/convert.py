@@ -1,0 +1,103 @@
+"""``to_int8``: one call from a float model and calibration data to a measured INT8 artifact."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimtorch.core.errors import ConfigError
+from slimtorch.deploy.artifact import Int8Model
+from slimtorch.deploy.backends import BACKENDS
+from slimtorch.deploy.config import Int8Config
+from slimtorch.deploy.data import input_batches
+from slimtorch.deploy.fidelity import meets, score
+
+
+def time_variants(fns: dict[str, Any], inputs: tuple[torch.Tensor, ...], rounds: int = 20, warmup: int = 3,
+                  inner: int = 1) -> dict[str, float]:
+    """Median ms per call of each ``fn(inputs)``, timed round-robin so load changes hit all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn(inputs)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn(inputs)
+            times[k].append((time.perf_counter() - t0) / inner * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def required_inputs(model: nn.Module) -> int:
+    """Positional inputs ``forward`` requires (a dataset's extra fields, e.g. labels, are dropped)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return max(1, sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty))
+
+
+def to_int8(model: nn.Module, calib_data: Any, config: Int8Config | dict | None = None,
+            check_data: Any = None, out_dir: str | os.PathLike | None = None) -> Int8Model:
+    """Convert ``model`` to INT8 on the backend ``config.backend`` (or the best one, ``auto``).
+
+    Args:
+        model: any float ``nn.Module`` (eval mode is set on a copy where needed).
+        calib_data: calibration inputs: a tensor, a Dataset of ``(x, y)`` or a DataLoader.
+        config: :class:`Int8Config` or its dict form.
+        check_data: data the fidelity target is checked on (default: ``calib_data``).
+        out_dir: where artifacts are written (default: a fresh temporary folder).
+
+    Returns:
+        The :class:`Int8Model` (callable; ``.path`` is the ONNX file for ONNX Runtime).
+
+    Raises:
+        ConfigError: empty calibration data, unknown backend, or a backend without ``config.mode``.
+    """
+    cfg = Int8Config.from_dict(config) if not isinstance(config, Int8Config) else config
+    model = model.eval()
+    n_inputs = required_inputs(model)
+    calib = input_batches(calib_data, n_inputs, cfg.calib_batch_size, cfg.calib_batches)
+    check = input_batches(check_data, n_inputs, cfg.calib_batch_size, what="check data") if check_data is not None else None
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="slimtorch_int8_"))
+    if cfg.backend != "auto":
+        backend = BACKENDS.get(cfg.backend)
+        if cfg.mode not in backend.modes:
+            raise ConfigError(f"backend '{cfg.backend}' has no {cfg.mode} mode; it supports {', '.join(backend.modes)}",
+                              field="backend")
+        return backend.convert(model, calib, cfg, out / cfg.backend, check)
+    return _auto(model, calib, check, cfg, out)
+
+
+def _auto(model, calib, check, cfg, out) -> Int8Model:
+    """Every backend with this mode; the fastest meeting the target (else the most faithful)."""
+    results: dict[str, Int8Model] = {}
+    errors: dict[str, str] = {}
+    for name in BACKENDS.names():
+        backend = BACKENDS.get(name)
+        if cfg.mode not in backend.modes:
+            continue
+        try:
+            results[name] = backend.convert(model, calib, cfg.replace(backend=name), out / name, check)
+        except Exception as exc:  # noqa: BLE001 - one backend failing must not stop the others
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    if not results:
+        raise ConfigError(f"no backend could convert the model: {errors}", field="backend")
+    x = calib[0]
+    lat = time_variants({k: r.runner for k, r in results.items()}, x)
+    ok = [k for k, r in results.items() if meets(r.info["fidelity_checked"], cfg.target)]
+    pick = min(ok, key=lat.get) if ok else min(results, key=lambda k: score(results[k].info["fidelity_checked"]))
+    chosen = results[pick]
+    chosen.info["auto"] = {"latency_ms": lat, "meets_target": ok, "errors": errors, "picked": pick,
+                           "fidelity": {k: r.info["fidelity_checked"] for k, r in results.items()}}
+    return chosen

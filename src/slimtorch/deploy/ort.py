@@ -1,0 +1,168 @@
+"""ONNX Runtime INT8: static QDQ (calibrated activations) and dynamic (per-batch activations).
+
+Static path, in order:
+1. fold BatchNorm into convs (exact), cross-layer equalization and bias
+   correction in PyTorch (Nagel et al. 2019) — the weights ORT quantizes are
+   the equalized ones;
+2. export the prepared float model with ``torch.onnx``;
+3. calibrate activation ranges once on the user's data (our
+   ``CalibrationDataReader``; ranges cached to a JSON file so the fallback
+   re-quantizes without re-calibrating);
+4. ``quantize_static`` to QDQ, u8 activations, s8 per-channel weights;
+5. accuracy-aware fallback (:mod:`slimtorch.deploy.fallback`).
+
+Dynamic path: export, ``quantize_dynamic`` of MatMul/Gemm with per-channel s8
+weights (u8 activations quantized on the fly), same fallback.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimtorch.deploy.artifact import Int8Model, reference_outputs
+from slimtorch.deploy.bias_correction import bias_correct
+from slimtorch.deploy.cle import cross_layer_equalize
+from slimtorch.deploy.config import Int8Config
+from slimtorch.deploy.fallback import accuracy_aware_fallback
+from slimtorch.deploy.fidelity import fidelity
+from slimtorch.deploy.fold import fold_conv_bn
+from slimtorch.export.onnx import as_tuple, export_onnx, onnx_module_names, ort_session
+
+_CALIB = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution"}
+
+
+def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, ...]]) -> tuple[nn.Module, dict]:
+    """BN folding, CLE and bias correction as ``cfg`` asks; returns the float model to export and what changed."""
+    info: dict[str, Any] = {}
+    m = model
+    if cfg.fold_bn or cfg.cle or cfg.bias_correction:
+        m = fold_conv_bn(model)
+    if cfg.cle:
+        m = cross_layer_equalize(m, relu6=cfg.cle_relu6, inplace=True)
+    if cfg.bias_correction and cfg.mode == "static":
+        m = bias_correct(m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, inplace=True)
+    if m is not model:
+        ref, new = reference_outputs(model, batches[:4]), reference_outputs(m, batches[:4])
+        info["prepared_vs_original"] = fidelity(ref, new)
+    return m.eval(), info
+
+
+class _Reader:
+    """ONNX Runtime ``CalibrationDataReader`` over our input batches."""
+
+    def __init__(self, names: list[str], batches: list[tuple[torch.Tensor, ...]]):
+        self.names, self.batches, self.i = names, batches, 0
+
+    def get_next(self):
+        if self.i >= len(self.batches):
+            return None
+        b = self.batches[self.i]
+        self.i += 1
+        return {n: t.detach().cpu().numpy() for n, t in zip(self.names, b)}
+
+    def rewind(self):
+        self.i = 0
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def quantizable_nodes(path: Path, mode: str) -> list[str]:
+    """Names of the nodes ORT would quantize (Conv/Gemm/MatMul with a constant weight)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    inits = {i.name for i in proto.graph.initializer}
+    ops = ("Conv", "Gemm", "MatMul") if mode == "static" else ("Gemm", "MatMul")
+    return [n.name for n in proto.graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1] in inits]
+
+
+def _match(nodes: list[str], modules: dict[str, str], patterns: tuple[str, ...]) -> list[str]:
+    return [n for n in nodes if any(fnmatch.fnmatch(n, p) or fnmatch.fnmatch(modules.get(n, ""), p) for p in patterns)]
+
+
+def _runner(path: Path, threads: int):
+    sess = ort_session(path, threads)
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(names, inputs)}
+        return torch.from_numpy(np.asarray(sess.run(None, feed)[0])).float()
+
+    return run
+
+
+def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[torch.Tensor, ...]], names: list[str]):
+    """A function ``exclude -> path of the INT8 file`` (calibrating once, on the first call)."""
+    from onnxruntime import quantization as q
+
+    logging.getLogger("root").setLevel(logging.ERROR)  # ORT logs every node it skips
+    fmt = q.QuantFormat.QDQ if cfg.quant_format == "qdq" else q.QuantFormat.QOperator
+    cache = out_dir / "calibration_ranges.json"
+    if cache.exists():
+        cache.unlink()
+    counter = [0]
+
+    def quantize(exclude: list[str]) -> Path:
+        counter[0] += 1
+        out = out_dir / f"int8_try{counter[0]}.onnx"
+        if cfg.mode == "dynamic":
+            q.quantize_dynamic(fp32, out, op_types_to_quantize=["MatMul", "Gemm"], per_channel=cfg.per_channel,
+                               reduce_range=cfg.reduce_range, weight_type=q.QuantType.QInt8,
+                               nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
+        else:
+            q.quantize_static(
+                fp32, out, _Reader(names, calib), quant_format=fmt, per_channel=cfg.per_channel,
+                reduce_range=cfg.reduce_range, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                nodes_to_exclude=list(exclude), calibrate_method=getattr(q.CalibrationMethod, _CALIB[cfg.calibration]),
+                extra_options={"CalibPercentile": cfg.percentile, "WeightSymmetric": True,
+                               "ActivationSymmetric": False}, calibration_cache_path=cache)
+        return out
+
+    return quantize
+
+
+def convert_onnxruntime(model: nn.Module, calib: list[tuple[torch.Tensor, ...]], cfg: Int8Config, out_dir: Path,
+                        check: list[tuple[torch.Tensor, ...]] | None = None) -> Int8Model:
+    """Convert ``model`` to an ONNX Runtime INT8 file in ``out_dir`` (see module docstring).
+
+    Args:
+        calib: calibration batches; ``check``: batches the fidelity target is checked on
+            (default: the calibration batches).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check = check or calib
+    prepared, info = prepare_float(model, cfg, calib)
+    fp32 = out_dir / "fp32_prepared.onnx"
+    export_onnx(prepared, calib[0], fp32, opset=cfg.opset, check=False)
+    modules = onnx_module_names(fp32)
+    nodes = quantizable_nodes(fp32, cfg.mode)
+    keep = _match(nodes, modules, cfg.keep_float)
+    n_inputs = len(as_tuple(calib[0]))
+    names = [f"input_{i}" for i in range(n_inputs)] if n_inputs > 1 else ["input"]
+    quantize = _quantizer(fp32, out_dir, cfg, calib, names)
+    ref = reference_outputs(model, check)
+
+    def evaluate(path: Path) -> dict[str, float]:
+        run = _runner(path, cfg.threads)
+        return fidelity(ref, torch.cat([run(b) for b in check]))
+
+    result = accuracy_aware_fallback(quantize, evaluate, nodes, keep, cfg.target, cfg.max_float_layers)
+    final = out_dir / "int8.onnx"
+    result.path.replace(final)
+    for f in out_dir.glob("int8_try*.onnx"):
+        f.unlink()
+    info.update(result.info)
+    info["quantized_layers"] = len(nodes) - len(result.excluded)
+    info["options"] = cfg.to_dict()
+    float_layers = [modules.get(n, n) for n in result.excluded]
+    return Int8Model("onnxruntime", cfg.mode, _runner(final, cfg.threads), final, float_layers, info,
+                     final.stat().st_size)

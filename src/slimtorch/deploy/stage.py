@@ -1,0 +1,98 @@
+"""Recipe stages ``int8`` (convert + measure on ONNX Runtime / torchao / torch.ao) and ``export``.
+
+Recipe examples::
+
+    - type: int8
+      mode: static            # or dynamic for transformers / MLPs
+      backend: auto           # fastest backend meeting the target on the calibration data
+      calibration: percentile
+      target: {min_agreement: 0.95, max_kl: 0.05}
+
+    - type: export
+      formats: [onnx, pt2]
+
+``int8`` sets ``ctx.artifacts[stage] = <int8 .onnx>`` (when the backend writes
+one) and records fidelity on the test data, latency of the INT8 runtime next to
+ONNX Runtime fp32, and the layers kept float in ``ctx.info[stage]``. The
+float ``ctx.model`` is left as it was: the INT8 artifact is a deployment file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+from torch.utils.data import Subset
+
+from slimtorch.core.config import FrozenConfig
+from slimtorch.deploy.artifact import reference_outputs
+from slimtorch.deploy.config import Int8Config
+from slimtorch.deploy.convert import time_variants, to_int8
+from slimtorch.deploy.data import input_batches
+from slimtorch.deploy.fidelity import fidelity
+from slimtorch.export.onnx import export_onnx, export_pt2, ort_session, run_session
+from slimtorch.pipeline.context import Context
+from slimtorch.pipeline.registry import register_stage
+
+
+class Int8StageConfig(Int8Config):
+    """:class:`Int8Config` plus how much data the stage reads and times."""
+
+    calib_examples: int = Field(512, ge=1)
+    test_examples: int = Field(1000, ge=1)
+    timing_rounds: int = Field(20, ge=1)
+
+
+class ExportStageConfig(FrozenConfig):
+    formats: tuple[Literal["onnx", "pt2"], ...] = ("onnx",)
+    opset: int = Field(17, ge=13)
+
+
+def _subset(data, n):
+    return Subset(data, range(min(n, len(data)))) if data is not None else None
+
+
+@register_stage("int8", Int8StageConfig)
+def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
+    icfg = Int8Config.from_dict({k: v for k, v in cfg.to_dict().items() if k in Int8Config.model_fields})
+    calib = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
+    q = to_int8(ctx.model, _subset(calib, cfg.calib_examples), icfg, out_dir=ctx.stage_dir())
+    info: dict[str, Any] = q.summary()
+    test = _subset(ctx.test_data, cfg.test_examples)
+    if test is not None:
+        batches = input_batches(test, 1, icfg.calib_batch_size, what="test data")
+        ref = reference_outputs(ctx.reference or ctx.model, batches)
+        info["fidelity_test"] = fidelity(ref, q.predict(batches))
+        labels = [b[1] for b in input_batches(test, 2, icfg.calib_batch_size, what="test data")]
+        if labels and labels[0].ndim == 1:
+            import torch
+
+            y = torch.cat(labels)
+            info["accuracy_int8"] = float((q.predict(batches).argmax(1) == y).float().mean())
+            info["accuracy_float"] = float((ref.argmax(1) == y).float().mean())
+    fp32 = ctx.stage_dir() / "fp32.onnx"
+    export_onnx(ctx.model, ctx.example_input, fp32, opset=icfg.opset, check=False)
+    sess = ort_session(fp32, icfg.threads)
+    x = (ctx.example_input,)
+    lat = time_variants({"ort_fp32": lambda b: run_session(sess, b), "int8": q.runner}, x, rounds=cfg.timing_rounds)
+    info["latency_ms_batch1"] = lat
+    info["speedup_vs_ort_fp32"] = lat["ort_fp32"] / lat["int8"]
+    info["fp32_onnx_bytes"] = fp32.stat().st_size
+    if q.path is not None:
+        ctx.artifacts[ctx.stage_name] = q.path
+    ctx.info[ctx.stage_name] = info
+
+
+@register_stage("export", ExportStageConfig)
+def export_stage(ctx: Context, cfg: ExportStageConfig) -> None:
+    info: dict[str, Any] = {}
+    if "onnx" in cfg.formats:
+        path = ctx.stage_dir() / "model.onnx"
+        info["onnx_parity"] = export_onnx(ctx.model, ctx.example_input, path, opset=cfg.opset,
+                                          verbose=ctx.verbose).to_dict()
+        ctx.artifacts[ctx.stage_name] = path
+    if "pt2" in cfg.formats:
+        pt2 = export_pt2(ctx.model, ctx.example_input, ctx.stage_dir() / "model.pt2")
+        info["pt2"] = str(pt2)
+        ctx.artifacts.setdefault(ctx.stage_name, pt2)
+    ctx.info[ctx.stage_name] = info
