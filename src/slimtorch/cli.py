@@ -45,8 +45,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = args.output or f"runs/{recipe.name}"
-    res = run_recipe(recipe, out, force=args.force, resume=args.resume, verbose=not args.quiet, argv=sys.argv)
-    print(f"report: {res.out_dir / 'report.md'}")
+    if recipe.sweep is not None:
+        from slimtorch.pipeline.sweep import run_sweep
+
+        runner = run_sweep
+    else:
+        runner = run_recipe
+    res = runner(recipe, out, force=args.force, resume=args.resume, verbose=not args.quiet, argv=sys.argv)
+    print(f"report: {res.out_dir / 'report.html'} (also report.md, report.json, results.json)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from slimtorch.report import write_report
+
+    paths = write_report(args.run_dir)
+    print("\n".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from slimtorch.report import compare_runs
+
+    print(compare_runs(args.run_a, args.run_b))
     return 0
 
 
@@ -225,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense", action="store_true", help="store zeros densely")
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_unpack)
+
+    p = sub.add_parser("report", help="re-render report.html/md/json of a finished run")
+    p.add_argument("run_dir")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("compare", help="two runs' final measurements side by side")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("list", help="list models, datasets and recipe stages")
     p.set_defaults(fn=cmd_list)

@@ -79,3 +79,29 @@ def test_resume_of_a_finished_run_reproduces_it(tmp_path):
     again = run_recipe(recipe_from_dict(TINY), out, resume=True, verbose=False)
     assert again.info["train"]["resumed_from"] == 2
     assert first.records[0]["accuracy"] == again.records[0]["accuracy"]
+
+
+def test_sweep_produces_one_point_per_value_and_a_tradeoff_report(tmp_path):
+    from slimtorch.pipeline.sweep import run_sweep
+
+    data = {
+        **TINY,
+        "stages": [
+            {"type": "train", "epochs": 1, "batch_size": 32},
+            {"type": "prune", "prune": {"sparsity": 0.5}},
+        ],
+        "sweep": {"param": "stages.1.prune.sparsity", "values": [0.3, 0.6, 0.9]},
+    }
+    res = run_sweep(recipe_from_dict(data), tmp_path / "sweep", verbose=False)
+    assert [r["name"] for r in res.records] == ["sparsity=0.3", "sparsity=0.6", "sparsity=0.9"]
+    nonzero = [r["nonzero"] for r in res.records]
+    assert nonzero[0] > nonzero[1] > nonzero[2]
+    assert (tmp_path / "sweep" / "point_02" / "results.json").exists()
+    html = (tmp_path / "sweep" / "report.html").read_text()
+    assert "sparsity=0.9" in html and "data:image/png;base64," in html
+
+
+def test_bad_sweep_value_is_named():
+    data = {**TINY, "sweep": {"param": "stages.0.epochs", "values": [1, -2]}}
+    with pytest.raises(ConfigError, match="sweep value -2"):
+        recipe_from_dict(data)

@@ -53,6 +53,13 @@ class MeasureSettings(FrozenConfig):
     threads: int | None = Field(None, ge=1)
 
 
+class SweepConfig(FrozenConfig):
+    """Run the recipe once per value of one parameter (a dotted override path)."""
+
+    param: str = Field(..., min_length=1, description="e.g. stages.1.prune.sparsity")
+    values: list[Any] = Field(..., min_length=1)
+
+
 class Recipe(FrozenConfig):
     name: str
     description: str = ""
@@ -62,6 +69,7 @@ class Recipe(FrozenConfig):
     data: DataSource | None = DataSource()
     measure: MeasureSettings = MeasureSettings()
     stages: list[dict[str, Any]] = Field(default_factory=list)
+    sweep: SweepConfig | None = None
 
     def stage_configs(self) -> list[tuple[str, StageSpec, FrozenConfig]]:
         """Validated ``(label, spec, config)`` for every stage."""
@@ -86,39 +94,71 @@ def _validate_stage(i: int, entry: dict[str, Any]) -> tuple[str, StageSpec, Froz
     return label, spec, validate_config(spec.config_cls, fields, where)
 
 
+def set_path(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][0][c] = value`` for ``key = "a.b.0.c"`` (creates missing mappings)."""
+    parts = key.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override '{key}': '{part}' is not a valid index", field=key)
+            node = node[int(part)]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{key}': '{part}' is not a mapping", field=key)
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override '{key}': '{last}' is not a valid index", field=key)
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"override '{key}': cannot set a field inside a {type(node).__name__}", field=key)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.0.c=value`` overrides to a raw recipe dict (returns a copy)."""
+    """Apply ``a.b.0.c=value`` overrides (values parsed as YAML) to a raw recipe dict (returns a copy)."""
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (e.g. stages.0.epochs=2)", field=item)
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
-        parts = key.split(".")
-        node: Any = data
-        for j, part in enumerate(parts[:-1]):
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override '{key}': '{part}' is not a valid index", field=key)
-                node = node[int(part)]
-            else:
-                if part not in node or node[part] is None:
-                    node[part] = {}
-                node = node[part]
-        last = parts[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise ConfigError(f"override '{key}': '{last}' is not a valid index", field=key)
-            node[int(last)] = value
-        else:
-            node[last] = value
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{key}': value is not valid YAML ({exc})", field=key) from None
+        set_path(data, key, value)
     return data
 
 
 def recipe_from_dict(data: Any) -> Recipe:
     recipe = validate_config(Recipe, data)
     recipe.stage_configs()  # validate every stage now, not halfway through a run
+    sweep_points(recipe)  # and every sweep point
     return recipe
+
+
+def sweep_points(recipe: Recipe) -> list[Recipe]:
+    """One recipe per sweep value (none when the recipe has no sweep)."""
+    if recipe.sweep is None:
+        return []
+    base = {k: v for k, v in recipe.to_dict().items() if k != "sweep"}
+    out = []
+    for value in recipe.sweep.values:
+        point = copy.deepcopy(base)
+        set_path(point, recipe.sweep.param, value)
+        point["name"] = f"{recipe.name}[{recipe.sweep.param}={value}]"
+        try:
+            point_recipe = validate_config(Recipe, point)
+            point_recipe.stage_configs()
+            out.append(point_recipe)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep value {value!r} for '{recipe.sweep.param}': {exc}", field="sweep.values") from None
+    return out
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:

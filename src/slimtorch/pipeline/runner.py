@@ -30,9 +30,11 @@ from slimtorch.core.seed import seed_everything, set_threads
 from slimtorch.io.model_file import load_model, save_model
 from slimtorch.measure.env import environment
 from slimtorch.measure.record import measure
-from slimtorch.measure.table import markdown_table, print_table
+from slimtorch.measure.table import print_table
 from slimtorch.pipeline.context import Context
 from slimtorch.pipeline.recipe import Recipe
+from slimtorch.report.build import write_report
+from slimtorch.report.weights import weight_summary
 
 
 @dataclass
@@ -122,6 +124,7 @@ def run_recipe(
             threads=ms.threads,
             latency_runs=ms.latency_runs,
         ).to_dict()
+        rec["weights"] = weight_summary(ctx.model)
         if verbose:
             acc = f"top-1 {rec['accuracy'] * 100:.2f}% " if rec["accuracy"] is not None else ""
             print(f"[measure] {name}: {acc}size {rec['size_bytes']} B", file=sys.stderr, flush=True)
@@ -145,7 +148,7 @@ def run_recipe(
     ctx.artifacts["final"] = final_path
     results = _results(recipe, records, ctx)
     atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "report.md", render_markdown(results))
+    write_report(out, {**results, "environment": environment()})
     if verbose:
         print_table(records, title=f"{recipe.name} — {out}")
     return RunResult(out, records, ctx.info, ctx.model)
@@ -154,14 +157,8 @@ def run_recipe(
 def _results(recipe: Recipe, records: list[dict[str, Any]], ctx: Context) -> dict[str, Any]:
     return {
         "recipe": recipe.name,
+        "description": recipe.description,
         "records": records,
         "stages": ctx.info,
         "artifacts": {k: str(v) for k, v in ctx.artifacts.items()},
     }
-
-
-def render_markdown(results: dict[str, Any]) -> str:
-    lines = [f"# {results['recipe']}\n", markdown_table(results["records"])]
-    lines.append("\nSize = the stage's artifact if it wrote one, else the sparse-aware model file. ")
-    lines.append("Ratio = first row's dense fp32 size / this row's size. Latency: median, eager PyTorch.\n")
-    return "\n".join(lines)
