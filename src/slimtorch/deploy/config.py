@@ -76,7 +76,7 @@ class Int8Config(FrozenConfig):
     calib_batches: int = Field(16, ge=1)
     calib_batch_size: int = Field(16, ge=1)
     threads: int = Field(1, ge=1)
-    opset: int = Field(17, ge=13)
+    opset: int = Field(18, ge=13)
     torchao_scheme: Literal["int8_weight_only", "int8_dynamic"] = "int8_weight_only"
 
     @model_validator(mode="after")

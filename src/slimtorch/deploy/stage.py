@@ -45,7 +45,7 @@ class Int8StageConfig(Int8Config):
 
 class ExportStageConfig(FrozenConfig):
     formats: tuple[Literal["onnx", "pt2"], ...] = ("onnx",)
-    opset: int = Field(17, ge=13)
+    opset: int = Field(18, ge=13)
 
 
 def _subset(data, n):

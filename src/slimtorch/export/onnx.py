@@ -102,7 +102,7 @@ def export_onnx(
     model: nn.Module,
     example_input: Inputs,
     path: str | os.PathLike,
-    opset: int = 17,
+    opset: int = 18,
     dynamic_batch: bool = True,
     check: bool = True,
     check_inputs: Inputs | None = None,

@@ -1,0 +1,93 @@
+"""INT8 conversion on real runtimes: fidelity, fallback, config errors, the recipe stage."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from slimtorch.core.errors import ConfigError
+from slimtorch.deploy import BACKENDS, FidelityTarget, Int8Config, to_int8
+from tests.deploy.int8_models import MLPUserNet, conv_net
+
+torch.set_num_threads(1)
+
+
+def _images(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 12, 12, generator=g) * 2 - 0.5
+
+
+def test_static_ort_int8_is_faithful_and_small(tmp_path):
+    model = conv_net()
+    q = to_int8(model, TensorDataset(_images(), torch.zeros(64)), {"max_float_layers": 0}, out_dir=tmp_path)
+    x = _images(32, seed=1)
+    with torch.no_grad():
+        ref = model(x)
+    out = q(x)
+    assert out.shape == ref.shape
+    cos = torch.nn.functional.cosine_similarity(out, ref, dim=1)
+    assert float(cos.mean()) > 0.98
+    ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_keep_float_leaves_named_layers_unquantized(tmp_path):
+    cfg = Int8Config(keep_float=("pw", "head"), max_float_layers=0, cle=False)
+    q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
+    assert set(q.float_layers) == {"pw", "head"}
+    graph = onnx.load(str(q.path)).graph
+    float_weights = {n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in
+                     {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}}
+    assert len(float_weights) == 2  # exactly the two kept layers read float weights directly
+
+
+def test_fallback_keeps_layers_float_until_target(tmp_path):
+    # an unreachable KL target forces the fallback to spend its whole budget
+    cfg = Int8Config(target=FidelityTarget(min_agreement=1.0, max_kl=0.0), max_float_layers=2, cle=False)
+    q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
+    assert len(q.info["sensitivity"]) == 4
+    assert 1 <= len(q.float_layers) <= 2
+    assert set(q.float_layers) <= {"conv1", "dw", "pw", "head"}
+
+
+def test_dynamic_ort_int8_for_mlp(tmp_path):
+    torch.manual_seed(0)
+    model = MLPUserNet().eval()
+    x = torch.randn(64, 32)
+    q = to_int8(model, x, Int8Config(mode="dynamic", target=FidelityTarget(min_cosine=0.99)), out_dir=tmp_path)
+    ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(q(x), model(x), dim=1)
+    assert float(cos.mean()) > 0.99
+
+
+def test_empty_calibration_loader_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="empty"):
+        to_int8(conv_net(), torch.utils.data.DataLoader(TensorDataset(torch.empty(0, 3, 12, 12))), out_dir=tmp_path)
+
+
+def test_backend_registry_and_errors():
+    assert {"onnxruntime", "torchao", "torch_fx"} <= set(BACKENDS.names())
+    with pytest.raises(ConfigError, match="no static mode"):
+        to_int8(conv_net(), _images(), {"backend": "torchao"})
+    with pytest.raises(ConfigError, match="unknown int8 backend"):
+        to_int8(conv_net(), _images(), {"backend": "tensorrt"})
+    with pytest.raises(ConfigError, match="calibration"):
+        Int8Config.from_dict({"calibration": "kmeans"})
+
+
+def test_config_round_trip():
+    cfg = Int8Config(mode="dynamic", keep_float=("fc*",), target=FidelityTarget(min_cosine=0.998))
+    assert Int8Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_torch_backends_run(tmp_path):
+    torch.manual_seed(0)
+    model, x = MLPUserNet().eval(), torch.randn(32, 32)
+    for name in ("torchao", "torch_fx"):
+        q = to_int8(model, x, Int8Config(mode="dynamic", backend=name), out_dir=tmp_path)
+        assert q.backend == name and q(x).shape == (32, 4)
+        assert q.info["fidelity_checked"]["cosine_mean"] > 0.98
