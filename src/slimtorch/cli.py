@@ -40,8 +40,24 @@ def _load_any(ref: str):
     return create_model(ref)
 
 
+def _relaunch_with_torchrun(nproc: int) -> int:
+    """Re-run this very command under ``torch.distributed.run`` with ``nproc`` local processes."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    i = argv.index("--nproc")
+    argv = argv[:i] + argv[i + 2 :]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "slimtorch", *argv]  # fmt: skip
+    return subprocess.call(cmd)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from slimtorch.pipeline import load_recipe, run_recipe
+
+    if args.nproc and args.nproc > 1:
+        load_recipe(args.recipe, args.overrides)  # fail fast, once, before starting processes
+        return _relaunch_with_torchrun(args.nproc)
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = args.output or f"runs/{recipe.name}"
@@ -52,7 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         runner = run_recipe
     res = runner(recipe, out, force=args.force, resume=args.resume, verbose=not args.quiet, argv=sys.argv)
-    print(f"report: {res.out_dir / 'report.html'} (also report.md, report.json, results.json)")
+    from slimtorch.train.distributed import is_main
+
+    if is_main():
+        print(f"report: {res.out_dir / 'report.html'} (also report.md, report.json, results.json)")
     return 0
 
 
@@ -197,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in its folder")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--nproc", type=int, default=0,
+                   help="train with N local processes (DistributedDataParallel via torchrun; gloo on CPU)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a recipe without running it")

@@ -14,7 +14,8 @@ from slimtorch.train.loop import fit
 
 @register_stage("train", TrainConfig, trains=True)
 def train_stage(ctx: Context, cfg: TrainConfig) -> None:
-    """Train (or fine-tune) ``ctx.model`` on the recipe's training data."""
+    """Train (or fine-tune) ``ctx.model`` on the recipe's training data (on ``ctx.device``)."""
+    ctx.model.to(ctx.device)
     result = fit(
         ctx.model,
         ctx.require_train_data(),
@@ -24,6 +25,7 @@ def train_stage(ctx: Context, cfg: TrainConfig) -> None:
         resume=ctx.resume,
         verbose=ctx.verbose,
     )
+    ctx.model.to("cpu")  # measurement, encoding and export run on the CPU
     ctx.info[ctx.stage_name] = {"history": result.history, "resumed_from": result.resumed_from}
 
 

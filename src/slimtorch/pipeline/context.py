@@ -38,6 +38,7 @@ class Context:
     seed: int = 0
     resume: bool = False
     verbose: bool = True
+    device: str = "cpu"
     artifacts: dict[str, Path] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     stage_index: int = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -65,6 +65,7 @@ class Recipe(FrozenConfig):
     description: str = ""
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    device: Literal["cpu", "cuda"] = "cpu"
     model: ModelSource
     data: DataSource | None = DataSource()
     measure: MeasureSettings = MeasureSettings()

@@ -35,6 +35,7 @@ from slimtorch.pipeline.context import Context
 from slimtorch.pipeline.recipe import Recipe
 from slimtorch.report.build import write_report
 from slimtorch.report.weights import weight_summary
+from slimtorch.train import distributed as D
 
 
 @dataclass
@@ -82,6 +83,15 @@ def run_recipe(
 ) -> RunResult:
     """Run every stage of ``recipe`` and write the run folder ``out_dir``."""
     stages = recipe.stage_configs()
+    distributed = D.init_from_env(recipe.device)
+    if not D.is_main():
+        # Other ranks run the same stages (their training joins DDP) but write into a
+        # private scratch folder and skip measurements: only rank 0 writes the run folder.
+        import tempfile
+
+        out_dir, verbose = tempfile.mkdtemp(prefix=f"slimtorch_rank{D.rank()}_"), False
+    elif distributed:
+        verbose = verbose and D.is_main()
     out = prepare_output_dir(out_dir, force=force, resume=resume)
     atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     atomic_write_json(out / "command.json", {"argv": argv or sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -104,6 +114,7 @@ def run_recipe(
         example_input=_example_input(model, test, recipe),
         calib_data=_head(train, recipe.data.calib_size) if train is not None else None,
         seed=recipe.seed,
+        device=recipe.device,
         resume=resume,
         verbose=verbose,
     )
@@ -113,6 +124,8 @@ def run_recipe(
         ctx.reference = copy.deepcopy(ctx.model).eval()
 
     def record(name: str, artifact=None) -> dict[str, Any]:
+        if not D.is_main():
+            return {"name": name}
         rec = measure(
             ctx.model,
             ctx.example_input,
@@ -144,6 +157,8 @@ def run_recipe(
         records.append(record(label, ctx.artifacts.get(label)))
         atomic_write_json(out / "results.json", _results(recipe, records, ctx))
 
+    if not D.is_main():
+        return RunResult(out, records, ctx.info, ctx.model)
     final_path = save_model(ctx.model, out / "model.safetensors", metadata={"recipe": recipe.name})
     ctx.artifacts["final"] = final_path
     results = _results(recipe, records, ctx)

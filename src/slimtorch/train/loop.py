@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from slimtorch.train import distributed as D
 from slimtorch.train.callbacks import Callback, TrainState
 from slimtorch.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from slimtorch.train.config import TrainConfig
@@ -109,6 +110,18 @@ def fit(
     if len(train_data) == 0:
         raise ValueError("training data is empty")
     loss_fn = loss_fn or cross_entropy_loss(config.label_smoothing)
+    world, rank = D.world_size(), D.rank()
+    verbose = verbose and rank == 0
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
+    local_batch = config.batch_size // world
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    # Under DDP the loss is computed through the wrapper (which all-reduces gradients);
+    # callbacks, checkpoints and the returned model see the plain module.
+    train_model = model
+    if world > 1:
+        D.broadcast_module(model)
+        train_model = torch.nn.parallel.DistributedDataParallel(model)
     steps_per_epoch = -(-len(train_data) // config.batch_size)
     optimizer = build_optimizer(model, config.optimizer)
     scheduler = build_scheduler(optimizer, config.schedule, config.epochs, steps_per_epoch)
@@ -132,19 +145,20 @@ def fit(
     for epoch in range(start_epoch, config.epochs):
         state.epoch = epoch
         seed = _epoch_seed(config.seed, epoch)
-        torch.manual_seed(seed)
-        order_gen = torch.Generator().manual_seed(seed)
-        jitter_gen = torch.Generator().manual_seed(seed + 1)
-        loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=order_gen)
+        torch.manual_seed(seed + rank)  # dropout differs per rank, as with independent workers
+        jitter_gen = torch.Generator().manual_seed(seed + 1 + rank)
+        sampler = D.StridedEpochSampler(len(train_data), seed, rank, world)
+        loader = DataLoader(train_data, batch_size=local_batch, sampler=sampler)
         model.train()
         t0, loss_sum, n = time.perf_counter(), 0.0, 0
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             if config.jitter:
                 x = _jitter(x, config.jitter, jitter_gen)
             for cb in callbacks:
                 cb.on_step_begin(state)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model, x, y)
+            loss = loss_fn(train_model, x, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}, step {state.step}; "
@@ -156,7 +170,7 @@ def fit(
             optimizer.step()
             scheduler.step()
             state.step += 1
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss.item() * len(y)  # this rank's share; rank 0 reports its own
             n += len(y)
             for cb in callbacks:
                 cb.on_step_end(state)
@@ -178,7 +192,7 @@ def fit(
             f"lr {record['lr']:.4g} ({record['seconds']:.1f}s)",
             verbose,
         )
-        if ckpt_path is not None:
+        if ckpt_path is not None and rank == 0:
             save_checkpoint(
                 ckpt_path,
                 {
@@ -190,5 +204,6 @@ def fit(
                     "callbacks": [cb.state_dict() for cb in callbacks],
                 },
             )
+    D.barrier()
     model.eval()
     return FitResult(history=state.history, epochs_run=config.epochs - start_epoch, resumed_from=resumed_from)
