@@ -29,7 +29,8 @@ def _tokens():
     return torch.randint(1, 50, (2, 10), generator=torch.Generator().manual_seed(0))
 
 
-def test_bert_zero_heads_and_neurons_are_removed_exactly():
+@pytest.mark.parametrize("importance", ["l2", "activation"])
+def test_bert_zero_heads_and_neurons_are_removed_exactly(importance):
     model = _tiny_bert()
     ids = _tokens()
     with torch.no_grad():
@@ -43,7 +44,7 @@ def test_bert_zero_heads_and_neurons_are_removed_exactly():
             layer.intermediate.dense.bias[:16] = 0
             layer.output.dense.weight[:, :16] = 0
         ref = model(ids).last_hidden_state
-    model = prune_channels(model, StructuredConfig(ratio=0.25, importance="l2"), ids)
+    model = prune_channels(model, StructuredConfig(ratio=0.25, importance=importance), ids)
     for layer in model.encoder.layer:
         assert layer.attention.self.num_attention_heads == 3
         assert layer.attention.self.all_head_size == 24 and layer.attention.self.query.out_features == 24
@@ -114,3 +115,10 @@ def test_prune_finetune_plain_training_keeps_model_usable():
                            log=log)
     assert model.fc1.out_features == 150 and model.fc2.out_features == 50
     assert "accuracy" in log[0]
+
+
+def test_activation_importance_is_for_encoders_only():
+    from slimtorch.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="encoders only"):
+        prune_channels(create_model("lenet5"), {"importance": "activation"}, torch.rand(2, 1, 28, 28))

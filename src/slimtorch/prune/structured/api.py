@@ -91,6 +91,9 @@ def _scores(g: Graph, model, cfg: StructuredConfig, data, loss_fn, batch_size) -
         return imp.bn_scores(g)
     if cfg.importance == "random":
         return imp.random_scores(g, cfg.seed)
+    if cfg.importance == "activation":
+        raise ConfigError("importance 'activation' is implemented for BERT-style encoders only; "
+                          "use l1, l2, bn, taylor or random", field="importance")
     if data is None:
         raise ConfigError("importance 'taylor' needs data=(a dataset of (input, label) pairs)", field="importance")
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
@@ -145,7 +148,7 @@ def prune_channels(
         if not 0.0 <= r < 1.0:
             raise ConfigError(f"per_layer['{pattern}'] must be in [0, 1), got {r}", field=f"per_layer.{pattern}")
     if encoder_layers(model):
-        summary = prune_encoder(model, cfg)
+        summary = prune_encoder(model, cfg, calib=data if data is not None else example_input)
         model.slimtorch_structured = summary
         return model
     ignored = tuple(cfg.ignored_layers)

@@ -19,7 +19,10 @@ class StructuredConfig(FrozenConfig):
             group-normalised importances across the network, as in Torch-Pruning).
         importance: ``l1`` / ``l2`` (filter norm summed over the coupled group, Li et al.
             2017), ``bn`` (|BN gamma|, network slimming, Liu et al. 2017), ``taylor``
-            (first-order Taylor, Molchanov et al. 2019; needs ``data``), ``random``.
+            (first-order Taylor, Molchanov et al. 2019; needs ``data``), ``random``;
+            ``activation`` (BERT-style encoders only): mean norm of each head's / neuron's
+            contribution to the layer output on ``data``, with the removed units' mean
+            contribution folded into the output bias.
         round_to: kept channel counts are multiples of this (8 suits SIMD kernels).
         max_group_ratio: no group loses more than this fraction (``global`` scope).
         ignored_layers: fnmatch patterns of module names whose *outputs* are never pruned;
@@ -34,7 +37,7 @@ class StructuredConfig(FrozenConfig):
 
     ratio: float = Field(0.5, ge=0.0, lt=1.0)
     scope: Literal["uniform", "global"] = "uniform"
-    importance: Literal["l1", "l2", "bn", "taylor", "random"] = "l2"
+    importance: Literal["l1", "l2", "bn", "taylor", "random", "activation"] = "l2"
     round_to: int = Field(1, ge=1)
     max_group_ratio: float = Field(0.9, gt=0.0, lt=1.0)
     ignored_layers: tuple[str, ...] = ()
