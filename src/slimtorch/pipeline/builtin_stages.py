@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from slimtorch.core.config import FrozenConfig
@@ -38,6 +40,24 @@ class MeasureStageConfig(FrozenConfig):
 @register_stage("measure", MeasureStageConfig)
 def measure_stage(ctx: Context, cfg: MeasureStageConfig) -> None:
     ctx.info[ctx.stage_name] = {"note": cfg.note}
+
+
+class StudentStageConfig(FrozenConfig):
+    """Swap in a fresh (lightweight) student; the current model becomes the teacher (``ctx.reference``)."""
+
+    name: str
+    kwargs: dict[str, Any] = {}
+
+
+@register_stage("student", StudentStageConfig)
+def student_stage(ctx: Context, cfg: StudentStageConfig) -> None:
+    import copy
+
+    from slimtorch.models import create_model
+
+    ctx.reference = copy.deepcopy(ctx.model).eval()
+    ctx.model = create_model(cfg.name, **cfg.kwargs)
+    ctx.info[ctx.stage_name] = {"student": cfg.to_dict()}
 
 
 class SaveStageConfig(FrozenConfig):

@@ -86,13 +86,17 @@ def _validate_stage(i: int, entry: dict[str, Any]) -> tuple[str, StageSpec, Froz
     fields = dict(entry)
     kind = fields.pop("type")
     label = str(fields.pop("label", kind))
-    if kind not in STAGES:
+    if not isinstance(kind, str) or kind not in STAGES:
         raise ConfigError(
             f"{where}.type: unknown stage type '{kind}'; available: {', '.join(STAGES.names())}",
             field=f"{where}.type",
         )
     spec = STAGES.get(kind)
-    return label, spec, validate_config(spec.config_cls, fields, where)
+    try:
+        return label, spec, validate_config(spec.config_cls, fields, where)
+    except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        # a stage config's own validator tripped over a value of a type it did not expect
+        raise ConfigError(f"{where}: invalid stage config ({type(exc).__name__}: {str(exc)[:200]})", field=where) from None
 
 
 def set_path(data: dict[str, Any], key: str, value: Any) -> None:
@@ -136,7 +140,45 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+# A recipe is a few hundred values; YAML aliases can make a tiny file expand to billions
+# (the "billion laughs"), which validation and error messages would then walk.
+MAX_RECIPE_NODES = 100_000
+
+
+def _check_size(data: Any) -> None:
+    count, todo = 0, [data]
+    while todo:
+        node = todo.pop()
+        count += 1
+        if count > MAX_RECIPE_NODES:
+            raise ConfigError(
+                f"recipe has more than {MAX_RECIPE_NODES} values (YAML aliases expanding?); refusing it", field="<root>"
+            )
+        if isinstance(node, dict):
+            todo.extend(node.keys())
+            todo.extend(node.values())
+        elif isinstance(node, list | tuple):
+            todo.extend(node)
+
+
+MAX_FLOW_DEPTH = 64
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse absurdly nested ``[[[[...`` before PyYAML's recursive parser spends seconds on it."""
+    depth = top = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            top = max(top, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    if top > MAX_FLOW_DEPTH:
+        raise ConfigError(f"recipe '{source}' nests lists/mappings {top} deep (at most {MAX_FLOW_DEPTH})", field="<root>")
+
+
 def recipe_from_dict(data: Any) -> Recipe:
+    _check_size(data)
     recipe = validate_config(Recipe, data)
     recipe.stage_configs()  # validate every stage now, not halfway through a run
     sweep_points(recipe)  # and every sweep point
@@ -168,9 +210,16 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     if not path.is_file():
         raise FileNotFoundError(f"recipe '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        _check_depth(text, str(path))
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recipe '{path}' is not UTF-8 text ({exc})", field="<root>") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe '{path}' is not valid YAML: {exc}") from None
+        raise ConfigError(f"recipe '{path}' is not valid YAML: {exc}", field="<root>") from None
+    except RecursionError:
+        raise ConfigError(f"recipe '{path}' is nested too deeply to be a recipe", field="<root>") from None
+    _check_size(data)
     return recipe_from_dict(apply_overrides(data or {}, overrides or []))
 
 

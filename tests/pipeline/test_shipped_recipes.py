@@ -1,0 +1,40 @@
+"""Every recipe in recipes/ runs end to end on a tiny budget (few examples, one epoch per training)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slimtorch.pipeline import recipe_from_dict, run_recipe
+from slimtorch.pipeline.recipe import sweep_points
+
+RECIPES = sorted(Path(__file__).parents[2].joinpath("recipes").glob("*.yaml"))
+
+
+def shrink(node):
+    """Recursively cut every training to 1 epoch."""
+    if isinstance(node, dict):
+        return {k: (1 if k == "epochs" else shrink(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [shrink(v) for v in node]
+    return node
+
+
+def tiny(path: Path) -> dict:
+    data = shrink(yaml.safe_load(path.read_text()))
+    if data.get("data"):
+        data["data"].update(train_subset=96, test_subset=48, calib_size=32)
+    data["measure"] = {"latency_batches": [1], "latency_runs": 1}
+    if data.get("sweep"):
+        data["sweep"]["values"] = data["sweep"]["values"][-1:]
+    return data
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_runs_on_a_tiny_budget(path, tmp_path):
+    recipe = recipe_from_dict(tiny(path))
+    runs = sweep_points(recipe) or [recipe]
+    for point in runs:
+        res = run_recipe(point, tmp_path / "run", force=True, verbose=False)
+        assert [r["name"] for r in res.records][-1] == point.stage_configs()[-1][0]
+        assert (res.out_dir / "report.html").exists() and (res.out_dir / "model.safetensors").exists()
