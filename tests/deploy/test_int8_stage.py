@@ -1,0 +1,28 @@
+"""The ``int8`` recipe stage records the artifact, fidelity and latency."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import TensorDataset
+
+from slimtorch.deploy.stage import Int8StageConfig, int8_stage
+from slimtorch.pipeline.context import Context
+from tests.deploy.int8_models import conv_net
+
+torch.set_num_threads(1)
+
+
+def test_int8_stage_sets_artifact_and_info(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 3, 12, 12, generator=g)
+    data = TensorDataset(x, torch.randint(0, 5, (48,), generator=g))
+    model = conv_net()
+    ctx = Context(model=model, train_data=data, test_data=data, out_dir=tmp_path, example_input=x[:1],
+                  calib_data=data, reference=model, stage_index=1, stage_name="int8")
+    int8_stage(ctx, Int8StageConfig(max_float_layers=0, timing_rounds=2))
+    path = ctx.artifacts["int8"]
+    assert path.suffix == ".onnx" and path.exists()
+    info = ctx.info["int8"]
+    assert 0.0 <= info["fidelity_test"]["top1_agreement"] <= 1.0
+    assert info["latency_ms_batch1"]["int8"] > 0 and "accuracy_int8" in info
+    assert ctx.model is model  # the float model stays; the INT8 file is the deployment artifact
