@@ -1,0 +1,161 @@
+"""Evaluating one candidate: transform a copy of the model, fine-tune briefly, encode, decode, measure.
+
+Size target (Deep Compression, Han, Mao & Dally 2016): prune to the candidate's
+per-layer sparsities → fine-tune → k-means weight sharing → fine-tune the centroids
+→ entropy-code to ``.slim`` → decode the file and measure *that* model, so the
+accuracy checked against the budget is the accuracy of what is shipped.
+
+Latency target: structured channel removal → fine-tune → (optionally) INT8 on a
+deployment backend; latency is measured on the artifact that would be deployed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from slimtorch.auto.config import AutoConfig
+from slimtorch.measure import measure, measure_latency
+from slimtorch.train import OptimizerConfig, ScheduleConfig, TrainConfig, evaluate, fit, predict
+
+
+@dataclass
+class Evaluated:
+    """A candidate's measurements (``record``: JSON-able) and the artifacts worth keeping if it wins."""
+
+    record: dict[str, Any]
+    model: nn.Module  # the decoded / deployable float model
+    slim: bytes
+    onnx: Path | None = None
+
+
+def has_labels(data: Dataset) -> bool:
+    item = data[0]
+    return isinstance(item, tuple | list) and len(item) >= 2 and torch.is_tensor(item[1]) and item[1].ndim == 0
+
+
+def pseudo_labelled(model: nn.Module, data: Dataset, batch_size: int = 256) -> TensorDataset:
+    """``data``'s inputs labelled with ``model``'s top-1 predictions, so accuracy on it = agreement."""
+    xs = torch.cat([b[0] if isinstance(b, tuple | list) else b for b in DataLoader(data, batch_size=batch_size)])
+    return TensorDataset(xs, predict(model, TensorDataset(xs), batch_size).argmax(1))
+
+
+def first(data: Dataset, n: int | None) -> Dataset:
+    return data if n is None or n >= len(data) else Subset(data, range(n))
+
+
+def example_input(data: Dataset) -> torch.Tensor:
+    item = data[0]
+    x = item[0] if isinstance(item, tuple | list) else item
+    return x.unsqueeze(0)
+
+
+def _train_config(cfg: AutoConfig, epochs: int, lr: float) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed, eval_every=0,
+                       optimizer=OptimizerConfig(name="sgd", lr=lr, momentum=0.9),
+                       schedule=ScheduleConfig(name="cosine"))
+
+
+def _maybe_finetune(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, epochs: int, lr: float,
+                    bound: float, info: dict[str, Any], tag: str) -> None:
+    """Fine-tune unless ``auto`` finds the model already within half the allowed drop (it would not pay)."""
+    if cfg.finetune == "never" or epochs == 0:
+        return
+    if cfg.finetune == "auto":
+        acc = evaluate(model, ev).accuracy
+        info[f"acc_before_{tag}"] = acc
+        if acc >= bound:
+            info[f"{tag}_skipped"] = True
+            return
+    fit(model, train, _train_config(cfg, epochs, lr), verbose=False)
+    info[f"{tag}_epochs"] = epochs
+
+
+def _record(model: nn.Module, x: torch.Tensor, name: str, artifact: Path, cfg: AutoConfig) -> dict[str, Any]:
+    rec = measure(model, x, name=name, artifact=artifact, latency_batches=(1,), threads=cfg.threads,
+                  latency_runs=cfg.latency_runs)
+    return rec.to_dict(layers=False)
+
+
+def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: Dataset, cfg: AutoConfig,
+                  work: Path, name: str, baseline: float) -> Evaluated:
+    """Prune → fine-tune → k-means → centroid fine-tune → ``.slim`` → decoded model measured."""
+    from slimtorch.encode.model import load_packed, pack_model
+    from slimtorch.prune import PruneConfig, prune
+    from slimtorch.quantize import KMeansConfig, kmeans_share
+
+    half = baseline - cfg.max_drop / 200  # within half the budget: fine-tuning would not pay
+    info: dict[str, Any] = {}
+    m = copy.deepcopy(model)
+    per_layer = params["per_layer"]
+    if any(s > 0 for s in per_layer.values()):
+        m = prune(m, PruneConfig(method=cfg.prune_method, sparsity=0.0, per_layer=per_layer, seed=cfg.seed), train)
+        _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune")
+    m = kmeans_share(m, KMeansConfig(bits=max(params["bits"].values()), per_layer=params["bits"], seed=cfg.seed,
+                                     layers=list(params["bits"])), inplace=True)
+    _maybe_finetune(m, train, ev, cfg, cfg.kmeans_epochs, cfg.kmeans_lr, half, info, "kmeans_finetune")
+    slim_path = work / "candidate.slim"
+    data = pack_model(m, slim_path, spec=getattr(model, "slimtorch_spec", None))
+    decoded = load_packed(data, copy.deepcopy(model) if getattr(model, "slimtorch_spec", None) is None else None)
+    rec = _record(decoded, example_input(ev), name, slim_path, cfg)
+    res = evaluate(decoded, ev)
+    rec.update(accuracy=res.accuracy, loss=res.loss, steps=info)
+    return Evaluated(rec, decoded, data)
+
+
+def _int8_accuracy(art: Any, ev: Dataset, batch_size: int = 64) -> float:
+    correct = n = 0
+    for x, y in DataLoader(ev, batch_size=batch_size):
+        correct += int((art(x).argmax(1) == y).sum())
+        n += len(y)
+    return correct / n
+
+
+def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, ev: Dataset, cfg: AutoConfig,
+                     work: Path, name: str, baseline: float) -> Evaluated:
+    """Channel removal → fine-tune → optional INT8; latency of what would be deployed."""
+    from slimtorch.encode.model import pack_model
+
+    half = baseline - cfg.max_drop / 200
+    info: dict[str, Any] = {}
+    x = example_input(ev)
+    m = copy.deepcopy(model).eval()
+    if params["channel_ratio"] > 0:
+        from slimtorch.prune.structured import StructuredConfig, prune_channels
+
+        m = prune_channels(m, StructuredConfig(ratio=params["channel_ratio"], round_to=cfg.round_to, seed=cfg.seed),
+                           torch.cat([x, x]))
+        _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune")
+    m.eval()
+    slim_path = work / "candidate.slim"
+    data = pack_model(m, slim_path, spec=getattr(m, "slimtorch_spec", None))
+    rec = _record(m, x, name, slim_path, cfg)
+    rec["accuracy"] = evaluate(m, ev).accuracy
+    onnx = None
+    if params["int8"]:
+        from slimtorch.deploy import FidelityTarget, Int8Config, to_int8
+
+        target = FidelityTarget(min_agreement=max(0.0, 1 - cfg.max_drop / 100), max_kl=None)
+        art = to_int8(m, first(train, 256), Int8Config(backend=cfg.int8_backend, target=target, max_float_layers=4,
+                                                        threads=cfg.threads or torch.get_num_threads()),
+                      check_data=first(ev, 256), out_dir=work / "int8")
+        rec["float_accuracy"] = rec["accuracy"]
+        rec["accuracy"] = _int8_accuracy(art, ev)
+        lat = measure_latency(art, x, 1, threads=cfg.threads, runs=cfg.latency_runs)
+        rec["latency"] = {"b1": lat.to_dict()}
+        rec["int8"] = {k: v for k, v in art.summary().items() if k in ("backend", "float_layers", "size_bytes")}
+        if art.size_bytes:
+            rec["artifact_bytes"] = rec["size_bytes"] = art.size_bytes
+            rec["artifact"] = str(art.path)
+        onnx = art.path
+    rec["steps"] = info
+    return Evaluated(rec, m, data, onnx)
+
+
+EVALUATORS = {"size": evaluate_size, "latency": evaluate_latency}

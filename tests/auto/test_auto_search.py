@@ -1,0 +1,146 @@
+"""auto_compress end to end on a tiny user model: budget, saved best, closest fallback, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import slimtorch
+from slimtorch.auto import AutoConfig, auto_compress
+from slimtorch.train import TrainConfig, evaluate, fit
+from tests.user_models import UserNet
+
+FAST = dict(latency_runs=2, batch_size=32, finetune_lr=0.02, sensitivity_samples=128,
+            sensitivity_sparsities=(0.5, 0.8, 0.9, 0.95, 0.98))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from slimtorch.data import get_dataset
+
+    torch.set_num_threads(1)
+    train, test = get_dataset("synthetic", n_train=256, n_test=128)
+    torch.manual_seed(0)
+    model = UserNet(width=8)
+    fit(model, train, TrainConfig(epochs=2, batch_size=32), verbose=False)
+    return model, train, test
+
+
+def test_best_model_on_disk_meets_the_budget(trained, tmp_path):
+    model, train, test = trained
+    res = auto_compress(model, train, test, AutoConfig(max_drop=2.0, max_candidates=4, **FAST), tmp_path / "a",
+                        verbose=False)
+    assert res.met and res.best is not None
+    best = json.loads((tmp_path / "a" / "best.json").read_text())
+    assert best["met"] is True and best["candidate"]["name"] == res.best["name"]
+    for f in ("best.slim", "best.safetensors"):  # a user model: the file needs the module to load into
+        acc = evaluate(slimtorch.load(tmp_path / "a" / f, UserNet(width=8)), test).accuracy
+        assert 100 * (res.baseline - acc) <= 2.0 + 1e-9
+        assert acc == pytest.approx(res.best["accuracy"])
+    assert (tmp_path / "a" / "best.slim").stat().st_size == res.best["size_bytes"]
+    # the chosen model is the smallest of those meeting the budget, and is on the Pareto front
+    ok = [c for c in res.candidates if 100 * (res.baseline - c["accuracy"]) <= 2.0 + 1e-9]
+    assert res.best["size_bytes"] == min(c["size_bytes"] for c in ok)
+    pareto = json.loads((tmp_path / "a" / "pareto.json").read_text())
+    assert res.best["name"] in [c["name"] for c in pareto["front"]]
+    assert len(pareto["candidates"]) == len(res.candidates)
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "Pareto" in html and res.best["name"] + " [chosen]" in html
+
+
+def test_nothing_meets_the_budget_saves_the_closest_with_a_message(trained, tmp_path, capsys):
+    model, train, test = trained
+    # 1-bit codebooks everywhere, no fine-tuning and zero tolerated disagreement: every candidate misses
+    cfg = AutoConfig(max_drop=0.0, metric="agreement", bits=(1,), small_layer_bits=1, finetune="never",
+                     max_candidates=3, **FAST)
+    res = auto_compress(model, train, test, cfg, tmp_path / "n")
+    assert all(c["accuracy"] < 1.0 for c in res.candidates)
+    assert not res.met and "NO candidate met the budget" in res.message
+    assert "NO candidate met the budget" in capsys.readouterr().out
+    assert res.best["accuracy"] == max(c["accuracy"] for c in res.candidates)
+    best = json.loads((tmp_path / "n" / "best.json").read_text())
+    assert best["met"] is False and "closest" in best["message"]
+    assert (tmp_path / "n" / "best.slim").is_file() and (tmp_path / "n" / "best.safetensors").is_file()
+
+
+def test_time_budget_is_respected(trained, tmp_path):
+    model, train, test = trained
+    budget = 5.0
+    # enough fine-tuning that a candidate costs a visible fraction of the budget, and
+    # enough bit widths that the whole search would not fit in it
+    cfg = AutoConfig(max_drop=50.0, budget_s=budget, bits=tuple(range(16, 0, -1)), finetune="always",
+                     finetune_epochs=3, kmeans_epochs=3, **FAST)
+    res = auto_compress(model, train, test, cfg, tmp_path / "b", verbose=False)
+    secs = [c["seconds"] for c in res.candidates]
+    assert res.stopped == "budget"
+    # every candidate after the first started only when the mean cost so far still fitted
+    for i, c in enumerate(res.candidates[1:], start=1):
+        assert c["started_s"] + sum(secs[:i]) / i <= budget
+    # so the search ends within the budget plus one candidate (plus writing the report)
+    state = json.loads((tmp_path / "b" / "state.json").read_text())
+    assert state["elapsed_s"] <= max(budget, res.candidates[0]["started_s"]) + max(secs) + 3.0
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_search_resumes_where_it_stopped(trained, tmp_path):
+    model, train, test = trained
+    cfg = AutoConfig(max_drop=1.0, bits=(6, 4), **FAST)
+    full = auto_compress(model, train, test, cfg, tmp_path / "full", verbose=False)
+    assert len(full.candidates) >= 4
+
+    out = tmp_path / "r"
+    first = auto_compress(model, train, test, cfg.replace(max_candidates=2), out, verbose=False)
+    assert first.stopped == "max_candidates" and len(first.candidates) == 2
+
+    seen = []
+
+    def crash_after_one(entry):
+        seen.append(entry["name"])
+        raise Interrupt  # like a kill after the candidate was saved
+
+    with pytest.raises(Interrupt):
+        auto_compress(model, train, test, cfg, out, resume=True, verbose=False, hooks=[crash_after_one])
+    saved = json.loads((out / "state.json").read_text())["candidates"]
+    assert seen == ["c02"] and [c["name"] for c in saved] == ["c00", "c01", "c02"]
+
+    new = []
+    res = auto_compress(model, train, test, cfg, out, resume=True, verbose=False, hooks=[lambda e: new.append(e)])
+    # earlier candidates come back from disk untouched (not recomputed); the search continues
+    assert res.candidates[:3] == saved
+    assert [c["session"] for c in res.candidates[:3]] == [1, 1, 2]
+    assert all(c["session"] == 3 for c in new) and len(new) == len(res.candidates) - 3
+    # and it is the same search an uninterrupted run does
+    assert [c["key"] for c in res.candidates] == [c["key"] for c in full.candidates]
+    assert [c["accuracy"] for c in res.candidates] == [c["accuracy"] for c in full.candidates]
+    assert res.best["key"] == full.best["key"]
+
+
+def test_existing_folder_needs_resume_or_force(trained, tmp_path):
+    from slimtorch.core import ConfigError
+
+    model, train, test = trained
+    cfg = AutoConfig(max_candidates=1, **FAST)
+    auto_compress(model, train, test, cfg, tmp_path / "x", verbose=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        auto_compress(model, train, test, cfg, tmp_path / "x", verbose=False)
+    with pytest.raises(ConfigError, match="target"):
+        auto_compress(model, train, test, cfg.replace(target="latency"), tmp_path / "x", resume=True, verbose=False)
+
+
+def test_latency_target_removes_channels_and_keeps_budget(trained, tmp_path):
+    model, train, test = trained
+    cfg = AutoConfig(target="latency", max_drop=3.0, int8=False, channel_ratios=(0.25, 0.5, 0.75), round_to=1,
+                     max_candidates=3, **FAST)
+    res = auto_compress(model, train, test, cfg, tmp_path / "l", verbose=False)
+    ratios = [c["config"]["channel_ratio"] for c in res.candidates]
+    assert ratios[0] == 0.5 and all(r > 0 for r in ratios)  # bisection starts mid-ladder
+    pruned = [c for c in res.candidates if c["params"] < res.candidates[0]["params"] or c is res.candidates[0]]
+    assert pruned and res.candidates[0]["params"] < sum(p.numel() for p in model.parameters())
+    if res.met:
+        acc = evaluate(slimtorch.load(tmp_path / "l" / "best.slim", UserNet(width=8)), test).accuracy
+        assert 100 * (res.baseline - acc) <= 3.0 + 1e-9
