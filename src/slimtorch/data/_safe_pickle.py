@@ -81,7 +81,8 @@ def safe_load(data: bytes, source: str, encoding: str = "latin1") -> Any:
     """
     try:
         return SafeUnpickler(io.BytesIO(data), encoding=encoding).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError, RecursionError) as exc:  # fmt: skip
         raise FormatError(
             f"{source}: refused to unpickle ({exc}); only numpy arrays in plain containers are accepted"
         ) from None

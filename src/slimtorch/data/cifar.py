@@ -61,15 +61,15 @@ def read_cifar_python(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     batch = safe_load(path.read_bytes(), str(path), encoding="bytes")
     if not isinstance(batch, dict):
         raise FormatError(f"{path}: expected a pickled dict, got {type(batch).__name__}")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    batch = {k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     data, labels = batch.get("data"), batch.get("labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         got = getattr(data, "shape", type(data).__name__)
         raise FormatError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {got}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise FormatError(f"{path}: 'labels' must be a list of integers") from None
+    except (TypeError, ValueError, OverflowError):
+        raise FormatError(f"{path}: 'labels' must be a list of integers in 0..9") from None
     if labels.shape != (len(data),):
         raise FormatError(f"{path}: {len(data)} images but labels of shape {labels.shape}")
     _check_labels(labels, path)

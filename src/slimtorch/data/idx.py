@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             whose length differs from what the header declares.
     """
     path = Path(path)
-    with open(path, "rb") as raw:
-        gz = raw.read(2) == b"\x1f\x8b"
+    try:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+    except FileNotFoundError:
+        raise DataNotFoundError(f"IDX file not found: {path}") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc})") from None
     opener = gzip.open if gz else open
     try:
         with opener(path, "rb") as fh:
@@ -75,7 +81,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                 if remaining != expected:
                     raise FormatError(f"{path}: header declares shape {dims} ({expected} bytes) but {remaining} bytes follow")
             payload = _read_exact(fh, expected)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise DataNotFoundError(f"IDX file not found: {path}") from None
         raise FormatError(f"{path}: cannot read ({exc})") from None

@@ -236,7 +236,7 @@ def read_manifest(data: bytes) -> tuple[list[dict], dict, dict[str, np.ndarray]]
         raise FormatError(f"safetensors container is corrupt: {exc}") from None
     for entry in manifest["tensors"]:
         _check(isinstance(entry, dict) and isinstance(entry.get("name"), str), "malformed manifest entry")
-        p = payloads.get(entry.get("payload"))
+        p = payloads.get(entry.get("payload")) if isinstance(entry.get("payload"), str) else None
         _check(p is not None and p.dtype == np.uint8 and p.ndim == 1, f"tensor '{entry['name']}': payload missing")
         _check(_sha(p.tobytes()) == entry.get("sha256"), f"tensor '{entry['name']}': payload checksum mismatch")
     return manifest["tensors"], arch, payloads

@@ -24,7 +24,8 @@ from slimtorch.core.fileio import atomic_write_bytes
 from slimtorch.encode.format import pack_state, unpack_state
 from slimtorch.encode.tensor import SharedTensor
 from slimtorch.io.fold import effective_state_dict
-from slimtorch.io.model_file import build_from_state
+from slimtorch.core.errors import FormatError
+from slimtorch.io.model_file import build_from_state, check_spec
 
 SLIM_MAGIC = b'"slimtorch.slim"'
 
@@ -91,5 +92,8 @@ def load_packed(source: str | os.PathLike | bytes, model: nn.Module | None = Non
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     arrays, arch = unpack_state(data)
     state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
-    spec = (arch or {}).get("model")
+    spec = arch.get("model") if isinstance(arch, dict) else None
+    if arch and not isinstance(arch, dict):
+        raise FormatError(f"{name}: corrupt architecture description (not a JSON object)")
+    check_spec(spec, name)
     return build_from_state(state, spec, model, name)

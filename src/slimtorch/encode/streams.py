@@ -99,7 +99,7 @@ def decode_stream(meta: dict, sections: dict[str, np.ndarray], n_max: int) -> np
     Raises:
         FormatError: unknown coder, count above ``n_max``, or corrupt data.
     """
-    if not isinstance(meta, dict) or meta.get("coder") not in CODERS:
+    if not isinstance(meta, dict) or not isinstance(meta.get("coder"), str) or meta["coder"] not in CODERS:
         raise FormatError(f"unknown entropy coder {meta.get('coder') if isinstance(meta, dict) else meta!r}")
     _int(meta, "n", 0, n_max)
     return CODERS.get(meta["coder"]).decode(meta, sections)

@@ -18,6 +18,7 @@ metadata map only). The metadata holds
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from slimtorch.core.errors import FormatError
+from slimtorch.core.errors import ConfigError, FormatError, UnsupportedModelError
 from slimtorch.core.fileio import atomic_write_bytes
 from slimtorch.io.fold import effective_state_dict
 from slimtorch.io.resize import resize_to_shapes
@@ -48,7 +49,12 @@ def _pack_sparse(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _unpack_sparse(values: torch.Tensor, bits: torch.Tensor, shape: list[int], name: str) -> torch.Tensor:
-    numel = int(np.prod(shape)) if shape else 1
+    ok = isinstance(shape, list) and len(shape) <= 32 and all(type(d) is int and 0 <= d < (1 << 62) for d in shape)  # noqa: E721
+    if not ok:
+        raise FormatError(f"sparse tensor '{name}': invalid shape {shape!r} (expected a list of non-negative ints)")
+    numel = math.prod(shape)
+    if bits.dtype != torch.uint8 or bits.ndim != 1 or values.ndim != 1:
+        raise FormatError(f"sparse tensor '{name}': mask must be 1-D uint8 and values 1-D")
     if bits.numel() != (numel + 7) // 8:
         raise FormatError(f"sparse tensor '{name}': mask has {bits.numel()} bytes, expected {(numel + 7) // 8}")
     mask = np.unpackbits(bits.numpy(), count=numel).astype(bool)
@@ -127,9 +133,11 @@ def read_model_file(data: bytes, source: str = "<bytes>") -> tuple[dict[str, tor
 
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"{source}: not a valid safetensors file ({exc})") from None
     meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise FormatError(f"{source}: not a slimtorch model file (no metadata)")
     if meta.get("format") != FORMAT:
         raise FormatError(f"{source}: not a slimtorch model file (format={meta.get('format')!r})")
     if meta.get("version") != VERSION:
@@ -141,8 +149,11 @@ def read_model_file(data: bytes, source: str = "<bytes>") -> tuple[dict[str, tor
         arch = json.loads(meta.get("arch", "null"))
         sparse = json.loads(meta.get("sparse", "{}"))
         user = json.loads(meta.get("user", "{}"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"{source}: corrupt metadata ({exc})") from None
+    check_spec(arch, source)
+    if not isinstance(sparse, dict) or not isinstance(user, dict):
+        raise FormatError(f"{source}: corrupt metadata ('sparse' and 'user' must be JSON objects)")
     state: dict[str, torch.Tensor] = {}
     for name, t in tensors.items():
         if name.endswith(_MASK_SUFFIX):
@@ -191,14 +202,65 @@ def build_from_state(
                 f"{source}: the file has no architecture description; "
                 "pass the model to load into, e.g. load_model(path, model=MyNet())"
             )
-        from slimtorch.models import create_model
-
-        model = create_model(spec["name"], **spec.get("kwargs", {}))
+        check_spec(spec, source)
+        model = _build_checked(spec, sum(t.numel() for t in state.values()), source)
         model.slimtorch_spec = spec
-    resize_to_shapes(model, {k: tuple(v.shape) for k, v in state.items()})
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        resize_to_shapes(model, {k: tuple(v.shape) for k, v in state.items()})
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (UnsupportedModelError, FormatError):
+        raise
+    except (IndexError, KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        # resize / load_state_dict met tensors whose rank or size cannot fit the layer
+        raise FormatError(f"{source}: tensors do not fit the architecture ({type(exc).__name__}: {str(exc)[:200]})") from None
     if missing or unexpected:
         raise FormatError(
             f"{source}: tensors do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
         )
     return model.eval()
+
+
+# A file's architecture may declare at most this many times the elements the file stores
+# (plus a floor): structured pruning shrinks a conv by the square of the channel ratio,
+# so 1024x covers ~97 % of channels removed, while a tampered spec asking for billions of
+# parameters is refused before anything is allocated. Trusted outliers: pass model=.
+BUILD_RATIO = 1024
+BUILD_FLOOR = 1 << 22
+
+
+def check_spec(spec: Any, source: str) -> None:
+    """A zoo spec read from a file is ``null`` or ``{"name": str, "kwargs": {str: ...}}``."""
+    if spec is None:
+        return
+    ok = isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("kwargs", {}), dict)
+    if not ok or set(spec) - {"name", "kwargs"}:
+        raise FormatError(f"{source}: corrupt architecture description {str(spec)[:200]!r} "
+                          "(expected {\"name\": ..., \"kwargs\": {...}})")  # fmt: skip
+
+
+def _build_checked(spec: dict[str, Any], stored: int, source: str) -> nn.Module:
+    """Build a zoo model from a file's spec, counting its parameters on the meta device first."""
+    from slimtorch.models import create_model
+
+    name, kwargs = spec["name"], spec.get("kwargs", {})
+    try:
+        with torch.device("meta"):
+            probe = create_model(name, **kwargs)
+        declared = sum(t.numel() for t in probe.state_dict().values())
+    except Exception:  # the real build below reports the error (some builders cannot run on meta)
+        declared = 0
+    if declared > max(BUILD_FLOOR, BUILD_RATIO * stored):
+        raise FormatError(
+            f"{source}: the architecture {name!r} declares {declared} parameters but the file stores only "
+            f"{stored} values; refusing to allocate it (if the file is trusted, build the model yourself "
+            "and pass it as model=...)"
+        )
+    try:
+        return create_model(name, **kwargs)
+    except ConfigError as exc:
+        raise FormatError(f"{source}: the file's architecture cannot be built: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError, IndexError, KeyError) as exc:
+        raise FormatError(
+            f"{source}: the file's architecture {name!r} with arguments {str(kwargs)[:200]} cannot be built "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None

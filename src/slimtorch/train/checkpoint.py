@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,39 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
+def _check_zip(data: bytes, path: Path) -> None:
+    """A checkpoint is an uncompressed torch zip whose entries fit in the file.
+
+    ``torch.save`` never compresses; refusing compressed entries and declared sizes past
+    the file's length means a small tampered file cannot make the reader inflate gigabytes.
+    The legacy (pre-1.6, non-zip) format is refused: its header declares storage sizes
+    that are allocated before they are read.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+        infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, struct.error) as exc:
+        raise FormatError(
+            f"checkpoint '{path}' is not a torch zip archive ({exc}); it is corrupt, truncated, or in a "
+            "legacy/pickle format slimtorch does not read. Start again without --resume."
+        ) from None
+    if any(i.compress_type != zipfile.ZIP_STORED or i.file_size > len(data) for i in infos):
+        raise FormatError(f"checkpoint '{path}' has compressed or oversized entries; slimtorch never writes those")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain containers only).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        FormatError: the file is not a slimtorch checkpoint, is corrupt, or holds anything
+            ``torch.load(weights_only=True)`` refuses (code, custom classes).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    _check_zip(data, path)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises a dozen types on corrupt input
         raise FormatError(
             f"checkpoint '{path}' cannot be read safely ({type(exc).__name__}: {str(exc)[:200]}); "
             "it is corrupt or contains objects other than tensors. Start again without --resume."
