@@ -144,3 +144,24 @@ def test_latency_target_removes_channels_and_keeps_budget(trained, tmp_path):
     if res.met:
         acc = evaluate(slimtorch.load(tmp_path / "l" / "best.slim", UserNet(width=8)), test).accuracy
         assert 100 * (res.baseline - acc) <= 3.0 + 1e-9
+
+
+def test_cli_parser_builds_the_config(tmp_path, monkeypatch):
+    import argparse
+
+    from slimtorch.auto import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_auto_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["auto", "lenet300_100", "--data", "synthetic", "--max-drop", "0.2", "--target",
+                              "size", "--budget", "20m", "--bits", "6,5", "-o", str(tmp_path / "o")])
+    seen = {}
+
+    def fake(model, train, test, cfg, out, force, resume):
+        seen.update(cfg=cfg, out=out)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("slimtorch.auto.auto_compress", fake)
+    with pytest.raises(SystemExit):
+        args.fn(args)
+    assert seen["cfg"].budget_s == 1200 and seen["cfg"].max_drop == 0.2 and seen["cfg"].bits == (6, 5)

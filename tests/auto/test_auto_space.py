@@ -40,7 +40,7 @@ def test_ladder_is_monotone_and_starts_without_pruning():
 def test_bisect_finds_the_last_feasible_rung(boundary):
     n = 10
     gen = bisect(lambda i: i, n)
-    seen, ok = [], None
+    seen = []
     try:
         i = next(gen)
         while True:

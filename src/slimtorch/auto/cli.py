@@ -1,0 +1,66 @@
+"""``slimtorch auto MODEL --data mnist --max-drop 0.5 --target size --budget 20m -o OUT``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _load_model(ref: str):
+    """A model file (``.safetensors`` / ``.slim``), or a zoo name."""
+    from slimtorch.api import load
+    from slimtorch.models import create_model
+
+    path = Path(ref)
+    if path.exists():
+        return load(path)
+    if path.suffix or "/" in ref:
+        raise FileNotFoundError(f"model file '{ref}' does not exist")
+    return create_model(ref)
+
+
+def cmd_auto(args: argparse.Namespace) -> int:
+    import torch
+
+    from slimtorch.auto import AutoConfig, auto_compress, parse_budget
+    from slimtorch.data import get_dataset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kwargs = {"folder": args.data_folder} if args.data_folder else {}
+    train, test = get_dataset(args.data, **kwargs)
+    fields = {"target": args.target, "max_drop": args.max_drop, "budget_s": parse_budget(args.budget),
+              "max_candidates": args.max_candidates, "seed": args.seed, "threads": args.threads,
+              "finetune_epochs": args.finetune_epochs, "kmeans_epochs": args.kmeans_epochs,
+              "finetune_samples": args.finetune_samples, "int8": not args.no_int8}
+    if args.bits:
+        fields["bits"] = tuple(int(b) for b in args.bits.split(","))
+    cfg = AutoConfig.from_dict({k: v for k, v in fields.items() if v is not None})
+    res = auto_compress(_load_model(args.model), train, test, cfg, args.output, force=args.force, resume=args.resume)
+    print(f"wrote {res.out_dir}/best.slim, best.safetensors, best.json, pareto.json, report.html")
+    return 0 if res.met else 1
+
+
+def add_auto_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``slimtorch auto`` on the CLI's subparsers (exit status 1 when no candidate met the budget)."""
+    p = subparsers.add_parser("auto", help="search the smallest / fastest model within an accuracy budget")
+    p.add_argument("model", help="trained model file or zoo name")
+    p.add_argument("--data", default="mnist", help="dataset name (see `slimtorch list`)")
+    p.add_argument("--data-folder", help="folder for datasets read from files (idx, cifar10)")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="allowed top-1 accuracy drop in percentage points (agreement for label-free data)")
+    p.add_argument("--target", choices=["size", "latency"], default="size")
+    p.add_argument("--budget", help="wall-clock budget: 20m, 90s, 1h or seconds (default: none)")
+    p.add_argument("--max-candidates", type=int)
+    p.add_argument("--bits", help="k-means bit widths to try, safest first, e.g. 6,5,4")
+    p.add_argument("--finetune-epochs", type=int)
+    p.add_argument("--kmeans-epochs", type=int)
+    p.add_argument("--finetune-samples", type=int, help="fine-tune on the first N training examples")
+    p.add_argument("--no-int8", action="store_true", help="latency target: do not try INT8 deployment")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    p.add_argument("-o", "--output", required=True, help="search folder")
+    p.add_argument("--force", action="store_true", help="overwrite an existing search folder")
+    p.add_argument("--resume", action="store_true", help="continue the search recorded in the folder")
+    p.set_defaults(fn=cmd_auto)
+    return p
