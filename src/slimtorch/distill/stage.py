@@ -1,0 +1,108 @@
+"""Recipe stage ``distill``: fine-tune ``ctx.model`` with knowledge distillation.
+
+The teacher is, by default, ``ctx.reference`` (the model before the first
+compression stage), so a recipe ``prune -> distill`` fine-tunes the pruned model
+towards its unpruned self; ``quantize(qat) -> distill`` does QAT with a float
+teacher. A model file or a zoo spec with weights can be named instead.
+
+Recipe example::
+
+    - type: distill
+      teacher: reference            # or "teacher.safetensors", or {name: lenet5}
+      temperature: 4
+      alpha: 0.9
+      train: {epochs: 3, optimizer: {lr: 0.01}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from slimtorch.core.errors import ConfigError
+from slimtorch.distill.config import DistillConfig
+from slimtorch.distill.transform import CACHE_NAME, distill_fit
+from slimtorch.pipeline.context import Context
+from slimtorch.pipeline.registry import register_stage
+from slimtorch.train.evaluate import evaluate
+
+
+class DistillStageConfig(DistillConfig):
+    """:class:`DistillConfig` plus where the teacher comes from.
+
+    Attributes:
+        teacher: ``"reference"`` (the uncompressed model), a model-file path
+            (``*.safetensors``, relative to the working directory), or a zoo spec
+            ``{"name": ..., "kwargs": {...}}`` whose weights come from ``teacher_weights``.
+        teacher_weights: model file loaded into a zoo-spec teacher.
+    """
+
+    teacher: str | dict[str, Any] = "reference"
+    teacher_weights: str | None = Field(None, min_length=1)
+
+
+def resolve_teacher(ctx: Context, cfg: DistillStageConfig):
+    """The teacher module named by ``cfg.teacher``, and a short description of it."""
+    from slimtorch.io.model_file import load_model
+
+    t = cfg.teacher
+    if t == "reference":
+        if ctx.reference is None:
+            raise ConfigError(
+                f"stage '{ctx.stage_name}': teacher 'reference' needs a model before compression; "
+                "put distill after a compression stage or name a teacher file",
+                field="teacher",
+            )
+        return ctx.reference, "reference"
+    if isinstance(t, str):
+        if not Path(t).is_file():
+            raise ConfigError(
+                f"stage '{ctx.stage_name}': teacher '{t}' is neither 'reference' nor an existing model file",
+                field="teacher",
+            )
+        return load_model(t), t
+    from slimtorch.models import create_model
+
+    if "name" not in t or set(t) - {"name", "kwargs"}:
+        raise ConfigError("teacher spec must be {name: ..., kwargs: {...}}", field="teacher")
+    model = create_model(t["name"], **t.get("kwargs", {}))
+    if cfg.teacher_weights is None:
+        raise ConfigError(
+            "a zoo-spec teacher needs trained weights: set teacher_weights to its model file", field="teacher_weights"
+        )
+    return load_model(cfg.teacher_weights, model=model), f"{t['name']} ({cfg.teacher_weights})"
+
+
+@register_stage("distill", DistillStageConfig, trains=True)
+def distill_stage(ctx: Context, cfg: DistillStageConfig) -> None:
+    """Fine-tune ``ctx.model`` with KD from the configured teacher; results into ``ctx.info``."""
+    teacher, desc = resolve_teacher(ctx, cfg)
+    if teacher is ctx.model:
+        raise ConfigError(f"stage '{ctx.stage_name}': the teacher is the model being trained", field="teacher")
+    kd_cfg = DistillConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in DistillConfig.model_fields})
+    out = ctx.stage_dir()
+    result = distill_fit(
+        ctx.model,
+        teacher,
+        ctx.require_train_data(),
+        kd_cfg,
+        eval_data=ctx.test_data,
+        checkpoint_dir=out,
+        resume=ctx.resume,
+        cache_path=out / CACHE_NAME,
+        verbose=ctx.verbose,
+    )
+    info: dict[str, Any] = {
+        "teacher": desc,
+        "loss": cfg.loss,
+        "temperature": cfg.temperature,
+        "alpha": cfg.alpha,
+        "history": result.history,
+        "resumed_from": result.resumed_from,
+    }
+    if ctx.test_data is not None:
+        info["teacher_accuracy"] = evaluate(teacher, ctx.test_data).accuracy
+        info["student_accuracy"] = evaluate(ctx.model, ctx.test_data).accuracy
+    ctx.info[ctx.stage_name] = info
