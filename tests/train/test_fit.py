@@ -9,7 +9,7 @@ from slimtorch.core import FormatError
 from slimtorch.train import OptimizerConfig, TrainConfig, evaluate, fit, load_checkpoint
 from slimtorch.train.optim import build_scheduler
 
-CFG = TrainConfig(epochs=4, batch_size=32, optimizer=OptimizerConfig(lr=0.05, weight_decay=1e-4))
+CFG = TrainConfig(epochs=4, batch_size=32, optimizer=OptimizerConfig(lr=0.02, weight_decay=1e-4))
 
 
 def _net():

@@ -23,8 +23,12 @@ class EvalResult:
         return asdict(self)
 
 
-def _loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
-    return data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+def _loader(data: Dataset | DataLoader, batch_size: int):
+    if isinstance(data, DataLoader):
+        return data
+    from slimtorch.train.batches import iterate_batches
+
+    return iterate_batches(data, range(len(data)), batch_size)
 
 
 @torch.no_grad()

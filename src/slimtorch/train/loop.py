@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from slimtorch.train import distributed as D
+from slimtorch.train.batches import iterate_batches
 from slimtorch.train.callbacks import Callback, TrainState
 from slimtorch.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from slimtorch.train.config import TrainConfig
@@ -148,7 +149,7 @@ def fit(
         torch.manual_seed(seed + rank)  # dropout differs per rank, as with independent workers
         jitter_gen = torch.Generator().manual_seed(seed + 1 + rank)
         sampler = D.StridedEpochSampler(len(train_data), seed, rank, world)
-        loader = DataLoader(train_data, batch_size=local_batch, sampler=sampler)
+        loader = iterate_batches(train_data, list(sampler), local_batch)
         model.train()
         t0, loss_sum, n = time.perf_counter(), 0.0, 0
         for x, y in loader:
