@@ -123,17 +123,19 @@ def read_model_file(data: bytes, source: str = "<bytes>") -> tuple[dict[str, tor
     """Parse model-file bytes into (dense state dict, header dict)."""
     if len(data) < 8:
         raise FormatError(f"{source}: file is too short to be a slimtorch model file")
-    if data[:2] == b"\x80\x02" or data[:2] == b"PK":
-        raise FormatError(
-            f"{source}: this looks like a pickle / torch.save file, which slimtorch never loads "
-            "(it can run code). Convert it with torch.load(..., weights_only=True) and save_model()."
-        )
     try:
         tensors = st_load(data)
 
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
     except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # Only now look for pickle / zip magic: a valid safetensors header of 640 bytes
+        # also starts with 80 02.
+        if data[:1] == b"\x80" or data[:2] == b"PK":
+            raise FormatError(
+                f"{source}: this looks like a pickle / torch.save file, which slimtorch never loads "
+                "(it can run code). Convert it with torch.load(..., weights_only=True) and save_model()."
+            ) from None
         raise FormatError(f"{source}: not a valid safetensors file ({exc})") from None
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
