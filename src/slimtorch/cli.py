@@ -277,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b")
     p.set_defaults(fn=cmd_compare)
 
+    from slimtorch.auto.cli import add_auto_parser
+
+    add_auto_parser(sub)
+
     p = sub.add_parser("list", help="list models, datasets and recipe stages")
     p.set_defaults(fn=cmd_list)
     return parser

@@ -11,6 +11,8 @@ _STAGE_MODULES = [
     "slimtorch.quantize.stage",
     "slimtorch.distill.stage",
     "slimtorch.encode.stage",
+    "slimtorch.prune.structured.stage",
+    "slimtorch.deploy.stage",
 ]
 
 for _mod in _STAGE_MODULES:
