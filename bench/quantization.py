@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 from slimtorch.core.fileio import atomic_write_json
 from slimtorch.core.seed import seed_everything, set_threads
 from slimtorch.data import load_mnist
-from slimtorch.io import load_model, save_model
+from slimtorch.io import fold, load_model, save_model
 from slimtorch.measure.env import environment
 from slimtorch.models import create_model
 from slimtorch.prune import PruneConfig, prune_iterative, total_sparsity
@@ -39,7 +39,6 @@ from slimtorch.quantize import (
     KMeansConfig,
     QuantConfig,
     clip_weights,
-    fold_copy,
     kmeans_share,
     layer_report,
     quant_params,
@@ -71,7 +70,7 @@ def cached(path: Path, name: str, build, fresh: bool):
         log(f"loading cached {path}")
         return load_model(path, model=create_model(name))
     model = build()
-    save_model(fold_copy(model), path)
+    save_model(fold(model), path)
     return model
 
 

@@ -223,9 +223,9 @@ def shared_state(model: nn.Module) -> dict[str, Any]:
     Ready for ``slimtorch.encode.pack_state`` / ``save_slim``: shared weights are
     entropy-coded, everything else (biases, unshared layers) is stored raw.
     """
-    from slimtorch.quantize.model import fold_copy
+    from slimtorch.io import effective_state_dict
 
-    state: dict[str, Any] = {k: v.detach() for k, v in fold_copy(model).state_dict().items()}
+    state: dict[str, Any] = dict(effective_state_dict(model))
     for name, layer in shared_tensors(model).items():
         state[f"{name}.weight" if name else "weight"] = to_shared_tensor(layer)
     return state

@@ -208,31 +208,13 @@ def attach_activation_quant(model: nn.Module, params: dict[str, dict[str, Any]])
     return model
 
 
-def fold_copy(model: nn.Module) -> nn.Module:
-    """A folded deep copy that leaves ``model`` intact.
-
-    ``remove_parametrizations`` deletes the weight property from the module's
-    class, and a deep copy shares that dynamically created class with the
-    original — folding a plain copy would break the original model. Each copied
-    parametrized module gets its own class first.
-    """
-    from slimtorch.io import fold
-
-    out = copy.deepcopy(model)
-    for m in out.modules():
-        if parametrize.is_parametrized(m):
-            cls = m.__class__
-            m.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    return fold(out, inplace=True)
-
-
 def save_quantized(model: nn.Module, path: str | os.PathLike, spec: dict | None = None,
                    metadata: dict | None = None) -> Path:
     """Save a simulated model: folded (quantized) weights + ``quant_params`` in the file's metadata."""
-    from slimtorch.io import save_model
+    from slimtorch.io import fold, save_model
 
     params = quant_params(model)
-    plain = strip_activation_quant(fold_copy(model), inplace=True)
+    plain = strip_activation_quant(fold(model), inplace=True)
     spec = spec if spec is not None else getattr(model, "slimtorch_spec", None)
     return save_model(plain, path, spec=spec, metadata={**(metadata or {}), "quantization": params})
 
