@@ -201,3 +201,24 @@ def test_student_and_teacher_must_differ():
     t = _trained_teacher()
     with pytest.raises(ValueError, match="same object"):
         distill(t, t, _data(), _cfg(), verbose=False)
+
+
+def test_cache_works_for_datasets_that_are_not_tensor_datasets(tmp_path):
+    class ListData(torch.utils.data.Dataset):
+        def __init__(self, base):
+            self.items = [base[i] for i in range(len(base))]
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            x, y = self.items[i]
+            return x, int(y)
+
+    teacher = _trained_teacher()
+    torch.manual_seed(1)
+    init = UserStudent()
+    a, b = copy.deepcopy(init), copy.deepcopy(init)
+    ra = distill_fit(a, teacher, _data(), _cfg(), verbose=False)
+    rb = distill_fit(b, teacher, ListData(_data()), _cfg(cache_teacher=True), cache_path=tmp_path / "c.st", verbose=False)
+    assert ra.history[-1]["train_loss"] == pytest.approx(rb.history[-1]["train_loss"], rel=1e-5)
