@@ -169,6 +169,30 @@ def pruned_lenet5(train, test, epochs: int, ft_epochs: int, seeds: list[int], ve
     }
 
 
+def render_markdown(result: dict) -> str:
+    """The results section of docs/distillation.md, generated from the JSON (never typed by hand)."""
+    lines = []
+    h = result.get("hinton2015_mnist")
+    if h:
+        lines += ["| MNIST, 10,000 test images | our errors | paper's errors |", "|---|---|---|"]
+        lines += [f"| {r['model']} | {r['errors']} | {r['paper_errors']} |" for r in h["rows"]]
+        lines += ["", f"Gap from scratch student to teacher closed by distillation: {h['gap_closed']:.0%} "
+                  f"(paper: {h['paper_gap_closed']:.0%}; required: {h['required_gap_closed']:.0%}). {h['note']}", ""]
+    p = result.get("pruned_lenet5_kd")
+    if p:
+        lines += ["| 70 %-channel-pruned LeNet-5 | test errors per seed | mean |", "|---|---|---|",
+                  f"| unpruned LeNet-5 ({p['unpruned']['train_epochs']} epoch(s)) | {p['unpruned']['errors']} | |",
+                  f"| pruned, before fine-tuning | {p['pruned']['errors_before_finetune']} | |",
+                  f"| fine-tuned {p['finetune_epochs']} epoch(s) without KD | {p['finetune_without_kd_errors']} "
+                  f"| {p['mean_without_kd']} |",
+                  f"| fine-tuned {p['finetune_epochs']} epoch(s) with KD from the unpruned net "
+                  f"| {p['finetune_with_kd_errors']} | {p['mean_with_kd']} |", "", p["note"], ""]
+    env = result.get("environment", {})
+    lines.append(f"Environment: torch {env.get('versions', {}).get('torch')}, {env.get('torch_threads')} thread(s), "
+                 f"{env.get('cpu')}. Source: `bench/results/distill.json`.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny run to check the script (not a result)")
@@ -181,7 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="1 by default: on a shared, oversubscribed CPU two threads ran 8x slower")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--part", choices=["all", "hinton", "lenet"], default="all")
+    p.add_argument("--render", action="store_true", help="print the docs' results section from --out and exit")
     args = p.parse_args(argv)
+    if args.render:
+        print(render_markdown(json.loads(args.out.read_text())))
+        return
     set_threads(args.threads)
     train, test = load_mnist()
     if args.quick:
