@@ -117,8 +117,17 @@ def test_prune_finetune_plain_training_keeps_model_usable():
     assert "accuracy" in log[0]
 
 
-def test_activation_importance_is_for_encoders_only():
-    from slimtorch.core.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="encoders only"):
-        prune_channels(create_model("lenet5"), {"importance": "activation"}, torch.rand(2, 1, 28, 28))
+def test_compensation_folds_removed_constant_channels_into_bias():
+    """A channel that is constant on the data is removed without changing the outputs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Flatten(), nn.Linear(8 * 16, 4)).eval()
+    with torch.no_grad():
+        model[0].weight[:4] = 0  # channels 0-3 output relu(bias): constant
+        model[0].bias[:4] = torch.tensor([0.02, 0.04, 0.06, 0.08])
+        model[0].weight[4:] *= 5  # the varying channels clearly rank higher
+    x = torch.randn(8, 3, 4, 4)
+    ref = model(x)
+    cfg = StructuredConfig(ratio=0.5, importance="l2", compensate=True, per_layer={"2": 0.0}, ignore_classifier=True)
+    pruned = prune_channels(model, cfg, x, data=TensorDataset(x, torch.zeros(8)))
+    assert pruned[0].out_channels == 4 and pruned[2].in_channels == 4
+    torch.testing.assert_close(pruned(x), ref, atol=1e-5, rtol=1e-5)

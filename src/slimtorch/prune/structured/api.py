@@ -20,6 +20,7 @@ from slimtorch.core.config import validate_config
 from slimtorch.core.errors import ConfigError, UnsupportedModelError
 from slimtorch.prune.structured import importance as imp
 from slimtorch.prune.structured.apply import remove_channels
+from slimtorch.prune.structured.compensate import activation_scores, compensate, input_stats
 from slimtorch.prune.structured.config import StructuredConfig
 from slimtorch.prune.structured.graph import Graph, build_graph, classifier_name, matches
 from slimtorch.prune.structured.transformer import encoder_layers, prune_encoder
@@ -84,7 +85,7 @@ def select_units(g: Graph, scores: dict[int, float], cfg: StructuredConfig) -> s
     return removed
 
 
-def _scores(g: Graph, model, cfg: StructuredConfig, data, loss_fn, batch_size) -> dict[int, float]:
+def _scores(g: Graph, model, cfg: StructuredConfig, data, loss_fn, batch_size, stats) -> dict[int, float]:
     if cfg.importance in ("l1", "l2"):
         return imp.norm_scores(g, 1 if cfg.importance == "l1" else 2)
     if cfg.importance == "bn":
@@ -92,13 +93,17 @@ def _scores(g: Graph, model, cfg: StructuredConfig, data, loss_fn, batch_size) -
     if cfg.importance == "random":
         return imp.random_scores(g, cfg.seed)
     if cfg.importance == "activation":
-        raise ConfigError("importance 'activation' is implemented for BERT-style encoders only; "
-                          "use l1, l2, bn, taylor or random", field="importance")
+        return activation_scores(g, stats)
     if data is None:
         raise ConfigError("importance 'taylor' needs data=(a dataset of (input, label) pairs)", field="importance")
+    return imp.taylor_scores(g, model, _batches(data, cfg, batch_size), loss_fn or _ce)
+
+
+def _batches(data, cfg: StructuredConfig, batch_size: int) -> list:
+    if data is None:
+        raise ConfigError(f"importance '{cfg.importance}' / compensate need data=(a dataset of inputs)", field="data")
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
-    batches = [b for _, b in zip(range(cfg.taylor_batches), loader, strict=False)]
-    return imp.taylor_scores(g, model, batches, loss_fn or _ce)
+    return [b for _, b in zip(range(cfg.calib_batches), loader, strict=False)]
 
 
 def _outputs(model: nn.Module, example_input) -> list[torch.Tensor]:
@@ -157,8 +162,13 @@ def prune_channels(
         ignored += (head,)
     before = [tuple(t.shape) for t in _outputs(model, example_input)]
     g = build_graph(model, example_input, ignored)
-    scores = _scores(g, model, cfg, data, loss_fn, batch_size)
+    stats = None
+    if cfg.importance == "activation" or cfg.compensate:
+        stats = input_stats(g, model, _batches(data, cfg, batch_size))
+    scores = _scores(g, model, cfg, data, loss_fn, batch_size, stats)
     removed = select_units(g, scores, cfg)
+    if cfg.compensate:
+        compensate(g, removed, stats)
     summary = remove_channels(g, removed)
     try:
         after = [tuple(t.shape) for t in _outputs(model, example_input)]

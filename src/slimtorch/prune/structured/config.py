@@ -20,16 +20,20 @@ class StructuredConfig(FrozenConfig):
         importance: ``l1`` / ``l2`` (filter norm summed over the coupled group, Li et al.
             2017), ``bn`` (|BN gamma|, network slimming, Liu et al. 2017), ``taylor``
             (first-order Taylor, Molchanov et al. 2019; needs ``data``), ``random``;
-            ``activation`` (BERT-style encoders only): mean norm of each head's / neuron's
-            contribution to the layer output on ``data``, with the removed units' mean
-            contribution folded into the output bias.
+            ``activation``: mean |input activation| x weight-column norm of every layer
+            reading the unit, on ``data`` (for BERT-style encoders: each head's / neuron's
+            mean contribution norm).
+        compensate: fold the removed units' mean contribution (measured on ``data``) into
+            the consuming layers' biases, so only their variation is lost; always on for
+            ``activation`` on encoders.
         round_to: kept channel counts are multiples of this (8 suits SIMD kernels).
         max_group_ratio: no group loses more than this fraction (``global`` scope).
         ignored_layers: fnmatch patterns of module names whose *outputs* are never pruned;
             an ignored module of unknown type is treated as opaque (its inputs are kept too).
         ignore_classifier: never prune the output side of the last Linear (the logits).
         per_layer: pattern -> ratio overriding ``ratio`` for the groups whose producer matches.
-        taylor_batches: batches of ``data`` used to accumulate Taylor gradients.
+        calib_batches: batches of ``data`` used for Taylor gradients, activation statistics
+            and compensation.
         heads_ratio: fraction of attention heads to remove in BERT-style encoders
             (defaults to ``ratio``).
         seed: seed of the ``random`` criterion.
@@ -43,6 +47,7 @@ class StructuredConfig(FrozenConfig):
     ignored_layers: tuple[str, ...] = ()
     ignore_classifier: bool = True
     per_layer: dict[str, float] = Field(default_factory=dict)
-    taylor_batches: int = Field(4, ge=1)
+    calib_batches: int = Field(4, ge=1)
+    compensate: bool = False
     heads_ratio: float | None = Field(None, ge=0.0, lt=1.0)
     seed: int = 0
