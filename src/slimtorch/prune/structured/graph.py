@@ -53,6 +53,7 @@ _SCALAR = {"AddBackward1", "SubBackward1", "MulBackward1", "DivBackward1", "Rsub
            "DivBackward2", "DivBackward3"}
 _BINARY = {"Add", "Sub", "Mul", "Div", "Maximum", "Minimum", "Rsub"}
 _VIEW = {"View", "ReshapeAlias", "UnsafeView", "Squeeze", "Unsqueeze", "Flatten"}
+_INPLACE_DUNDER = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__ipow__", "__setitem__"}
 _SLICING = {"Slice", "Select", "Split", "SplitWithSizes", "Unbind", "Narrow", "Index", "IndexSelect", "Gather"}
 
 
@@ -150,7 +151,7 @@ class _Namer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", str(func))
-        inplace = (name.endswith("_") and not name.startswith("__")) or name.startswith("__i") or kwargs.get("inplace")
+        inplace = (name.endswith("_") and not name.startswith("_")) or name in _INPLACE_DUNDER or kwargs.get("inplace")
         first = args[0] if args else None
         if inplace and isinstance(first, torch.Tensor) and first.requires_grad and id(first) in self._read:
             if self._read[id(first)] is first:
