@@ -1,0 +1,151 @@
+"""Accuracy-aware auto-compression (``slimtorch.auto``) on real data.
+
+* ``lenet5``: LeNet-5 trained here on real MNIST, ``target=size``, max drop 0.2 pp: the
+  size of the chosen ``.slim`` file vs the Deep Compression recipe's
+  (``bench/results/deep_compression.json`` → networks.lenet5.slim_bytes when that bench
+  has run, else the paper's 44 KB), found without hand-set per-layer values.
+* ``mobilenetv2``: ImageNet MobileNetV2, ``target=latency``, agreement with the original
+  on photo crops from ``skimage.data`` (bench/fidelity_set.py): the chosen model's
+  latency and agreement vs the best single-knob candidates (INT8 alone, channels alone)
+  of the same search.
+
+Writes ``bench/results/auto.json`` (merged per network, with the environment).
+Run: ``.venv/bin/python bench/auto.py [lenet5|mobilenetv2] [--budget 15m]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "auto.json"
+WORK = ROOT / "runs" / "bench_auto"
+PAPER_LENET5_BYTES = 44 * 1024
+
+
+def _summary(res, baseline_key: str) -> dict:
+    keep = ("name", "config", "knobs", "size_bytes", "accuracy", "latency", "seconds", "sparsity", "params", "int8")
+    return {
+        "met": res.met,
+        "message": res.message,
+        "stopped": res.stopped,
+        "baseline_" + baseline_key: res.baseline,
+        "n_candidates": len(res.candidates),
+        "chosen": {k: res.best.get(k) for k in keep} if res.best else None,
+        "candidates": [{k: c.get(k) for k in keep} for c in res.candidates],
+        "pareto_front": [res.candidates[i]["name"] for i in res.pareto],
+    }
+
+
+def run_lenet5(budget: float) -> dict:
+    from slimtorch.auto import AutoConfig, auto_compress
+    from slimtorch.data import get_dataset
+    from slimtorch.io import load_model, save_model
+    from slimtorch.models import create_model
+    from slimtorch.train import OptimizerConfig, ScheduleConfig, TrainConfig, evaluate, fit
+
+    train, test = get_dataset("mnist")
+    trained = WORK / "lenet5_trained.safetensors"
+    t0 = time.perf_counter()
+    if trained.is_file():  # reuse the model an earlier run trained (same recipe, same seed)
+        model = load_model(trained)
+    else:
+        torch.manual_seed(0)
+        model = create_model("lenet5")
+        fit(model, train, TrainConfig(epochs=8, batch_size=128, seed=0, eval_every=0,
+                                      optimizer=OptimizerConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True),
+                                      schedule=ScheduleConfig(name="cosine", warmup_epochs=0.5)), verbose=True)
+        save_model(model, trained)
+    train_s = time.perf_counter() - t0
+    cfg = AutoConfig(target="size", max_drop=0.2, budget_s=budget, bits=(6, 5, 4), finetune_epochs=1, kmeans_epochs=1,
+                     finetune_samples=30000, finetune_lr=0.01, kmeans_lr=0.001, threads=2, latency_runs=20)
+    t0 = time.perf_counter()
+    res = auto_compress(model, train, test, cfg, WORK / "lenet5", force=True)
+    wall = time.perf_counter() - t0
+    dc_file = ROOT / "bench" / "results" / "deep_compression.json"
+    ref = None
+    if dc_file.is_file():
+        ref = json.loads(dc_file.read_text()).get("networks", {}).get("lenet5", {}).get("slim_bytes")
+    reference = ({"source": "bench/results/deep_compression.json networks.lenet5.slim_bytes", "bytes": ref} if ref else
+                 {"source": "paper (Han et al. 2016, Table 1: 44 KB); bench/deep_compression.py had not run", "bytes": PAPER_LENET5_BYTES})
+    out = _summary(res, "accuracy")
+    chosen = res.best["size_bytes"] if res.best else None
+    out.update(
+        network="lenet5", data="mnist (60k train / 10k test)", target="size", max_drop_pp=0.2, budget_s=budget,
+        train_seconds=train_s, search_seconds=wall, dense_bytes=res.best and json.loads(
+            (WORK / "lenet5" / "state.json").read_text())["original"]["dense_bytes"],
+        config=cfg.to_dict(), reference=reference,
+        at_least_as_small_as_reference=bool(chosen is not None and res.met and chosen <= reference["bytes"]),
+        hand_set_per_layer_values=False,
+        decoded_accuracy_check=evaluate(__import__("slimtorch").load(WORK / "lenet5" / "best.slim"), test).accuracy,
+    )
+    return out
+
+
+def run_mobilenetv2(budget: float) -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fidelity_set import CALIB_PHOTOS, EVAL_PHOTOS, crops
+    from torch.utils.data import TensorDataset
+
+    from slimtorch.auto import AutoConfig, auto_compress
+    from slimtorch.models import create_model
+
+    model = create_model("mobilenet_v2", pretrained=True).eval()
+    train = TensorDataset(crops(CALIB_PHOTOS, 24, seed=1))
+    test = TensorDataset(crops(EVAL_PHOTOS, 16, seed=2))
+    cfg = AutoConfig(target="latency", max_drop=5.0, budget_s=budget, channel_ratios=(0.1, 0.2, 0.3, 0.5),
+                     round_to=8, int8=True, finetune_epochs=1, finetune_lr=0.001, batch_size=16, threads=2,
+                     latency_runs=15, metric="agreement")
+    t0 = time.perf_counter()
+    res = auto_compress(model, train, test, cfg, WORK / "mobilenetv2", force=True)
+    out = _summary(res, "agreement")
+
+    def lat(c):
+        return c["latency"]["b1"]["median_ms"]
+
+    ok = [c for c in res.candidates if 100 * (1 - c["accuracy"]) <= cfg.max_drop]
+    singles = {
+        "int8_only": [c for c in ok if c["config"]["int8"] and c["config"]["channel_ratio"] == 0],
+        "channels_only": [c for c in ok if not c["config"]["int8"]],
+    }
+    state = json.loads((WORK / "mobilenetv2" / "state.json").read_text())
+    out.update(
+        network="mobilenet_v2 (ImageNet weights)",
+        data=f"skimage.data photo crops: {len(train)} fine-tune/calibration, {len(test)} eval (disjoint photos)",
+        metric="top-1 agreement with the original", target="latency", max_drop_pp=cfg.max_drop, budget_s=budget,
+        search_seconds=time.perf_counter() - t0, config=cfg.to_dict(),
+        original_latency_ms=state["original"]["latency"]["b1"]["median_ms"],
+        best_single_knob={k: ({"name": min(v, key=lat)["name"], "latency_ms": lat(min(v, key=lat)),
+                               "agreement": min(v, key=lat)["accuracy"]} if v else None) for k, v in singles.items()},
+    )
+    return out
+
+
+def main() -> None:
+    from slimtorch.auto import parse_budget
+    from slimtorch.measure import environment
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("networks", nargs="*", default=["lenet5"])
+    ap.add_argument("--budget", default="15m")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"networks": {}}
+    runners = {"lenet5": run_lenet5, "mobilenetv2": run_mobilenetv2}
+    for name in args.networks:
+        results["networks"][name] = runners[name](parse_budget(args.budget))
+        results["environment"] = environment()
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(json.dumps({k: v for k, v in results["networks"][name].items() if k != "candidates"}, indent=1,
+                         default=str))
+
+
+if __name__ == "__main__":
+    main()
