@@ -85,7 +85,7 @@ def seed_quantized() -> bytes:
 RECIPE = """\
 name: fuzz
 seed: 0
-model: {name: mlp, kwargs: {hidden: [16], num_classes: 4, in_features: 32}}
+model: {name: mlp, kwargs: {hidden: [16]}}
 data: {name: synthetic, kwargs: {n_train: 128, n_test: 64}}
 measure: {latency_batches: [], latency_runs: 1}
 stages:

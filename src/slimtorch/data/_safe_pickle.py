@@ -84,5 +84,6 @@ def safe_load(data: bytes, source: str, encoding: str = "latin1") -> Any:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             OverflowError, MemoryError, RecursionError) as exc:  # fmt: skip
         raise FormatError(
-            f"{source}: refused to unpickle ({exc}); only numpy arrays in plain containers are accepted"
+            f"{source}: refused to unpickle ({type(exc).__name__}: {str(exc)[:200]}); "
+            "only numpy arrays in plain containers are accepted"
         ) from None

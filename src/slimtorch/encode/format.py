@@ -126,7 +126,21 @@ def pack_state(
                 "manifest_sha256": _sha(manifest_json.encode()), "arch": arch_json}  # fmt: skip
     from safetensors.numpy import save
 
-    return save(tensors, metadata=metadata)
+    return canonical_safetensors(save(tensors, metadata=metadata))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """Rewrite a safetensors header with sorted keys, so equal content gives equal bytes.
+
+    safetensors serialises ``__metadata__`` from a Rust ``HashMap`` whose iteration order
+    changes from call to call: without this, saving the same model twice gives different
+    files (breaking reproducible artifacts and checksums). Tensor offsets are relative to
+    the end of the header, so only the header and its length change.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors keeps the data 8-byte aligned
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
 def _header(data: bytes) -> dict:

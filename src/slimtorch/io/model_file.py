@@ -97,7 +97,9 @@ def model_to_bytes(
         "sparse": json.dumps(sparse_shapes),
         "user": json.dumps(metadata or {}),
     }
-    return st_save(tensors, metadata=meta)
+    from slimtorch.encode.format import canonical_safetensors  # sorted header: same model, same bytes
+
+    return canonical_safetensors(st_save(tensors, metadata=meta))
 
 
 def save_model(

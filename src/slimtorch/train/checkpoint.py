@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -29,6 +30,11 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     buf = io.BytesIO()
     torch.save({"kind": _KIND, **state}, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its messages
+    return (text.splitlines() or [""])[0][:200]
 
 
 def _check_zip(data: bytes, path: Path) -> None:
@@ -65,7 +71,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises a dozen types on corrupt input
         raise FormatError(
-            f"checkpoint '{path}' cannot be read safely ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"checkpoint '{path}' cannot be read safely ({type(exc).__name__}: {_first_line(exc)}); "
             "it is corrupt or contains objects other than tensors. Start again without --resume."
         ) from None
     if not isinstance(state, dict) or state.get("kind") != _KIND:
