@@ -353,9 +353,82 @@ def main() -> None:
     log(f"wrote {RESULTS / 'pruning.json'}: {json.dumps(checks)} ({out['total_seconds']:.0f}s)")
 
 
+def render_markdown() -> str:
+    """The results section of docs/pruning.md, generated from pruning.json (numbers are never typed by hand)."""
+    r = json.loads((RESULTS / "pruning.json").read_text())
+    pc = lambda x: f"{100*x:.2f} %"
+    out = []
+    env = r["environment"]
+    out.append(f"From `bench/results/pruning.json` (`.venv/bin/python bench/pruning.py`; real MNIST, 60k/10k; "
+               f"torch {env['versions']['torch']}, {env['cpu']}, {env['cpu_count']} cores, {r['environment']['worker_processes']} worker processes x "
+               f"{env['torch_threads']} thread, {r['total_seconds']/60:.0f} min in total on a shared machine).")
+    out.append("")
+    out.append("**Headline** (test error of the pruned model vs. the dense model it started from; "
+               "target: error <= dense + 0.1 pp):")
+    out.append("")
+    out.append("| model | dense error | pruned error | Δ (pp) | weights pruned | target | schedule | fine-tune epochs | file dense → pruned |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for name, label in (("lenet300_100", "LeNet-300-100"), ("lenet5", "LeNet-5")):
+        m = r[name]; h = m["headline"]; t = r["targets"][name]
+        out.append(f"| {label} | {pc(m['dense']['test_error'])} ({m['dense']['epochs']} ep) | {pc(h['test_error'])} | {h['error_delta_pp']:+.2f} | "
+                   f"{pc(h['weight_sparsity'])} ({h['compression']:.1f}x) | >= {pc(t['min_weight_sparsity'])} | {h['schedule']} | {h['finetune_epochs']} | "
+                   f"{h['dense_file_bytes']/1024:.0f} KiB → {h['pruned_file_bytes']/1024:.0f} KiB |")
+    out.append("")
+    out.append(f"Checks: `{json.dumps(r['checks'])}`")
+    out.append("")
+    out.append("Per-layer sparsity of the headline models:")
+    out.append("")
+    for name in ("lenet300_100", "lenet5"):
+        out.append(f"- {name}: " + ", ".join(f"{k} {pc(v)}" for k, v in r[name]["headline"]["layers"].items()))
+    c = r["lenet300_100"].get("headline_candidates")
+    if c:
+        out.append("")
+        out.append("LeNet-300-100, both schedules to the same per-layer targets: " + "; ".join(
+            f"{k}: error {pc(v['test_error'])} after {v['finetune_epochs']} epochs" for k, v in c.items()) + ".")
+    f = r["lenet300_100"].get("headline_first_run")
+    if f:
+        out.append("")
+        out.append(f"First run, shorter fine-tuning at lr/5 (missed the bound; dense {pc(f['dense']['test_error'])}): " + "; ".join(
+            f"{k}: {pc(v['test_error'])} after {v['finetune_epochs']} epochs" for k, v in f["candidates"].items())
+            + ". " + r["lenet300_100"]["headline_note"] + ".")
+    out.append("")
+    out.append("**LeNet-300-100 at 95 % (global magnitude), same fine-tuning budget:**")
+    out.append("")
+    out.append("| schedule | test error | Δ vs dense (pp) | weights pruned | fine-tune epochs |")
+    out.append("|---|---|---|---|---|")
+    a = r["lenet300_100"]["at_95_percent"]
+    for k in ("one_shot_no_retrain", "one_shot", "iterative", "agp"):
+        v = a[k]
+        out.append(f"| {k.replace('_', ' ')} | {pc(v['test_error'])} | {v['error_delta_pp']:+.2f} | {pc(v['weight_sparsity'])} | {v['finetune_epochs']} |")
+    out.append("")
+    cr = r["lenet300_100"]["criteria_80_percent_no_retrain"]
+    out.append("**Criteria**, LeNet-300-100, 80 % per layer, no retraining (test error): " + ", ".join(
+        f"{k} {pc(v['test_error'])}" + (f" at {pc(v['weight_sparsity'])}" if "weight_sparsity" in v else "") for k, v in cr.items()) + ".")
+    nm = r["lenet300_100"]["nm_2_4"]
+    out.append("")
+    out.append(f"**2:4** (50 %), LeNet-300-100: error {pc(nm['no_retrain']['test_error'])} without retraining, "
+               f"{pc(nm['finetune_1_epoch']['test_error'])} after 1 epoch of fine-tuning.")
+    s = r["lenet5"]["sensitivity"]
+    out.append("")
+    out.append(f"**LeNet-5 sensitivity** (one layer pruned at a time, no retraining, first {s['eval_images']} test images):")
+    out.append("")
+    sps = [p[0] for p in next(iter(s["curves"].values()))]
+    out.append("| layer | " + " | ".join(f"{100*x:.0f} %" for x in sps) + " |")
+    out.append("|---|" + "---|" * len(sps))
+    for k, curve in s["curves"].items():
+        out.append(f"| {k} | " + " | ".join(f"{100*a:.2f}" for _, a in curve) + " |")
+    out.append("")
+    out.append("Suggested per-layer sparsities for a 0.5 pp tolerance: `" + json.dumps(s["suggested_per_layer_at_0.5pp"]) + "`.")
+    out.append("")
+    out.append("![LeNet-5 sensitivity](../bench/results/pruning_sensitivity_lenet5.png)")
+    return "\n".join(out) + "\n"
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--rerun-lenet300-headline":
         rerun_lenet300_headline(Path(sys.argv[2]))
+    elif sys.argv[1:] == ["--render"]:
+        print(render_markdown())
     elif len(sys.argv) == 3 and sys.argv[1] == "--merge":
         merge_rerun(Path(sys.argv[2]))
     else:
