@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from encode_strategies import make_shared
+from tests.encode.encode_strategies import make_shared
 from slimtorch.encode import compression_report, pack_state, render_report
 
 

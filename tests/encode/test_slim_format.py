@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load, save
 
-from encode_strategies import make_shared, shared_tensors
+from tests.encode.encode_strategies import make_shared, shared_tensors
 from slimtorch.core.errors import FormatError
 from slimtorch.encode import SharedTensor, load_slim, pack_state, save_slim, unpack_shared, unpack_state
 from slimtorch.encode.format import _header
