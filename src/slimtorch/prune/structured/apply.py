@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimtorch.prune.structured.graph import Graph
+from slimtorch.prune.structured.units import Graph
 
 
 def _param(old: torch.Tensor, new: torch.Tensor) -> nn.Parameter:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from slimtorch.core.errors import ConfigError
-from slimtorch.prune.structured.graph import Graph
+from slimtorch.prune.structured.units import Graph
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from slimtorch.core.errors import ConfigError
-from slimtorch.prune.structured.graph import Graph, Member
+from slimtorch.prune.structured.units import Graph, Member
 
 
 def _slices(m: Member, grads: bool) -> list[torch.Tensor]:
