@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -270,8 +271,10 @@ def l5_sensitivity(dense_info: dict) -> dict:
     # First 2000 test images: 24 accuracy points, each on a pruned copy.
     sens_data = Subset(test, range(min(2000, len(test))))
     sens = sensitivity(dense, sens_data, sparsities=(0.0, 0.5, 0.8, 0.9, 0.95, 0.98))
-    save_sensitivity(sens, RESULTS / "pruning_sensitivity_lenet5.json",
-                     RESULTS / "pruning_sensitivity_lenet5.png", title="LeNet-5 sensitivity (MNIST, magnitude)")
+    # The curves go into pruning.json; the stand-alone JSON save_sensitivity also writes is scratch.
+    with tempfile.TemporaryDirectory() as tmp:
+        save_sensitivity(sens, Path(tmp) / "sensitivity.json",
+                         RESULTS / "pruning_sensitivity_lenet5.png", title="LeNet-5 sensitivity (MNIST, magnitude)")
     log(f"lenet5 sensitivity done ({time.perf_counter() - t0:.0f}s)")
     return {
         "curves": {k: [list(p) for p in v] for k, v in sens.items()},
