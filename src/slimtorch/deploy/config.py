@@ -68,7 +68,7 @@ class Int8Config(FrozenConfig):
     percentile: float = Field(99.999, gt=50.0, le=100.0)
     fold_bn: bool = True
     cle: bool = True
-    cle_relu6: Literal["replace", "skip"] = "replace"
+    cle_relu6: Literal["replace", "skip"] = "skip"
     bias_correction: bool = True
     keep_float: tuple[str, ...] = ()
     target: FidelityTarget = FidelityTarget()
