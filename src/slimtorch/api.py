@@ -39,3 +39,15 @@ def save(model: nn.Module, path: str | os.PathLike, **kwargs) -> Path:
     from slimtorch.io.model_file import save_model
 
     return save_model(model, path, **kwargs)
+
+
+def load_or_create(ref: str) -> nn.Module:
+    """A model from a file path (``.safetensors`` / ``.slim``) or, if ``ref`` is a bare name, the zoo."""
+    from slimtorch.models import create_model
+
+    path = Path(ref)
+    if path.exists():
+        return load(path)
+    if path.suffix or "/" in ref:
+        raise FileNotFoundError(f"model file '{ref}' does not exist")
+    return create_model(ref)

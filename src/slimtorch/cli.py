@@ -28,16 +28,9 @@ def _data(args: argparse.Namespace):
 
 
 def _load_any(ref: str):
-    """A model file path, or a zoo name."""
-    from slimtorch.api import load
-    from slimtorch.models import create_model
+    from slimtorch.api import load_or_create
 
-    path = Path(ref)
-    if path.exists():
-        return load(path)
-    if path.suffix or "/" in ref:
-        raise FileNotFoundError(f"model file '{ref}' does not exist")
-    return create_model(ref)
+    return load_or_create(ref)
 
 
 def _relaunch_with_torchrun(nproc: int) -> int:

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-
-def _load_model(ref: str):
-    """A model file (``.safetensors`` / ``.slim``), or a zoo name."""
-    from slimtorch.api import load
-    from slimtorch.models import create_model
-
-    path = Path(ref)
-    if path.exists():
-        return load(path)
-    if path.suffix or "/" in ref:
-        raise FileNotFoundError(f"model file '{ref}' does not exist")
-    return create_model(ref)
 
 
 def cmd_auto(args: argparse.Namespace) -> int:
     import torch
 
+    from slimtorch.api import load_or_create
     from slimtorch.auto import AutoConfig, auto_compress, parse_budget
     from slimtorch.data import get_dataset
 
@@ -36,7 +23,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
     if args.bits:
         fields["bits"] = tuple(int(b) for b in args.bits.split(","))
     cfg = AutoConfig.from_dict({k: v for k, v in fields.items() if v is not None})
-    res = auto_compress(_load_model(args.model), train, test, cfg, args.output, force=args.force, resume=args.resume)
+    res = auto_compress(load_or_create(args.model), train, test, cfg, args.output, force=args.force, resume=args.resume)
     print(f"wrote {res.out_dir}/best.slim, best.safetensors, best.json, pareto.json, report.html")
     return 0 if res.met else 1
 
