@@ -186,7 +186,8 @@ def bench_lenet(ratios=(0.6, 0.7), ft_epochs: int = 3) -> dict:
                      "accuracy": acc_dense}
     for r in ratios:
         name = f"ratio{r}"
-        pruned = prune_channels(copy.deepcopy(dense), StructuredConfig(ratio=r, round_to=8, importance="l2"), x)
+        cfg = StructuredConfig(ratio=r, round_to=8, importance="l2")
+        pruned = prune_channels(copy.deepcopy(dense), cfg, x)
         acc0 = evaluate(pruned, test).accuracy
         kd = DistillConfig(temperature=4.0, alpha=0.7, train={
             "epochs": ft_epochs, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
