@@ -53,8 +53,8 @@ def nm_keep(scores: torch.Tensor, n: int, m: int, fqn: str = "") -> torch.Tensor
             f"so the {n}:{m} pattern does not tile it; add it to 'exclude'"
         )
     groups = rows.reshape(rows.shape[0], -1, m)
-    # topk on -inf-free data is fine; stable tie-break via a tiny positional offset is not needed
-    # for correctness (exactly n per group either way).
+    # Already-pruned weights score -inf, so they are only "kept" here when a group has
+    # fewer than n survivors; the monotone intersection afterwards drops them again.
     idx = groups.topk(n, dim=-1).indices
     keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True)
     return keep.reshape(scores.shape)

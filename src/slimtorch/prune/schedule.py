@@ -123,8 +123,9 @@ class AGPCallback(Callback):
 
     def progress(self, step: int) -> float:
         """Fraction c of the way from s_i to s_f (per layer) at ``step``."""
-        s = agp_sparsity(step, 1.0, 0.0, self.begin, self.end, self.agp.frequency)
-        return s  # with s_i = 0, s_f = 1 the formula is exactly 1 − (1 − p)³
+        # With s_i = 0 and s_f = 1 the schedule value *is* the progress 1 − (1 − p)³,
+        # held between updates; each layer then interpolates to its own target.
+        return agp_sparsity(step, 1.0, 0.0, self.begin, self.end, self.agp.frequency)
 
     def _update(self, state: TrainState) -> None:
         target = self.config.at_progress(self.progress(state.step), self.agp.initial_sparsity)
