@@ -86,11 +86,11 @@ def test_qat_with_a_float_teacher_keeps_fake_quant_and_learns():
     for layer in (net.a, net.b):
         parametrize.register_parametrization(layer, "weight", FakeQuant())
     before = copy.deepcopy(net.state_dict())
-    qat_with_teacher(net, _data(), _cfg(), verbose=False)
+    qat_with_teacher(net, _data(), _cfg(), teacher=teacher, verbose=False)
     assert parametrize.is_parametrized(net.a) and parametrize.is_parametrized(net.b)
     assert net.a.weight.detach().unique().numel() <= 16  # still 4-bit values
     assert any(not torch.equal(v, before[k]) for k, v in net.state_dict().items())
-    # default teacher: the float weights under the fake quantizer
+    # the default teacher is the float weights under the fake quantizer
     auto = dense_copy(net)
     assert not is_compressed(auto)
-    assert teacher is not None
+    torch.testing.assert_close(auto.a.weight, net.a.parametrizations.weight.original)
