@@ -241,7 +241,6 @@ def plot(res: dict, path: Path) -> None:
     a.set_xlabel("bits per weight (codebook index)")
     a.set_ylabel("test error %")
     a.set_title("LeNet-300-100: prune + k-means sharing")
-    a.set_yscale("log")
     a.legend()
     B = res["lenet5"]
     names = ["float"] + list(B["ptq"]) + list(k for k in B["qat"] if isinstance(B["qat"][k], dict))
@@ -249,8 +248,7 @@ def plot(res: dict, path: Path) -> None:
         B["qat"][k]["error_pct"] for k in names[1 + len(B["ptq"]):]]
     b.barh(range(len(names)), vals, color=["gray"] + ["C0"] * len(B["ptq"]) + ["C1"] * (len(names) - 1 - len(B["ptq"])))
     b.set_yticks(range(len(names)), names, fontsize=7)
-    b.set_xscale("log")
-    b.set_xlabel("test error % (log)")
+    b.set_xlabel("test error %")
     b.set_title("LeNet-5: PTQ (blue) and QAT/LSQ (orange)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
