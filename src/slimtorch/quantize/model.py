@@ -188,18 +188,52 @@ def strip_activation_quant(model: nn.Module, inplace: bool = False) -> nn.Module
     return out
 
 
+def _act_qparams(name: str, prefix: str, p: dict[str, Any]) -> tuple[int, bool, torch.Tensor, torch.Tensor]:
+    """Validated (bits, symmetric, scale, zero_point) of one quantizer; the values come from a file."""
+    from slimtorch.core.errors import FormatError
+
+    where = f"quantization parameters of '{name}' ({prefix})"
+    bits, symmetric = p.get(f"{prefix}_bits"), p.get(f"{prefix}_symmetric")
+    scale, zero = p.get(f"{prefix}_scale"), p.get(f"{prefix}_zero_point")
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 16:
+        raise FormatError(f"{where}: bits must be an integer in 2..16, got {bits!r}")
+    if not isinstance(symmetric, bool):
+        raise FormatError(f"{where}: symmetric must be true/false, got {symmetric!r}")
+    try:
+        scale_t = torch.tensor(scale, dtype=torch.float32)
+        zero_t = torch.tensor(float(zero))
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise FormatError(f"{where}: scale / zero point must be numbers, got {scale!r} / {zero!r}") from None
+    if scale_t.numel() == 0 or scale_t.numel() > 1 << 20 or not bool(torch.isfinite(scale_t).all()) or bool((scale_t <= 0).any()):
+        raise FormatError(f"{where}: scale must be positive finite numbers")
+    if not bool(torch.isfinite(zero_t)):
+        raise FormatError(f"{where}: zero point must be finite, got {zero!r}")
+    return bits, symmetric, scale_t, zero_t
+
+
 def attach_activation_quant(model: nn.Module, params: dict[str, dict[str, Any]]) -> nn.Module:
-    """Re-create calibrated activation quantizers from :func:`quant_params` output (in place)."""
+    """Re-create calibrated activation quantizers from :func:`quant_params` output (in place).
+
+    ``params`` usually comes from a file's metadata, so every value is validated:
+    anything malformed raises :class:`~slimtorch.core.errors.FormatError`.
+    """
+    from slimtorch.core.errors import FormatError
+
+    if not isinstance(params, dict):
+        raise FormatError(f"quantization parameters must be a mapping, got {type(params).__name__}")
     modules = dict(model.named_modules())
     for name, p in params.items():
-        module = modules.get(name)
+        module = modules.get(name) if isinstance(name, str) else None
         if module is None:
-            raise ValueError(f"quantization parameters name layer '{name}', which the model does not have")
+            raise FormatError(f"quantization parameters name layer {name!r}, which the model does not have")
+        if not isinstance(p, dict):
+            raise FormatError(f"quantization parameters of '{name}' must be a mapping, got {type(p).__name__}")
         for attr, prefix, hook in (("input_quantizer", "act", input_hook), ("output_quantizer", "out", output_hook)):
             if f"{prefix}_bits" not in p:
                 continue
-            q = ActFakeQuant(p[f"{prefix}_bits"], p[f"{prefix}_symmetric"], name=f"{name}.{prefix}")
-            q.set_qparams(torch.tensor(p[f"{prefix}_scale"]), torch.tensor(float(p[f"{prefix}_zero_point"])))
+            bits, symmetric, scale, zero = _act_qparams(name, prefix, p)
+            q = ActFakeQuant(bits, symmetric, name=f"{name}.{prefix}")
+            q.set_qparams(scale, zero)
             setattr(module, attr, q)
             if prefix == "act":
                 module.register_forward_pre_hook(hook)
