@@ -291,7 +291,7 @@ def bench_mobilenet() -> dict:
         rows[name] = {"config": cfg.to_dict(), "macs": count_macs(pruned, x[:1]), "params": count_parameters(pruned),
                       "file_bytes": file_size(pruned, dense.slimtorch_spec), **fidelity(pruned, ref, crops)}
         log(f"{name}: {rows[name]}")
-    timing = time_variants(models, x, rounds=(30, 8))
+    timing = time_variants(models, x, rounds=(30, 12))
     sp = speedups(timing, "dense", list(configs))
     for k in sp:
         rows[k]["mac_reduction"] = round(rows["dense"]["macs"] / rows[k]["macs"], 3)
