@@ -1,0 +1,145 @@
+"""Render ``docs/results.md`` from ``bench/results/*.json`` (the docs never hand-type a figure).
+
+Run after any benchmark: ``.venv/bin/python bench/summarize.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+OUT = ROOT / "docs" / "results.md"
+
+
+def _load(name: str) -> dict | None:
+    p = RESULTS / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _env_line(env: dict | None) -> str:
+    if not env:
+        return ""
+    v = env.get("versions", {})
+    return (f"_Measured on {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores, flags: {env.get('cpu_flags', '')}), "
+            f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}._\n")
+
+
+def _mb(n: int | None) -> str:
+    return "-" if not n else (f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB")
+
+
+def deep_compression(d: dict) -> list[str]:
+    out = ["## Deep Compression (`bench/deep_compression.py`)\n",
+           "| network | dense | .slim file | ratio | kept | error dense → decoded | paper: ratio, error | decode (weights/s) | load .slim / dense |",
+           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, n in d.get("networks", {}).items():
+        p = n["paper"]
+        out.append(
+            f"| {key} | {n['dense_bytes'] / 1024:.0f} KB | {n['slim_bytes'] / 1024:.1f} KB | **{n['ratio']:.1f}×** "
+            f"| {n['weights_kept_pct']:.1f} % | {n['error_dense_pct']:.2f} % → **{n['error_decoded_pct']:.2f} %** "
+            f"| {p['ratio']}×, {p['error_dense']} % → {p['error_compressed']} % | {n['decode_weights_per_second'] / 1e6:.1f} M "
+            f"| {n['load_seconds']['slim'] * 1e3:.1f} ms / {n['load_seconds']['dense_safetensors'] * 1e3:.1f} ms |"
+        )
+    for key, n in d.get("networks", {}).items():
+        layers = n.get("layers", [])
+        if not layers:
+            continue
+        cols = ["layer", "#weights", "weights kept %", "weight bits (P+Q)", "weight bits (P+Q+H)", "index bits", "ratio", "coding"]
+        out += [f"\n**{key}, per layer** (like the paper's Tables 2–3)\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in layers:
+            out.append("| " + " | ".join(f"{r.get(c):.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |")
+    out.append("\n" + _env_line(d.get("environment")))
+    return out
+
+
+def int8(d: dict) -> list[str]:
+    out = ["## INT8 deployment (`bench/int8.py`)\n"]
+    for model, key_b in (("mobilenet_v2", "b8"), ("minilm", "b32")):
+        rows = d.get(model)
+        if not rows:
+            continue
+        out += [f"**{model}**\n", f"| variant | latency b1 ms | latency {key_b} ms | speed-up b1 / {key_b} vs fastest fp32 | agreement | mean KL | cosine mean | size |",
+                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, r in rows.items():
+            if not isinstance(r, dict) or "latency_ms_b1" not in r:
+                continue
+            f = r.get("fidelity", {})
+            out.append(
+                f"| {name} | {r['latency_ms_b1']:.2f} | {r.get(f'latency_ms_{key_b}', float('nan')):.2f} "
+                f"| {r.get('speedup_b1_vs_fastest_fp32', float('nan')):.2f}× / {r.get(f'speedup_{key_b}_vs_fastest_fp32', float('nan')):.2f}× "
+                f"| {f.get('top1_agreement', float('nan')):.3f} | {f.get('mean_kl', float('nan')):.3f} | {f.get('cosine_mean', float('nan')):.4f} "
+                f"| {_mb(r.get('size_bytes'))} |"
+            )
+        out.append("")
+    le = d.get("lenet5_mnist", {}).get("rows", {})
+    if le:
+        out += ["**LeNet-5 / MNIST**\n", "| variant | test accuracy | latency b1 ms | size |", "|---|---|---|---|"]
+        for name, r in le.items():
+            out.append(f"| {name} | {r['test_accuracy'] * 100:.2f} % | {r['latency_ms_b1']:.3f} | {_mb(r.get('size_bytes'))} |")
+    out.append(f"\nLoad average during the run: {d.get('loadavg_start')} → {d.get('loadavg_end')} (shared machine).\n")
+    out.append(_env_line(d.get("environment")))
+    return out
+
+
+def structured(d: dict) -> list[str]:
+    out = ["## Structured pruning (`bench/structured.py`)\n",
+           "| model | variant | MAC reduction | accuracy (LeNet) / top-1 agreement (MobileNetV2) / cosine (MiniLM) | speed-up b1 eager / ORT | speed-up b32 eager / ORT |",
+           "|---|---|---|---|---|---|"]  # fmt: skip
+    for model, m in d.items():
+        for name, v in m.get("variants", {}).items():
+            sp = v.get("speedup")
+            if not sp:
+                continue
+            fid = next((v[k] for k in ("accuracy_finetuned", "top1_agreement", "cosine_mean") if k in v), None)
+            fid_s = f"{fid:.4f}" if isinstance(fid, float) else str(fid)
+            out.append(
+                f"| {model} | {name} | {v.get('mac_reduction', float('nan')):.2f}× | {fid_s} "
+                f"| {sp.get('batch1_eager', float('nan')):.2f}× / {sp.get('batch1_onnxruntime', float('nan')):.2f}× "
+                f"| {sp.get('batch32_eager', float('nan')):.2f}× / {sp.get('batch32_onnxruntime', float('nan')):.2f}× |"
+            )
+    return out + [""]
+
+
+def fuzz(d: dict) -> list[str]:
+    out = ["## Fuzzing (`bench/fuzz.py`)\n", "| format | inputs | crashes | hangs > 1 s | slowest input | peak RSS |", "|---|---|---|---|---|---|"]
+    for name, f in d.get("formats", {}).items():
+        out.append(f"| {name} | {f['inputs']:,} | {f['crashes']} | {f['hangs_over_1s']} | {f['slowest_input_s']:.2f} s | {f.get('peak_rss_mib_so_far', 0):.0f} MiB |")
+    return out + [""]
+
+
+def distributed(d: dict) -> list[str]:
+    runs = d.get("runs", {})
+    out = ["## Distributed (`bench/distributed.py`)\n", f"{d.get('task', '')}\n", "| configuration | train seconds | test accuracy |", "|---|---|---|"]
+    for name, r in runs.items():
+        out.append(f"| {name} | {r['train_seconds']:.1f} | {r['accuracy'] * 100:.2f} % |")
+    out.append(f"\nSpeed-up of 2 processes over 1: **{d.get('speedup_2_vs_1', float('nan')):.2f}×**.\n")
+    return out
+
+
+SECTIONS = [("deep_compression", deep_compression), ("int8", int8), ("structured", structured),
+            ("distributed", distributed), ("fuzz", fuzz)]  # fmt: skip
+
+
+def main() -> None:
+    lines = ["# Benchmark results\n",
+             "Generated by `bench/summarize.py` from `bench/results/*.json`; do not edit by hand. "
+             "Each benchmark's own guide has the details: [pruning](pruning.md), [quantization](quantization.md), "
+             "[distillation](distillation.md), [structured pruning](structured_pruning.md), [INT8](int8.md), "
+             "[auto-compression](auto.md), [Deep Compression](deep_compression.md).\n"]  # fmt: skip
+    for name, fn in SECTIONS:
+        d = _load(name)
+        if d is None:
+            lines.append(f"## {name}\n\nNot run yet: `bench/{name}.py`.\n")
+            continue
+        try:
+            lines += fn(d)
+        except (KeyError, TypeError, ValueError) as exc:  # a half-written results file
+            lines.append(f"## {name}\n\n`bench/results/{name}.json` could not be summarised ({exc!r}).\n")
+    OUT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
