@@ -89,10 +89,11 @@ def main(keys: list[str]) -> None:
     from slimtorch.measure.env import environment
 
     out_root = Path("/tmp/slimtorch_bench_dc")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results.setdefault("networks", {})
     for key in keys:
-        results["networks"][key] = run_one(key, out_root)
+        network = run_one(key, out_root)
+        # re-read just before writing: another run may have added the other network meanwhile
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results.setdefault("networks", {})[key] = network
         results["environment"] = environment()
         atomic_write_json(RESULTS, results)
         n = results["networks"][key]
