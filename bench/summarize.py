@@ -139,6 +139,26 @@ def main() -> None:
             lines.append(f"## {name}\n\n`bench/results/{name}.json` could not be summarised ({exc!r}).\n")
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
+    _update_readme()
+
+
+def _update_readme() -> None:
+    """Replace the block between the results markers in README.md with the headline tables."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    if begin not in text or end not in text:
+        return
+    block = []
+    dc = _load("deep_compression")
+    if dc:
+        block += deep_compression({"networks": {k: {**v, "layers": []} for k, v in dc.get("networks", {}).items()}})
+    st = _load("structured")
+    if st and "lenet5" in st:
+        block += structured({"lenet5": st["lenet5"]})
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + begin + "\n" + "\n".join(block).replace("## ", "### ") + "\n" + end + tail)
 
 
 if __name__ == "__main__":
