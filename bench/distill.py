@@ -181,7 +181,12 @@ def render_markdown(result: dict) -> str:
         lines += ["| MNIST, 10,000 test images | our errors | paper's errors |", "|---|---|---|"]
         lines += [f"| {r['model']} | {r['errors']} | {r['paper_errors']} |" for r in h["rows"]]
         lines += ["", f"Gap from scratch student to teacher closed by distillation: {h['gap_closed']:.0%} "
-                  f"(paper: {h['paper_gap_closed']:.0%}; required: {h['required_gap_closed']:.0%}). {h['note']}", ""]
+                  f"(paper: {h['paper_gap_closed']:.0%}; required: {h['required_gap_closed']:.0%}: "
+                  f"{'met' if h['passed'] else 'not met'}). {h['note']}", ""]
+        for r in result.get("earlier_hinton_runs", []):
+            errs = ", ".join(f"{k.split(',')[0]}: {v}" for k, v in r["errors"].items())
+            lines.append(f"- earlier run, {r['setting']}: {errs}; gap closed {r['gap_closed']:.0%}")
+        lines.append("")
     p = result.get("pruned_lenet5_kd")
     if p:
         lines += ["| 70 %-channel-pruned LeNet-5 | test errors per seed | mean |", "|---|---|---|",
