@@ -185,7 +185,9 @@ def render_markdown(result: dict) -> str:
                   f"{'met' if h['passed'] else 'not met'}). {h['note']}", ""]
         for r in result.get("earlier_hinton_runs", []):
             errs = ", ".join(f"{k.split(',')[0]}: {v}" for k, v in r["errors"].items())
-            lines.append(f"- earlier run, {r['setting']}: {errs}; gap closed {r['gap_closed']:.0%}")
+            t, scratch = list(r["errors"].values())[:2]
+            gap = f"gap closed {r['gap_closed']:.0%}" if t < scratch else "no gap: teacher not better than scratch"
+            lines.append(f"- earlier run, {r['setting']}: {errs}; {gap}")
         lines.append("")
     p = result.get("pruned_lenet5_kd")
     if p:
