@@ -115,3 +115,45 @@ def lenet5(num_classes: int = 10, conv_relu: bool = True) -> nn.Sequential:
     model = nn.Sequential(layers)
     model.example_input_shape = MNIST_SHAPE
     return model
+
+
+@register_model("lenet5_slim")
+def lenet5_slim(
+    conv1: int = 20, conv2: int = 50, fc: int = 500, separable: bool = False, num_classes: int = 10
+) -> nn.Sequential:
+    """LeNet-5 (Caffe variant with ReLU after the convolutions) of any width.
+
+    With the default widths and ``separable=False`` its parameter names and shapes
+    equal ``create_model("lenet5")``'s, so a zoo LeNet-5 state dict loads into it.
+
+    Args:
+        conv1, conv2: output channels of the two 5x5 convolutions.
+        fc: width of the hidden fully connected layer.
+        separable: replace ``conv2`` by depthwise 5x5 (``conv2_dw``) + pointwise 1x1
+            (``conv2_pw``). ``conv1`` stays a full convolution: with one input channel a
+            depthwise filter would be a single 5x5 kernel shared by every output (MobileNet
+            keeps its first convolution full for the same reason).
+        num_classes: logits.
+    """
+    if min(conv1, conv2, fc, num_classes) < 1:
+        raise ConfigError(f"lenet5_slim: widths must be >= 1, got conv1={conv1}, conv2={conv2}, fc={fc}")
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers["conv1"] = nn.Conv2d(1, conv1, 5)  # 28 -> 24
+    layers["relu1"] = nn.ReLU()
+    layers["pool1"] = nn.MaxPool2d(2)  # -> 12
+    if separable:
+        # dw then pw with no nonlinearity in between: an exact low-rank factorisation of the
+        # full conv's weight space, so the only loss is capacity, not a changed function class
+        layers["conv2_dw"] = nn.Conv2d(conv1, conv1, 5, groups=conv1)  # 12 -> 8
+        layers["conv2_pw"] = nn.Conv2d(conv1, conv2, 1)
+    else:
+        layers["conv2"] = nn.Conv2d(conv1, conv2, 5)  # 12 -> 8
+    layers["relu2"] = nn.ReLU()
+    layers["pool2"] = nn.MaxPool2d(2)  # -> 4
+    layers["flatten"] = nn.Flatten()
+    layers["fc1"] = nn.Linear(conv2 * 16, fc)
+    layers["relu3"] = nn.ReLU()
+    layers["fc2"] = nn.Linear(fc, num_classes)
+    model = nn.Sequential(layers)
+    model.example_input_shape = (1, 1, 28, 28)
+    return model
