@@ -265,3 +265,19 @@ def test_cifar_python_bad_pickles(tmp_path, payload, match):
     path.write_bytes(payload)
     with pytest.raises(FormatError, match=match):
         read_cifar_python(path)
+
+
+def test_quantized_file_with_vector_activation_scale_is_refused(tmp_path):
+    """Fuzzing found a file whose per-tensor activation scale was a list: FormatError, not RuntimeError."""
+    import torch
+    from torch import nn
+
+    from slimtorch.core.errors import FormatError
+    from slimtorch.quantize.model import attach_activation_quant
+
+    model = nn.Sequential(nn.Linear(4, 2))
+    params = {"0": {"act_bits": 8, "act_symmetric": False, "act_scale": [0.1, 0.2], "act_zero_point": 3}}
+    with pytest.raises(FormatError, match="one positive finite number"):
+        attach_activation_quant(model, params)
+    ok = {"0": {"act_bits": 8, "act_symmetric": False, "act_scale": [0.1], "act_zero_point": 3}}
+    attach_activation_quant(nn.Sequential(nn.Linear(4, 2)), ok)(torch.randn(1, 4))

@@ -204,8 +204,10 @@ def _act_qparams(name: str, prefix: str, p: dict[str, Any]) -> tuple[int, bool, 
         zero_t = torch.tensor(float(zero))
     except (TypeError, ValueError, RuntimeError, OverflowError):
         raise FormatError(f"{where}: scale / zero point must be numbers, got {scale!r} / {zero!r}") from None
-    if scale_t.numel() == 0 or scale_t.numel() > 1 << 20 or not bool(torch.isfinite(scale_t).all()) or bool((scale_t <= 0).any()):
-        raise FormatError(f"{where}: scale must be positive finite numbers")
+    # activation quantizers are per-tensor: exactly one positive finite scale
+    if scale_t.numel() != 1 or not bool(torch.isfinite(scale_t).all()) or bool((scale_t <= 0).any()):
+        raise FormatError(f"{where}: scale must be one positive finite number, got {str(scale)[:80]}")
+    scale_t = scale_t.reshape(())
     if not bool(torch.isfinite(zero_t)):
         raise FormatError(f"{where}: zero point must be finite, got {zero!r}")
     return bits, symmetric, scale_t, zero_t
