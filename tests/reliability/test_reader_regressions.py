@@ -281,3 +281,25 @@ def test_quantized_file_with_vector_activation_scale_is_refused(tmp_path):
         attach_activation_quant(model, params)
     ok = {"0": {"act_bits": 8, "act_symmetric": False, "act_scale": [0.1], "act_zero_point": 3}}
     attach_activation_quant(nn.Sequential(nn.Linear(4, 2)), ok)(torch.randn(1, 4))
+
+
+def test_checkpoint_with_unsupported_zip_version_is_refused(tmp_path):
+    """Fuzzing found a zip whose 'version needed' field made zipfile raise NotImplementedError."""
+    import io
+    import zipfile
+
+    from slimtorch.core.errors import FormatError
+    from slimtorch.train.checkpoint import load_checkpoint
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", b"x" * 10)
+    data = bytearray(buf.getvalue())
+    cd = data.rfind(b"PK\x01\x02")  # central directory entry: bytes 6-7 = version needed to extract
+    data[cd + 6 : cd + 8] = (194).to_bytes(2, "little")
+    local = data.find(b"PK\x03\x04")
+    data[local + 4 : local + 6] = (194).to_bytes(2, "little")
+    p = tmp_path / "checkpoint.pt"
+    p.write_bytes(bytes(data))
+    with pytest.raises(FormatError):
+        load_checkpoint(p)

@@ -82,7 +82,7 @@ def safe_load(data: bytes, source: str, encoding: str = "latin1") -> Any:
     try:
         return SafeUnpickler(io.BytesIO(data), encoding=encoding).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, RecursionError) as exc:  # fmt: skip
+            OverflowError, MemoryError, RecursionError, SystemError) as exc:  # fmt: skip
         raise FormatError(
             f"{source}: refused to unpickle ({type(exc).__name__}: {str(exc)[:200]}); "
             "only numpy arrays in plain containers are accepted"
