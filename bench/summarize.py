@@ -118,8 +118,24 @@ def distributed(d: dict) -> list[str]:
     return out
 
 
+def auto(d: dict) -> list[str]:
+    out = ["## Auto-compression (`bench/auto.py`)\n"]
+    for key, n in d.get("networks", {}).items():
+        if n.get("status") == "not run" or "chosen" not in n:
+            out.append(f"* {key}: not run ({n.get('why', '')[:160]})")
+            continue
+        ref = n.get("reference", {})
+        out.append(
+            f"* **{key}**, target {n['target']}, max drop {n['max_drop_pp']} pp, budget {n['budget_s'] / 60:.0f} min: "
+            f"{n['message']} after {n['n_candidates']} candidates in {n['search_seconds'] / 60:.1f} min "
+            f"(reference {ref.get('bytes', 0) / 1024:.1f} KB from {ref.get('source', '?')}: "
+            f"{'at least as small' if n.get('at_least_as_small_as_reference') else 'not reached'})."
+        )
+    return out + [""]
+
+
 SECTIONS = [("deep_compression", deep_compression), ("int8", int8), ("structured", structured),
-            ("distributed", distributed), ("fuzz", fuzz)]  # fmt: skip
+            ("distributed", distributed), ("auto", auto), ("fuzz", fuzz)]  # fmt: skip
 
 
 def main() -> None:
