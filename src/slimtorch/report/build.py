@@ -67,7 +67,10 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None) -> 
     run_dir = Path(run_dir)
     results = results if results is not None else read_results(run_dir)
     layer_table = _layer_table(results)
-    md = [f"# {results['recipe']}\n", markdown_table(results["records"])]
+    md = [f"# {results['recipe']}\n", markdown_table(results["records"]),
+          "\nSize: the stage's artifact if it wrote one, else the sparse-aware model file. Latency: median ms, "
+          "eager PyTorch; each stage is timed right after it ran, so compare speed only via the side-by-side "
+          "runs in `bench/`.\n"]
     if layer_table:
         header, body = layer_table
         md += ["\n## Compressed file, per layer\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -45,7 +45,8 @@ def render_html(results: dict[str, Any], figures: list[tuple[str, bytes]], extra
         _table(list(COLUMNS), rows(recs)),
         "<p class='sub'>Size: the stage's artifact if it wrote one (e.g. <code>.slim</code>), else the "
         "sparse-aware model file. Ratio: first row's dense fp32 size / this size. Latency: median ms, eager PyTorch, "
-        "fixed threads.</p>",
+        "fixed threads; each stage is timed right after it ran, so on a busy machine rows are not comparable: "
+        "speed-ups are claimed only from the side-by-side runs in <code>bench/</code>.</p>",
     ]
     for title, header, body in extra_tables:
         parts += [f"<h2>{html.escape(title)}</h2>", _table(header, body)]
