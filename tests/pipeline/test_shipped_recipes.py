@@ -25,6 +25,9 @@ def tiny(path: Path) -> dict:
     if data.get("data"):
         data["data"].update(train_subset=96, test_subset=48, calib_size=32)
     data["measure"] = {"latency_batches": [1], "latency_runs": 1}
+    for stage in data.get("stages", []):
+        if stage.get("type") == "int8":  # the fallback search and timing are what take minutes
+            stage.update(max_float_layers=0, calib_examples=16, test_examples=16, timing_rounds=1)
     if data.get("sweep"):
         data["sweep"]["values"] = data["sweep"]["values"][-1:]
     return data

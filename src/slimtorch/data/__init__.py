@@ -4,6 +4,7 @@ from slimtorch.data.cifar import load_cifar10, read_cifar_binary, read_cifar_pyt
 from slimtorch.data.idx import load_fashion_mnist, load_idx_folder, read_idx
 from slimtorch.data.loaders import EpochSampler, make_loader, subset
 from slimtorch.data.mnist import load_mnist
+from slimtorch.data.photos import UNLABELLED, is_unlabelled, load_photos
 from slimtorch.data.registry import (
     DATASETS,
     DatasetInfo,
@@ -15,6 +16,9 @@ from slimtorch.data.registry import (
 from slimtorch.data.synthetic import synthetic_classification
 
 __all__ = [
+    "UNLABELLED",
+    "is_unlabelled",
+    "load_photos",
     "DATASETS",
     "DatasetInfo",
     "EpochSampler",

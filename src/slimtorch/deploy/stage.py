@@ -64,7 +64,7 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
         ref = reference_outputs(ctx.reference or ctx.model, batches)
         info["fidelity_test"] = fidelity(ref, q.predict(batches))
         labels = [b[1] for b in input_batches(test, 2, icfg.calib_batch_size, what="test data")]
-        if labels and labels[0].ndim == 1:
+        if labels and labels[0].ndim == 1 and bool((labels[0] >= 0).all()):  # unlabelled photos: fidelity only
             import torch
 
             y = torch.cat(labels)

@@ -71,7 +71,8 @@ def measure(
 
     Args:
         example_input: one input batch (its first item is used for latency batches).
-        data: labelled test data → top-1 accuracy and loss.
+        data: test data → top-1 accuracy and loss (skipped for unlabelled data, whose
+            targets are ``slimtorch.data.UNLABELLED``).
         reference: the model before compression → top-1 agreement on ``data``.
         artifact: a file whose size on disk is reported.
         latency_batches: batch sizes to time (empty: skip latency).
@@ -102,8 +103,11 @@ def measure(
         rec.artifact = str(artifact)
         rec.artifact_bytes = Path(artifact).stat().st_size
     if data is not None:
-        res = evaluate(flat, data)
-        rec.accuracy, rec.loss = res.accuracy, res.loss
+        from slimtorch.data.photos import is_unlabelled
+
+        if not is_unlabelled(data):  # label-free data (photos): agreement only
+            res = evaluate(flat, data)
+            rec.accuracy, rec.loss = res.accuracy, res.loss
         if reference is not None:
             rec.agreement = agreement(flat, reference, data)["top1_agreement"]
     for bs in latency_batches:
