@@ -34,6 +34,18 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+def _frombuffer_copy(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    """numpy's ``_frombuffer`` but owning its memory.
+
+    A view would keep a buffer export on the pickle's bytearray; fuzzing showed a
+    mutated pickle can then make CPython free that bytearray with the export still
+    open. Copying costs one memcpy of data we are about to use anyway.
+    """
+    if not isinstance(buf, bytes | bytearray | memoryview):
+        raise pickle.UnpicklingError(f"array buffer must be bytes, got {type(buf).__name__}")
+    return np.frombuffer(bytes(buf), dtype=_safe_dtype(dtype)).reshape(shape, order=order).copy()
+
+
 def _numpy_core_helpers() -> dict[tuple[str, str], Any]:
     try:
         from numpy._core import multiarray, numeric  # numpy >= 2
@@ -46,7 +58,7 @@ def _numpy_core_helpers() -> dict[tuple[str, str], Any]:
             allowed[(mod, name)] = fn
     # protocol-5 pickles of contiguous arrays go through numeric._frombuffer
     for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(mod, "_frombuffer")] = numeric._frombuffer
+        allowed[(mod, "_frombuffer")] = _frombuffer_copy
     allowed[("_codecs", "encode")] = _latin1_encode
     return allowed
 
@@ -67,6 +79,25 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent ids are not allowed")
 
 
+# Out-of-band buffer opcodes (protocol 5): a data file on disk never needs them.
+_FORBIDDEN_OPCODES = {"NEXT_BUFFER", "READONLY_BUFFER"}
+
+
+def _check_opcodes(data: bytes, source: str) -> None:
+    import pickletools
+
+    try:
+        for op, _, _ in pickletools.genops(data):
+            if op.name in _FORBIDDEN_OPCODES:
+                raise FormatError(f"{source}: refused to unpickle: opcode {op.name} is not allowed in data files")
+            if op.name == "STOP":
+                return
+    except FormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pickletools raises ValueError/EOFError/... on junk
+        raise FormatError(f"{source}: refused to unpickle (not a valid pickle: {type(exc).__name__}: {str(exc)[:200]})") from None
+
+
 def safe_load(data: bytes, source: str, encoding: str = "latin1") -> Any:
     """Unpickle ``data`` allowing only plain containers and numpy arrays.
 
@@ -79,6 +110,7 @@ def safe_load(data: bytes, source: str, encoding: str = "latin1") -> Any:
     Raises:
         FormatError: the pickle names a forbidden global or is malformed.
     """
+    _check_opcodes(data, source)
     try:
         return SafeUnpickler(io.BytesIO(data), encoding=encoding).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
