@@ -303,3 +303,20 @@ def test_checkpoint_with_unsupported_zip_version_is_refused(tmp_path):
     p.write_bytes(bytes(data))
     with pytest.raises(FormatError):
         load_checkpoint(p)
+
+
+def test_cifar_pickle_with_huge_memo_index_is_refused_without_allocating(tmp_path):
+    """Fuzzing found LONG_BINPUT 680825748, which made CPython's unpickler allocate ~10 GB."""
+    import resource
+    import struct
+
+    from slimtorch.core.errors import FormatError
+    from slimtorch.data.cifar import read_cifar_python
+
+    data = b"\x80\x02}" + b"r" + struct.pack("<I", 680825748) + b"."  # EMPTY_DICT, LONG_BINPUT, STOP
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(data)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FormatError, match="memo index"):
+        read_cifar_python(p)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: no multi-GB memo

@@ -81,15 +81,21 @@ class SafeUnpickler(pickle.Unpickler):
 
 # Out-of-band buffer opcodes (protocol 5): a data file on disk never needs them.
 _FORBIDDEN_OPCODES = {"NEXT_BUFFER", "READONLY_BUFFER"}
+_MEMO_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
 
 
 def _check_opcodes(data: bytes, source: str) -> None:
     import pickletools
 
     try:
-        for op, _, _ in pickletools.genops(data):
+        for op, arg, _ in pickletools.genops(data):
             if op.name in _FORBIDDEN_OPCODES:
                 raise FormatError(f"{source}: refused to unpickle: opcode {op.name} is not allowed in data files")
+            # CPython's unpickler sizes its memo table by the largest index it is given:
+            # a forged LONG_BINPUT 680825748 costs gigabytes. Real memo indices count up
+            # from 0, one per stored object, so they stay below the file's length.
+            if op.name in _MEMO_OPCODES and isinstance(arg, int) and not 0 <= arg <= len(data):
+                raise FormatError(f"{source}: refused to unpickle: memo index {arg} is out of range")
             if op.name == "STOP":
                 return
     except FormatError:
