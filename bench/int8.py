@@ -179,22 +179,7 @@ def mobilenet():
 
 
 # ---------------------------------------------------------------- MiniLM
-SUBJECTS = ["The cat", "A young engineer", "The stock market", "My grandmother", "The new vaccine", "A small robot",
-            "The river", "Our football team", "The old castle", "This recipe", "The quantum computer", "A thunderstorm",
-            "The city council", "An ancient manuscript", "The coffee machine", "A migrating bird", "The spacecraft",
-            "The orchestra", "A tired student", "The solar panel"]
-PREDICATES = ["slept peacefully on the warm windowsill all afternoon.", "fixed the bug minutes before the release.",
-              "fell sharply after the central bank raised interest rates.", "bakes the best apple pie in town.",
-              "reduced hospital admissions by forty percent in the trial.", "learned to sort packages by colour.",
-              "flooded the valley after a week of heavy rain.", "won the championship in extra time.",
-              "is said to be haunted by a knight.", "needs only three ingredients and ten minutes."]
-
-
-def sentences() -> list[str]:
-    out = [f"{s} {p}" for s in SUBJECTS for p in PREDICATES]
-    out += ["How do I reset my password?", "Where is the nearest train station?", "I love this song!",
-            "Quantization maps floating-point values to small integers.", "Is it going to rain tomorrow?"]
-    return out
+from slimtorch.data.sentences import sentences  # noqa: E402  (the evaluation sentences live in the library)
 
 
 def minilm():

@@ -10,7 +10,7 @@ from slimtorch.core.errors import ConfigError
 from slimtorch.models import MODELS, create_model, list_models, register_model
 from slimtorch.models.mobilenetv2 import _make_divisible
 
-NUM_OUTPUTS = {"mobilenet_v2": 1000}
+NUM_OUTPUTS = {"mobilenet_v2": 1000, "minilm_l6": 384}
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -19,8 +19,12 @@ def test_every_preset_forwards_to_the_right_shape(name):
     model = create_model(name).eval()
     shape = model.example_input_shape
     batch = 1 if shape[-1] >= 224 else 3
+    if getattr(model, "input_dtype", torch.float32) == torch.long:  # token ids (text models)
+        x = torch.randint(1, 1000, (batch, *shape[1:]))
+    else:
+        x = torch.randn(batch, *shape[1:])
     with torch.no_grad():
-        out = model(torch.randn(batch, *shape[1:]))
+        out = model(x)
     assert out.shape == (batch, NUM_OUTPUTS.get(name, 10))
     assert torch.isfinite(out).all()
     assert model.slimtorch_spec == {"name": name, "kwargs": {}}

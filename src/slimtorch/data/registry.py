@@ -18,6 +18,7 @@ from slimtorch.data.cifar import load_cifar10
 from slimtorch.data.idx import load_fashion_mnist, load_idx_folder
 from slimtorch.data.mnist import load_mnist
 from slimtorch.data.photos import load_photos
+from slimtorch.data.sentences import load_sentences
 from slimtorch.data.synthetic import synthetic_classification
 
 Splits = tuple[TensorDataset, TensorDataset]
@@ -70,6 +71,8 @@ register_dataset(DatasetInfo("idx", (1, 28, 28), 10, load_idx_folder, "any MNIST
 register_dataset(DatasetInfo("cifar10", (3, 32, 32), 10, load_cifar10, "CIFAR-10 binary or python batches (folder=...)"))
 register_dataset(DatasetInfo("photos", (3, 224, 224), 1000, load_photos,
                              "crops of scikit-image photos, unlabelled: agreement with the float model"))
+register_dataset(DatasetInfo("sentences", (32,), 0, load_sentences,
+                             "MiniLM token ids of varied sentences, unlabelled: cosine with the float model"))
 register_dataset(DatasetInfo("synthetic", (1, 28, 28), 10, _synthetic, "Gaussian class clusters for tests"))
 
 
