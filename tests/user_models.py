@@ -25,3 +25,14 @@ class UserNet(nn.Module):
         x = x + self.block(x)  # residual
         x = torch.nn.functional.max_pool2d(x, 2)
         return self.head(torch.flatten(x, 1))
+
+
+class ZeroMask(nn.Module):
+    """Stand-in for a pruning-mask parametrization (``w * mask``), independent of slimtorch.prune."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask

@@ -24,14 +24,7 @@ from slimtorch.quantize import (
     to_shared_tensor,
 )
 
-
-class ZeroMask(nn.Module):
-    def __init__(self, mask):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, w):
-        return w * self.mask
+from tests.user_models import ZeroMask
 
 
 def _prune(model, keep=0.3):

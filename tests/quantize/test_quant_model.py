@@ -20,16 +20,7 @@ from slimtorch.quantize import (
 )
 from slimtorch.train import OptimizerConfig, TrainConfig, fit
 
-
-class ZeroMask(nn.Module):
-    """Stand-in for a pruning mask parametrization (w * mask)."""
-
-    def __init__(self, mask):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, w):
-        return w * self.mask
+from tests.user_models import ZeroMask
 
 
 def _prune_half(model):

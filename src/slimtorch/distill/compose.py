@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from slimtorch.distill.config import DistillConfig
 from slimtorch.distill.transform import distill
+from slimtorch.io.fold import is_transformed
 from slimtorch.train import Callback
 
 
@@ -83,10 +84,7 @@ def dense_copy(model: nn.Module) -> nn.Module:
 
 def is_compressed(model: nn.Module) -> bool:
     """Whether ``model`` carries parametrizations or torch pruning hooks."""
-    return any(
-        parametrize.is_parametrized(m) or any(isinstance(h, torch_prune.BasePruningMethod) for h in m._forward_pre_hooks.values())
-        for m in model.modules()
-    )
+    return is_transformed(model)
 
 
 def finetune_pruned_with_kd(

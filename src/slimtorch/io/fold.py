@@ -51,12 +51,16 @@ def fold(model: nn.Module, inplace: bool = False) -> nn.Module:
     return out
 
 
-def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with transforms folded in, without touching ``model``."""
-    needs_fold = any(
+def is_transformed(model: nn.Module) -> bool:
+    """Whether ``model`` carries parametrizations or ``torch.nn.utils.prune`` hooks (what :func:`fold` removes)."""
+    return any(
         parametrize.is_parametrized(m)
         or any(isinstance(h, torch_prune.BasePruningMethod) for h in m._forward_pre_hooks.values())
         for m in model.modules()
     )
-    src = fold(model) if needs_fold else model
+
+
+def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with transforms folded in, without touching ``model``."""
+    src = fold(model) if is_transformed(model) else model
     return {k: v.detach() for k, v in src.state_dict().items()}
