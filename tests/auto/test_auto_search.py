@@ -165,3 +165,23 @@ def test_cli_parser_builds_the_config(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         args.fn(args)
     assert seen["cfg"].budget_s == 1200 and seen["cfg"].max_drop == 0.2 and seen["cfg"].bits == (6, 5)
+
+
+@pytest.mark.parametrize("schedule", ["agp", "one_shot"])
+def test_size_candidate_reaches_its_per_layer_sparsities(trained, tmp_path, schedule):
+    from slimtorch.auto.evaluate import evaluate_size
+    from slimtorch.io.fold import effective_state_dict
+
+    model, train, test = trained
+    cfg = AutoConfig(prune_schedule=schedule, finetune="always", finetune_epochs=2, kmeans_epochs=0, **FAST)
+    per_layer = {"block.0": 0.5, "head": 0.8}
+    res = evaluate_size(model, {"per_layer": per_layer, "bits": {"stem": 8, "block.0": 8, "head": 8}}, train, test, cfg,
+                        tmp_path, "c", evaluate(model, test).accuracy)
+    sd = effective_state_dict(res.model)
+    for name, target in per_layer.items():
+        w = sd[f"{name}.weight"]
+        assert float((w == 0).float().mean()) == pytest.approx(target, abs=0.02)
+    if schedule == "agp":  # pruned in several steps during fine-tuning, not at once
+        assert res.record["steps"]["agp_updates"] > 2
+    else:
+        assert "agp_updates" not in res.record["steps"]

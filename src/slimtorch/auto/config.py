@@ -36,6 +36,12 @@ class AutoConfig(FrozenConfig):
         sensitivity_sparsities: the per-layer sparsity grid of the sensitivity analysis.
         sensitivity_samples: eval examples used for the sensitivity curves (first N).
         prune_method: unstructured criterion (see :data:`slimtorch.prune.CRITERIA`).
+        prune_schedule: ``agp`` prunes gradually during the candidate's fine-tuning
+            (Zhu & Gupta 2017: the cubic schedule reaches the target at ``agp_end`` of
+            it, the rest recovers), ``one_shot`` prunes at once and then fine-tunes. At
+            high sparsity and a fine-tuning step as short as a search can afford, the
+            gradual schedule keeps more accuracy (see ``bench/results/auto.json``).
+        agp_end: fraction of the fine-tuning after which AGP has reached the target.
         finetune: ``auto`` skips a fine-tuning step whose starting model already
             has less than half the allowed drop, ``always`` / ``never``.
         finetune_epochs / kmeans_epochs: epochs of fine-tuning after pruning / of centroid
@@ -62,6 +68,8 @@ class AutoConfig(FrozenConfig):
     sensitivity_sparsities: tuple[float, ...] = SENSITIVITY_GRID
     sensitivity_samples: int = Field(2000, ge=1)
     prune_method: str = "magnitude"
+    prune_schedule: Literal["agp", "one_shot"] = "agp"
+    agp_end: float = Field(0.6, gt=0.0, le=1.0)
     finetune: Literal["auto", "always", "never"] = "auto"
     finetune_epochs: int = Field(1, ge=0)
     kmeans_epochs: int = Field(1, ge=0)

@@ -83,6 +83,33 @@ def _record(model: nn.Module, x: torch.Tensor, name: str, artifact: Path, cfg: A
     return rec.to_dict(layers=False)
 
 
+def _prune_gradually(model: nn.Module, pcfg, train: Dataset, ev: Dataset, cfg: AutoConfig, bound: float,
+                     info: dict[str, Any]) -> nn.Module:
+    """AGP pruning to ``pcfg``'s per-layer targets during the candidate's fine-tuning.
+
+    With ``finetune="auto"`` the one-shot pruned model is tried first: if it already keeps
+    half the allowed drop, gradual pruning would not pay and that model is used as is.
+    """
+    from slimtorch.prune import prune
+    from slimtorch.prune.schedule import AGPCallback, AGPConfig
+
+    if cfg.finetune == "auto":
+        probe = prune(copy.deepcopy(model), pcfg, train)
+        acc = evaluate(probe, ev).accuracy
+        info["acc_before_finetune"] = acc
+        if acc >= bound:
+            info["finetune_skipped"] = True
+            return probe
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    end = cfg.finetune_epochs * cfg.agp_end
+    # about ten mask updates: enough for the cubic curve, few enough that each is followed by training
+    frequency = max(1, round(end * steps_per_epoch / 10))
+    cb = AGPCallback(model, pcfg, AGPConfig(end_epoch=end, frequency=frequency), data=train)
+    fit(model, train, _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr), callbacks=[cb], verbose=False)
+    info.update(finetune_epochs=cfg.finetune_epochs, agp_updates=len(cb.history))
+    return model
+
+
 def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: Dataset, cfg: AutoConfig,
                   work: Path, name: str, baseline: float) -> Evaluated:
     """Prune → fine-tune → k-means → centroid fine-tune → ``.slim`` → decoded model measured."""
@@ -95,8 +122,12 @@ def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: 
     m = copy.deepcopy(model)
     per_layer = params["per_layer"]
     if any(s > 0 for s in per_layer.values()):
-        m = prune(m, PruneConfig(method=cfg.prune_method, sparsity=0.0, per_layer=per_layer, seed=cfg.seed), train)
-        _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune")
+        pcfg = PruneConfig(method=cfg.prune_method, sparsity=0.0, per_layer=per_layer, seed=cfg.seed)
+        if cfg.prune_schedule == "agp" and cfg.finetune != "never" and cfg.finetune_epochs > 0:
+            m = _prune_gradually(m, pcfg, train, ev, cfg, half, info)
+        else:
+            m = prune(m, pcfg, train)
+            _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune")
     m = kmeans_share(m, KMeansConfig(bits=max(params["bits"].values()), per_layer=params["bits"], seed=cfg.seed,
                                      layers=list(params["bits"])), inplace=True)
     _maybe_finetune(m, train, ev, cfg, cfg.kmeans_epochs, cfg.kmeans_lr, half, info, "kmeans_finetune")
