@@ -21,6 +21,7 @@ from slimtorch.core.fileio import atomic_write_json
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.prune import prune
 from slimtorch.prune.select import select_layers
+from slimtorch.train import distributed as D
 from slimtorch.train import evaluate
 
 DEFAULT_SPARSITIES = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -33,6 +34,8 @@ def sensitivity(
     layers: Sequence[str] | None = None,
     method: str = "magnitude",
     data: Any = None,
+    *,
+    distributed: bool = True,
 ) -> dict[str, list[tuple[float, float]]]:
     """Accuracy of ``model`` with each layer alone pruned to each sparsity.
 
@@ -42,24 +45,27 @@ def sensitivity(
         sparsities: values in [0, 1).
         layers: fnmatch patterns of the layers to analyse (default every prunable one).
         method: criterion (``magnitude``, ``activation``…); ``data`` for data-driven ones.
+        distributed: under torchrun, share the (layer, sparsity) points among the
+            processes; every rank returns the whole result. ``False`` runs them all here.
 
     Returns:
         layer fqn → ``[(sparsity, accuracy), ...]`` in the order of ``sparsities``.
     """
     names = list(select_layers(model, list(layers) if layers else None))
-    out: dict[str, list[tuple[float, float]]] = {}
-    dense_acc = None
-    for fqn in names:
-        curve = []
-        for s in sparsities:
-            if s == 0.0:
-                dense_acc = dense_acc if dense_acc is not None else evaluate(model, eval_data).accuracy
-                curve.append((0.0, dense_acc))
-                continue
-            pruned = prune(copy.deepcopy(model), PruneConfig(method=method, sparsity=s, include=[fqn]), data)
-            curve.append((float(s), evaluate(pruned, eval_data).accuracy))
-        out[fqn] = curve
-    return out
+    # Sparsity 0 is the dense model whatever the layer: one evaluation serves every curve.
+    points: list[tuple[str | None, float]] = [(None, 0.0)] if names and 0.0 in sparsities else []
+    points += [(fqn, float(s)) for fqn in names for s in sparsities if s != 0.0]
+
+    def accuracy(point: tuple[str | None, float]) -> float:
+        fqn, s = point
+        if fqn is None:
+            return evaluate(model, eval_data).accuracy
+        pruned = prune(copy.deepcopy(model), PruneConfig(method=method, sparsity=s, include=[fqn]), data)
+        return evaluate(pruned, eval_data).accuracy
+
+    run = D.fan_out if distributed else lambda fn, items: [fn(x) for x in items]
+    accs = dict(zip(points, run(accuracy, points), strict=True))
+    return {fqn: [(float(s), accs[(None, 0.0) if s == 0.0 else (fqn, float(s))]) for s in sparsities] for fqn in names}
 
 
 def sparsities_for_tolerance(

@@ -20,6 +20,7 @@ from slimtorch.quantize.config import KMeansConfig, QuantConfig
 from slimtorch.quantize.kmeans import kmeans_share
 from slimtorch.quantize.layers import select_layers
 from slimtorch.quantize.model import quantize_model
+from slimtorch.train import distributed as D
 
 
 def _apply(model: nn.Module, cfg: QuantConfig | KMeansConfig, calib_data) -> nn.Module:
@@ -36,16 +37,25 @@ def _accuracy(model: nn.Module, data: Dataset) -> float:
 
 def sensitivity(
     model: nn.Module, config: QuantConfig | KMeansConfig, eval_data: Dataset,
-    bits_options: tuple[int, ...] = (8, 6, 4, 3, 2), calib_data=None,
+    bits_options: tuple[int, ...] = (8, 6, 4, 3, 2), calib_data=None, *, distributed: bool = True,
 ) -> dict[str, dict[int, float]]:
-    """Accuracy with one layer at a time quantized to each width ``{layer: {bits: accuracy}}``."""
+    """Accuracy with one layer at a time quantized to each width ``{layer: {bits: accuracy}}``.
+
+    Under torchrun (and ``distributed=True``) the (layer, bits) points are shared among the
+    processes and every rank returns the whole result.
+    """
     names = [n for n, _ in select_layers(model, config.layers, config.skip)]
-    out: dict[str, dict[int, float]] = {}
-    for name in names:
-        out[name] = {}
-        for b in bits_options:
-            cfg = config.replace(layers=[name], per_layer={name: b})
-            out[name][b] = _accuracy(_apply(model, cfg, calib_data), eval_data)
+    points = [(name, b) for name in names for b in bits_options]
+
+    def accuracy(point: tuple[str, int]) -> float:
+        name, b = point
+        cfg = config.replace(layers=[name], per_layer={name: b})
+        return _accuracy(_apply(model, cfg, calib_data), eval_data)
+
+    accs = D.fan_out(accuracy, points) if distributed else [accuracy(p) for p in points]
+    out: dict[str, dict[int, float]] = {name: {} for name in names}
+    for (name, b), acc in zip(points, accs, strict=True):
+        out[name][b] = acc
     return out
 
 
