@@ -8,8 +8,9 @@ The distilled student sees un-jittered images, so the teacher's logits are
 computed once and cached (``cache_teacher=True``).
 
 Part 2 compares fine-tuning a 70 %-channel-pruned LeNet-5 with and without KD
-from the unpruned network. Structured pruning is not in slimtorch yet, so the
-pruned model is built here: ``thinner("lenet5", 0.3)`` (6-15-150 instead of
+from the unpruned network. The pruned model is built here, as a named architecture
+(so the figures do not depend on :mod:`slimtorch.prune.structured`'s choices):
+``thinner("lenet5", 0.3)`` (6-15-150 instead of
 20-50-500) receives the 30 % of filters / neurons of a trained LeNet-5 with the
 largest L1 norm (Li et al., 2017, "Pruning filters for efficient ConvNets"),
 with the matching input slices of the next layer.
