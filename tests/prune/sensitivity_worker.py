@@ -57,3 +57,4 @@ result = {
 }
 with open(f"{out}/rank{D.global_rank()}.json", "w") as f:
     json.dump(result, f)
+D.shutdown()

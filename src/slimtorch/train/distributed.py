@@ -16,6 +16,7 @@ logic; :func:`all_gather_objects` then brings the results together.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -89,6 +90,9 @@ def init_from_env(device: str = "cpu") -> bool:
         return is_distributed()
     backend = "nccl" if device.startswith("cuda") else "gloo"
     dist.init_process_group(backend=backend)
+    # Leaving the group to interpreter teardown can abort the process: gloo's worker threads
+    # may still hold tensors of finished collectives, and freeing them then needs the GIL.
+    atexit.register(_destroy)
     if device.startswith("cuda"):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True
@@ -97,6 +101,18 @@ def init_from_env(device: str = "cpu") -> bool:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def _destroy() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shutdown() -> None:
+    """Wait for every rank, then leave the process group (call once, at the end of a distributed script)."""
+    if _group_active():
+        dist.barrier()
+    _destroy()
 
 
 def shard(n: int) -> list[int]:
