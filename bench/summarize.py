@@ -115,6 +115,27 @@ def distributed(d: dict) -> list[str]:
     for name, r in runs.items():
         out.append(f"| {name} | {r['train_seconds']:.1f} | {r['accuracy'] * 100:.2f} % |")
     out.append(f"\nSpeed-up of 2 processes over 1: **{d.get('speedup_2_vs_1', float('nan')):.2f}×**.\n")
+    return out + _sensitivity_sweep(d.get("sensitivity_sweep"))
+
+
+def _loadavg(d: dict) -> str:
+    start, end = d.get("loadavg_start"), d.get("loadavg_end")
+    return f"load average (1 min) {start[0]:.1f} at the start, {end[0]:.1f} at the end" if start and end else ""
+
+
+def _sensitivity_sweep(s: dict | None) -> list[str]:
+    if not s:
+        return []
+    out = ["### Sensitivity sweep fanned out over processes\n", f"{s['task']}.\n",
+           "| configuration | sweep seconds | wall seconds (with start-up) |", "|---|---|---|"]  # fmt: skip
+    for name, r in s["runs"].items():
+        out.append(f"| {name} | {r['sweep_seconds']:.1f} | {r['wall_seconds_incl_startup']:.1f} |")
+    same = "equal" if s.get("curves_2_processes_equal_1_process_1_thread") else "**not** equal"
+    out.append(
+        f"\nSpeed-up of 2 processes (1 thread each) over 1 process with 1 thread: **{s['speedup_2_vs_1_thread']:.2f}×**, "
+        f"with 2 threads: **{s['speedup_2_vs_2_threads']:.2f}×**; the 2-process curves are {same} to the "
+        f"1-process ones. Measured with {_loadavg(s)} on {s['environment'].get('cpu_count', '?')} cores.\n"
+    )
     return out
 
 
