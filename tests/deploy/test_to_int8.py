@@ -91,3 +91,26 @@ def test_torch_backends_run(tmp_path):
         q = to_int8(model, x, Int8Config(mode="dynamic", backend=name), out_dir=tmp_path)
         assert q.backend == name and q(x).shape == (32, 4)
         assert q.info["fidelity_checked"]["cosine_mean"] > 0.98
+
+
+def _ranges(out_dir):
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    data = load_tensors_data(next(out_dir.rglob("calibration_ranges.json")))
+    return {k: (float(v.range_value[0].item()), float(v.range_value[1].item())) for k, v in data.data.items()}
+
+
+def test_calibration_methods_choose_different_ranges(tmp_path):
+    """ORT's own quantize_static runs 'entropy' with 128/128 bins, i.e. as MinMax: ours must clip outliers."""
+    x = _images(64)
+    x[0, :, 0, 0] = 40.0  # one outlier pixel: MinMax keeps it in range, entropy and percentile clip it
+    got = {}
+    for method in ("minmax", "entropy", "percentile"):
+        cfg = Int8Config(calibration=method, percentile=99.9, max_float_layers=0, cle=False, bias_correction=False)
+        to_int8(conv_net(), x, cfg, out_dir=tmp_path / method)
+        got[method] = _ranges(tmp_path / method)
+    inp = "input"
+    assert got["minmax"][inp][1] == pytest.approx(40.0)
+    for method in ("entropy", "percentile"):
+        assert got[method][inp][1] < 0.5 * got["minmax"][inp][1], method
+    assert got["entropy"] != got["percentile"]

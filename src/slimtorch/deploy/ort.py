@@ -7,7 +7,12 @@ Static path, in order:
 2. export the prepared float model with ``torch.onnx``;
 3. calibrate activation ranges once on the user's data (our
    ``CalibrationDataReader``; ranges cached to a JSON file so the fallback
-   re-quantizes without re-calibrating);
+   re-quantizes without re-calibrating). We run ORT's calibrator ourselves
+   because ``quantize_static`` does not pass histogram sizes through: its
+   ``Entropy`` method then runs with 128 bins and 128 quantized bins, which
+   leaves a single candidate threshold, the full range, so "entropy" silently
+   equals MinMax. We use TensorRT's 2048 bins → 128 quantized bins
+   (Migacz 2017), and keep ORT's progress prints off the user's screen;
 4. ``quantize_static`` to QDQ, u8 activations, s8 per-channel weights;
 5. accuracy-aware fallback (:mod:`slimtorch.deploy.fallback`).
 
@@ -17,8 +22,11 @@ weights (u8 activations quantized on the fly), same fallback.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +107,28 @@ def _runner(path: Path, threads: int):
     return run
 
 
+def _calibrate(fp32: Path, cfg: Int8Config, reader: _Reader, cache: Path) -> None:
+    """Activation ranges of every tensor ORT will quantize, written to ORT's calibration cache."""
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    opts: dict[str, Any] = {}
+    if cfg.calibration == "entropy":
+        opts.update(num_bins=2048, num_quantized_bins=128)
+    elif cfg.calibration == "percentile":
+        opts.update(num_bins=2048, percentile=cfg.percentile)
+    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static calibrates by default
+    method = getattr(q.CalibrationMethod, _CALIB[cfg.calibration])
+    with tempfile.TemporaryDirectory(prefix="slimtorch_calib_") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        cal = create_calibrator(fp32, ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                calibrate_method=method, extra_options=opts)
+        cal.collect_data(reader)
+        ranges = cal.compute_data()
+        del cal
+    save_tensors_data(ranges, cache)
+
+
 def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[torch.Tensor, ...]], names: list[str]):
     """A function ``exclude -> path of the INT8 file`` (calibrating once, on the first call)."""
     from onnxruntime import quantization as q
@@ -108,6 +138,8 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
     cache = out_dir / "calibration_ranges.json"
     if cache.exists():
         cache.unlink()
+    if cfg.mode == "static":
+        _calibrate(fp32, cfg, _Reader(names, calib), cache)
     counter = [0]
 
     def quantize(exclude: list[str]) -> Path:
