@@ -114,3 +114,35 @@ def test_calibration_methods_choose_different_ranges(tmp_path):
     for method in ("entropy", "percentile"):
         assert got[method][inp][1] < 0.5 * got["minmax"][inp][1], method
     assert got["entropy"] != got["percentile"]
+
+
+class TokenUserNet(torch.nn.Module):
+    """A user's text model: token embedding (the bulk of the weights), mean pooling, a linear head."""
+
+    def __init__(self, vocab: int = 4000, d: int = 32):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, d)
+        self.proj = torch.nn.Linear(d, d)
+        self.input_dtype = torch.long
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.embed(ids).mean(1))
+
+
+@pytest.mark.parametrize("embeddings", [True, False])
+def test_dynamic_int8_stores_embedding_tables_as_int8(tmp_path, embeddings):
+    from onnx import numpy_helper
+
+    torch.manual_seed(0)
+    model = TokenUserNet().eval()
+    ids = torch.randint(0, 4000, (64, 12))
+    cfg = Int8Config(mode="dynamic", quantize_embeddings=embeddings, target=FidelityTarget(min_cosine=0.99))
+    q = to_int8(model, ids, cfg, out_dir=tmp_path)
+    table = max((numpy_helper.to_array(t) for t in onnx.load(str(q.path)).graph.initializer), key=lambda a: a.size)
+    assert table.size == 4000 * 32
+    assert (table.dtype.itemsize == 1) == embeddings
+    fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert (q.size_bytes < 0.3 * fp32_bytes) == embeddings
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(q(ids), model(ids), dim=1)
+    assert float(cos.mean()) > 0.99

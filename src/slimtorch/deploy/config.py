@@ -57,6 +57,8 @@ class Int8Config(FrozenConfig):
         threads: intra-op threads of the runtime session (latency is measured at this count).
         opset: ONNX opset of the exported graph.
         torchao_scheme: which torchao ``quantize_`` config the ``torchao`` backend applies.
+        quantize_embeddings: dynamic mode on ONNX Runtime: store embedding tables (``Gather``
+            of a constant) as int8 as well (a size win; they never stay float for fidelity).
     """
 
     mode: Mode = "static"
@@ -78,6 +80,7 @@ class Int8Config(FrozenConfig):
     threads: int = Field(1, ge=1)
     opset: int = Field(18, ge=13)
     torchao_scheme: Literal["int8_weight_only", "int8_dynamic"] = "int8_weight_only"
+    quantize_embeddings: bool = True
 
     @model_validator(mode="after")
     def _check(self):

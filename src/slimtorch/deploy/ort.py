@@ -17,7 +17,11 @@ Static path, in order:
 5. accuracy-aware fallback (:mod:`slimtorch.deploy.fallback`).
 
 Dynamic path: export, ``quantize_dynamic`` of MatMul/Gemm with per-channel s8
-weights (u8 activations quantized on the fly), same fallback.
+weights (u8 activations quantized on the fly), same fallback. Embedding tables
+(``Gather`` of a constant) are stored as int8 too when ``quantize_embeddings``:
+in a BERT-style encoder they are about half of the parameters (all-MiniLM-L6-v2:
+the word table is 11.7 M of 22.7 M) and cost no speed, since a lookup
+dequantizes only the rows it reads.
 """
 
 from __future__ import annotations
@@ -146,7 +150,8 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
         counter[0] += 1
         out = out_dir / f"int8_try{counter[0]}.onnx"
         if cfg.mode == "dynamic":
-            q.quantize_dynamic(fp32, out, op_types_to_quantize=["MatMul", "Gemm"], per_channel=cfg.per_channel,
+            ops = ["MatMul", "Gemm", *(["Gather"] if cfg.quantize_embeddings else [])]
+            q.quantize_dynamic(fp32, out, op_types_to_quantize=ops, per_channel=cfg.per_channel,
                                reduce_range=cfg.reduce_range, weight_type=q.QuantType.QInt8,
                                nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
         else:
