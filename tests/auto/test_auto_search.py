@@ -173,10 +173,12 @@ def test_size_candidate_reaches_its_per_layer_sparsities(trained, tmp_path, sche
     from slimtorch.io.fold import effective_state_dict
 
     model, train, test = trained
-    cfg = AutoConfig(prune_schedule=schedule, finetune="always", finetune_epochs=2, kmeans_epochs=0, **FAST)
+    # finetune="never" in the config: the candidate's own epochs (a refinement candidate) override it
+    cfg = AutoConfig(prune_schedule=schedule, finetune="never", finetune_epochs=1, kmeans_epochs=0, **FAST)
     per_layer = {"block.0": 0.5, "head": 0.8}
-    res = evaluate_size(model, {"per_layer": per_layer, "bits": {"stem": 8, "block.0": 8, "head": 8}}, train, test, cfg,
-                        tmp_path, "c", evaluate(model, test).accuracy)
+    params = {"per_layer": per_layer, "bits": {"stem": 8, "block.0": 8, "head": 8}, "finetune_epochs": 2}
+    res = evaluate_size(model, params, train, test, cfg, tmp_path, "c", evaluate(model, test).accuracy)
+    assert res.record["steps"]["finetune_epochs"] == 2
     sd = effective_state_dict(res.model)
     for name, target in per_layer.items():
         w = sd[f"{name}.weight"]

@@ -63,6 +63,27 @@ def test_size_plan_bisects_then_lowers_bits():
     assert len({c.key for c in cands}) == len(cands)
 
 
+def test_size_plan_refines_the_rungs_above_the_best_with_longer_finetuning():
+    cfg = AutoConfig(bits=(6, 5), finetune_epochs=1, refine_epochs=4, small_layer_fraction=0.0)
+    ladder = tolerance_ladder(CURVES, 0.99)
+    sizes = {"a": 1000, "b": 100}
+
+    # 1 epoch passes up to rung 2 at 6 bits only; 4 epochs pass up to the second-to-last rung at 6 bits
+    def oracle(c):
+        limit = len(ladder) - 2 if c.knobs.get("finetune_epochs") == 4 else 2
+        return c.knobs["rung"] <= limit and c.knobs["bits"] == 6
+
+    cands = drive(size_plan(ladder, sizes, cfg), oracle)
+    cheap = [c for c in cands if "finetune_epochs" not in c.knobs]
+    refined = [c for c in cands if "finetune_epochs" in c.knobs]
+    assert refined and cands[: len(cheap)] == cheap  # refinement comes after the cheap search
+    assert all(c.params["finetune_epochs"] == 4 and c.knobs["rung"] > 2 and c.knobs["bits"] == 6 for c in refined)
+    assert max(c.knobs["rung"] for c in refined if oracle(c)) == len(ladder) - 2
+    assert len({c.key for c in cands}) == len(cands)
+    # without refine_epochs the plan stops after the cheap search
+    assert all("finetune_epochs" not in c.knobs for c in drive(size_plan(ladder, sizes, cfg.replace(refine_epochs=0)), oracle))
+
+
 def test_latency_plan_single_knobs_first_then_both():
     cfg = AutoConfig(target="latency", channel_ratios=(0.2, 0.4, 0.6))
     cands = drive(latency_plan(cfg), lambda c: c.params["channel_ratio"] <= 0.4)

@@ -119,6 +119,8 @@ def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: 
 
     half = baseline - cfg.max_drop / 200  # within half the budget: fine-tuning would not pay
     info: dict[str, Any] = {}
+    if "finetune_epochs" in params:  # a refinement candidate: longer fine-tuning, always done
+        cfg = cfg.replace(finetune_epochs=params["finetune_epochs"], finetune="always")
     m = copy.deepcopy(model)
     per_layer = params["per_layer"]
     if any(s > 0 for s in per_layer.values()):

@@ -77,7 +77,8 @@ def _fmt_time(s: float) -> str:
 def _progress(e: dict[str, Any], target: str, baseline: float, ok: bool, left: float | None) -> str:
     k = e["knobs"]
     if target == "size":
-        what = f"rung {k['rung']} tol={k['tolerance']:.4f} bits={k['bits']} | {100 * e['sparsity']:.1f}% pruned"
+        ft = f" ft={k['finetune_epochs']}ep" if "finetune_epochs" in k else ""
+        what = f"rung {k['rung']} tol={k['tolerance']:.4f} bits={k['bits']}{ft} | {100 * e['sparsity']:.1f}% pruned"
     else:
         what = f"channels -{100 * k['channel_ratio']:.0f}% int8={'yes' if k['int8'] else 'no'}"
     lat = e["latency"]["b1"]["median_ms"]

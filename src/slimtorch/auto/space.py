@@ -89,22 +89,34 @@ def bits_for_layers(sizes: dict[str, int], bits: int, cfg: AutoConfig) -> dict[s
 
 
 def size_plan(ladder: list[tuple[float, dict[str, float]]], sizes: dict[str, int], cfg: AutoConfig) -> Plan:
-    """Bisection over the tolerance ladder at the safest bit width, then lower bit widths at the best rung."""
+    """Bisection over the tolerance ladder at the safest bit width, then lower bit widths at the best rung,
+    then (``refine_epochs``) a second bisection over the more aggressive rungs with longer fine-tuning.
 
-    def make(i: int, bits: int) -> Candidate:
+    Screening every rung with long fine-tuning would spend the budget on rungs that fail anyway;
+    screening cheaply and spending long fine-tuning only above the best cheap rung is where the
+    extra epochs pay (a rung that fails after 1 epoch can pass after 4).
+    """
+
+    def make(i: int, bits: int, epochs: int | None = None) -> Candidate:
         t, per_layer = ladder[i]
         params = {"per_layer": {k: round(v, 4) for k, v in per_layer.items()},
                   "bits": bits_for_layers(sizes, bits, cfg)}
-        return Candidate(params, {"rung": i, "tolerance": t, "bits": bits})
+        knobs = {"rung": i, "tolerance": t, "bits": bits}
+        if epochs is not None:
+            params["finetune_epochs"] = knobs["finetune_epochs"] = epochs
+        return Candidate(params, knobs)
 
     safe = cfg.bits[0]
     best = yield from bisect(lambda i: make(i, safe), len(ladder))
-    if best < 0:
-        return
-    for b in sorted((b for b in cfg.bits if b < safe), reverse=True):
-        ok = yield make(best, b)
-        if not ok:
-            return
+    bits = safe
+    if best >= 0:
+        for b in sorted((b for b in cfg.bits if b < safe), reverse=True):
+            ok = yield make(best, b)
+            if not ok:
+                break
+            bits = b
+    if cfg.refine_epochs > cfg.finetune_epochs:
+        yield from bisect(lambda i: make(i, bits, cfg.refine_epochs), len(ladder), known_ok=best)
 
 
 def latency_plan(cfg: AutoConfig) -> Plan:
