@@ -54,14 +54,21 @@ def deep_compression(d: dict) -> list[str]:
     return out
 
 
+def _fid(f: dict) -> str:
+    conf = (f"{f['confident_agreement']:.3f} ({f['confident_n']})" if "confident_agreement" in f else "–")
+    return f"{f.get('top1_agreement', float('nan')):.3f} | {conf} | {f.get('mean_kl', float('nan')):.3f}"
+
+
 def int8(d: dict) -> list[str]:
-    out = ["## INT8 deployment (`bench/int8.py`)\n"]
+    out = ["## INT8 deployment (`bench/int8.py`)\n",
+           "Agreement: top-1 agreement with torch fp32 on the evaluation crops; confident: the same on the crops "
+           "where fp32's top-1 probability is at least 0.5 (their number in brackets).\n"]
     for model, key_b in (("mobilenet_v2", "b8"), ("minilm", "b32")):
         rows = d.get(model)
         if not rows:
             continue
-        out += [f"**{model}**\n", f"| variant | latency b1 ms | latency {key_b} ms | speed-up b1 / {key_b} vs fastest fp32 | agreement | mean KL | cosine mean | size |",
-                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        out += [f"**{model}**\n", f"| variant | latency b1 ms | latency {key_b} ms | speed-up b1 / {key_b} vs fastest fp32 | agreement | confident agreement | mean KL | cosine mean | size |",
+                "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, r in rows.items():
             if not isinstance(r, dict) or "latency_ms_b1" not in r:
                 continue
@@ -69,10 +76,25 @@ def int8(d: dict) -> list[str]:
             out.append(
                 f"| {name} | {r['latency_ms_b1']:.2f} | {r.get(f'latency_ms_{key_b}', float('nan')):.2f} "
                 f"| {r.get('speedup_b1_vs_fastest_fp32', float('nan')):.2f}× / {r.get(f'speedup_{key_b}_vs_fastest_fp32', float('nan')):.2f}× "
-                f"| {f.get('top1_agreement', float('nan')):.3f} | {f.get('mean_kl', float('nan')):.3f} | {f.get('cosine_mean', float('nan')):.4f} "
-                f"| {_mb(r.get('size_bytes'))} |"
+                f"| {_fid(f)} | {f.get('cosine_mean', float('nan')):.4f} | {_mb(r.get('size_bytes'))} |"
             )
+            if r.get("float_layers"):
+                out[-1] = out[-1][:-1] + f" float: {', '.join(r['float_layers'])} |"
         out.append("")
+        if model == "mobilenet_v2" and d.get("mobilenet_noise_floor"):
+            out += ["Noise floor of the MobileNetV2 crops (torch, no INT8 anywhere):\n",
+                    "| perturbation | agreement | confident agreement | mean KL |", "|---|---|---|---|"]
+            out += [f"| {k} | {_fid(f)} |" for k, f in d["mobilenet_noise_floor"].items()]
+            out.append("")
+        if model == "mobilenet_v2" and d.get("mobilenet_sweep"):
+            out += ["Static INT8 settings on ONNX Runtime, no fallback (check: held-out crops of the calibration photos; "
+                    "eval: the evaluation crops):\n",
+                    "| settings | check agreement | check KL | eval agreement | eval confident agreement | eval KL |",
+                    "|---|---|---|---|---|---|"]
+            for k, r in d["mobilenet_sweep"].items():
+                c, e = r["fidelity_check"], r["fidelity_eval"]
+                out.append(f"| {k} | {c['top1_agreement']:.3f} | {c['mean_kl']:.3f} | {_fid(e)} |")
+            out.append("")
     le = d.get("lenet5_mnist", {}).get("rows", {})
     if le:
         out += ["**LeNet-5 / MNIST**\n", "| variant | test accuracy | latency b1 ms | size |", "|---|---|---|---|"]

@@ -73,6 +73,16 @@ def test_run_records_every_stage_and_writes_the_run_folder(tmp_path):
         run_recipe(recipe_from_dict(TINY), out, verbose=False)
 
 
+def test_cuda_without_a_gpu_is_a_clear_error_before_anything_is_written(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU") as err:
+        run_recipe(recipe_from_dict({**TINY, "device": "cuda"}), tmp_path / "run", verbose=False)
+    assert err.value.field == "device"
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_of_a_finished_run_reproduces_it(tmp_path):
     out = tmp_path / "run"
     first = run_recipe(recipe_from_dict(TINY), out, verbose=False)

@@ -150,6 +150,10 @@ def run_recipe(
             print(f"[stage {i}/{len(stages)}] {label} ({spec.name})", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         spec.fn(ctx, cfg)
+        if ctx.device != "cpu":
+            # stages that train move the model to the recipe's device; measuring, saving and
+            # encoding run on the CPU (the deployment target whose latency is reported)
+            ctx.model.cpu()
         seconds = time.perf_counter() - t0
         ctx.info.setdefault(label, {})["seconds"] = seconds
         if spec.name == "train" and ctx.reference is None:

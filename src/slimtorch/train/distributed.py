@@ -83,7 +83,10 @@ def init_from_env(device: str = "cpu") -> bool:
     Uses gloo for CPU and NCCL for CUDA. Asking for ``cuda`` without a GPU is a clear error.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA GPU is available; use device: cpu")
+        from slimtorch.core.errors import ConfigError
+
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available here; set device: cpu "
+                          "(or install a CUDA build of torch on a machine with a GPU)", field="device")
     if _local_depth:
         return False  # a fanned-out point runs alone even though torchrun's variables are set
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
