@@ -38,10 +38,10 @@ class AutoConfig(FrozenConfig):
         prune_method: unstructured criterion (see :data:`slimtorch.prune.CRITERIA`).
         prune_schedule: ``one_shot`` prunes at once and then fine-tunes; ``agp`` prunes
             gradually during the candidate's fine-tuning (Zhu & Gupta 2017: the cubic
-            schedule reaches the target at ``agp_end`` of it, the rest recovers). With the
-            one epoch on 30 k MNIST examples the LeNet-5 bench affords per candidate,
-            one-shot kept more accuracy (94.8 % sparse: 98.38 % against 97.87 %; 91.3 %:
-            99.19 % against 99.17 %): AGP leaves too little training after its last step.
+            schedule reaches the target at ``agp_end`` of it, the rest recovers). In a trial
+            of the LeNet-5 bench (one epoch on 30 k MNIST examples per candidate) AGP lost
+            more accuracy than one-shot at the same sparsities: too little training follows
+            its last pruning step at that length, hence one-shot by default.
         agp_end: fraction of the fine-tuning after which AGP has reached the target.
         finetune: ``auto`` skips a fine-tuning step whose starting model already
             has less than half the allowed drop, ``always`` / ``never``.
