@@ -115,3 +115,17 @@ def test_bad_sweep_value_is_named():
     data = {**TINY, "sweep": {"param": "stages.0.epochs", "values": [1, -2]}}
     with pytest.raises(ConfigError, match="sweep value -2"):
         recipe_from_dict(data)
+
+
+def test_int8_stage_record_shows_the_deployed_artifact(tmp_path):
+    recipe = {**TINY, "model": {"name": "lenet5"},
+              "stages": [{"type": "train", "epochs": 1, "batch_size": 32},
+                         {"type": "int8", "max_float_layers": 0, "timing_rounds": 2, "calib_examples": 64}]}
+    res = run_recipe(recipe_from_dict(recipe), tmp_path / "run", verbose=False)
+    rec, info = res.records[-1], res.info["int8"]
+    assert rec["runtime"] == "onnxruntime int8"
+    assert rec["latency"]["b1"]["median_ms"] == info["latency_ms_batch1"]["int8"]
+    assert rec["accuracy"] == info["accuracy_int8"]
+    assert rec["artifact"].endswith(".onnx")
+    # the train stage's row is still the float model's own measurement
+    assert "runtime" not in res.records[0]

@@ -78,6 +78,13 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     info["latency_ms_batch1"] = lat
     info["speedup_vs_ort_fp32"] = lat["ort_fp32"] / lat["int8"]
     info["fp32_onnx_bytes"] = fp32.stat().st_size
+    # what the run's record of this stage shows: the deployed INT8 artifact, not the float module
+    deployed: dict[str, Any] = {"runtime": f"{q.backend} int8", "latency_b1_ms": lat["int8"]}
+    if "fidelity_test" in info and "top1_agreement" in info["fidelity_test"]:
+        deployed["agreement"] = info["fidelity_test"]["top1_agreement"]
+    if "accuracy_int8" in info:
+        deployed["accuracy"] = info["accuracy_int8"]
+    info["deployed"] = deployed
     if q.path is not None:
         ctx.artifacts[ctx.stage_name] = q.path
     ctx.info[ctx.stage_name] = info

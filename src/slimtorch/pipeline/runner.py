@@ -138,6 +138,7 @@ def run_recipe(
             latency_runs=ms.latency_runs,
         ).to_dict()
         rec["weights"] = weight_summary(ctx.model)
+        _apply_deployed(rec, ctx.info.get(name, {}).get("deployed"))
         if verbose:
             acc = f"top-1 {rec['accuracy'] * 100:.2f}% " if rec["accuracy"] is not None else ""
             print(f"[measure] {name}: {acc}size {rec['size_bytes']} B", file=sys.stderr, flush=True)
@@ -171,6 +172,20 @@ def run_recipe(
     if verbose:
         print_table(records, title=f"{recipe.name} — {out}")
     return RunResult(out, records, ctx.info, ctx.model)
+
+
+def _apply_deployed(rec: dict[str, Any], deployed: dict[str, Any] | None) -> None:
+    """A stage that deployed the model to a runtime (``int8``) reports that artifact's latency and fidelity.
+
+    Without this the row would show the unchanged float module timed in eager PyTorch.
+    """
+    if not deployed:
+        return
+    rec["runtime"] = deployed["runtime"]
+    rec["latency"] = {"b1": {"batch_size": 1, "median_ms": deployed["latency_b1_ms"], "runtime": deployed["runtime"]}}
+    for key in ("accuracy", "agreement"):
+        if key in deployed:
+            rec[key] = deployed[key]
 
 
 def _results(recipe: Recipe, records: list[dict[str, Any]], ctx: Context) -> dict[str, Any]:
