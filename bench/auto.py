@@ -64,7 +64,7 @@ def run_lenet5(budget: float) -> dict:
         save_model(model, trained)
     train_s = time.perf_counter() - t0
     cfg = AutoConfig(target="size", max_drop=0.2, budget_s=budget, bits=(6, 5, 4), finetune_epochs=1, kmeans_epochs=1,
-                     refine_epochs=4, finetune_samples=30000, finetune_lr=0.01, kmeans_lr=0.001, threads=1, latency_runs=20)
+                     refine_epochs=6, finetune_samples=30000, finetune_lr=0.01, kmeans_lr=0.001, threads=1, latency_runs=20)
     t0 = time.perf_counter()
     res = auto_compress(model, train, test, cfg, WORK / "lenet5", force=True)
     wall = time.perf_counter() - t0

@@ -167,14 +167,14 @@ def test_cli_parser_builds_the_config(tmp_path, monkeypatch):
     assert seen["cfg"].budget_s == 1200 and seen["cfg"].max_drop == 0.2 and seen["cfg"].bits == (6, 5)
 
 
-@pytest.mark.parametrize("schedule", ["agp", "one_shot"])
+@pytest.mark.parametrize("schedule", ["agp", "one_shot", "iterative"])
 def test_size_candidate_reaches_its_per_layer_sparsities(trained, tmp_path, schedule):
     from slimtorch.auto.evaluate import evaluate_size
     from slimtorch.io.fold import effective_state_dict
 
     model, train, test = trained
     # finetune="never" in the config: the candidate's own epochs (a refinement candidate) override it
-    cfg = AutoConfig(prune_schedule=schedule, finetune="never", finetune_epochs=1, kmeans_epochs=0, **FAST)
+    cfg = AutoConfig(refine_schedule=schedule, finetune="never", finetune_epochs=1, kmeans_epochs=0, **FAST)
     per_layer = {"block.0": 0.5, "head": 0.8}
     params = {"per_layer": per_layer, "bits": {"stem": 8, "block.0": 8, "head": 8}, "finetune_epochs": 2}
     res = evaluate_size(model, params, train, test, cfg, tmp_path, "c", evaluate(model, test).accuracy)
@@ -185,5 +185,7 @@ def test_size_candidate_reaches_its_per_layer_sparsities(trained, tmp_path, sche
         assert float((w == 0).float().mean()) == pytest.approx(target, abs=0.02)
     if schedule == "agp":  # pruned in several steps during fine-tuning, not at once
         assert res.record["steps"]["agp_updates"] > 2
+    elif schedule == "iterative":  # one pruning round per fine-tuning epoch
+        assert res.record["steps"]["prune_rounds"] == 2
     else:
-        assert "agp_updates" not in res.record["steps"]
+        assert "agp_updates" not in res.record["steps"] and "prune_rounds" not in res.record["steps"]

@@ -36,7 +36,9 @@ class AutoConfig(FrozenConfig):
         sensitivity_sparsities: the per-layer sparsity grid of the sensitivity analysis.
         sensitivity_samples: eval examples used for the sensitivity curves (first N).
         prune_method: unstructured criterion (see :data:`slimtorch.prune.CRITERIA`).
-        prune_schedule: ``one_shot`` prunes at once and then fine-tunes; ``agp`` prunes
+        prune_schedule: ``one_shot`` prunes at once and then fine-tunes; ``iterative``
+            prunes in ``finetune_epochs`` rounds with one epoch of fine-tuning after each
+            (Han et al. 2015, as the Deep Compression recipes do); ``agp`` prunes
             gradually during the candidate's fine-tuning (Zhu & Gupta 2017: the cubic
             schedule reaches the target at ``agp_end`` of it, the rest recovers). In a trial
             of the LeNet-5 bench (one epoch on 30 k MNIST examples per candidate) AGP lost
@@ -48,6 +50,8 @@ class AutoConfig(FrozenConfig):
         finetune_epochs / kmeans_epochs: epochs of fine-tuning after pruning / of centroid
             fine-tuning after weight sharing (or after channel removal, latency target).
         finetune_lr / kmeans_lr: their SGD learning rates.
+        refine_schedule: the pruning schedule of refinement candidates (their longer
+            fine-tuning leaves room for iterative pruning).
         refine_epochs: size target: after the cheap search, rungs more aggressive than the
             best one are bisected again with this many pruning fine-tuning epochs (0, or not
             more than ``finetune_epochs``: no refinement).
@@ -72,7 +76,8 @@ class AutoConfig(FrozenConfig):
     sensitivity_sparsities: tuple[float, ...] = SENSITIVITY_GRID
     sensitivity_samples: int = Field(2000, ge=1)
     prune_method: str = "magnitude"
-    prune_schedule: Literal["one_shot", "agp"] = "one_shot"
+    prune_schedule: Literal["one_shot", "iterative", "agp"] = "one_shot"
+    refine_schedule: Literal["one_shot", "iterative", "agp"] = "iterative"
     agp_end: float = Field(0.6, gt=0.0, le=1.0)
     finetune: Literal["auto", "always", "never"] = "auto"
     finetune_epochs: int = Field(1, ge=0)

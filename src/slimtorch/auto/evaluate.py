@@ -120,13 +120,22 @@ def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: 
     half = baseline - cfg.max_drop / 200  # within half the budget: fine-tuning would not pay
     info: dict[str, Any] = {}
     if "finetune_epochs" in params:  # a refinement candidate: longer fine-tuning, always done
-        cfg = cfg.replace(finetune_epochs=params["finetune_epochs"], finetune="always")
+        cfg = cfg.replace(finetune_epochs=params["finetune_epochs"], finetune="always",
+                          prune_schedule=cfg.refine_schedule)
     m = copy.deepcopy(model)
     per_layer = params["per_layer"]
     if any(s > 0 for s in per_layer.values()):
         pcfg = PruneConfig(method=cfg.prune_method, sparsity=0.0, per_layer=per_layer, seed=cfg.seed)
-        if cfg.prune_schedule == "agp" and cfg.finetune != "never" and cfg.finetune_epochs > 0:
+        trains = cfg.finetune != "never" and cfg.finetune_epochs > 0
+        if cfg.prune_schedule == "agp" and trains:
             m = _prune_gradually(m, pcfg, train, ev, cfg, half, info)
+        elif cfg.prune_schedule == "iterative" and trains:
+            # Han et al.: one epoch of fine-tuning after each of finetune_epochs pruning rounds (cubic targets)
+            from slimtorch.prune import prune_iterative
+
+            m = prune_iterative(m, pcfg, train, _train_config(cfg, 1, cfg.finetune_lr), steps=cfg.finetune_epochs,
+                                data=train, verbose=False)
+            info.update(finetune_epochs=cfg.finetune_epochs, prune_rounds=cfg.finetune_epochs)
         else:
             m = prune(m, pcfg, train)
             _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune")
