@@ -67,7 +67,9 @@ class Int8Config(FrozenConfig):
     per_channel: bool = True
     reduce_range: bool = False
     calibration: Calibration = "percentile"
-    percentile: float = Field(99.999, gt=50.0, le=100.0)
+    # 99.99 rather than ORT's 99.999: lower mean KL on MobileNetV2 on both the calibration-side
+    # check crops and the evaluation crops (bench/results/int8.json, mobilenet_sweep)
+    percentile: float = Field(99.99, gt=50.0, le=100.0)
     fold_bn: bool = True
     cle: bool = True
     cle_relu6: Literal["replace", "skip"] = "skip"
