@@ -171,8 +171,8 @@ def pruned_lenet5(train, test, epochs: int, ft_epochs: int, seeds: list[int], ve
         "kd_wins": sum(d < p for d, p in zip(distilled, plain)),
         "passed": statistics.mean(distilled) < statistics.mean(plain),
         "config": {"finetune": ft.to_dict(), "distill": kd.to_dict()},
-        "note": "Pruning by copying the top-L1 30 % of each layer's filters/neurons (no structured-pruning "
-                "module yet); both fine-tunes start from the same pruned weights with the same data order per seed.",
+        "note": "Pruning by copying the top-L1 30 % of each layer's filters/neurons; "
+                "both fine-tunes start from the same pruned weights with the same data order per seed.",
     }
 
 
@@ -210,7 +210,7 @@ def render_markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny run to check the script (not a result)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs of each Hinton student run")
+    p.add_argument("--epochs", type=int, default=100, help="epochs of each Hinton student run")
     p.add_argument("--teacher-epochs", type=int, default=100, help="epochs of the Hinton teacher (dropout + jitter)")
     p.add_argument("--temperature", type=float, default=20.0)
     p.add_argument("--alpha", type=float, default=0.9)
