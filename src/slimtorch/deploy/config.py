@@ -57,6 +57,9 @@ class Int8Config(FrozenConfig):
         threads: intra-op threads of the runtime session (latency is measured at this count).
         opset: ONNX opset of the exported graph.
         torchao_scheme: which torchao ``quantize_`` config the ``torchao`` backend applies.
+        smooth_alpha: dynamic mode on ONNX Runtime: SmoothQuant migration strength
+            (:mod:`slimtorch.deploy.smooth`; exact in float, one per-channel ``Mul`` per
+            Linear); None disables it.
         quantize_embeddings: dynamic mode on ONNX Runtime: store embedding tables (``Gather``
             of a constant) as int8 as well (a size win; they never stay float for fidelity).
     """
@@ -83,6 +86,7 @@ class Int8Config(FrozenConfig):
     opset: int = Field(18, ge=13)
     torchao_scheme: Literal["int8_weight_only", "int8_dynamic"] = "int8_weight_only"
     quantize_embeddings: bool = True
+    smooth_alpha: float | None = Field(None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self):

@@ -60,6 +60,10 @@ def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.T
         m = cross_layer_equalize(m, relu6=cfg.cle_relu6, inplace=True)
     if cfg.bias_correction and cfg.mode == "static":
         m = bias_correct(m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, inplace=True)
+    if cfg.smooth_alpha is not None and cfg.mode == "dynamic":
+        from slimtorch.deploy.smooth import smooth_linears
+
+        m = smooth_linears(m, batches, cfg.smooth_alpha, inplace=m is not model)
     if m is not model:
         ref, new = reference_outputs(model, batches[:4]), reference_outputs(m, batches[:4])
         info["prepared_vs_original"] = fidelity(ref, new)
