@@ -115,7 +115,8 @@ def _runner(path: Path, threads: int):
     return run
 
 
-def _calibrate(fp32: Path, cfg: Int8Config, reader: _Reader, cache: Path) -> None:
+def _calibrate(fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[torch.Tensor, ...]],
+               cache: Path) -> None:
     """Activation ranges of every tensor ORT will quantize, written to ORT's calibration cache."""
     from onnxruntime import quantization as q
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
@@ -127,6 +128,10 @@ def _calibrate(fp32: Path, cfg: Int8Config, reader: _Reader, cache: Path) -> Non
     elif cfg.calibration == "percentile":
         opts.update(num_bins=2048, percentile=cfg.percentile)
     ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static calibrates by default
+    if len({b[0].shape[0] for b in calib}) > 1:
+        # ORT's histogram collector stacks every batch's outputs, so a ragged last batch breaks it
+        calib = [tuple(t[i : i + 1] for t in b) for b in calib for i in range(b[0].shape[0])]
+    reader = _Reader(names, calib)
     method = getattr(q.CalibrationMethod, _CALIB[cfg.calibration])
     with tempfile.TemporaryDirectory(prefix="slimtorch_calib_") as tmp, contextlib.redirect_stdout(io.StringIO()):
         cal = create_calibrator(fp32, ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
@@ -147,7 +152,7 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
     if cache.exists():
         cache.unlink()
     if cfg.mode == "static":
-        _calibrate(fp32, cfg, _Reader(names, calib), cache)
+        _calibrate(fp32, cfg, names, calib, cache)
     counter = [0]
 
     def quantize(exclude: list[str]) -> Path:
