@@ -158,3 +158,17 @@ def test_jitter_shifts_each_image_within_bounds():
     assert out.sum() == 64  # nothing lost: the shift never pushes the pixel out
     assert ((rows - 4).abs() <= 2).all() and ((cols - 4).abs() <= 2).all()
     assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # images get different shifts
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_bn_keeps_running_statistics_but_trains_the_affine_weights(freeze):
+    from slimtorch.data import get_dataset
+    from tests.user_models import UserNet
+
+    train, _ = get_dataset("synthetic", n_train=64, n_test=8)
+    torch.manual_seed(0)
+    model = UserNet(width=4)
+    mean0, gamma0 = model.bn.running_mean.clone(), model.bn.weight.detach().clone()
+    fit(model, train, TrainConfig(epochs=1, batch_size=16, freeze_bn=freeze, optimizer={"lr": 0.1}), verbose=False)
+    assert torch.equal(model.bn.running_mean, mean0) == freeze
+    assert not torch.equal(model.bn.weight.detach(), gamma0)

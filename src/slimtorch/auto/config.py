@@ -50,6 +50,9 @@ class AutoConfig(FrozenConfig):
         finetune_epochs / kmeans_epochs: epochs of fine-tuning after pruning / of centroid
             fine-tuning after weight sharing (or after channel removal, latency target).
         finetune_lr / kmeans_lr: their SGD learning rates.
+        freeze_bn: fine-tune with BatchNorm statistics frozen: a search's fine-tuning
+            steps see a few hundred or thousand examples, whose batch statistics would
+            replace those of the original training set.
         refine_schedule: the pruning schedule of refinement candidates (their longer
             fine-tuning leaves room for iterative pruning).
         refine_epochs: size target: after the cheap search, rungs more aggressive than the
@@ -84,6 +87,7 @@ class AutoConfig(FrozenConfig):
     kmeans_epochs: int = Field(1, ge=0)
     finetune_lr: float = Field(0.01, gt=0)
     kmeans_lr: float = Field(0.001, gt=0)
+    freeze_bn: bool = True
     refine_epochs: int = Field(0, ge=0)
     finetune_samples: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1)

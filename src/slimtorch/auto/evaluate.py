@@ -57,7 +57,7 @@ def example_input(data: Dataset) -> torch.Tensor:
 
 
 def _train_config(cfg: AutoConfig, epochs: int, lr: float) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed, eval_every=0,
+    return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed, eval_every=0, freeze_bn=cfg.freeze_bn,
                        optimizer=OptimizerConfig(name="sgd", lr=lr, momentum=0.9),
                        schedule=ScheduleConfig(name="cosine"))
 

@@ -44,6 +44,9 @@ class TrainConfig(FrozenConfig):
         jitter: random translation of images by up to this many pixels (Hinton et al.
             2015 use ±2 on MNIST); 0 disables it.
         label_smoothing: passed to cross-entropy.
+        freeze_bn: keep BatchNorm layers in eval mode (running statistics frozen; their
+            affine weights still train). For short fine-tuning on little data, whose batch
+            statistics would overwrite those learned on the full training set.
         grad_clip: max global gradient norm, or None.
         eval_every: evaluate on the eval set every N epochs (0: only at the end).
     """
@@ -55,6 +58,7 @@ class TrainConfig(FrozenConfig):
     seed: int = 0
     jitter: int = Field(0, ge=0, le=8)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    freeze_bn: bool = False
     grad_clip: float | None = Field(None, gt=0)
     eval_every: int = Field(1, ge=0)
     eval_batch_size: int = Field(1000, ge=1)

@@ -151,6 +151,10 @@ def fit(
         sampler = D.StridedEpochSampler(len(train_data), seed, rank, world)
         loader = iterate_batches(train_data, list(sampler), local_batch)
         model.train()
+        if config.freeze_bn:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         t0, loss_sum, n = time.perf_counter(), 0.0, 0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
