@@ -72,7 +72,9 @@ def test_time_budget_is_respected(trained, tmp_path):
     # enough bit widths that the whole search would not fit in it
     cfg = AutoConfig(max_drop=50.0, budget_s=budget, bits=tuple(range(16, 0, -1)), finetune="always",
                      finetune_epochs=3, kmeans_epochs=3, **FAST)
-    res = auto_compress(model, train, test, cfg, tmp_path / "b", verbose=False)
+    # a clock that advances a fixed step per reading: the outcome does not depend on how busy the machine is
+    ticks = iter(range(10**6))
+    res = auto_compress(model, train, test, cfg, tmp_path / "b", verbose=False, clock=lambda: 0.25 * next(ticks))
     secs = [c["seconds"] for c in res.candidates]
     assert res.stopped == "budget"
     # every candidate after the first started only when the mean cost so far still fitted

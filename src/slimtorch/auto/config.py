@@ -62,6 +62,11 @@ class AutoConfig(FrozenConfig):
         batch_size: fine-tuning batch size.
         channel_ratios: structured pruning ratios to search (latency target).
         round_to: kept channel counts are multiples of this (latency target).
+        channel_importance / channel_compensate: how channels are ranked, and whether the
+            removed ones' mean contribution is folded into the next layer's bias (see
+            :class:`slimtorch.prune.structured.StructuredConfig`); both use the first 64
+            training examples. Data-driven ranking with compensation keeps MobileNetV2
+            usable where filter norms alone (``l2``) leave nothing for a short fine-tune to save.
         int8: also try INT8 deployment (latency target), on ``int8_backend``.
         latency_runs: timed runs per latency measurement (batch 1).
         threads: intra-op threads for latency (None: current setting).
@@ -93,6 +98,8 @@ class AutoConfig(FrozenConfig):
     batch_size: int = Field(128, ge=1)
     channel_ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     round_to: int = Field(8, ge=1)
+    channel_importance: Literal["l1", "l2", "bn", "taylor", "activation"] = "activation"
+    channel_compensate: bool = True
     int8: bool = True
     int8_backend: str = "onnxruntime"
     latency_runs: int = Field(20, ge=1)

@@ -171,8 +171,9 @@ def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, e
     if params["channel_ratio"] > 0:
         from slimtorch.prune.structured import StructuredConfig, prune_channels
 
-        m = prune_channels(m, StructuredConfig(ratio=params["channel_ratio"], round_to=cfg.round_to, seed=cfg.seed),
-                           torch.cat([x, x]))
+        scfg = StructuredConfig(ratio=params["channel_ratio"], round_to=cfg.round_to, seed=cfg.seed,
+                                importance=cfg.channel_importance, compensate=cfg.channel_compensate)
+        m = prune_channels(m, scfg, torch.cat([x, x]), data=first(train, 64))
         _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune")
     m.eval()
     slim_path = work / "candidate.slim"
