@@ -167,6 +167,17 @@ def auto(d: dict) -> list[str]:
         if n.get("status") == "not run" or "chosen" not in n:
             out.append(f"* {key}: not run ({n.get('why', '')[:160]})")
             continue
+        if n["target"] == "latency":
+            singles = {k: v for k, v in n.get("best_single_knob", {}).items()}
+            knob = "; ".join(f"{k}: " + (f"{v['name']} {v['latency_ms']:.2f} ms, agreement {100 * v['agreement']:.1f} %"
+                                         if v else "none met the budget") for k, v in singles.items())
+            out.append(
+                f"* **{key}**, target latency, max drop {n['max_drop_pp']} pp ({n.get('metric', '')}; {n.get('data', '')}), "
+                f"budget {n['budget_s'] / 60:.0f} min: {n['message']} after {n['n_candidates']} candidates in "
+                f"{n['search_seconds'] / 60:.1f} min; original {n['original_latency_ms']:.2f} ms (torch eager). "
+                f"Best single knobs: {knob}."
+            )
+            continue
         ref = n.get("reference", {})
         out.append(
             f"* **{key}**, target {n['target']}, max drop {n['max_drop_pp']} pp, budget {n['budget_s'] / 60:.0f} min: "
