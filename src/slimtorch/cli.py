@@ -61,10 +61,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         runner = run_recipe
     res = runner(recipe, out, force=args.force, resume=args.resume, verbose=not args.quiet, argv=sys.argv)
-    from slimtorch.train.distributed import is_main
+    from slimtorch.train.distributed import is_main, shutdown
 
     if is_main():
-        print(f"report: {res.out_dir / 'report.html'} (also report.md, report.json, results.json)")
+        print(f"report: {res.out_dir / 'report.html'} (also report.md, report.json, results.json)", flush=True)
+    # every rank leaves the process group together: a rank that tears gloo down while another
+    # still talks to it can abort ("terminate called without an active exception")
+    shutdown()
     return 0
 
 
