@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from slimtorch.core.fileio import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "auto.json"
 WORK = ROOT / "runs" / "bench_auto"
@@ -144,15 +146,15 @@ def main() -> None:
     ap.add_argument("--budget", default="15m")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one thread: two stall on a shared 2-core machine
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"networks": {}}
     runners = {"lenet5": run_lenet5, "mobilenetv2": run_mobilenetv2}
     for name in args.networks:
-        results["networks"][name] = runners[name](parse_budget(args.budget))
+        out = runners[name](parse_budget(args.budget))
+        # read just before writing: one network per process may run at the same time as another
+        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"networks": {}}
+        results["networks"][name] = out
         results["environment"] = environment()
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        print(json.dumps({k: v for k, v in results["networks"][name].items() if k != "candidates"}, indent=1,
-                         default=str))
+        atomic_write_json(RESULTS, json.loads(json.dumps(results, default=str)))
+        print(json.dumps({k: v for k, v in out.items() if k != "candidates"}, indent=1, default=str))
 
 
 if __name__ == "__main__":
