@@ -157,27 +157,35 @@ def l300_headline_agp(dense_info: dict) -> dict:
     return out
 
 
-def l300_headline_long(dense_info: dict, schedule: str) -> dict:
-    """Longer fine-tuning at lr/2 (15 epochs), by AGP (targets reached at epoch 8) or 3 iterative rounds of 5."""
-    dense, dense_err, train, test, base = _setup("lenet300_100", dense_info)
+def _headline_long(name: str, config: PruneConfig, dense_info: dict, schedule: str, agp_epochs: int, agp_end: int,
+                   round_epochs: int) -> dict:
+    """Longer fine-tuning at lr/2: AGP reaching ``config`` at ``agp_end`` of ``agp_epochs`` epochs, or
+    3 iterative rounds (cubic targets) of ``round_epochs`` epochs."""
+    dense, dense_err, train, test, base = _setup(name, dense_info)
     t0 = time.perf_counter()
     model = copy.deepcopy(dense)
     if schedule == "agp":
-        ft = retrain_config(base, 0.5, epochs=epochs(15))
-        agp = AGPConfig(begin_epoch=0, end_epoch=0.5 if SMOKE else 8, frequency=50)
-        fit(model, train, ft, callbacks=[AGPCallback(model, HEAD300, agp)], verbose=False)
+        ft = retrain_config(base, 0.5, epochs=epochs(agp_epochs))
+        agp = AGPConfig(begin_epoch=0, end_epoch=0.5 if SMOKE else agp_end, frequency=50)
+        fit(model, train, ft, callbacks=[AGPCallback(model, config, agp)], verbose=False)
         out = {"schedule": f"AGP (cubic) over epochs 0-{agp.end_epoch} of {ft.epochs} at lr/2", "agp": agp.to_dict(),
                "finetune_epochs": ft.epochs}
     else:
-        ft = retrain_config(base, 0.5, epochs=epochs(5))
+        ft = retrain_config(base, 0.5, epochs=epochs(round_epochs))
         rounds: list = []
-        prune_iterative(model, HEAD300, train, ft, steps=3, eval_data=test, verbose=False, log=rounds)
-        out = {"schedule": "iterative: 3 rounds (cubic targets) x 5 epochs at lr/2", "rounds": rounds,
+        prune_iterative(model, config, train, ft, steps=3, eval_data=test, verbose=False, log=rounds)
+        out = {"schedule": f"iterative: 3 rounds (cubic targets) x {round_epochs} epochs at lr/2", "rounds": rounds,
                "finetune_epochs": 3 * ft.epochs}
-    out.update({"config": HEAD300.to_dict(), **summary(model, test, dense_err), "seconds": time.perf_counter() - t0})
+    out.update({"config": config.to_dict(), **summary(model, test, dense_err), "seconds": time.perf_counter() - t0})
     out.update(file_sizes(dense, model))
-    log(f"lenet300 long {schedule}: {out['weight_sparsity']:.4f} sparse, error {100 * out['test_error']:.2f}%")
+    short = "lenet300" if name == "lenet300_100" else name
+    log(f"{short} long {schedule}: {out['weight_sparsity']:.4f} sparse, error {100 * out['test_error']:.2f}%")
     return out
+
+
+def l300_headline_long(dense_info: dict, schedule: str) -> dict:
+    """15 epochs with AGP targets reached at epoch 8, or 3 iterative rounds of 5 epochs."""
+    return _headline_long("lenet300_100", HEAD300, dense_info, schedule, agp_epochs=15, agp_end=8, round_epochs=5)
 
 
 def rerun_lenet300_headline(out_path: Path) -> None:
@@ -195,26 +203,8 @@ HEAD5 = PruneConfig(method="magnitude", sparsity=0.93, per_layer={"conv1": 0.5, 
 
 
 def l5_headline_long(dense_info: dict, schedule: str) -> dict:
-    """Longer fine-tuning at lr/2: AGP over 4 of 8 epochs, or 3 iterative rounds of 3 epochs."""
-    dense, dense_err, train, test, base = _setup("lenet5", dense_info)
-    t0 = time.perf_counter()
-    model = copy.deepcopy(dense)
-    if schedule == "agp":
-        ft = retrain_config(base, 0.5, epochs=epochs(8))
-        agp = AGPConfig(begin_epoch=0, end_epoch=0.5 if SMOKE else 4, frequency=50)
-        fit(model, train, ft, callbacks=[AGPCallback(model, HEAD5, agp)], verbose=False)
-        out = {"schedule": f"AGP (cubic) over epochs 0-{agp.end_epoch} of {ft.epochs} at lr/2", "agp": agp.to_dict(),
-               "finetune_epochs": ft.epochs}
-    else:
-        ft = retrain_config(base, 0.5, epochs=epochs(3))
-        rounds: list = []
-        prune_iterative(model, HEAD5, train, ft, steps=3, eval_data=test, verbose=False, log=rounds)
-        out = {"schedule": "iterative: 3 rounds (cubic targets) x 3 epochs at lr/2", "rounds": rounds,
-               "finetune_epochs": 3 * ft.epochs}
-    out.update({"config": HEAD5.to_dict(), **summary(model, test, dense_err), "seconds": time.perf_counter() - t0})
-    out.update(file_sizes(dense, model))
-    log(f"lenet5 long {schedule}: {out['weight_sparsity']:.4f} sparse, error {100 * out['test_error']:.2f}%")
-    return out
+    """AGP over 4 of 8 epochs, or 3 iterative rounds of 3 epochs."""
+    return _headline_long("lenet5", HEAD5, dense_info, schedule, agp_epochs=8, agp_end=4, round_epochs=3)
 
 
 def rerun_lenet5_headline(out_path: Path) -> None:
