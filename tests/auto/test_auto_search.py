@@ -156,7 +156,7 @@ def test_cli_parser_builds_the_config(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     cli.add_auto_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["auto", "lenet300_100", "--data", "synthetic", "--max-drop", "0.2", "--target",
-                              "size", "--budget", "20m", "--bits", "6,5", "-o", str(tmp_path / "o")])
+                              "size", "--budget", "20m", "--bits", "6,5", "--distill-alpha", "0", "-o", str(tmp_path / "o")])
     seen = {}
 
     def fake(model, train, test, cfg, out, force, resume):
@@ -167,6 +167,7 @@ def test_cli_parser_builds_the_config(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         args.fn(args)
     assert seen["cfg"].budget_s == 1200 and seen["cfg"].max_drop == 0.2 and seen["cfg"].bits == (6, 5)
+    assert seen["cfg"].distill_alpha == 0.0
 
 
 @pytest.mark.parametrize("schedule", ["agp", "one_shot", "iterative"])
@@ -191,3 +192,43 @@ def test_size_candidate_reaches_its_per_layer_sparsities(trained, tmp_path, sche
         assert res.record["steps"]["prune_rounds"] == 2
     else:
         assert "agp_updates" not in res.record["steps"] and "prune_rounds" not in res.record["steps"]
+
+
+def test_distill_alpha_fine_tunes_on_the_originals_soft_targets(trained):
+    import torch.nn.functional as F
+
+    from slimtorch.auto.evaluate import teacher_loss
+
+    model, train, _ = trained
+    assert teacher_loss(model, AutoConfig(distill_alpha=0.0, **FAST)) is None  # cross-entropy on the labels
+    loss = teacher_loss(model, AutoConfig(distill_alpha=1.0, distill_temperature=2.0, **FAST))
+    x, y = next(iter(torch.utils.data.DataLoader(train, batch_size=32)))
+    student = UserNet(width=8)
+    with torch.no_grad():
+        expected = F.kl_div(F.log_softmax(student(x) / 2, 1), F.softmax(model(x) / 2, 1), reduction="batchmean") * 4
+        assert float(loss(student, x, y)) == pytest.approx(float(expected), rel=1e-4)
+        # the teacher is a frozen copy: changing the original afterwards does not move the targets
+        before = float(loss(student, x, y))
+        for p in model.parameters():
+            p.add_(1.0)
+        after = float(loss(student, x, y))
+        for p in model.parameters():
+            p.sub_(1.0)
+    assert after == pytest.approx(before)
+
+
+def test_refinement_candidates_get_the_larger_training_set(trained):
+    from slimtorch.auto.search import _prepare_data
+
+    model, train, test = trained
+    screen, refine, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, refine_epochs=3, **FAST))
+    assert (len(screen), len(refine)) == (64, len(train))
+    screen, refine, ev, metric = _prepare_data(
+        model, train, test, AutoConfig(finetune_samples=64, refine_samples=128, refine_epochs=3, metric="agreement",
+                                       **FAST))
+    assert (len(screen), len(refine), metric) == (64, 128, "agreement")
+    # agreement: both sets are labelled with the original's predictions
+    xs = torch.stack([refine[i][0] for i in range(len(refine))])
+    assert torch.equal(torch.stack([refine[i][1] for i in range(len(refine))]), model(xs).argmax(1))
+    _, refine, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, **FAST))
+    assert len(refine) == 64  # no refinement phase: nothing more is prepared

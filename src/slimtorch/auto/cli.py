@@ -19,7 +19,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
     fields = {"target": args.target, "max_drop": args.max_drop, "budget_s": parse_budget(args.budget),
               "max_candidates": args.max_candidates, "seed": args.seed, "threads": args.threads,
               "finetune_epochs": args.finetune_epochs, "kmeans_epochs": args.kmeans_epochs,
-              "refine_epochs": args.refine_epochs,
+              "refine_epochs": args.refine_epochs, "distill_alpha": args.distill_alpha,
               "finetune_samples": args.finetune_samples, "int8": not args.no_int8}
     if args.bits:
         fields["bits"] = tuple(int(b) for b in args.bits.split(","))
@@ -46,6 +46,8 @@ def add_auto_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--refine-epochs", type=int,
                    help="size target: re-search the rungs above the best one with this many fine-tuning epochs")
     p.add_argument("--finetune-samples", type=int, help="fine-tune on the first N training examples")
+    p.add_argument("--distill-alpha", type=float,
+                   help="weight of the original model's soft targets in fine-tuning (0: labels only; default 0.7)")
     p.add_argument("--no-int8", action="store_true", help="latency target: do not try INT8 deployment")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)

@@ -12,6 +12,7 @@ deployment backend; latency is measured on the artifact that would be deployed.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,30 @@ def example_input(data: Dataset) -> torch.Tensor:
 
 def _train_config(cfg: AutoConfig, epochs: int, lr: float) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed, eval_every=0, freeze_bn=cfg.freeze_bn,
-                       optimizer=OptimizerConfig(name="sgd", lr=lr, momentum=0.9),
+                       optimizer=OptimizerConfig(name="sgd", lr=lr, momentum=0.9, weight_decay=cfg.weight_decay),
                        schedule=ScheduleConfig(name="cosine"))
 
 
+def teacher_loss(original: nn.Module, cfg: AutoConfig) -> Callable[..., torch.Tensor] | None:
+    """The fine-tuning loss: Hinton KD from a frozen copy of the original (``cfg.distill_alpha`` > 0), else None (CE)."""
+    if cfg.distill_alpha <= 0:
+        return None
+    from slimtorch.distill.losses import kd_loss
+
+    teacher = copy.deepcopy(original).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = teacher(x)
+        return kd_loss(model(x), t, y, temperature=cfg.distill_temperature, alpha=cfg.distill_alpha)
+
+    return loss
+
+
 def _maybe_finetune(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, epochs: int, lr: float,
-                    bound: float, info: dict[str, Any], tag: str) -> None:
+                    bound: float, info: dict[str, Any], tag: str, loss_fn=None) -> None:
     """Fine-tune unless ``auto`` finds the model already within half the allowed drop (it would not pay)."""
     if cfg.finetune == "never" or epochs == 0:
         return
@@ -73,7 +92,7 @@ def _maybe_finetune(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConf
         if acc >= bound:
             info[f"{tag}_skipped"] = True
             return
-    fit(model, train, _train_config(cfg, epochs, lr), verbose=False)
+    fit(model, train, _train_config(cfg, epochs, lr), loss_fn=loss_fn, verbose=False)
     info[f"{tag}_epochs"] = epochs
 
 
@@ -84,7 +103,7 @@ def _record(model: nn.Module, x: torch.Tensor, name: str, artifact: Path, cfg: A
 
 
 def _prune_gradually(model: nn.Module, pcfg, train: Dataset, ev: Dataset, cfg: AutoConfig, bound: float,
-                     info: dict[str, Any]) -> nn.Module:
+                     info: dict[str, Any], loss_fn=None) -> nn.Module:
     """AGP pruning to ``pcfg``'s per-layer targets during the candidate's fine-tuning.
 
     With ``finetune="auto"`` the one-shot pruned model is tried first: if it already keeps
@@ -105,7 +124,8 @@ def _prune_gradually(model: nn.Module, pcfg, train: Dataset, ev: Dataset, cfg: A
     # about ten mask updates: enough for the cubic curve, few enough that each is followed by training
     frequency = max(1, round(end * steps_per_epoch / 10))
     cb = AGPCallback(model, pcfg, AGPConfig(end_epoch=end, frequency=frequency), data=train)
-    fit(model, train, _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr), callbacks=[cb], verbose=False)
+    fit(model, train, _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr), callbacks=[cb], loss_fn=loss_fn,
+        verbose=False)
     info.update(finetune_epochs=cfg.finetune_epochs, agp_updates=len(cb.history))
     return model
 
@@ -121,27 +141,28 @@ def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: 
     info: dict[str, Any] = {}
     if "finetune_epochs" in params:  # a refinement candidate: longer fine-tuning, always done
         cfg = cfg.replace(finetune_epochs=params["finetune_epochs"], finetune="always",
-                          prune_schedule=cfg.refine_schedule)
+                          prune_schedule=cfg.refine_schedule, finetune_lr=cfg.refine_lr or cfg.finetune_lr)
     m = copy.deepcopy(model)
+    kd = teacher_loss(model, cfg)
     per_layer = params["per_layer"]
     if any(s > 0 for s in per_layer.values()):
         pcfg = PruneConfig(method=cfg.prune_method, sparsity=0.0, per_layer=per_layer, seed=cfg.seed)
         trains = cfg.finetune != "never" and cfg.finetune_epochs > 0
         if cfg.prune_schedule == "agp" and trains:
-            m = _prune_gradually(m, pcfg, train, ev, cfg, half, info)
+            m = _prune_gradually(m, pcfg, train, ev, cfg, half, info, kd)
         elif cfg.prune_schedule == "iterative" and trains:
             # Han et al.: one epoch of fine-tuning after each of finetune_epochs pruning rounds (cubic targets)
             from slimtorch.prune import prune_iterative
 
             m = prune_iterative(m, pcfg, train, _train_config(cfg, 1, cfg.finetune_lr), steps=cfg.finetune_epochs,
-                                data=train, verbose=False)
+                                data=train, loss_fn=kd, verbose=False)
             info.update(finetune_epochs=cfg.finetune_epochs, prune_rounds=cfg.finetune_epochs)
         else:
             m = prune(m, pcfg, train)
-            _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune")
+            _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune", kd)
     m = kmeans_share(m, KMeansConfig(bits=max(params["bits"].values()), per_layer=params["bits"], seed=cfg.seed,
                                      layers=list(params["bits"])), inplace=True)
-    _maybe_finetune(m, train, ev, cfg, cfg.kmeans_epochs, cfg.kmeans_lr, half, info, "kmeans_finetune")
+    _maybe_finetune(m, train, ev, cfg, cfg.kmeans_epochs, cfg.kmeans_lr, half, info, "kmeans_finetune", kd)
     slim_path = work / "candidate.slim"
     data = pack_model(m, slim_path, spec=getattr(model, "slimtorch_spec", None))
     decoded = load_packed(data, copy.deepcopy(model) if getattr(model, "slimtorch_spec", None) is None else None)
@@ -174,7 +195,8 @@ def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, e
         scfg = StructuredConfig(ratio=params["channel_ratio"], round_to=cfg.round_to, seed=cfg.seed,
                                 importance=cfg.channel_importance, compensate=cfg.channel_compensate)
         m = prune_channels(m, scfg, torch.cat([x, x]), data=first(train, 64))
-        _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune")
+        _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune",
+                        teacher_loss(model, cfg))
     m.eval()
     slim_path = work / "candidate.slim"
     data = pack_model(m, slim_path, spec=getattr(m, "slimtorch_spec", None))

@@ -92,11 +92,16 @@ def _prepare_data(model: nn.Module, train_data: Dataset, eval_data: Dataset, cfg
     metric = cfg.metric
     if metric == "auto":
         metric = "accuracy" if has_labels(eval_data) else "agreement"
-    train = first(train_data, cfg.finetune_samples)
+    refines = cfg.refine_epochs > cfg.finetune_epochs
+    n = len(first(train_data, cfg.finetune_samples))
+    if refines:
+        n = max(n, len(first(train_data, cfg.refine_samples)))
+    train = first(train_data, n)
     if metric == "agreement":
         # accuracy on the original's own predictions is top-1 agreement with it
-        return pseudo_labelled(model, train), pseudo_labelled(model, eval_data), metric
-    return train, eval_data, metric
+        train, eval_data = pseudo_labelled(model, train), pseudo_labelled(model, eval_data)
+    screen = first(train, cfg.finetune_samples)
+    return screen, first(train, cfg.refine_samples) if refines else screen, eval_data, metric
 
 
 def _setup(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, out: Path) -> dict[str, Any]:
@@ -180,7 +185,7 @@ def auto_compress(
     cfg = validate_config(AutoConfig, config or {})
     out = prepare_output_dir(out_dir, force=force, resume=resume)
     start = clock()
-    train, ev, metric = _prepare_data(model, train_data, eval_data, cfg)
+    train, refine_train, ev, metric = _prepare_data(model, train_data, eval_data, cfg)
     state = st.load_state(out, cfg.target) if resume else None
     if state is None:
         state = _setup(model, train, ev, cfg, out)
@@ -213,7 +218,9 @@ def auto_compress(
             if not may_start(elapsed(), [e["seconds"] for e in entries], cfg.budget_s):
                 stopped = "budget"
                 break
-            entry = _evaluate(model, cand, len(entries), train, ev, cfg, out, work, baseline, evaluator, clock,
+            # refinement candidates (longer fine-tuning) decide the outcome: they get the larger training set
+            data = refine_train if "finetune_epochs" in cand.params else train
+            entry = _evaluate(model, cand, len(entries), data, ev, cfg, out, work, baseline, evaluator, clock,
                               elapsed())
             entry["session"] = session
             entries.append(entry)
