@@ -232,3 +232,24 @@ def test_refinement_candidates_get_the_larger_training_set(trained):
     assert torch.equal(torch.stack([refine[i][1] for i in range(len(refine))]), model(xs).argmax(1))
     _, refine, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, **FAST))
     assert len(refine) == 64  # no refinement phase: nothing more is prepared
+
+
+@pytest.mark.parametrize("clip", [1.0, None])
+def test_fine_tuning_clips_gradients_as_configured(trained, monkeypatch, clip):
+    from slimtorch.auto.evaluate import _maybe_finetune
+
+    model, train, test = trained
+    seen = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        seen.append(max_norm)
+        return real(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    m = UserNet(width=8)
+    m.load_state_dict(model.state_dict())
+    info = {}
+    _maybe_finetune(m, train, test, AutoConfig(grad_clip=clip, finetune="always", **FAST), 1, 0.01, 0.0, info, "ft")
+    assert info["ft_epochs"] == 1
+    assert seen == ([clip] * (len(train) // 32) if clip else [])  # one clip per step, or none

@@ -50,6 +50,11 @@ class AutoConfig(FrozenConfig):
         finetune_epochs / kmeans_epochs: epochs of fine-tuning after pruning / of centroid
             fine-tuning after weight sharing (or after channel removal, latency target).
         finetune_lr / kmeans_lr: their SGD learning rates.
+        grad_clip: fine-tuning clips the gradient norm to this (None: no clipping). With
+            BatchNorm frozen, channels whose running variance is tiny amplify gradients:
+            ImageNet MobileNetV2 starts at a gradient norm of about 75, and one SGD step at
+            lr 1e-3 (or eleven at 1e-4) on 168 photo crops left it agreeing with itself on
+            0 % (20 %) of the evaluation crops; clipped to 1 it kept 97 %.
         weight_decay: SGD weight decay of every fine-tuning step (Han et al. retrain with
             it; it keeps the surviving weights small, which k-means then shares better).
         distill_alpha / distill_temperature: fine-tune with Hinton's distillation loss
@@ -106,6 +111,7 @@ class AutoConfig(FrozenConfig):
     kmeans_epochs: int = Field(1, ge=0)
     finetune_lr: float = Field(0.01, gt=0)
     kmeans_lr: float = Field(0.001, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     distill_alpha: float = Field(0.7, ge=0.0, le=1.0)
     distill_temperature: float = Field(4.0, gt=0.0)
