@@ -5,7 +5,9 @@ Every latency is a median over round-robin rounds (all variants of one model tim
 interleaved in this process, 1 thread), so machine load hits every variant alike.
 Writes ``bench/results/int8.json``.
 
-    .venv/bin/python bench/int8.py [--quick]
+    .venv/bin/python bench/int8.py [--quick] [section ...]   # sections: see ``every`` at the bottom
+
+``mobilenet_adaround`` (fidelity only) sets just its own key in the results file.
 """
 
 from __future__ import annotations
@@ -253,6 +255,93 @@ def mobilenet_sweep():
     save()
 
 
+def merge_key(key: str, value) -> None:
+    """Set one key of the results file, every other key as it is on disk (a section run on its own)."""
+    data = json.loads(OUT.read_text()) if OUT.exists() else {}
+    data[key] = RESULT[key] = value  # RESULT too: a later section's save() must not drop it
+    atomic_write_json(OUT, data)
+
+
+def _fid(f: dict) -> dict:
+    return {k: f.get(k) for k in ("top1_agreement", "mean_kl", "confident_agreement", "confident_n", "cosine_mean", "n")}
+
+
+def mobilenet_adaround():
+    """AdaRound (weights rounded up or down to reconstruct each layer's output) vs ORT's round-to-nearest,
+    fidelity only (no latency: run on a shared machine): the ``mobilenet()`` slimtorch static config with
+    and without AdaRound, with its fallback and all-INT8, and the noise floor's "int8 per-channel weights
+    only" row with RTN vs AdaRound weights. AdaRound sees the calibration crops only (``cal_q``)."""
+    from slimtorch.deploy import prepare_float
+    from slimtorch.deploy.adaround import adaround_report
+    from slimtorch.deploy.data import input_batches
+    from slimtorch.deploy.fold import fold_conv_bn
+    from slimtorch.models import mobilenet_v2
+
+    t_start = time.time()
+    model = mobilenet_v2(pretrained=True).eval()
+    calib, ev = fidelity_split(16, 44)
+    cal_q, cal_check = calib[:64], calib[64:]
+    with torch.no_grad():
+        ref_ev, ref_check = predict(torch_runner(model), (ev,)), predict(torch_runner(model), (cal_check,))
+    res: dict = {"environment": environment(), "loadavg_start": os.getloadavg(), "threads": 1,
+                 "data": {"adaround_calib_images": len(cal_q), "check_images": len(cal_check), "eval_images": len(ev)}}
+    base = Int8Config(calibration="percentile", percentile=99.99, cle=True, cle_relu6="skip", bias_correction=True,
+                      max_float_layers=4 if QUICK else 6, calib_batches=4)
+    batches = input_batches(cal_q, 1, base.calib_batch_size, base.calib_batches)  # what to_int8 calibrates on
+
+    def row(runner, t0, **extra):
+        return {"convert_s": time.time() - t0, **extra,
+                "fidelity_eval": _fid(fidelity(ref_ev, predict(runner, (ev,)))),
+                "fidelity_calib_check": _fid(fidelity(ref_check, predict(runner, (cal_check,))))}
+
+    rows = {}
+    for label, cfg in [("slimtorch_int8", base), ("slimtorch_int8_adaround", base.replace(adaround=True))]:
+        t0 = time.time()
+        qm = to_int8(model, cal_q, cfg, check_data=cal_check, out_dir=WORK / f"ada_{label}")
+        ada = {k: v for k, v in qm.info.get("adaround", {}).items() if k != "per_layer"}
+        rows[label] = row(qm.runner, t0, float_layers=qm.float_layers, adaround=ada or None)
+        print(label, rows[label], flush=True)
+    # all-INT8 (no fallback): the AdaRounded float model is prepared once and handed to to_int8 with every
+    # preparation step off, so the same weights are exported (prepare_float is deterministic)
+    t0 = time.time()
+    qm = to_int8(model, cal_q, base.replace(max_float_layers=0), out_dir=WORK / "ada_rtn_all")
+    rows["slimtorch_int8_all_int8"] = row(qm.runner, t0)
+    t0 = time.time()
+    prepared, info = prepare_float(model, base.replace(adaround=True), batches)
+    plain = base.replace(fold_bn=False, cle=False, bias_correction=False, max_float_layers=0)
+    qm = to_int8(prepared, cal_q, plain, out_dir=WORK / "ada_ada_all")
+    rows["slimtorch_int8_adaround_all_int8"] = row(qm.runner, t0, adaround=info["adaround"])
+    print("all int8", {k: rows[k]["fidelity_eval"] for k in rows}, flush=True)
+    res["static"] = rows
+    res["weights_only"] = _weights_only(model, batches, ev, ref_ev, adaround_report, fold_conv_bn)
+    res["loadavg_end"], res["seconds"] = os.getloadavg(), time.time() - t_start
+    merge_key("mobilenet_adaround", res)
+
+
+@torch.no_grad()
+def _fold_apply(folded: nn.Module, fn) -> nn.Module:
+    m = copy.deepcopy(folded)
+    for mod in m.modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            mod.weight.data = fn(mod.weight.data)
+    return m
+
+
+def _weights_only(model, batches, ev, ref_ev, adaround_report, fold_conv_bn) -> dict:
+    """The noise floor's int8-weights-only row (BN folded, activations float) with RTN and with AdaRound."""
+    folded = fold_conv_bn(model).eval()
+    out = {}
+    with torch.no_grad():
+        out["int8_per_channel_weights_only_rtn"] = _fid(fidelity(ref_ev, predict(torch_runner(_fold_apply(folded, _rtn8)), (ev,), 48)))
+    t0 = time.time()
+    ada, rep = adaround_report(folded, batches)
+    out["int8_per_channel_weights_only_adaround"] = {
+        "adaround_s": time.time() - t0, "adaround": rep,
+        "fidelity_eval": _fid(fidelity(ref_ev, predict(torch_runner(ada), (ev,), 48)))}
+    print("weights only", {k: v.get("fidelity_eval", v) for k, v in out.items()}, flush=True)
+    return out
+
+
 # ---------------------------------------------------------------- MiniLM
 from slimtorch.data.sentences import sentences  # noqa: E402  (the evaluation sentences live in the library)
 
@@ -369,7 +458,8 @@ def lenet():
 
 if __name__ == "__main__":
     warnings.simplefilter("ignore")
-    every = ["gemm", "lenet", "minilm", "mobilenet_sweep", "mobilenet"]
+    every = ["gemm", "lenet", "minilm", "mobilenet_sweep", "mobilenet", "mobilenet_adaround"]
+    merged = {"mobilenet_adaround"}  # sections that set only their own key in the results file
     only = [a for a in sys.argv[1:] if not a.startswith("--")] or every
     if OUT.exists() and set(only) != set(every):
         # re-running some sections: keep the others' figures from the previous run
@@ -378,11 +468,16 @@ if __name__ == "__main__":
         t = time.time()
         try:
             {"gemm": gemm_ceiling, "mobilenet": mobilenet, "mobilenet_sweep": mobilenet_sweep, "minilm": minilm,
-             "lenet": lenet}[name]()
+             "lenet": lenet, "mobilenet_adaround": mobilenet_adaround}[name]()
         except Exception as exc:  # noqa: BLE001 - record and go on with the other models
             import traceback
 
             traceback.print_exc()
-            RESULT.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+            if name in merged:
+                merge_key(name, {"error": f"{type(exc).__name__}: {exc}"})
+            else:
+                RESULT.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        if name in merged:
+            continue  # it wrote its own key (with its seconds); the file's other keys stay as they are
         RESULT.setdefault("section_seconds", {})[name] = time.time() - t
         save()

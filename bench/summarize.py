@@ -95,6 +95,8 @@ def int8(d: dict) -> list[str]:
                 c, e = r["fidelity_check"], r["fidelity_eval"]
                 out.append(f"| {k} | {c['top1_agreement']:.3f} | {c['mean_kl']:.3f} | {_fid(e)} |")
             out.append("")
+        if model == "mobilenet_v2" and d.get("mobilenet_adaround", {}).get("static"):
+            out += _adaround_table(d["mobilenet_adaround"])
     le = d.get("lenet5_mnist", {}).get("rows", {})
     if le:
         out += ["**LeNet-5 / MNIST**\n", "| variant | test accuracy | latency b1 ms | size |", "|---|---|---|---|"]
@@ -186,6 +188,24 @@ def auto(d: dict) -> list[str]:
             f"{'at least as small' if n.get('at_least_as_small_as_reference') else 'not reached'})."
         )
     return out + [""]
+
+def _adaround_table(a: dict) -> list[str]:
+    """AdaRound vs round-to-nearest (``bench/int8.py mobilenet_adaround``, fidelity only)."""
+    out = ["AdaRound vs ORT's round-to-nearest, MobileNetV2 (fidelity only; check: held-out crops of the "
+           "calibration photos; eval: the evaluation crops; AdaRound saw the 64 calibration crops):\n",
+           "| variant | check agreement | check KL | eval agreement | eval confident agreement | eval KL | AdaRound s |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for k, r in a["static"].items():
+        c, e = r["fidelity_calib_check"], r["fidelity_eval"]
+        secs = (r.get("adaround") or {}).get("seconds")
+        out.append(f"| {k} | {c['top1_agreement']:.3f} | {c['mean_kl']:.3f} | {_fid(e)} | "
+                   f"{f'{secs:.0f}' if secs else '–'} |")
+    for k, r in a.get("weights_only", {}).items():
+        e = r.get("fidelity_eval", r)
+        secs = r.get("adaround_s")
+        out.append(f"| {k} (activations float) | – | – | {_fid(e)} | {f'{secs:.0f}' if secs else '–'} |")
+    out.append("")
+    return out
 
 
 SECTIONS = [("deep_compression", deep_compression), ("int8", int8), ("structured", structured),

@@ -122,3 +122,14 @@ def test_top_level_errors_name_the_field(patch, field):
     with pytest.raises(ConfigError) as info:
         recipe_from_dict({**_recipe([]), **patch})
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("prune, field, words", [
+    ({"sparsity": 1.5}, "stages[0].prune.sparsity", "less than or equal to 1"),
+    ({"sparsity": 0.5, "per_layer": {"fc1": 1.0}}, "stages[0].prune.per_layer.fc1", "allow_full"),
+])
+def test_nested_config_errors_name_the_leaf_field(prune, field, words):
+    with pytest.raises(ConfigError) as info:
+        recipe_from_dict(_recipe([{"type": "prune", "prune": prune}]))
+    assert info.value.field == field
+    assert str(info.value).startswith("stages[0].prune: ") and words in str(info.value)

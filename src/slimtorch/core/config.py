@@ -47,6 +47,29 @@ def _loc_to_path(where: str, loc: tuple) -> str:
     return path or "<root>"
 
 
+def _join(parent: str, child: str) -> str:
+    return child if parent == "<root>" else f"{parent}.{child}"
+
+
+def _nested(inner: ConfigError, where: str, loc: tuple) -> ConfigError:
+    """A nested config's validator raised ``inner``: name the leaf field (``stages[0].prune.sparsity``), not its parent.
+
+    ``inner.field`` is relative to the validated field, or (when the nested config was
+    told its name, as ``PruneConfig.from_dict(v, "prune")`` is) to the model holding it.
+    """
+    path, msg = _loc_to_path(where, loc), str(inner)
+    last = str(loc[-1]) if loc else None
+    if last is not None and inner.field.startswith(last + "."):
+        parent = _loc_to_path(where, loc[:-1])
+        full = _join(parent, inner.field)
+        if msg.startswith(f"{last}: "):
+            msg = f"{_join(parent, last)}: {msg[len(last) + 2:]}"
+    else:
+        full = _join(path, inner.field)
+        msg = msg.replace(f"'{inner.field}'", f"'{full}'", 1)
+    return ConfigError(msg, field=full)
+
+
 def validate_config(cls: type[T], data: Any, where: str = "") -> T:
     """Validate ``data`` (a dict or an instance) into ``cls``.
 
@@ -68,6 +91,9 @@ def validate_config(cls: type[T], data: Any, where: str = "") -> T:
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         path = _loc_to_path(where, tuple(err["loc"]))
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, ConfigError) and inner.field and inner.field != "<root>":
+            raise _nested(inner, where, tuple(err["loc"])) from None
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(cls.model_fields))
             msg = f"unknown field '{path}'; allowed fields here: {allowed}"

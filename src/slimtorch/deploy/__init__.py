@@ -3,13 +3,15 @@
 * :func:`to_int8` — static PTQ (CNNs) or dynamic INT8 (Linear-heavy models) on a
   backend from :data:`BACKENDS` (``auto`` picks the fastest faithful one).
 * Float-model preparation: :func:`fold_conv_bn` (exact), :func:`cross_layer_equalize`
-  and :func:`bias_correct` (Nagel et al. 2019, "Data-Free Quantization").
+  and :func:`bias_correct` (Nagel et al. 2019, "Data-Free Quantization"), and
+  :func:`adaround` (Nagel et al. 2020: weights rounded onto ORT's grid, up or down).
 * Accuracy-aware fallback keeps the most sensitive layers float until
   :class:`FidelityTarget` is met; the result lists them in ``float_layers``.
 
 The recipe stage ``int8`` lives in :mod:`slimtorch.deploy.stage`.
 """
 
+from slimtorch.deploy.adaround import adaround
 from slimtorch.deploy.artifact import Int8Model
 from slimtorch.deploy.backends import BACKENDS, Backend, register_backend
 from slimtorch.deploy.bias_correction import bias_correct
@@ -28,6 +30,7 @@ __all__ = [
     "Int8Config",
     "Int8Model",
     "accuracy_aware_fallback",
+    "adaround",
     "bias_correct",
     "cross_layer_equalize",
     "equalized_pairs",

@@ -6,12 +6,13 @@ accumulates through MobileNet-style nets. We measure ``E[x]`` per input
 channel on calibration data (the paper's data-free variant derives it from BN
 statistics; real data is at hand here) and subtract the shift from the bias.
 ``W_q`` is simulated on the grid the runtime uses: symmetric, per output
-channel, 127 levels (63 with ``reduce_range``).
+channel, ±127 (±64 with ``reduce_range``: ORT's reduced int8 range is [-64, 64]).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -25,19 +26,23 @@ def _wq(w: torch.Tensor, per_channel: bool, qmax: int) -> torch.Tensor:
 
 @torch.no_grad()
 def bias_correct(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], per_channel: bool = True,
-                 reduce_range: bool = False, inplace: bool = False) -> nn.Module:
+                 reduce_range: bool = False, inplace: bool = False, skip: Iterable[str] = ()) -> nn.Module:
     """Correct the bias of every Conv / Linear for the expected weight-quantization error.
 
     Args:
         model: the (BN-folded, equalized) float model.
         batches: calibration input batches (from :func:`slimtorch.deploy.data.input_batches`).
+        skip: names of layers left alone (e.g. those AdaRound already rounded: their
+            weights are on the grid, and their rounding was chosen against the outputs).
 
     Returns:
         The corrected model (float; its weights are unchanged).
     """
     model = model if inplace else copy.deepcopy(model)
     model.eval()
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))}
+    skip = set(skip)
+    layers = {n: m for n, m in model.named_modules()
+              if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and n not in skip}
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
@@ -56,7 +61,7 @@ def bias_correct(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], per_
     finally:
         for h in handles:
             h.remove()
-    qmax = 63 if reduce_range else 127
+    qmax = 64 if reduce_range else 127  # onnxruntime.quantization.quant_utils.ONNX_INT_TYPE_REDUCED_RANGE
     for name, mod in layers.items():
         if name not in sums:
             continue

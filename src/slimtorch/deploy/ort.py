@@ -1,9 +1,10 @@
 """ONNX Runtime INT8: static QDQ (calibrated activations) and dynamic (per-batch activations).
 
 Static path, in order:
-1. fold BatchNorm into convs (exact), cross-layer equalization and bias
-   correction in PyTorch (Nagel et al. 2019) — the weights ORT quantizes are
-   the equalized ones;
+1. fold BatchNorm into convs (exact), cross-layer equalization, optionally
+   AdaRound (Nagel et al. 2020: weights set on ORT's grid, rounded up or down
+   to reconstruct each layer's output) and bias correction in PyTorch (Nagel et
+   al. 2019) — the weights ORT quantizes are the equalized (and rounded) ones;
 2. export the prepared float model with ``torch.onnx``;
 3. calibrate activation ranges once on the user's data (our
    ``CalibrationDataReader``; ranges cached to a JSON file so the fallback
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import glob
 import io
 import logging
 import tempfile
@@ -54,12 +56,17 @@ def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.T
     """BN folding, CLE and bias correction as ``cfg`` asks; returns the float model to export and what changed."""
     info: dict[str, Any] = {}
     m = model
-    if cfg.fold_bn or cfg.cle or cfg.bias_correction:
+    if cfg.fold_bn or cfg.cle or cfg.bias_correction or cfg.adaround:
         m = fold_conv_bn(model)
     if cfg.cle:
         m = cross_layer_equalize(m, relu6=cfg.cle_relu6, inplace=True)
+    rounded: list[str] = []
+    if cfg.adaround and cfg.mode == "static":
+        m, info["adaround"] = _adaround(m, cfg, batches)
+        rounded = list(info["adaround"]["per_layer"])
     if cfg.bias_correction and cfg.mode == "static":
-        m = bias_correct(m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, inplace=True)
+        m = bias_correct(m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, inplace=True,
+                         skip=rounded)
     if cfg.smooth_alpha is not None and cfg.mode == "dynamic":
         from slimtorch.deploy.smooth import smooth_linears
 
@@ -68,6 +75,16 @@ def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.T
         ref, new = reference_outputs(model, batches[:4]), reference_outputs(m, batches[:4])
         info["prepared_vs_original"] = fidelity(ref, new)
     return m.eval(), info
+
+
+def _adaround(m: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, ...]]) -> tuple[nn.Module, dict]:
+    """AdaRound every layer ORT will quantize; ``keep_float`` layers stay float, so their weights are left as is."""
+    from slimtorch.deploy.adaround import LAYER_TYPES, adaround_report
+
+    names = [n for n, mod in m.named_modules() if isinstance(mod, LAYER_TYPES)
+             and not any(fnmatch.fnmatch(n, p) for p in cfg.keep_float)]
+    return adaround_report(m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
+                           iters=cfg.adaround_iters, inplace=True, layers=[glob.escape(n) for n in names])
 
 
 class _Reader:
