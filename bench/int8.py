@@ -236,6 +236,7 @@ def mobilenet_sweep():
     settings = {
         "minmax": dict(calibration="minmax"),
         "entropy": dict(calibration="entropy"),
+        "mse": dict(calibration="mse"),
         "percentile_99.9": dict(percentile=99.9),
         "percentile_99.99": dict(percentile=99.99),
         "percentile_99.999": dict(percentile=99.999),

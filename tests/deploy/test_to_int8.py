@@ -100,7 +100,7 @@ def _ranges(out_dir):
     return {k: (float(v.range_value[0].item()), float(v.range_value[1].item())) for k, v in data.data.items()}
 
 
-@pytest.mark.parametrize("method", ["percentile", "entropy", "minmax"])
+@pytest.mark.parametrize("method", ["percentile", "entropy", "minmax", "mse"])
 def test_calibration_with_a_ragged_last_batch(tmp_path, method):
     # 20 examples in batches of 16: ORT's histogram collector cannot stack a batch of 4 with ones of 16
     cfg = Int8Config(calibration=method, calib_batch_size=16, max_float_layers=0)
@@ -113,7 +113,7 @@ def test_calibration_methods_choose_different_ranges(tmp_path):
     x = _images(64)
     x[0, :, 0, 0] = 40.0  # one outlier pixel: MinMax keeps it in range, entropy and percentile clip it
     got = {}
-    for method in ("minmax", "entropy", "percentile"):
+    for method in ("minmax", "entropy", "percentile", "mse"):
         cfg = Int8Config(calibration=method, percentile=99.9, max_float_layers=0, cle=False, bias_correction=False)
         to_int8(conv_net(), x, cfg, out_dir=tmp_path / method)
         got[method] = _ranges(tmp_path / method)
@@ -122,6 +122,10 @@ def test_calibration_methods_choose_different_ranges(tmp_path):
     for method in ("entropy", "percentile"):
         assert got[method][inp][1] < 0.5 * got["minmax"][inp][1], method
     assert got["entropy"] != got["percentile"]
+    # mse ranges are ours (ORT has none): never wider than min/max, 0 inside (ORT needs it), not entropy's
+    assert got["mse"] != got["entropy"] and set(got["mse"]) == set(got["minmax"])
+    for name, (lo, hi) in got["mse"].items():
+        assert got["minmax"][name][0] - 1e-3 <= lo <= 0.0 <= hi <= got["minmax"][name][1] + 1e-3, name
 
 
 class TokenUserNet(torch.nn.Module):

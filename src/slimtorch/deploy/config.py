@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from slimtorch.core.config import FrozenConfig
 
 Mode = Literal["static", "dynamic"]
-Calibration = Literal["minmax", "percentile", "entropy", "distribution"]
+Calibration = Literal["minmax", "percentile", "entropy", "distribution", "mse"]
 
 
 class FidelityTarget(FrozenConfig):
@@ -40,7 +40,11 @@ class Int8Config(FrozenConfig):
         reduce_range: 7-bit weights. On AVX2 CPUs without VNNI the u8·s8 kernel
             (``vpmaddubsw``) adds pairs of products into int16 and saturates with
             full 8-bit weights; 7-bit weights cannot saturate but lose precision.
-        calibration: how activation ranges are chosen from the calibration data.
+        calibration: how activation ranges are chosen from the calibration data:
+            ``minmax``, ``percentile`` (of the histogram of |x|), ``entropy`` (KL between
+            the float and quantized histograms, TensorRT's), ``distribution`` (ORT's) or
+            ``mse`` (the range minimising the expected clipping + rounding error,
+            :mod:`slimtorch.deploy.mse_ranges`).
         percentile: the percentile of |x| kept when ``calibration == "percentile"``.
         fold_bn: fold BatchNorm into the preceding conv before anything else (exact).
         cle: cross-layer equalization (Nagel et al. 2019) before quantizing.

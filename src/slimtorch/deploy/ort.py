@@ -49,7 +49,9 @@ from slimtorch.deploy.fidelity import fidelity
 from slimtorch.deploy.fold import fold_conv_bn
 from slimtorch.export.onnx import as_tuple, export_onnx, onnx_module_names, ort_session
 
-_CALIB = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution"}
+# "mse" collects the same signed histograms as "entropy"; the ranges are then ours (slimtorch.deploy.mse_ranges)
+_CALIB = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution",
+          "mse": "Entropy"}
 
 
 def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, ...]]) -> tuple[nn.Module, dict]:
@@ -140,7 +142,7 @@ def _calibrate(fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     opts: dict[str, Any] = {}
-    if cfg.calibration == "entropy":
+    if cfg.calibration in ("entropy", "mse"):
         opts.update(num_bins=2048, num_quantized_bins=128)
     elif cfg.calibration == "percentile":
         opts.update(num_bins=2048, percentile=cfg.percentile)
@@ -154,9 +156,22 @@ def _calibrate(fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[
         cal = create_calibrator(fp32, ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                 calibrate_method=method, extra_options=opts)
         cal.collect_data(reader)
-        ranges = cal.compute_data()
+        if cfg.calibration == "mse":
+            ranges = _mse_tensors_data(cal.collector.histogram_dict)
+        else:
+            ranges = cal.compute_data()
         del cal
     save_tensors_data(ranges, cache)
+
+
+def _mse_tensors_data(histograms: dict):
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    from slimtorch.deploy.mse_ranges import mse_ranges
+
+    data = {name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+            for name, (lo, hi) in mse_ranges(histograms).items()}
+    return TensorsData(CalibrationMethod.Entropy, data)
 
 
 def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[torch.Tensor, ...]], names: list[str]):
