@@ -113,7 +113,7 @@ def run_mobilenetv2(budget: float) -> dict:
         conf = torch.cat([model(pool[i:i + 48]).softmax(1).amax(1) for i in range(0, len(pool), 48)])
     test = TensorDataset(pool[conf >= 0.5])
     cfg = AutoConfig(target="latency", max_drop=5.0, budget_s=budget, channel_ratios=(0.1, 0.2, 0.3, 0.5),
-                     round_to=8, int8=True, finetune_epochs=1, finetune_lr=0.001, batch_size=16, threads=1,
+                     round_to=8, int8=True, finetune_epochs=3, finetune_lr=0.001, batch_size=16, threads=1,
                      latency_runs=15, metric="agreement")
     t0 = time.perf_counter()
     res = auto_compress(model, train, test, cfg, WORK / "mobilenetv2", force=True)
