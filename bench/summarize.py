@@ -246,6 +246,9 @@ def _update_readme() -> None:
     st = _load("structured")
     if st and "lenet5" in st:
         block += structured({"lenet5": st["lenet5"]})
+    au = _load("auto")
+    if au and "lenet5" in au.get("networks", {}):
+        block += auto({"networks": {"lenet5": au["networks"]["lenet5"]}})
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(head + begin + "\n" + "\n".join(block).replace("## ", "### ") + "\n" + end + tail)
