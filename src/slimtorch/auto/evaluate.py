@@ -67,18 +67,12 @@ def teacher_loss(original: nn.Module, cfg: AutoConfig) -> Callable[..., torch.Te
     """The fine-tuning loss: Hinton KD from a frozen copy of the original (``cfg.distill_alpha`` > 0), else None (CE)."""
     if cfg.distill_alpha <= 0:
         return None
-    from slimtorch.distill.losses import kd_loss
+    from slimtorch.distill import DistillConfig
+    from slimtorch.distill.transform import make_distill_loss
 
-    teacher = copy.deepcopy(original).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            t = teacher(x)
-        return kd_loss(model(x), t, y, temperature=cfg.distill_temperature, alpha=cfg.distill_alpha)
-
-    return loss
+    teacher = copy.deepcopy(original).eval()  # a copy: the caller's model stays trainable and untouched
+    teacher.requires_grad_(False)
+    return make_distill_loss(teacher, DistillConfig(temperature=cfg.distill_temperature, alpha=cfg.distill_alpha))
 
 
 def _maybe_finetune(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, epochs: int, lr: float,
