@@ -267,6 +267,60 @@ def _fid(f: dict) -> dict:
     return {k: f.get(k) for k in ("top1_agreement", "mean_kl", "confident_agreement", "confident_n", "cosine_mean", "n")}
 
 
+def _u8_range(x: torch.Tensor, pct: float) -> tuple[float, float]:
+    """ORT-style asymmetric u8 range (0 included) at the given percentile, from a seeded sample of ``x``."""
+    flat = x.flatten()
+    if flat.numel() > 2_000_000:
+        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]]
+    q = torch.quantile(flat.float(), torch.tensor([1 - pct / 100, pct / 100]))
+    return min(0.0, float(q[0])), max(0.0, float(q[1]))
+
+
+@torch.no_grad()
+def mobilenet_activation_floor():
+    """The other half of the noise floor: fp32 weights, only the activations quantized (torch, simulated).
+
+    Every Conv / Linear input (where ORT's QDQ graph quantizes) is fake-quantized to u8 per tensor with
+    a range from the calibration crops (percentile, as the slimtorch static config; MSE-free), nothing
+    else changes. With AdaRound weights nearly lossless (``mobilenet_adaround``), this is what the
+    all-INT8 model can at best reach with per-tensor u8 activations.
+    """
+    from slimtorch.models import mobilenet_v2
+
+    t0 = time.time()
+    model = mobilenet_v2(pretrained=True).eval()
+    calib, ev = fidelity_split(16, 44)
+    cal_q = calib[:64]
+    ref = predict(torch_runner(model), (ev,))
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: seen[n].append(a[0].detach())) for n, m in layers.items()]
+    for i in range(0, len(cal_q), 16):
+        model(cal_q[i:i + 16])
+    for h in hooks:
+        h.remove()
+    res: dict = {"environment": environment(), "calib_images": len(cal_q), "eval_images": len(ev),
+                 "quantized_tensors": len(layers)}
+    for pct in (99.99, 99.999, 100.0):
+        ranges = {n: _u8_range(torch.cat(v), pct) for n, v in seen.items()}
+
+        def fq(mod, args, n=None):
+            lo, hi = ranges[n]
+            scale = max(hi - lo, 1e-12) / 255
+            zp = round(-lo / scale)
+            return ((args[0] / scale).round().add(zp).clamp(0, 255).sub(zp) * scale,)
+
+        hs = [m.register_forward_pre_hook(lambda mod, a, n=n: fq(mod, a, n)) for n, m in layers.items()]
+        try:
+            res[f"u8_activations_only_percentile_{pct}"] = _fid(fidelity(ref, predict(torch_runner(model), (ev,))))
+        finally:
+            for h in hs:
+                h.remove()
+        print(pct, res[f"u8_activations_only_percentile_{pct}"], flush=True)
+    res["seconds"] = time.time() - t0
+    merge_key("mobilenet_activation_floor", res)
+
+
 def mobilenet_adaround():
     """AdaRound (weights rounded up or down to reconstruct each layer's output) vs ORT's round-to-nearest,
     fidelity only (no latency: run on a shared machine): the ``mobilenet()`` slimtorch static config with
@@ -459,8 +513,9 @@ def lenet():
 
 if __name__ == "__main__":
     warnings.simplefilter("ignore")
-    every = ["gemm", "lenet", "minilm", "mobilenet_sweep", "mobilenet", "mobilenet_adaround"]
-    merged = {"mobilenet_adaround"}  # sections that set only their own key in the results file
+    every = ["gemm", "lenet", "minilm", "mobilenet_sweep", "mobilenet", "mobilenet_adaround",
+             "mobilenet_activation_floor"]
+    merged = {"mobilenet_adaround", "mobilenet_activation_floor"}  # sections that set only their own key in the results file
     only = [a for a in sys.argv[1:] if not a.startswith("--")] or every
     if OUT.exists() and set(only) != set(every):
         # re-running some sections: keep the others' figures from the previous run
@@ -469,7 +524,8 @@ if __name__ == "__main__":
         t = time.time()
         try:
             {"gemm": gemm_ceiling, "mobilenet": mobilenet, "mobilenet_sweep": mobilenet_sweep, "minilm": minilm,
-             "lenet": lenet, "mobilenet_adaround": mobilenet_adaround}[name]()
+             "lenet": lenet, "mobilenet_adaround": mobilenet_adaround,
+             "mobilenet_activation_floor": mobilenet_activation_floor}[name]()
         except Exception as exc:  # noqa: BLE001 - record and go on with the other models
             import traceback
 

@@ -85,6 +85,9 @@ def int8(d: dict) -> list[str]:
             out += ["Noise floor of the MobileNetV2 crops (torch, no INT8 anywhere):\n",
                     "| perturbation | agreement | confident agreement | mean KL |", "|---|---|---|---|"]
             out += [f"| {k} | {_fid(f)} |" for k, f in d["mobilenet_noise_floor"].items()]
+            floor = d.get("mobilenet_activation_floor") or {}
+            out += [f"| {k} (fp32 weights; every Conv/Linear input fake-quantized, bench/int8.py "
+                    f"mobilenet_activation_floor) | {_fid(f)} |" for k, f in floor.items() if k.startswith("u8_")]
             out.append("")
         if model == "mobilenet_v2" and d.get("mobilenet_sweep"):
             out += ["Static INT8 settings on ONNX Runtime, no fallback (check: held-out crops of the calibration photos; "
