@@ -321,6 +321,44 @@ def mobilenet_activation_floor():
     merge_key("mobilenet_activation_floor", res)
 
 
+def mobilenet_fallback_frontier():
+    """Fidelity vs speed as more layers stay float: the fallback's trade-off curve, all variants timed
+    interleaved with ORT fp32 (batch 1 and 8). Layers are returned to float in the fallback's own
+    sensitivity order (leave-one-out on the calibration-side check crops); fidelity on the eval crops."""
+    from slimtorch.models import mobilenet_v2
+
+    t0 = time.time()
+    model = mobilenet_v2(pretrained=True).eval()
+    calib, ev = fidelity_split(16, 44)
+    cal_q, cal_check = calib[:64], calib[64:]
+    ref = predict(torch_runner(model), (ev,))
+    fp32 = WORK / "frontier_fp32.onnx"
+    export_onnx(model, ev[:16], fp32)
+    base = dict(calibration="percentile", percentile=99.99, cle=True, cle_relu6="skip", bias_correction=True,
+                calib_batches=4)
+    # a target no model meets with a budget of one: the fallback ranks every layer, then stops
+    probe = to_int8(model, cal_q, Int8Config(**base, max_float_layers=1,
+                                             target=FidelityTarget(min_agreement=None, max_kl=0.0)),
+                    check_data=cal_check, out_dir=WORK / "frontier_probe")
+    ranking = [r["layer"] for r in probe.info["sensitivity"]]
+    runners, rows = {"ort_fp32": ort_runner(fp32)}, {}
+    for k in (0, 3, 6, 10, 15, 20, 30):
+        qm = to_int8(model, cal_q, Int8Config(**base, keep_float=tuple(ranking[:k]), max_float_layers=0),
+                     out_dir=WORK / f"frontier_{k}")
+        runners[f"float_{k}"] = qm.runner
+        rows[f"float_{k}"] = {"float_layers": ranking[:k], "size_bytes": qm.size_bytes,
+                              "fidelity_eval": _fid(fidelity(ref, predict(qm.runner, (ev,))))}
+        print(k, rows[f"float_{k}"]["fidelity_eval"], flush=True)
+    for bs in (1, 8):
+        lat = time_variants(runners, (ev[:bs],), rounds=ROUNDS)
+        for k, r in rows.items():
+            r[f"latency_ms_b{bs}"] = lat[k]
+            r[f"speedup_b{bs}_vs_ort_fp32"] = lat["ort_fp32"] / lat[k]
+        rows.setdefault("ort_fp32", {})[f"latency_ms_b{bs}"] = lat["ort_fp32"]
+    merge_key("mobilenet_fallback_frontier", {"environment": environment(), "loadavg": os.getloadavg(),
+                                              "rounds": ROUNDS, "rows": rows, "seconds": time.time() - t0})
+
+
 def mobilenet_adaround():
     """AdaRound (weights rounded up or down to reconstruct each layer's output) vs ORT's round-to-nearest,
     fidelity only (no latency: run on a shared machine): the ``mobilenet()`` slimtorch static config with
@@ -514,8 +552,8 @@ def lenet():
 if __name__ == "__main__":
     warnings.simplefilter("ignore")
     every = ["gemm", "lenet", "minilm", "mobilenet_sweep", "mobilenet", "mobilenet_adaround",
-             "mobilenet_activation_floor"]
-    merged = {"mobilenet_adaround", "mobilenet_activation_floor"}  # sections that set only their own key in the results file
+             "mobilenet_activation_floor", "mobilenet_fallback_frontier"]
+    merged = {"mobilenet_adaround", "mobilenet_activation_floor", "mobilenet_fallback_frontier"}  # sections that set only their own key in the results file
     only = [a for a in sys.argv[1:] if not a.startswith("--")] or every
     if OUT.exists() and set(only) != set(every):
         # re-running some sections: keep the others' figures from the previous run
@@ -525,7 +563,8 @@ if __name__ == "__main__":
         try:
             {"gemm": gemm_ceiling, "mobilenet": mobilenet, "mobilenet_sweep": mobilenet_sweep, "minilm": minilm,
              "lenet": lenet, "mobilenet_adaround": mobilenet_adaround,
-             "mobilenet_activation_floor": mobilenet_activation_floor}[name]()
+             "mobilenet_activation_floor": mobilenet_activation_floor,
+             "mobilenet_fallback_frontier": mobilenet_fallback_frontier}[name]()
         except Exception as exc:  # noqa: BLE001 - record and go on with the other models
             import traceback
 

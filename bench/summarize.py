@@ -100,6 +100,8 @@ def int8(d: dict) -> list[str]:
             out.append("")
         if model == "mobilenet_v2" and d.get("mobilenet_adaround", {}).get("static"):
             out += _adaround_table(d["mobilenet_adaround"])
+        if model == "mobilenet_v2" and d.get("mobilenet_fallback_frontier", {}).get("rows"):
+            out += _frontier_table(d["mobilenet_fallback_frontier"])
     le = d.get("lenet5_mnist", {}).get("rows", {})
     if le:
         out += ["**LeNet-5 / MNIST**\n", "| variant | test accuracy | latency b1 ms | size |", "|---|---|---|---|"]
@@ -191,6 +193,18 @@ def auto(d: dict) -> list[str]:
             f"{'at least as small' if n.get('at_least_as_small_as_reference') else 'not reached'})."
         )
     return out + [""]
+
+def _frontier_table(f: dict) -> list[str]:
+    out = ["Fallback frontier, MobileNetV2: layers kept float in the fallback's sensitivity order, fidelity on "
+           "the evaluation crops, speed-up over ORT fp32 timed in the same run (`mobilenet_fallback_frontier`):\n",
+           "| float layers | agreement | confident agreement | mean KL | speed-up b1 | speed-up b8 |",
+           "|---|---|---|---|---|---|"]
+    for k, r in f["rows"].items():
+        if k.startswith("float_"):
+            out.append(f"| {len(r['float_layers'])} | {_fid(r['fidelity_eval'])} | {r['speedup_b1_vs_ort_fp32']:.2f}x | "
+                       f"{r['speedup_b8_vs_ort_fp32']:.2f}x |")
+    return out + [""]
+
 
 def _adaround_table(a: dict) -> list[str]:
     """AdaRound vs round-to-nearest (``bench/int8.py mobilenet_adaround``, fidelity only)."""
