@@ -157,8 +157,9 @@ def noise_floor(model: nn.Module, ev: torch.Tensor) -> dict:
 
 def _rtn8(w: torch.Tensor) -> torch.Tensor:
     """Symmetric per-output-channel 8-bit round-to-nearest, as ORT quantizes weights (dequantized)."""
-    s = (w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127).view(-1, *[1] * (w.dim() - 1))
-    return (w / s).round().clamp(-127, 127) * s
+    from slimtorch.deploy.grid import round_to_grid
+
+    return round_to_grid(w, per_channel=True, qmax=127)
 
 
 def mobilenet():

@@ -12,7 +12,8 @@ from torch.nn import functional as F
 
 from slimtorch.core.errors import ConfigError
 from slimtorch.deploy import Int8Config, bias_correct, fold_conv_bn, prepare_float, to_int8
-from slimtorch.deploy.adaround import LAYER_TYPES, adaround, adaround_report, grid_scale, ort_qmax
+from slimtorch.deploy.adaround import LAYER_TYPES, adaround, adaround_report
+from slimtorch.deploy.grid import grid_scale, ort_qmax
 from slimtorch.deploy.data import input_batches
 from tests.deploy.int8_models import conv_net
 from tests.user_models import UserNet

@@ -59,7 +59,8 @@ def example_input(data: Dataset) -> torch.Tensor:
 
 def _train_config(cfg: AutoConfig, epochs: int, lr: float) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed, eval_every=0, freeze_bn=cfg.freeze_bn,
-                       grad_clip=cfg.grad_clip, optimizer=OptimizerConfig(name="sgd", lr=lr, momentum=0.9, weight_decay=cfg.weight_decay),
+                       grad_clip=cfg.grad_clip,
+                       optimizer=OptimizerConfig(name="sgd", lr=lr, momentum=0.9, weight_decay=cfg.weight_decay),
                        schedule=ScheduleConfig(name="cosine"))
 
 

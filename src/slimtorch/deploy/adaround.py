@@ -57,21 +57,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimtorch.core.errors import ConfigError
+from slimtorch.deploy.grid import grid_scale, ort_qmax
 from slimtorch.deploy.graph import conv_bn_pairs
 
 ZETA, GAMMA = 1.1, -0.1
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
-
-
-def ort_qmax(reduce_range: bool) -> int:
-    """Largest |q| of ONNX Runtime's symmetric s8 weight range ([-127, 127]; [-64, 64] reduced)."""
-    return 64 if reduce_range else 127
-
-
-def grid_scale(w: torch.Tensor, per_channel: bool, qmax: int) -> torch.Tensor:
-    """Scale of each output channel (shape ``[out]``) as ORT computes it from ``w``: max|w| / qmax."""
-    amax = w.detach().abs().reshape(w.shape[0], -1).amax(1) if per_channel else w.detach().abs().max().expand(w.shape[0])
-    return (amax / qmax).clamp(min=1e-12)
 
 
 # ---------------------------------------------------------------- capturing layer inputs

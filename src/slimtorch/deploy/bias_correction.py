@@ -17,11 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-
-def _wq(w: torch.Tensor, per_channel: bool, qmax: int) -> torch.Tensor:
-    amax = w.abs().reshape(w.shape[0], -1).amax(1) if per_channel else w.abs().max().expand(w.shape[0])
-    scale = (amax / qmax).clamp(min=1e-12).view(-1, *([1] * (w.ndim - 1)))
-    return (w / scale).round().clamp(-qmax, qmax) * scale
+from slimtorch.deploy.grid import ort_qmax, round_to_grid
 
 
 @torch.no_grad()
@@ -61,12 +57,12 @@ def bias_correct(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], per_
     finally:
         for h in handles:
             h.remove()
-    qmax = 64 if reduce_range else 127  # onnxruntime.quantization.quant_utils.ONNX_INT_TYPE_REDUCED_RANGE
+    qmax = ort_qmax(reduce_range)
     for name, mod in layers.items():
         if name not in sums:
             continue
         mean_x = sums[name] / counts[name]
-        dw = _wq(mod.weight, per_channel, qmax) - mod.weight
+        dw = round_to_grid(mod.weight, per_channel, qmax) - mod.weight
         if isinstance(mod, nn.Linear):
             shift = dw @ mean_x
         elif mod.groups == 1:
