@@ -47,9 +47,36 @@ def test_fallback_keeps_layers_float_until_target(tmp_path):
     # an unreachable KL target forces the fallback to spend its whole budget
     cfg = Int8Config(target=FidelityTarget(min_agreement=1.0, max_kl=0.0), max_float_layers=2, cle=False)
     q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
-    assert len(q.info["sensitivity"]) == 4
+    units = {u["unit"]: u["layers"] for u in q.info["sensitivity"]}
+    assert {"node_conv2d", "node_conv2d_1", "node_conv2d_2", "node_linear"} <= set(units)  # every layer alone
+    # and each activation tensor between two layers, with both of them (its producer and its consumer)
+    pairs = {frozenset(units[u]) for u in units if u.startswith("tensor ") and len(units[u]) == 2}
+    assert pairs == {frozenset({"node_conv2d", "node_conv2d_1"}), frozenset({"node_conv2d_1", "node_conv2d_2"})}
     assert 1 <= len(q.float_layers) <= 2
     assert set(q.float_layers) <= {"conv1", "dw", "pw", "head"}
+    steps = q.info["fallback_steps"]
+    assert steps and all(s["float_layers"] <= 2 for s in steps)
+    # the greedy keeps a unit only when it lowers the score, so the result is the best step tried
+    assert q.info["fidelity_checked"]["mean_kl"] <= min(s["metrics"]["mean_kl"] for s in steps) + 1e-12
+
+
+def test_float_kept_layers_drop_bias_correction(tmp_path):
+    """Bias correction offsets int8 weight rounding: a layer left in float must keep its exact bias."""
+    from onnx import numpy_helper
+
+    from slimtorch.deploy.ort import exact_float, prepare_float
+    from slimtorch.deploy.data import input_batches
+
+    model, x = conv_net(), _images()
+    cfg = Int8Config(keep_float=("dw",), max_float_layers=0, cle=False, bias_correction=True)
+    q = to_int8(model, x, cfg, out_dir=tmp_path)
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(q.path)).graph.initializer}
+    dw_bias = [n.input[2] for n in onnx.load(str(q.path)).graph.node if n.name == "node_conv2d_1"][0]
+    exact = exact_float(model, cfg).dw.bias.detach().numpy()
+    corrected = prepare_float(model, cfg, input_batches(x, 1, cfg.calib_batch_size, cfg.calib_batches))[0].dw.bias
+    assert abs(corrected.detach().numpy() - exact).max() > 1e-4  # bias correction did move it
+    assert inits[dw_bias] == pytest.approx(exact, abs=1e-6)
+    assert q.info["float_layers_exact"] == ["dw"]
 
 
 def test_dynamic_ort_int8_for_mlp(tmp_path):

@@ -1,11 +1,16 @@
 """Accuracy-aware fallback: keep the most sensitive layers in float until a fidelity target is met.
 
-Sensitivity of a layer is measured, not guessed: the whole model is quantized
-except that one layer, and the gain in fidelity (drop in KL, or in
-1 − cosine) is its score ("leave-one-out", cf. the per-layer analysis in
-Nagel et al. 2021, "A White Paper on Neural Network Quantization", §4.6).
-Layers are then returned to float greedily, most sensitive first, until the
-target holds or the budget is spent; the best try is kept either way.
+Sensitivity is measured, not guessed: the whole model is quantized except one
+*unit*, and the gain in fidelity (drop in KL, or in 1 − cosine) is its score
+("leave-one-out", cf. the per-layer analysis in Nagel et al. 2021, "A White
+Paper on Neural Network Quantization", §4.6). A unit is one layer, or (static
+ONNX Runtime) one activation tensor together with the nodes that must stay
+float for it to stay float (:mod:`slimtorch.deploy.regions`): on MobileNetV2 the
+worst errors sit in activations, which excluding any single layer cannot reach.
+
+Units are then tried greedily, most sensitive first. One is kept only if it
+improves the score (or meets the target), and only while the layers kept float
+fit the budget; the best try is kept either way.
 """
 
 from __future__ import annotations
@@ -34,15 +39,18 @@ def accuracy_aware_fallback(
     keep: list[str],
     target: FidelityTarget,
     budget: int,
+    regions: dict[str, list[str]] | None = None,
 ) -> FallbackResult:
-    """Quantize with ``keep`` in float; add layers back to float until ``evaluate`` meets ``target``.
+    """Quantize with ``keep`` in float; add units to float until ``evaluate`` meets ``target``.
 
     Args:
-        quantize: excluded layer names → path of the quantized artifact.
+        quantize: excluded node names → path of the quantized artifact.
         evaluate: artifact path → fidelity metrics (:func:`slimtorch.deploy.fidelity.fidelity`).
-        layers: all quantizable layer names.
+        layers: all quantizable layer names (each one is a unit).
         keep: layers the user keeps in float regardless.
-        budget: most layers the fallback may add to ``keep``.
+        budget: most layers (names in ``layers``) the fallback may add to ``keep``.
+        regions: further units, ``name -> nodes`` (e.g. an activation tensor's float region); their
+            nodes may include non-layer ops (Clip, Add …), which do not count against the budget.
     """
     keep = list(keep)
     path = quantize(keep)
@@ -52,24 +60,41 @@ def accuracy_aware_fallback(
         info["target_met"] = meets(metrics, target)
         info["fidelity_checked"] = metrics
         return FallbackResult(path, keep, metrics, info)
+    layer_set = set(layers)
+    units = {n: [n] for n in layers if n not in keep}
+    for name, nodes in (regions or {}).items():
+        extra = [n for n in nodes if n not in keep]
+        if sum(n in layer_set for n in extra) <= budget and len(extra) > 1:
+            units[f"tensor {name}"] = extra
     base = score(metrics)
     gains = {}
-    for name in (n for n in layers if n not in keep):
-        p = quantize(keep + [name])
+    for name, nodes in units.items():
+        p = quantize(keep + nodes)
         gains[name] = base - score(evaluate(p))
         p.unlink(missing_ok=True)
-    ranking = sorted(gains, key=gains.get, reverse=True)
-    info["sensitivity"] = [{"layer": n, "gain": gains[n]} for n in ranking]
+    ranking = [n for n in sorted(gains, key=gains.get, reverse=True) if gains[n] > 0]
+    info["sensitivity"] = [{"unit": n, "layers": [x for x in units[n] if x in layer_set], "gain": gains[n]}
+                           for n in sorted(gains, key=gains.get, reverse=True)]
     best = (base, path, keep, metrics)
-    for k in range(1, min(budget, len(ranking)) + 1):
-        excl = keep + ranking[:k]
-        p = quantize(excl)
+    excl = list(keep)
+    for name in ranking:
+        new = [n for n in units[name] if n not in excl]
+        added = sum(n in layer_set for n in excl + new) - sum(n in layer_set for n in keep)
+        if not any(n in layer_set for n in new) or added > budget:
+            continue
+        if len(info["fallback_steps"]) >= 2 * budget:  # bounded work: each step is a conversion + evaluation
+            break
+        p = quantize(excl + new)
         m = evaluate(p)
-        info["fallback_steps"].append({"float_layers": len(excl), "metrics": m})
-        if score(m) < best[0] or meets(m, target):
+        improved = score(m) < best[0]
+        info["fallback_steps"].append({"unit": name, "float_layers": added, "metrics": m, "kept": improved})
+        if improved or meets(m, target):
             if best[1] != p and best[1].exists():
                 best[1].unlink()
+            excl = excl + new
             best = (score(m), p, excl, m)
+        else:
+            p.unlink(missing_ok=True)
         if meets(m, target):
             break
     info["target_met"] = meets(best[3], target)

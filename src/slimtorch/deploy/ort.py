@@ -47,6 +47,7 @@ from slimtorch.deploy.config import Int8Config
 from slimtorch.deploy.fallback import accuracy_aware_fallback
 from slimtorch.deploy.fidelity import fidelity
 from slimtorch.deploy.fold import fold_conv_bn
+from slimtorch.deploy.regions import activation_regions
 from slimtorch.export.onnx import as_tuple, export_onnx, onnx_module_names, ort_session
 
 # "mse" collects the same signed histograms as "entropy"; the ranges are then ours (slimtorch.deploy.mse_ranges)
@@ -54,14 +55,25 @@ _CALIB = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", 
           "mse": "Entropy"}
 
 
-def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, ...]]) -> tuple[nn.Module, dict]:
-    """BN folding, CLE and bias correction as ``cfg`` asks; returns the float model to export and what changed."""
-    info: dict[str, Any] = {}
+def exact_float(model: nn.Module, cfg: Int8Config) -> nn.Module:
+    """The exact steps of :func:`prepare_float` (BN folding, CLE): what a layer kept in float computes.
+
+    Bias correction and AdaRound adjust a layer for the rounding of its *int8* weights; a layer
+    the fallback keeps in float must not carry that adjustment (on MobileNetV2 the corrected
+    biases of float-kept early layers cost more fidelity than floating them gained).
+    """
     m = model
     if cfg.fold_bn or cfg.cle or cfg.bias_correction or cfg.adaround:
         m = fold_conv_bn(model)
     if cfg.cle:
         m = cross_layer_equalize(m, relu6=cfg.cle_relu6, inplace=True)
+    return m
+
+
+def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, ...]]) -> tuple[nn.Module, dict]:
+    """BN folding, CLE and bias correction as ``cfg`` asks; returns the float model to export and what changed."""
+    info: dict[str, Any] = {}
+    m = exact_float(model, cfg)
     rounded: list[str] = []
     if cfg.adaround and cfg.mode == "static":
         m, info["adaround"] = _adaround(m, cfg, batches)
@@ -174,8 +186,57 @@ def _mse_tensors_data(histograms: dict):
     return TensorsData(CalibrationMethod.Entropy, data)
 
 
-def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[torch.Tensor, ...]], names: list[str]):
-    """A function ``exclude -> path of the INT8 file`` (calibrating once, on the first call)."""
+def _exact_initializers(fp32: Path, exact_path: Path, nodes: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Per quantizable node, the weight / bias initializers of the exact model where they differ from ``fp32``.
+
+    Both files come from the same module tree, so node and initializer names line up; a node whose
+    names do not (an exporter that renamed something) is left out rather than patched wrongly.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    a, b = onnx.load(str(fp32)), onnx.load(str(exact_path))
+    inits_a = {i.name: i for i in a.graph.initializer}
+    inits_b = {i.name: i for i in b.graph.initializer}
+    nodes_b = {n.name: n for n in b.graph.node}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for node in a.graph.node:
+        if node.name not in nodes or node.name not in nodes_b or list(nodes_b[node.name].input) != list(node.input):
+            continue
+        diff = {}
+        for name in node.input[1:]:
+            if name in inits_a and name in inits_b:
+                x, y = numpy_helper.to_array(inits_a[name]), numpy_helper.to_array(inits_b[name])
+                if x.shape == y.shape and not np.array_equal(x, y):
+                    diff[name] = y
+        if diff:
+            out[node.name] = diff
+    return out
+
+
+def _with_exact_layers(fp32: Path, exact: dict[str, dict[str, np.ndarray]], exclude: list[str], dst: Path) -> Path:
+    """``fp32`` with the float-kept layers' initializers replaced by the exact ones (``fp32`` itself if none)."""
+    import onnx
+    from onnx import numpy_helper
+
+    patch = {name: arr for n in exclude for name, arr in exact.get(n, {}).items()}
+    if not patch:
+        return fp32
+    proto = onnx.load(str(fp32))
+    for i, init in enumerate(proto.graph.initializer):
+        if init.name in patch:
+            proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(patch[init.name], init.name))
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[torch.Tensor, ...]], names: list[str],
+               exact: dict[str, dict[str, np.ndarray]] | None = None):
+    """A function ``exclude -> path of the INT8 file`` (calibrating once, on the first call).
+
+    ``exact``: per node, the initializers an excluded (float) node takes instead of the prepared
+    ones (:func:`exact_float`); the calibration ranges are those of the prepared model.
+    """
     from onnxruntime import quantization as q
 
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT logs every node it skips
@@ -196,8 +257,9 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
                                reduce_range=cfg.reduce_range, weight_type=q.QuantType.QInt8,
                                nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
         else:
+            src = _with_exact_layers(fp32, exact or {}, exclude, out_dir / "fp32_float_layers_exact.onnx")
             q.quantize_static(
-                fp32, out, _Reader(names, calib), quant_format=fmt, per_channel=cfg.per_channel,
+                src, out, _Reader(names, calib), quant_format=fmt, per_channel=cfg.per_channel,
                 reduce_range=cfg.reduce_range, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=list(exclude), calibrate_method=getattr(q.CalibrationMethod, _CALIB[cfg.calibration]),
                 extra_options={"CalibPercentile": cfg.percentile, "WeightSymmetric": True,
@@ -226,21 +288,35 @@ def convert_onnxruntime(model: nn.Module, calib: list[tuple[torch.Tensor, ...]],
     keep = _match(nodes, modules, cfg.keep_float)
     n_inputs = len(as_tuple(calib[0]))
     names = [f"input_{i}" for i in range(n_inputs)] if n_inputs > 1 else ["input"]
-    quantize = _quantizer(fp32, out_dir, cfg, calib, names)
+    exact = None
+    if cfg.mode == "static" and (cfg.bias_correction or cfg.adaround):
+        exact_path = out_dir / "fp32_exact.onnx"
+        export_onnx(exact_float(model, cfg).eval(), calib[0], exact_path, opset=cfg.opset, check=False)
+        exact = _exact_initializers(fp32, exact_path, nodes)
+        exact_path.unlink()
+    quantize = _quantizer(fp32, out_dir, cfg, calib, names, exact)
+    regions = None
+    if cfg.mode == "static" and cfg.fallback_regions:
+        import onnx
+
+        regions = activation_regions(onnx.load(str(fp32)), nodes)
     ref = reference_outputs(model, check)
 
     def evaluate(path: Path) -> dict[str, float]:
         run = _runner(path, cfg.threads)
         return fidelity(ref, torch.cat([run(b) for b in check]))
 
-    result = accuracy_aware_fallback(quantize, evaluate, nodes, keep, cfg.target, cfg.max_float_layers)
+    result = accuracy_aware_fallback(quantize, evaluate, nodes, keep, cfg.target, cfg.max_float_layers, regions)
     final = out_dir / "int8.onnx"
     result.path.replace(final)
-    for f in out_dir.glob("int8_try*.onnx"):
-        f.unlink()
+    for f in [*out_dir.glob("int8_try*.onnx"), out_dir / "fp32_float_layers_exact.onnx"]:
+        f.unlink(missing_ok=True)
     info.update(result.info)
-    info["quantized_layers"] = len(nodes) - len(result.excluded)
+    float_nodes = [n for n in result.excluded if n in nodes]
+    info["quantized_layers"] = len(nodes) - len(float_nodes)
+    info["float_nodes"] = list(result.excluded)  # layers plus the Clip / Add … of float activation regions
+    info["float_layers_exact"] = sorted(modules.get(n, n) for n in float_nodes if n in (exact or {}))
     info["options"] = cfg.to_dict()
-    float_layers = [modules.get(n, n) for n in result.excluded]
+    float_layers = [modules.get(n, n) for n in float_nodes]
     return Int8Model("onnxruntime", cfg.mode, _runner(final, cfg.threads), final, float_layers, info,
                      final.stat().st_size)
