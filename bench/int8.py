@@ -324,8 +324,9 @@ def mobilenet_activation_floor():
 
 def mobilenet_fallback_frontier():
     """Fidelity vs speed as more layers stay float: the fallback's trade-off curve, all variants timed
-    interleaved with ORT fp32 (batch 1 and 8). Layers are returned to float in the fallback's own
-    sensitivity order (leave-one-out on the calibration-side check crops); fidelity on the eval crops."""
+    interleaved with ORT fp32 (batch 1 and 8). Units (single layers, and activation tensors with the
+    layers around them) are returned to float in the fallback's own sensitivity order (leave-one-out on
+    the calibration-side check crops) until the float layers reach each budget; fidelity on the eval crops."""
     from slimtorch.models import mobilenet_v2
 
     t0 = time.time()
@@ -337,17 +338,22 @@ def mobilenet_fallback_frontier():
     export_onnx(model, ev[:16], fp32)
     base = dict(calibration="percentile", percentile=99.99, cle=True, cle_relu6="skip", bias_correction=True,
                 calib_batches=4)
-    # a target no model meets with a budget of one: the fallback ranks every layer, then stops
-    probe = to_int8(model, cal_q, Int8Config(**base, max_float_layers=1,
+    # a target no model meets with a budget of two: the fallback ranks every unit, then stops
+    probe = to_int8(model, cal_q, Int8Config(**base, max_float_layers=2,
                                              target=FidelityTarget(min_agreement=None, max_kl=0.0)),
                     check_data=cal_check, out_dir=WORK / "frontier_probe")
-    ranking = [r["layer"] for r in probe.info["sensitivity"]]
+    ranking = [r for r in probe.info["sensitivity"] if r["gain"] > 0]
     runners, rows = {"ort_fp32": ort_runner(fp32)}, {}
-    for k in (0, 3, 6, 10, 15, 20, 30):
-        qm = to_int8(model, cal_q, Int8Config(**base, keep_float=tuple(ranking[:k]), max_float_layers=0),
+    for k in (0, 2, 4, 6, 10, 15, 20, 30):
+        layers: list[str] = []
+        for r in ranking:  # whole units, in order, while they fit in k float layers
+            new = [n for n in r["layers"] if n not in layers]
+            if len(layers) + len(new) <= k:
+                layers += new
+        qm = to_int8(model, cal_q, Int8Config(**base, keep_float=tuple(layers), max_float_layers=0),
                      out_dir=WORK / f"frontier_{k}")
         runners[f"float_{k}"] = qm.runner
-        rows[f"float_{k}"] = {"float_layers": ranking[:k], "size_bytes": qm.size_bytes,
+        rows[f"float_{k}"] = {"float_layers": qm.float_layers, "size_bytes": qm.size_bytes,
                               "fidelity_eval": _fid(fidelity(ref, predict(qm.runner, (ev,))))}
         print(k, rows[f"float_{k}"]["fidelity_eval"], flush=True)
     for bs in (1, 8):
