@@ -60,6 +60,14 @@ def test_fallback_keeps_layers_float_until_target(tmp_path):
     assert q.info["fidelity_checked"]["mean_kl"] <= min(s["metrics"]["mean_kl"] for s in steps) + 1e-12
 
 
+def test_fallback_regions_off_ranks_single_layers_only(tmp_path):
+    cfg = Int8Config(target=FidelityTarget(min_agreement=1.0, max_kl=0.0), max_float_layers=1, cle=False,
+                     fallback_regions=False)
+    q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
+    assert all(len(u["layers"]) == 1 and not u["unit"].startswith("tensor ") for u in q.info["sensitivity"])
+    assert len(q.info["sensitivity"]) == 4 and len(q.float_layers) <= 1
+
+
 def test_float_kept_layers_drop_bias_correction(tmp_path):
     """Bias correction offsets int8 weight rounding: a layer left in float must keep its exact bias."""
     from onnx import numpy_helper
