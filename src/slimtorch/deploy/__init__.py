@@ -5,8 +5,9 @@
 * Float-model preparation: :func:`fold_conv_bn` (exact), :func:`cross_layer_equalize`
   and :func:`bias_correct` (Nagel et al. 2019, "Data-Free Quantization"), and
   :func:`adaround` (Nagel et al. 2020: weights rounded onto ORT's grid, up or down).
-* Accuracy-aware fallback keeps the most sensitive layers float until
-  :class:`FidelityTarget` is met; the result lists them in ``float_layers``.
+* Accuracy-aware fallback keeps the most sensitive layers, or activation tensors
+  (:func:`float_region`), float until :class:`FidelityTarget` is met; the result
+  lists the float layers in ``float_layers``.
 
 The recipe stage ``int8`` lives in :mod:`slimtorch.deploy.stage`.
 """
@@ -21,7 +22,8 @@ from slimtorch.deploy.convert import time_variants, to_int8
 from slimtorch.deploy.fallback import accuracy_aware_fallback
 from slimtorch.deploy.fidelity import fidelity, meets
 from slimtorch.deploy.fold import fold_conv_bn
-from slimtorch.deploy.ort import prepare_float
+from slimtorch.deploy.ort import exact_float, prepare_float
+from slimtorch.deploy.regions import activation_regions, float_region
 
 __all__ = [
     "BACKENDS",
@@ -30,11 +32,14 @@ __all__ = [
     "Int8Config",
     "Int8Model",
     "accuracy_aware_fallback",
+    "activation_regions",
     "adaround",
     "bias_correct",
     "cross_layer_equalize",
     "equalized_pairs",
+    "exact_float",
     "fidelity",
+    "float_region",
     "fold_conv_bn",
     "meets",
     "prepare_float",
