@@ -285,14 +285,18 @@ def mobilenet_activation_floor():
     a range from the calibration crops (percentile, as the slimtorch static config; MSE-free), nothing
     else changes. With AdaRound weights nearly lossless (``mobilenet_adaround``), this is what the
     all-INT8 model can at best reach with per-tensor u8 activations.
+
+    Then, at percentile 99.99, which tensors carry the error: each one's leave-one-out gain in KL on
+    the calibration-side check crops (all others quantized), and the eval fidelity with the top k kept
+    float (the simulation behind the fallback's activation units, :mod:`slimtorch.deploy.regions`).
     """
     from slimtorch.models import mobilenet_v2
 
     t0 = time.time()
     model = mobilenet_v2(pretrained=True).eval()
     calib, ev = fidelity_split(16, 44)
-    cal_q = calib[:64]
-    ref = predict(torch_runner(model), (ev,))
+    cal_q, cal_check = calib[:64], calib[64:]
+    ref, ref_check = predict(torch_runner(model), (ev,)), predict(torch_runner(model), (cal_check,))
     layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     seen: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: seen[n].append(a[0].detach())) for n, m in layers.items()]
@@ -300,24 +304,42 @@ def mobilenet_activation_floor():
         model(cal_q[i:i + 16])
     for h in hooks:
         h.remove()
-    res: dict = {"environment": environment(), "calib_images": len(cal_q), "eval_images": len(ev),
-                 "quantized_tensors": len(layers)}
-    for pct in (99.99, 99.999, 100.0):
-        ranges = {n: _u8_range(torch.cat(v), pct) for n, v in seen.items()}
+    res: dict = {"environment": environment(), "calib_images": len(cal_q), "check_images": len(cal_check),
+                 "eval_images": len(ev), "quantized_tensors": len(layers)}
 
-        def fq(mod, args, n=None):
+    def quantized(names, ranges, data, reference) -> dict:
+        """Fidelity with the inputs of ``names`` fake-quantized to u8 with ``ranges``."""
+        def fq(args, n):
             lo, hi = ranges[n]
             scale = max(hi - lo, 1e-12) / 255
             zp = round(-lo / scale)
             return ((args[0] / scale).round().add(zp).clamp(0, 255).sub(zp) * scale,)
 
-        hs = [m.register_forward_pre_hook(lambda mod, a, n=n: fq(mod, a, n)) for n, m in layers.items()]
+        hs = [layers[n].register_forward_pre_hook(lambda mod, a, n=n: fq(a, n)) for n in names]
         try:
-            res[f"u8_activations_only_percentile_{pct}"] = _fid(fidelity(ref, predict(torch_runner(model), (ev,))))
+            return _fid(fidelity(reference, predict(torch_runner(model), data)))
         finally:
             for h in hs:
                 h.remove()
+
+    ranges_by_pct = {pct: {n: _u8_range(torch.cat(v), pct) for n, v in seen.items()} for pct in (99.99, 99.999, 100.0)}
+    del seen
+    for pct, ranges in ranges_by_pct.items():
+        res[f"u8_activations_only_percentile_{pct}"] = quantized(list(layers), ranges, (ev,), ref)
         print(pct, res[f"u8_activations_only_percentile_{pct}"], flush=True)
+    ranges = ranges_by_pct[99.99]
+    base = quantized(list(layers), ranges, (cal_check,), ref_check)["mean_kl"]
+    gain = {n: base - quantized([m for m in layers if m != n], ranges, (cal_check,), ref_check)["mean_kl"]
+            for n in layers}
+    order = sorted(gain, key=gain.get, reverse=True)
+    res["per_tensor_leave_one_out_kl_gain_on_check"] = {f"input of {n}": gain[n] for n in order}
+    res["top_k_tensors_float"] = {}
+    for k in (1, 2, 3, 5, 8, 16):
+        keep = set(order[:k])
+        res["top_k_tensors_float"][str(k)] = {"float": [f"input of {n}" for n in order[:k]],
+                                              "fidelity_eval": quantized([n for n in layers if n not in keep],
+                                                                         ranges, (ev,), ref)}
+        print(k, res["top_k_tensors_float"][str(k)], flush=True)
     res["seconds"] = time.time() - t0
     merge_key("mobilenet_activation_floor", res)
 

@@ -88,6 +88,12 @@ def int8(d: dict) -> list[str]:
             floor = d.get("mobilenet_activation_floor") or {}
             out += [f"| {k} (fp32 weights; every Conv/Linear input fake-quantized, bench/int8.py "
                     f"mobilenet_activation_floor) | {_fid(f)} |" for k, f in floor.items() if k.startswith("u8_")]
+            out += [f"| u8_activations_only_percentile_99.99, the {k} most sensitive tensor(s) kept float "
+                    f"({', '.join(r['float'])}) | {_fid(r['fidelity_eval'])} |"
+                    for k, r in (floor.get("top_k_tensors_float") or {}).items() if int(k) <= 3]
+            out += [f"| u8_activations_only_percentile_99.99, the {k} most sensitive tensors kept float | "
+                    f"{_fid(r['fidelity_eval'])} |"
+                    for k, r in (floor.get("top_k_tensors_float") or {}).items() if int(k) > 3]
             out.append("")
         if model == "mobilenet_v2" and d.get("mobilenet_sweep"):
             out += ["Static INT8 settings on ONNX Runtime, no fallback (check: held-out crops of the calibration photos; "
