@@ -214,20 +214,35 @@ def _exact_initializers(fp32: Path, exact_path: Path, nodes: list[str]) -> dict[
     return out
 
 
-def _with_exact_layers(fp32: Path, exact: dict[str, dict[str, np.ndarray]], exclude: list[str], dst: Path) -> Path:
-    """``fp32`` with the float-kept layers' initializers replaced by the exact ones (``fp32`` itself if none)."""
+def _exact_patcher(fp32: Path, exact: dict[str, dict[str, np.ndarray]], dst: Path):
+    """A function ``exclude -> path``: ``fp32`` with the float-kept layers' initializers replaced by the
+    exact ones (``fp32`` itself if none). The model is parsed once, not once per fallback try."""
     import onnx
     from onnx import numpy_helper
 
-    patch = {name: arr for n in exclude for name, arr in exact.get(n, {}).items()}
-    if not patch:
-        return fp32
-    proto = onnx.load(str(fp32))
-    for i, init in enumerate(proto.graph.initializer):
-        if init.name in patch:
-            proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(patch[init.name], init.name))
-    onnx.save(proto, str(dst))
-    return dst
+    proto = None
+
+    def patched(exclude: list[str]) -> Path:
+        nonlocal proto
+        patch = {name: arr for n in exclude for name, arr in exact.get(n, {}).items()}
+        if not patch:
+            return fp32
+        proto = proto or onnx.load(str(fp32))
+        saved = {}
+        for init in proto.graph.initializer:
+            if init.name in patch:
+                saved[init.name] = onnx.TensorProto()
+                saved[init.name].CopyFrom(init)
+                init.CopyFrom(numpy_helper.from_array(patch[init.name], init.name))
+        try:
+            onnx.save(proto, str(dst))
+        finally:  # back to the prepared weights for the next try
+            for init in proto.graph.initializer:
+                if init.name in saved:
+                    init.CopyFrom(saved[init.name])
+        return dst
+
+    return patched
 
 
 def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[torch.Tensor, ...]], names: list[str],
@@ -247,6 +262,7 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
     if cfg.mode == "static":
         _calibrate(fp32, cfg, names, calib, cache)
     counter = [0]
+    with_exact = _exact_patcher(fp32, exact or {}, out_dir / "fp32_float_layers_exact.onnx")
 
     def quantize(exclude: list[str]) -> Path:
         counter[0] += 1
@@ -257,9 +273,8 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
                                reduce_range=cfg.reduce_range, weight_type=q.QuantType.QInt8,
                                nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
         else:
-            src = _with_exact_layers(fp32, exact or {}, exclude, out_dir / "fp32_float_layers_exact.onnx")
             q.quantize_static(
-                src, out, _Reader(names, calib), quant_format=fmt, per_channel=cfg.per_channel,
+                with_exact(exclude), out, _Reader(names, calib), quant_format=fmt, per_channel=cfg.per_channel,
                 reduce_range=cfg.reduce_range, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=list(exclude), calibrate_method=getattr(q.CalibrationMethod, _CALIB[cfg.calibration]),
                 extra_options={"CalibPercentile": cfg.percentile, "WeightSymmetric": True,
