@@ -12,7 +12,65 @@ import json
 import sys
 from pathlib import Path
 
-from slimtorch.core.errors import SlimtorchError
+import pydantic
+
+from slimtorch.core.errors import ConfigError, SlimtorchError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes print one line (``slimtorch: error: ...``) and exit 2, like a bad recipe field."""
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        self.exit(2, f"slimtorch: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _bounded(kind: type, low: float, inclusive: bool = True):
+    """An argparse type: ``kind`` (int / float) at least (or, not ``inclusive``, above) ``low``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if value != value or (value < low if inclusive else value <= low):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_pos_int = _bounded(int, 1)
+_nonneg_int = _bounded(int, 0)
+_pos_float = _bounded(float, 0, inclusive=False)
+_nonneg_float = _bounded(float, 0)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"width\": 32}}', got {text!r}")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser, what: str = "model file, run folder or zoo name") -> None:
+    """``MODEL`` plus ``--class/--kwargs`` (your own class) and ``--hf/--task`` (a checkpoint directory)."""
+    p.add_argument("model", nargs="?", help=f"{what}; with --class: its weights file")
+    p.add_argument("--class", dest="class_ref", metavar="MODULE:CLASS",
+                   help="your model class, 'pkg.module:Name' or 'path/file.py:Name' (imported: runs that code)")
+    p.add_argument("--kwargs", type=_json_object, help="the class's constructor arguments as JSON")
+    p.add_argument("--hf", metavar="DIR", help="a Hugging Face checkpoint directory on disk (offline)")
+    p.add_argument("--task", choices=["sequence-classification", "sentence-embedding", "causal-lm"],
+                   help="with --hf (default sequence-classification)")  # fmt: skip
+
+
+def model_from_args(args: argparse.Namespace):
+    from slimtorch.api import resolve_model
+
+    return resolve_model(args.model, class_ref=args.class_ref, kwargs=args.kwargs, hf=args.hf, task=args.task)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -25,12 +83,6 @@ def _data(args: argparse.Namespace):
 
     kwargs = {"folder": args.data_folder} if getattr(args, "data_folder", None) else {}
     return get_dataset(args.data, **kwargs)
-
-
-def _load_any(ref: str):
-    from slimtorch.api import load_or_create
-
-    return load_or_create(ref)
 
 
 def _relaunch_with_torchrun(nproc: int) -> int:
@@ -91,6 +143,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     stages = recipe.stage_configs()
+    from slimtorch.models.user import UserModelSource, check_user_source
+
+    if isinstance(recipe.model, UserModelSource):
+        check_user_source(recipe.model)  # imports the class the recipe names; checks its kwargs
     print(f"{args.recipe}: OK — recipe '{recipe.name}', {len(stages)} stage(s): " + ", ".join(s[0] for s in stages))
     return 0
 
@@ -99,22 +155,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from slimtorch.core.fileio import prepare_output_dir
     from slimtorch.core.seed import seed_everything, set_threads
     from slimtorch.io import save_model
-    from slimtorch.models import create_model
     from slimtorch.train import OptimizerConfig, TrainConfig, fit
 
     out = Path(args.output)
     if out.exists() and not args.force and not args.resume:
         raise SlimtorchError(f"'{out}' exists; pass --force to overwrite it or --resume to continue")
+    cfg = TrainConfig.from_dict({
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "optimizer": OptimizerConfig.from_dict({"lr": args.lr, "weight_decay": args.weight_decay, "nesterov": True}),
+    })  # fmt: skip
     seed_everything(args.seed)
     set_threads(args.threads)
-    model = create_model(args.model)
+    model = model_from_args(args)
     train, test = _data(args)
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        optimizer=OptimizerConfig(lr=args.lr, weight_decay=args.weight_decay, nesterov=True),
-    )
     ckpt_dir = prepare_output_dir(out.with_name(out.name + ".ckpt"), force=args.force, resume=args.resume)
     fit(model, train, cfg, eval_data=test, checkpoint_dir=ckpt_dir, resume=args.resume)
     save_model(model, out)
@@ -125,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from slimtorch.train import evaluate
 
-    model = _load_any(args.model)
+    model = model_from_args(args)
     _, test = _data(args)
     res = evaluate(model, test)
     print(json.dumps({"accuracy": res.accuracy, "error": res.error, "loss": res.loss, "n": res.n}))
@@ -139,15 +194,16 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from slimtorch.measure import measure, print_table
 
     set_threads(args.threads)
-    model = _load_any(args.model)
+    model = model_from_args(args)
     test = None
     if args.data != "none":
         _, test = _data(args)
         example = test[0][0].unsqueeze(0)
     else:
         example = torch.randn(*model.example_input_shape)
-    artifact = args.model if Path(args.model).exists() else None
-    rec = measure(model, example, name=Path(args.model).name, data=test, artifact=artifact)
+    ref = args.model or args.hf or args.class_ref
+    artifact = args.model if args.model and Path(args.model).is_file() else None
+    rec = measure(model, example, name=Path(ref).name, data=test, artifact=artifact)
     print_table([rec.to_dict()])
     if args.json:
         from slimtorch.core.fileio import atomic_write_json
@@ -168,11 +224,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     _refuse_overwrite(out, args.force)
-    model = _load_any(args.model)
+    model = model_from_args(args)
     data = pack_model(model, out, method=args.method, index=args.index, max_codebook=args.max_codebook)
     print(render_report(compression_report(data)))
-    src = Path(args.model)
-    if src.exists():
+    src = Path(args.model) if args.model else None
+    if src is not None and src.is_file():
         print(f"{src}: {src.stat().st_size} B -> {out}: {len(data)} B ({src.stat().st_size / len(data):.1f}x)")
     return 0
 
@@ -202,7 +258,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimtorch", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="slimtorch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a recipe end to end")
@@ -212,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in its folder")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--nproc", type=int, default=0,
+    p.add_argument("--nproc", type=_nonneg_int, default=0,
                    help="train with N local processes (DistributedDataParallel via torchrun; gloo on CPU)")
     p.set_defaults(fn=cmd_run)
 
@@ -221,39 +277,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=cmd_validate)
 
-    p = sub.add_parser("train", help="train a zoo model and save it")
-    p.add_argument("model", help="zoo model name")
+    p = sub.add_parser("train", help="train a model (zoo name, model file or --class) and save it")
+    add_model_args(p, "zoo model name or model file")
     p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     _add_data_args(p)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--epochs", type=_nonneg_int, default=10)
+    p.add_argument("--batch-size", type=_pos_int, default=128)
+    p.add_argument("--lr", type=_pos_float, default=0.05)
+    p.add_argument("--weight-decay", type=_nonneg_float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=_pos_int)
     p.add_argument("--force", action="store_true")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1 accuracy of a model file or zoo model")
-    p.add_argument("model")
+    p = sub.add_parser("eval", help="top-1 accuracy of a model file, run folder or zoo model")
+    add_model_args(p)
     _add_data_args(p)
     p.set_defaults(fn=cmd_eval)
 
     for name in ("measure", "inspect"):
         p = sub.add_parser(name, help="parameters, sparsity, MACs, size, latency, accuracy")
-        p.add_argument("model", help="model file or zoo name")
+        add_model_args(p)
         _add_data_args(p)
-        p.add_argument("--threads", type=int)
+        p.add_argument("--threads", type=_pos_int)
         p.add_argument("--json", help="also write the record to this JSON file")
         p.set_defaults(fn=cmd_measure)
 
     p = sub.add_parser("pack", help="entropy-code a model file into a .slim file (Deep Compression stage 3)")
-    p.add_argument("model", help="model file (weights already pruned / shared) or zoo name")
+    add_model_args(p, "model file (weights already pruned / shared), run folder or zoo name")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--method", choices=["auto", "huffman", "ans"], default="auto")
     p.add_argument("--index", choices=["auto", "gap", "gap-raw", "bitmask"], default="auto")
-    p.add_argument("--max-codebook", type=int, default=256, help="max distinct values of a shared weight")
+    p.add_argument("--max-codebook", type=_pos_int, default=256, help="max distinct values of a shared weight")
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_pack)
 
@@ -282,13 +338,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``dest -> --flag`` of one subcommand, so a config field error names the flag the user typed."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return {a.dest: a.option_strings[-1] for a in sub._actions if a.option_strings}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
+    except ConfigError as exc:
+        msg, flag = str(exc), _flag_names(parser, args.command).get((exc.field or "").split(".")[-1])
+        if flag and exc.field:
+            msg = msg.replace(f"'{exc.field}'", f"{flag}", 1)
+        print(f"slimtorch: error: {msg}", file=sys.stderr)
+        return 2
     except SlimtorchError as exc:
         print(f"slimtorch: error: {exc}", file=sys.stderr)
+        return 2
+    except pydantic.ValidationError as exc:  # a config built without from_dict: still one line
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or exc.title
+        print(f"slimtorch: error: invalid value for '{where}': {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"slimtorch: error: {exc}", file=sys.stderr)

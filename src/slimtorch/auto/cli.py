@@ -8,23 +8,27 @@ import argparse
 def cmd_auto(args: argparse.Namespace) -> int:
     import torch
 
-    from slimtorch.api import load_or_create
     from slimtorch.auto import AutoConfig, auto_compress, parse_budget
+    from slimtorch.cli import model_from_args
+    from slimtorch.core.errors import ConfigError
     from slimtorch.data import get_dataset
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    kwargs = {"folder": args.data_folder} if args.data_folder else {}
-    train, test = get_dataset(args.data, **kwargs)
     fields = {"target": args.target, "max_drop": args.max_drop, "budget_s": parse_budget(args.budget),
               "max_candidates": args.max_candidates, "seed": args.seed, "threads": args.threads,
               "finetune_epochs": args.finetune_epochs, "kmeans_epochs": args.kmeans_epochs,
               "refine_epochs": args.refine_epochs, "distill_alpha": args.distill_alpha,
               "finetune_samples": args.finetune_samples, "int8": not args.no_int8}
     if args.bits:
-        fields["bits"] = tuple(int(b) for b in args.bits.split(","))
-    cfg = AutoConfig.from_dict({k: v for k, v in fields.items() if v is not None})
-    res = auto_compress(load_or_create(args.model), train, test, cfg, args.output, force=args.force, resume=args.resume)
+        try:
+            fields["bits"] = tuple(int(b) for b in args.bits.split(","))
+        except ValueError:
+            raise ConfigError(f"--bits: expected comma-separated integers like 6,5,4, got {args.bits!r}", "bits") from None
+    cfg = AutoConfig.from_dict({k: v for k, v in fields.items() if v is not None})  # before any slow work
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kwargs = {"folder": args.data_folder} if args.data_folder else {}
+    train, test = get_dataset(args.data, **kwargs)
+    res = auto_compress(model_from_args(args), train, test, cfg, args.output, force=args.force, resume=args.resume)
     print(f"wrote {res.out_dir}/best.slim, best.safetensors, best.json, pareto.json, report.html")
     return 0 if res.met else 1
 
@@ -32,7 +36,9 @@ def cmd_auto(args: argparse.Namespace) -> int:
 def add_auto_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``slimtorch auto`` on the CLI's subparsers (exit status 1 when no candidate met the budget)."""
     p = subparsers.add_parser("auto", help="search the smallest / fastest model within an accuracy budget")
-    p.add_argument("model", help="trained model file or zoo name")
+    from slimtorch.cli import add_model_args
+
+    add_model_args(p, "trained model file, run folder or zoo name")
     p.add_argument("--data", default="mnist", help="dataset name (see `slimtorch list`)")
     p.add_argument("--data-folder", help="folder for datasets read from files (idx, cifar10)")
     p.add_argument("--max-drop", type=float, default=0.5,

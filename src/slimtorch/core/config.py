@@ -59,7 +59,7 @@ def _nested(inner: ConfigError, where: str, loc: tuple) -> ConfigError:
     """
     path, msg = _loc_to_path(where, loc), str(inner)
     last = str(loc[-1]) if loc else None
-    if last is not None and inner.field.startswith(last + "."):
+    if last is not None and (inner.field == last or inner.field.startswith(last + ".")):
         parent = _loc_to_path(where, loc[:-1])
         full = _join(parent, inner.field)
         if msg.startswith(f"{last}: "):
@@ -95,7 +95,7 @@ def validate_config(cls: type[T], data: Any, where: str = "") -> T:
         if isinstance(inner, ConfigError) and inner.field and inner.field != "<root>":
             raise _nested(inner, where, tuple(err["loc"])) from None
         if err["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(cls.model_fields))
+            allowed = ", ".join(sorted(f.alias or n for n, f in cls.model_fields.items()))
             msg = f"unknown field '{path}'; allowed fields here: {allowed}"
         else:
             got = err.get("input")

@@ -81,7 +81,7 @@ def is_slim(data: bytes) -> bool:
     return 0 < n <= len(data) - 8 and SLIM_MAGIC in data[8 : 8 + min(n, 1 << 20)]
 
 
-def load_packed(source: str | os.PathLike | bytes, model: nn.Module | None = None) -> nn.Module:
+def load_packed(source: str | os.PathLike | bytes, model: nn.Module | str | None = None) -> nn.Module:
     """Decode a ``.slim`` file into a runnable model (eval mode).
 
     Args:

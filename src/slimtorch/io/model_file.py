@@ -172,14 +172,15 @@ def read_model_file(data: bytes, source: str = "<bytes>") -> tuple[dict[str, tor
     return state, {"arch": arch, "metadata": user}
 
 
-def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+def load_model(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Module:
     """Load a model file written by :func:`save_model`.
 
     Args:
         path: the ``.safetensors`` model file.
-        model: a model to load into (needed when the file has no zoo spec, e.g. a
-            user's own class that was never registered). Layers are resized to the
-            stored shapes first.
+        model: a model to load into (needed when the file has no spec, e.g. a
+            user's own class that was never registered), or a class reference
+            ``"pkg.module:Name"`` to import and build with the kwargs the file records.
+            Layers are resized to the stored shapes first.
 
     Returns:
         The model, in eval mode.
@@ -194,12 +195,19 @@ def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Mo
 
 
 def build_from_state(
-    state: dict[str, torch.Tensor], spec: dict[str, Any] | None, model: nn.Module | None, source: str
+    state: dict[str, torch.Tensor], spec: dict[str, Any] | None, model: nn.Module | str | None, source: str
 ) -> nn.Module:
-    """Build the model from its zoo ``spec`` (or take ``model``), resize layers to ``state``, load it.
+    """Build the model from its ``spec`` (or take ``model``), resize layers to ``state``, load it.
 
-    Shared by every file format that stores a zoo spec (model files, ``.slim`` files).
+    Shared by every file format that stores a spec (model files, ``.slim`` files).
+
+    Args:
+        model: ``None`` (build from the file's spec), a module to load into, or a class
+            reference ``"pkg.module:Name"`` / ``"file.py:Name"``: the user's consent to import
+            that class, built with the kwargs the file records.
     """
+    if isinstance(model, str):
+        model = _from_class_ref(model, spec, source)
     if model is None:
         if not spec:
             raise FormatError(
@@ -218,9 +226,9 @@ def build_from_state(
         # resize / load_state_dict met tensors whose rank or size cannot fit the layer
         raise FormatError(f"{source}: tensors do not fit the architecture ({type(exc).__name__}: {str(exc)[:200]})") from None
     if missing or unexpected:
-        raise FormatError(
-            f"{source}: tensors do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
-        )
+        from slimtorch.models.user import key_diff
+
+        raise FormatError(f"{source}: tensors do not match {type(model).__name__} ({key_diff(model.state_dict(), state)})")
     return model.eval()
 
 
@@ -233,38 +241,84 @@ BUILD_FLOOR = 1 << 22
 
 
 def check_spec(spec: Any, source: str) -> None:
-    """A zoo spec read from a file is ``null`` or ``{"name": str, "kwargs": {str: ...}}``."""
+    """A spec read from a file is ``null``, a zoo spec ``{"name", "kwargs"}``, a user class
+    ``{"class", "kwargs"}`` or a Hugging Face checkpoint ``{"hf", "task"}``."""
     if spec is None:
         return
-    ok = isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("kwargs", {}), dict)
-    if not ok or set(spec) - {"name", "kwargs"}:
-        raise FormatError(f"{source}: corrupt architecture description {str(spec)[:200]!r} "
-                          "(expected {\"name\": ..., \"kwargs\": {...}})")  # fmt: skip
+    ok = isinstance(spec, dict) and isinstance(spec.get("kwargs", {}), dict)
+    if ok and "class" in spec:
+        ok = isinstance(spec["class"], str) and not set(spec) - {"class", "kwargs"}
+    elif ok and "hf" in spec:
+        ok = isinstance(spec["hf"], str) and isinstance(spec.get("task"), str) and not set(spec) - {"hf", "task"}
+    else:
+        ok = ok and isinstance(spec.get("name"), str) and not set(spec) - {"name", "kwargs"}
+    if not ok:
+        raise FormatError(f"{source}: corrupt architecture description {str(spec)[:200]!r} (expected "
+                          "{\"name\": ..., \"kwargs\": {...}}, {\"class\": ..., \"kwargs\": {...}} or "
+                          "{\"hf\": ..., \"task\": ...})")  # fmt: skip
 
 
-def _build_checked(spec: dict[str, Any], stored: int, source: str) -> nn.Module:
-    """Build a zoo model from a file's spec, counting its parameters on the meta device first."""
+def _from_class_ref(ref: str, spec: dict[str, Any] | None, source: str) -> nn.Module | None:
+    from slimtorch.models.user import import_class, instantiate
+
+    import_class(ref)  # explicit: the caller named the class
+    if spec is None:
+        return instantiate(ref, {})
+    check_spec(spec, source)
+    if spec.get("class") != ref:
+        raise FormatError(f"{source}: the file records the model {str(spec)[:200]}, not the class {ref!r}")
+    return None  # built from the spec below, now that the class is allow-listed
+
+
+def _spec_builder(spec: dict[str, Any], source: str):
+    """A zero-argument builder for ``spec`` and its display name; a user class only from the allow-list."""
+    if "hf" in spec:
+        from slimtorch.models.hf import HFModelSource, build_hf_model
+
+        src = HFModelSource.from_dict(spec, "arch")
+        return (lambda: build_hf_model(src, load_weights=False)), f"Hugging Face {src.task} '{src.hf}'"
+    if "class" in spec:
+        from slimtorch.models.user import allowed_class, instantiate
+
+        ref, kwargs = spec["class"], spec.get("kwargs", {})
+        cls = allowed_class(ref)
+        if cls is None:
+            # a file never makes slimtorch import code: the user names the class
+            raise FormatError(
+                f"{source}: the model is of your class {ref!r} (kwargs {str(kwargs)[:200]}); slimtorch does not "
+                "import code named by a file. Pass the model to load into (load(path, model=MyNet(...))), or name "
+                f"the class to import: load(path, model={ref!r}) / the CLI's --class {ref}"
+            )
+        return (lambda: instantiate(ref, kwargs, cls)), repr(ref)
     from slimtorch.models import create_model
 
     name, kwargs = spec["name"], spec.get("kwargs", {})
+    return (lambda: create_model(name, **kwargs)), repr(name)
+
+
+def _build_checked(spec: dict[str, Any], stored: int, source: str) -> nn.Module:
+    """Build a model from a file's spec, counting its parameters on the meta device first."""
+    build, name = _spec_builder(spec, source)
+    kwargs = spec.get("kwargs", {})
+    if "hf" not in spec:  # a Hugging Face config is read from the user's own directory
+        try:
+            with torch.device("meta"):
+                probe = build()
+            declared = sum(t.numel() for t in probe.state_dict().values())
+        except Exception:  # the real build below reports the error (some builders cannot run on meta)
+            declared = 0
+        if declared > max(BUILD_FLOOR, BUILD_RATIO * stored):
+            raise FormatError(
+                f"{source}: the architecture {name} declares {declared} parameters but the file stores only "
+                f"{stored} values; refusing to allocate it (if the file is trusted, build the model yourself "
+                "and pass it as model=...)"
+            )
     try:
-        with torch.device("meta"):
-            probe = create_model(name, **kwargs)
-        declared = sum(t.numel() for t in probe.state_dict().values())
-    except Exception:  # the real build below reports the error (some builders cannot run on meta)
-        declared = 0
-    if declared > max(BUILD_FLOOR, BUILD_RATIO * stored):
-        raise FormatError(
-            f"{source}: the architecture {name!r} declares {declared} parameters but the file stores only "
-            f"{stored} values; refusing to allocate it (if the file is trusted, build the model yourself "
-            "and pass it as model=...)"
-        )
-    try:
-        return create_model(name, **kwargs)
+        return build()
     except ConfigError as exc:
         raise FormatError(f"{source}: the file's architecture cannot be built: {exc}") from None
     except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError, IndexError, KeyError) as exc:
         raise FormatError(
-            f"{source}: the file's architecture {name!r} with arguments {str(kwargs)[:200]} cannot be built "
+            f"{source}: the file's architecture {name} with arguments {str(kwargs)[:200]} cannot be built "
             f"({type(exc).__name__}: {str(exc)[:200]})"
         ) from None

@@ -16,15 +16,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from slimtorch.core.config import FrozenConfig, validate_config
 from slimtorch.core.errors import ConfigError
+from slimtorch.models.hf import HFModelSource
+from slimtorch.models.user import UserModelSource
 from slimtorch.pipeline.registry import STAGES, StageSpec
 
 
 class ModelSource(FrozenConfig):
-    """Where the model comes from: a zoo name (+ kwargs) or a slimtorch model file."""
+    """Where the model comes from: a zoo name (+ kwargs) or a slimtorch model file.
+
+    The recipe's ``model:`` may instead be a :class:`~slimtorch.models.user.UserModelSource`
+    (``{class: ..., kwargs: ..., weights: ...}``: imports and runs the user's code) or a
+    :class:`~slimtorch.models.hf.HFModelSource` (``{hf: directory, task: ...}``).
+    """
 
     name: str | None = None
     kwargs: dict[str, Any] = {}
@@ -66,11 +73,23 @@ class Recipe(FrozenConfig):
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     device: Literal["cpu", "cuda"] = "cpu"
-    model: ModelSource
+    model: ModelSource | UserModelSource | HFModelSource
     data: DataSource | None = DataSource()
     measure: MeasureSettings = MeasureSettings()
     stages: list[dict[str, Any]] = Field(default_factory=list)
     sweep: SweepConfig | None = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_form(cls, v: Any) -> Any:
+        """Pick the model form by its key (``class``, ``hf``, else zoo name / file), so errors name one form."""
+        if isinstance(v, dict):
+            if "class" in v:
+                return UserModelSource.from_dict(v, "model")
+            if "hf" in v:
+                return HFModelSource.from_dict(v, "model")
+            return ModelSource.from_dict(v, "model")
+        return v
 
     def stage_configs(self) -> list[tuple[str, StageSpec, FrozenConfig]]:
         """Validated ``(label, spec, config)`` for every stage."""

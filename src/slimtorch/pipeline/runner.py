@@ -55,9 +55,16 @@ def _head(ds, n: int | None):
 
 
 def build_model(recipe: Recipe) -> torch.nn.Module:
+    """The recipe's model: zoo name, model file, the user's class (imports it) or a Hugging Face directory."""
     from slimtorch.models import create_model
+    from slimtorch.models.hf import HFModelSource, build_hf_model
+    from slimtorch.models.user import UserModelSource, build_user_model
 
     src = recipe.model
+    if isinstance(src, UserModelSource):
+        return build_user_model(src)
+    if isinstance(src, HFModelSource):
+        return build_hf_model(src)
     if src.path is not None:
         return load_model(src.path)
     return create_model(src.name, **src.kwargs)
