@@ -68,6 +68,11 @@ def quiet():
 
 
 def _state_bytes(model: nn.Module) -> int:
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
+        # packed int8 weights (dynamic Linear / LSTM / GRU) hide from state_dict's tensors: count the saved bytes
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        return buf.getbuffer().nbytes
     seen, total = set(), 0
     for t in list(model.state_dict().values()):
         if isinstance(t, torch.Tensor) and t.data_ptr() not in seen:
@@ -113,7 +118,13 @@ def _torch_fx(model, calib, cfg, out_dir, check=None):
 
         torch.backends.quantized.engine = "x86"
         if cfg.mode == "dynamic":
-            m = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+            from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
+
+            # recurrent layers too (fbgemm's dynamic LSTM / GRU kernels; one weight scale per tensor) and
+            # embedding tables (int8 rows, one scale / offset per row)
+            spec = {nn.Linear: default_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
+                    nn.GRU: default_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig}
+            m = quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
         else:
             try:
                 m = prepare_fx(fold_conv_bn(model), get_default_qconfig_mapping("x86"), calib[0])

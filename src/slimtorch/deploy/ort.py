@@ -18,7 +18,15 @@ Static path, in order:
 5. accuracy-aware fallback (:mod:`slimtorch.deploy.fallback`).
 
 Dynamic path: export, ``quantize_dynamic`` of MatMul/Gemm with per-channel s8
-weights (u8 activations quantized on the fly), same fallback. Embedding tables
+weights (u8 activations quantized on the fly), same fallback. ``nn.LSTM`` layers
+are exported as ONNX ``LSTM`` nodes (:mod:`slimtorch.export.onnx`) and become
+``DynamicQuantizeLSTM`` with per-channel weights: one scale per gate row. With
+one scale per tensor the gates of a trained LSTM share a grid set by their
+largest weight, and the error compounds over time steps (Resemblyzer's speaker
+encoder: embedding cosine 0.98 per tensor, 0.9988 per channel on
+``bench/user_models.py``'s inputs). ONNX Runtime has no INT8 ``GRU`` / ``RNN``
+kernel: those layers stay float there (``info["float_recurrent"]``); the
+``torch_fx`` backend's dynamic mode quantizes ``nn.GRU`` (per tensor). Embedding tables
 (``Gather`` of a constant) are stored as int8 too when ``quantize_embeddings``:
 in a BERT-style encoder they are about half of the parameters (all-MiniLM-L6-v2:
 the word table is 11.7 M of 22.7 M) and cost no speed, since a lookup
@@ -127,8 +135,15 @@ def quantizable_nodes(path: Path, mode: str) -> list[str]:
 
     proto = onnx.load(str(path))
     inits = {i.name for i in proto.graph.initializer}
-    ops = ("Conv", "Gemm", "MatMul") if mode == "static" else ("Gemm", "MatMul")
+    ops = ("Conv", "Gemm", "MatMul") if mode == "static" else ("Gemm", "MatMul", "LSTM")
     return [n.name for n in proto.graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1] in inits]
+
+
+def float_recurrent(path: Path) -> list[str]:
+    """ONNX ``GRU`` / ``RNN`` nodes: ONNX Runtime has no INT8 kernel for them, so they stay float."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("GRU", "RNN")]
 
 
 def _match(nodes: list[str], modules: dict[str, str], patterns: tuple[str, ...]) -> list[str]:
@@ -268,7 +283,7 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
         counter[0] += 1
         out = out_dir / f"int8_try{counter[0]}.onnx"
         if cfg.mode == "dynamic":
-            ops = ["MatMul", "Gemm", *(["Gather"] if cfg.quantize_embeddings else [])]
+            ops = ["MatMul", "Gemm", "LSTM", *(["Gather"] if cfg.quantize_embeddings else [])]
             q.quantize_dynamic(fp32, out, op_types_to_quantize=ops, per_channel=cfg.per_channel,
                                reduce_range=cfg.reduce_range, weight_type=q.QuantType.QInt8,
                                nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
@@ -333,5 +348,10 @@ def convert_onnxruntime(model: nn.Module, calib: list[tuple[torch.Tensor, ...]],
     info["float_layers_exact"] = sorted(modules.get(n, n) for n in float_nodes if n in (exact or {}))
     info["options"] = cfg.to_dict()
     float_layers = [modules.get(n, n) for n in float_nodes]
+    if cfg.mode == "dynamic":
+        stuck = float_recurrent(fp32)
+        if stuck:
+            info["float_recurrent"] = sorted({modules.get(n, n) for n in stuck})
+            float_layers += [f for f in info["float_recurrent"] if f not in float_layers]
     return Int8Model("onnxruntime", cfg.mode, _runner(final, cfg.threads), final, float_layers, info,
                      final.stat().st_size)

@@ -5,6 +5,12 @@ are compared with PyTorch's (top-1 agreement for classifiers, max abs diff).
 dynamic batch dimension. Before exporting, every operator of the traced graph
 is looked up in the exporter's registry so that an unsupported operator gives
 one clear error naming it instead of a long exporter trace.
+
+A model with recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) goes through
+the legacy TorchScript exporter instead: it keeps each layer as one ONNX
+``LSTM`` / ``GRU`` / ``RNN`` node, which ONNX Runtime runs as a fused kernel and
+its dynamic quantizer turns into ``DynamicQuantizeLSTM``; the ``torch.export``
+exporter decomposes the recurrence into per-step matrix products.
 """
 
 from __future__ import annotations
@@ -85,8 +91,18 @@ def unsupported_ops(model: nn.Module, example_input: Inputs) -> list[str]:
     return missing
 
 
+RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
+
+
+def has_recurrent(model: nn.Module) -> bool:
+    """Whether ``model`` holds an ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (exported by the legacy exporter)."""
+    return any(isinstance(m, RECURRENT) for m in model.modules())
+
+
 def _onnx_bytes(model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, dynamic_batch: bool,
                 input_names: list[str]) -> bytes:
+    if has_recurrent(model):
+        return _legacy_onnx_bytes(model, args, opset, dynamic_batch, input_names)
     dyn = None
     if dynamic_batch:
         batch = torch.export.Dim("batch", min=1, max=4096)
@@ -95,6 +111,17 @@ def _onnx_bytes(model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, dy
         f = Path(tmp) / "m.onnx"
         torch.onnx.export(model, args, f, input_names=input_names, output_names=["output"], opset_version=opset,
                           dynamic_shapes=dyn, external_data=False, dynamo=True)
+        return f.read_bytes()
+
+
+def _legacy_onnx_bytes(model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, dynamic_batch: bool,
+                       input_names: list[str]) -> bytes:
+    """The TorchScript exporter (``dynamo=False``): recurrent layers stay single ONNX nodes."""
+    axes = {n: {0: "batch"} for n in [*input_names, "output"]} if dynamic_batch else None
+    with tempfile.TemporaryDirectory() as tmp, _quiet(), contextlib.redirect_stderr(io.StringIO()):
+        f = Path(tmp) / "m.onnx"
+        torch.onnx.export(model, args, f, input_names=input_names, output_names=["output"],
+                          opset_version=opset, dynamic_axes=axes, dynamo=False)  # fmt: skip
         return f.read_bytes()
 
 
@@ -208,4 +235,12 @@ def onnx_module_names(path_or_proto: Any) -> dict[str, str]:
                 scopes = json.loads(p.value.replace("'", '"'))
                 if len(scopes) >= 2:
                     out[node.name] = scopes[-2]
+        if node.name not in out and node.name.startswith("/") and node.name.count("/") >= 2:
+            module = ".".join(node.name.split("/")[1:-1])  # legacy exporter: /lstm/LSTM -> lstm
+            if node.op_type in ("LSTM", "GRU", "RNN"):
+                # one node per layer of a stacked nn.LSTM: /lstm/LSTM, /lstm/LSTM_1, ...
+                tail = node.name.rsplit("/", 1)[1]
+                k = tail.rsplit("_", 1)[1] if "_" in tail and tail.rsplit("_", 1)[1].isdigit() else "0"
+                module = f"{module}[layer {k}]"
+            out[node.name] = module
     return out

@@ -49,6 +49,8 @@ class UserModelSource(FrozenConfig):
         kwargs: constructor arguments (JSON-able: they are stored in model files).
         weights: optional slimtorch model file, ``.slim``, safetensors or PyTorch
             state-dict file (``torch.load(weights_only=True)``).
+        ignore_keys: fnmatch patterns of keys in ``weights`` to drop before the strict
+            check, e.g. a training loss's parameters stored beside the model's.
     """
 
     model_config = pydantic.ConfigDict(
@@ -59,6 +61,7 @@ class UserModelSource(FrozenConfig):
     class_: str = Field(..., alias="class", min_length=3)
     kwargs: dict[str, Any] = {}
     weights: str | None = Field(None, min_length=1)
+    ignore_keys: tuple[str, ...] = ()
 
     @field_validator("class_")
     @classmethod
@@ -238,16 +241,25 @@ def key_diff(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], li
     return "; ".join(parts)
 
 
-def load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """Load ``state`` into ``model`` requiring the same keys and shapes; a DDP ``module.`` prefix is dropped."""
+def load_weights_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, ignore: tuple[str, ...] = ()
+) -> nn.Module:
+    """Load ``state`` into ``model`` requiring the same keys and shapes; a DDP ``module.`` prefix is dropped.
+
+    Args:
+        ignore: fnmatch patterns of keys of ``state`` to drop first.
+    """
+    import fnmatch
+
+    state = {k: v for k, v in state.items() if not any(fnmatch.fnmatch(k, p) for p in ignore)}
     expected = model.state_dict()
     if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in expected):
         state = {k[len("module."):]: v for k, v in state.items()}
     diff = key_diff(expected, state)
     if diff:
         raise FormatError(
-            f"{source}: weights do not match {type(model).__name__} ({diff}); "
-            "check the class and its kwargs match the ones the weights were trained with"
+            f"{source}: weights do not match {type(model).__name__} ({diff}); check the class and its kwargs "
+            "match the ones the weights were trained with (keys that are not the model's: ignore_keys)"
         )
     model.load_state_dict(state, strict=True)
     return model
@@ -281,6 +293,6 @@ def build_user_model(src: UserModelSource) -> nn.Module:
             from slimtorch.io.resize import resize_to_shapes
 
             resize_to_shapes(model, {k: tuple(v.shape) for k, v in state.items()})
-        load_weights_strict(model, state, src.weights)
+        load_weights_strict(model, state, src.weights, src.ignore_keys)
     model.slimtorch_spec = spec
     return model.eval()
