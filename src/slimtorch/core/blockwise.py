@@ -1,0 +1,195 @@
+"""Block-by-block calibration of a decoder: the one mechanism GPTQ, AWQ, Wanda and SparseGPT share.
+
+The calibration tokens go through the embedding once; the hidden states that
+enter the first block are captured (with the keyword arguments the model passes
+its blocks: rotary embeddings, masks, positions). Then, one block at a time:
+
+1. the method runs the block on the captured inputs as often as it needs (with
+   hooks that gather, e.g., each Linear's input Gram matrix) and changes it;
+2. the changed block is run once more and its outputs become the next block's
+   inputs, so later blocks are calibrated on what the *compressed* earlier
+   blocks produce (GPTQ's sequential protocol);
+3. with ``checkpoint_dir``, the block's new state and the propagated hidden
+   states are written atomically, so a killed calibration resumes after the
+   last finished block.
+
+Peak memory is the model plus two copies of the calibration hidden states
+(``N x L x width`` floats), not the model times the calibration set; the lm head
+never runs. Hugging Face decoders (Llama, Mistral, Qwen, GPT-2, OPT) work through
+:func:`slimtorch.models.llm.decoder_blocks`; any model with its blocks in one
+``nn.ModuleList`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from slimtorch.core.errors import ConfigError, FormatError
+from slimtorch.core.fileio import atomic_write_json
+from slimtorch.core.progress import track
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class BlockData:
+    """Hidden states entering a block, in calibration batches, and the keyword arguments per batch."""
+
+    hidden: list[torch.Tensor]
+    kwargs: list[dict]
+
+    def run(self, block: nn.Module) -> list[torch.Tensor]:
+        """The block's outputs for every batch (no grad)."""
+        outs = []
+        with torch.no_grad():
+            for h, kw in zip(self.hidden, self.kwargs):
+                out = block(h, **kw)
+                outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+        return outs
+
+
+def capture_inputs(model: nn.Module, blocks: nn.ModuleList, ids: torch.Tensor, batch_size: int) -> BlockData:
+    """Run the model up to its first block on ``ids (N, L)``; keep the first block's inputs."""
+    hidden, kwargs = [], []
+
+    def grab(_mod, args, kw):
+        hidden.append(args[0].detach() if args else kw.pop("hidden_states").detach())
+        kwargs.append({k: v for k, v in kw.items() if k != "hidden_states"})
+        raise _Stop
+
+    handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for s in range(0, ids.shape[0], batch_size):
+                try:
+                    model(ids[s : s + batch_size], use_cache=False)
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    for kw in kwargs:
+        for k in ("past_key_value", "past_key_values", "cache"):
+            kw.pop(k, None)
+        kw["use_cache"] = False
+    return BlockData(hidden, kwargs)
+
+
+@contextmanager
+def input_hooks(modules: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], None]):
+    """Call ``fn(name, input)`` with each module's (first) input on every forward inside the block."""
+    handles = [m.register_forward_hook(lambda _m, inp, _out, n=n: fn(n, inp[0].detach())) for n, m in modules.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def linears(block: nn.Module, names: Iterable[str] | None = None) -> dict[str, nn.Linear]:
+    """The block's ``nn.Linear`` modules by name (all, or the given names)."""
+    found = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+    if names is None:
+        return found
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ConfigError(f"no Linear named {missing} in the block; it has: {', '.join(found)}", field="layers")
+    return {n: found[n] for n in names}
+
+
+BlockFn = Callable[[int, nn.Module, BlockData], None]
+
+
+def _fingerprint(ids: torch.Tensor, tag: str) -> str:
+    h = hashlib.sha256(ids.numpy().tobytes())
+    h.update(tag.encode())
+    return h.hexdigest()[:16]
+
+
+def sequential(
+    model: nn.Module,
+    ids: torch.Tensor,
+    process: BlockFn,
+    batch_size: int = 8,
+    checkpoint_dir: str | os.PathLike | None = None,
+    tag: str = "",
+    save_block: Callable[[nn.Module], tuple[dict, dict]] | None = None,
+    load_block: Callable[[nn.Module, dict, dict], None] | None = None,
+    description: str = "calibrating",
+) -> nn.Module:
+    """Run ``process(index, block, inputs)`` on each decoder block in order, propagating compressed outputs.
+
+    Args:
+        model: a decoder; changed in place.
+        ids: calibration token ids ``(N, L)``.
+        process: changes one block (quantizes / prunes it) given its inputs.
+        checkpoint_dir: where to keep resumable state; a rerun with the same ``ids``
+            and ``tag`` continues after the last finished block.
+        tag: identifies the method and its config in the checkpoint (a changed config never resumes).
+        save_block / load_block: how a finished block's state is written and restored
+            (default: its float ``state_dict``).
+
+    Raises:
+        FormatError: the checkpoint belongs to other tokens or another config.
+    """
+    from slimtorch.models.llm import decoder_blocks
+
+    if ids.dim() != 2:
+        raise ConfigError(f"calibration ids must be (N, L), got shape {tuple(ids.shape)}", field="ids")
+    _, blocks = decoder_blocks(model)
+    was_training = model.training
+    model.eval()
+    data = capture_inputs(model, blocks, ids, batch_size)
+    start = 0
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fp = _fingerprint(ids, tag)
+    if ckpt is not None and (ckpt / "progress.json").is_file():
+        state = json.loads((ckpt / "progress.json").read_text())
+        if state.get("fingerprint") != fp:
+            raise FormatError(
+                f"{ckpt} holds a calibration of other tokens or another config; use a new checkpoint folder"
+            )
+        start = state["done"] + 1
+        for i in range(start):
+            tensors = load_file(str(ckpt / f"block_{i}.safetensors"))
+            meta = json.loads((ckpt / f"block_{i}.json").read_text())
+            (load_block or _load_float)(blocks[i], tensors, meta)
+        h = load_file(str(ckpt / "hidden.safetensors"))
+        data.hidden = [h[str(k)] for k in range(len(data.hidden))]
+    for i in track(range(start, len(blocks)), description, total=len(blocks) - start):
+        process(i, blocks[i], data)
+        data.hidden = data.run(blocks[i])
+        if ckpt is not None:
+            ckpt.mkdir(parents=True, exist_ok=True)
+            tensors, meta = (save_block or _save_float)(blocks[i])
+            _atomic_save(tensors, ckpt / f"block_{i}.safetensors")
+            atomic_write_json(ckpt / f"block_{i}.json", meta)
+            _atomic_save({str(k): h for k, h in enumerate(data.hidden)}, ckpt / "hidden.safetensors")
+            atomic_write_json(ckpt / "progress.json", {"done": i, "blocks": len(blocks), "fingerprint": fp})
+    model.train(was_training)
+    return model
+
+
+def _atomic_save(tensors: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _save_float(block: nn.Module) -> tuple[dict, dict]:
+    return {k: v.detach().clone() for k, v in block.state_dict().items()}, {}
+
+
+def _load_float(block: nn.Module, tensors: dict, _meta: dict) -> None:
+    block.load_state_dict(tensors)

@@ -1,0 +1,30 @@
+"""Round-to-nearest weight-only quantization (the baseline every LLM quantizer is measured against).
+
+Each selected ``nn.Linear`` becomes a :class:`~slimtorch.quantize.qlinear.QuantLinear`
+on the grid of ``config.grid`` (per-group range, optionally shrunk by an MSE
+search). No data is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from slimtorch.core.progress import track
+from slimtorch.quantize.qlinear import replace_linear
+from slimtorch.quantize.weight_only import WeightOnlyConfig, coerce, selected_linears, target
+from slimtorch.quantize.wgrid import rtn_weight
+
+
+class RTNConfig(WeightOnlyConfig):
+    """Round-to-nearest; see :class:`WeightOnlyConfig` for the fields."""
+
+
+@torch.no_grad()
+def quantize_rtn(model: nn.Module, config: RTNConfig | dict | None = None, inplace: bool = False) -> nn.Module:
+    """Quantize every selected Linear of ``model`` to ``config.grid`` by rounding to nearest."""
+    config = coerce(RTNConfig, config)
+    model = target(model, inplace)
+    for name, lin in track(list(selected_linears(model, config).items()), "RTN"):
+        replace_linear(model, name, rtn_weight(lin.weight, config.grid))
+    return model

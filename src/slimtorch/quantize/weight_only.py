@@ -1,0 +1,74 @@
+"""What the weight-only quantizers (RTN, GPTQ, AWQ, HQQ) share: which Linears, on which grid, copy or in place.
+
+Each method has its own config class (one per method, as every other
+transform), all deriving from :class:`WeightOnlyConfig`; this module only
+selects layers and prepares the model, so the methods' files hold just their
+algorithm.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+
+import pydantic
+from torch import nn
+
+from slimtorch.core.config import FrozenConfig
+from slimtorch.core.errors import ConfigError
+from slimtorch.quantize.qlinear import QuantLinear
+from slimtorch.quantize.wgrid import GridConfig
+
+
+class WeightOnlyConfig(FrozenConfig):
+    """Common fields.
+
+    Attributes:
+        grid: bits, group size, symmetry, range search.
+        layers: fnmatch patterns of the Linear layers to quantize (``None``: every ``nn.Linear``).
+        exclude: patterns left in float; by default the (often tied) ``lm_head``.
+    """
+
+    grid: GridConfig = pydantic.Field(default_factory=GridConfig)
+    layers: list[str] | None = None
+    exclude: list[str] = pydantic.Field(default_factory=lambda: ["lm_head"])
+
+
+def _match(name: str, patterns: list[str]) -> bool:
+    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def selected_linears(model: nn.Module, config: WeightOnlyConfig) -> dict[str, nn.Linear]:
+    """The ``nn.Linear`` layers ``config`` selects, by qualified name.
+
+    Raises:
+        ConfigError: a ``layers`` pattern matches nothing, or nothing is selected.
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, QuantLinear)]
+    if config.layers is not None:
+        for p in config.layers:
+            if not any(_match(n, [p]) for n in names):
+                raise ConfigError(f"layers pattern '{p}' matches no nn.Linear; there are: {', '.join(names[:12])}…",
+                                  field="layers")
+    chosen = {n: model.get_submodule(n) for n in names
+              if (config.layers is None or _match(n, config.layers)) and not _match(n, config.exclude)}
+    if not chosen:
+        raise ConfigError("no nn.Linear layer is selected for quantization; check 'layers' and 'exclude'",
+                          field="layers")
+    return chosen
+
+
+def target(model: nn.Module, inplace: bool) -> nn.Module:
+    """The model to change: ``model`` itself, or a deep copy (the default of every transform)."""
+    return model if inplace else copy.deepcopy(model)
+
+
+def coerce(config_cls, config):
+    """A config object from an instance, a dict or ``None`` (defaults)."""
+    if config is None:
+        return config_cls()
+    if isinstance(config, dict):
+        return config_cls.from_dict(config)
+    if not isinstance(config, config_cls):
+        raise ConfigError(f"expected a {config_cls.__name__} or a dict, got {type(config).__name__}", field="config")
+    return config
