@@ -30,6 +30,7 @@ from slimtorch.deploy.config import Int8Config
 from slimtorch.deploy.convert import time_variants, to_int8
 from slimtorch.deploy.data import input_batches
 from slimtorch.deploy.fidelity import fidelity
+from slimtorch.deploy.regression import regressions, warn
 from slimtorch.export.onnx import export_onnx, export_pt2, ort_session, run_session
 from slimtorch.pipeline.context import Context
 from slimtorch.pipeline.registry import register_stage
@@ -41,11 +42,29 @@ class Int8StageConfig(Int8Config):
     calib_examples: int = Field(512, ge=1)
     test_examples: int = Field(1000, ge=1)
     timing_rounds: int = Field(20, ge=1)
+    timing_batch: int = Field(32, ge=1, description="the larger batch timed besides batch 1 (from calibration data)")
 
 
 class ExportStageConfig(FrozenConfig):
     formats: tuple[Literal["onnx", "pt2"], ...] = ("onnx",)
     opset: int = Field(18, ge=13)
+
+
+def _eager(model, threads: int):
+    """Eager PyTorch at the runtime session's thread count, so every fp32 baseline is timed alike."""
+    import torch
+
+    @torch.inference_mode()
+    def run(inputs):
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            out = model(*inputs)
+        finally:
+            torch.set_num_threads(old)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    return run
 
 
 def _subset(data, n):
@@ -73,11 +92,28 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     fp32 = ctx.stage_dir() / "fp32.onnx"
     export_onnx(ctx.model, ctx.example_input, fp32, opset=icfg.opset, check=False)
     sess = ort_session(fp32, icfg.threads)
-    x = (ctx.example_input,)
-    lat = time_variants({"ort_fp32": lambda b: run_session(sess, b), "int8": q.runner}, x, rounds=cfg.timing_rounds)
+    eager = _eager(ctx.model, icfg.threads)
+    variants = {"ort_fp32": lambda b: run_session(sess, b), "torch_fp32": eager, "int8": q.runner}
+    big = input_batches(calib, 1, cfg.timing_batch, 1)[0][0] if calib is not None else None
+    lat_by_batch = {1: time_variants(variants, (ctx.example_input,), rounds=cfg.timing_rounds)}
+    if big is not None and big.shape[0] > 1:
+        lat_by_batch[int(big.shape[0])] = time_variants(variants, (big,), rounds=max(3, cfg.timing_rounds // 2))
+    lat = lat_by_batch[1]
     info["latency_ms_batch1"] = lat
+    info["latency_ms"] = {f"b{b}": v for b, v in lat_by_batch.items()}
     info["speedup_vs_ort_fp32"] = lat["ort_fp32"] / lat["int8"]
+    info["speedup_vs_fastest_fp32"] = {f"b{b}": min(v["ort_fp32"], v["torch_fp32"]) / v["int8"]
+                                       for b, v in lat_by_batch.items()}  # fmt: skip
     info["fp32_onnx_bytes"] = fp32.stat().st_size
+    warnings = regressions(f"int8 ({q.backend})", lat_by_batch, "int8", ("torch_fp32", "ort_fp32"),
+                           q.size_bytes, info["fp32_onnx_bytes"])  # fmt: skip
+    if q.info.get("float_recurrent"):
+        warnings.append(f"int8 ({q.backend}): recurrent layers {', '.join(q.info['float_recurrent'])} stay float "
+                        "(no INT8 kernel there); try backend: torch_fx or auto")  # fmt: skip
+    if warnings:
+        info["warnings"] = warnings
+        if ctx.verbose:
+            warn(warnings, ctx.stage_name)
     # what the run's record of this stage shows: the deployed INT8 artifact, not the float module
     deployed: dict[str, Any] = {"runtime": f"{q.backend} int8", "latency_b1_ms": lat["int8"]}
     if "fidelity_test" in info and "top1_agreement" in info["fidelity_test"]:

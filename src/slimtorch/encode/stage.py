@@ -42,6 +42,15 @@ def encode_stage(ctx: Context, cfg: EncodeStageConfig) -> None:
             raise FormatError(f"decoded {path} differs from the encoded model (max diff {float((a - b).abs().max())})")
     rows = compression_report(data)
     ctx.info[ctx.stage_name] = {"file": str(path), "bytes": len(data), "layers": rows}
+    from slimtorch.deploy.regression import regressions, warn
+    from slimtorch.io.fold import effective_state_dict
+
+    dense = sum(t.numel() * t.element_size() for t in effective_state_dict(ctx.model).values())
+    warnings = regressions(".slim file", {}, "", (), len(data), dense, "the dense fp32 tensors")
+    if warnings:  # e.g. an unpruned, unshared model: entropy coding cannot beat 32-bit floats by much
+        ctx.info[ctx.stage_name]["warnings"] = warnings
+        if ctx.verbose:
+            warn(warnings, ctx.stage_name)
     if ctx.verbose:
         print(render_report(rows))
     ctx.artifacts[ctx.stage_name] = path

@@ -39,6 +39,12 @@ def _layer_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]] |
     return None
 
 
+def _warnings(results: dict[str, Any]) -> list[list[str]]:
+    """``[stage, message]`` for every stage that reported a regression or a layer left as it was."""
+    return [[stage, w] for stage, info in results.get("stages", {}).items() if isinstance(info, dict)
+            for w in info.get("warnings", [])]  # fmt: skip
+
+
 def _fmt(v: Any) -> Any:
     return f"{v:.3g}" if isinstance(v, float) else v
 
@@ -71,6 +77,9 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None) -> 
           "\nSize: the stage's artifact if it wrote one, else the sparse-aware model file. Latency: median ms, "
           "eager PyTorch; each stage is timed right after it ran, so compare speed only via the side-by-side "
           "runs in `bench/`.\n"]
+    warns = _warnings(results)
+    if warns:
+        md += ["\n## Warnings\n"] + [f"* **{stage}**: {w}" for stage, w in warns]
     if layer_table:
         header, body = layer_table
         md += ["\n## Compressed file, per layer\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -80,8 +89,10 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None) -> 
         "columns": list(COLUMNS),
         "table": rows(results["records"]),
         "records": [{k: v for k, v in r.items() if k not in ("layers", "weights")} for r in results["records"]],
+        "warnings": [{"stage": stage, "message": w} for stage, w in warns],
     }
-    extra = [("Compressed file, per layer", *layer_table)] if layer_table else []
+    extra = [("Warnings", ["stage", "warning"], warns)] if warns else []
+    extra += [("Compressed file, per layer", *layer_table)] if layer_table else []
     out = {
         "md": atomic_write_text(run_dir / "report.md", "\n".join(md) + "\n"),
         "json": atomic_write_json(run_dir / "report.json", summary),

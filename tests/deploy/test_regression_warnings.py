@@ -1,0 +1,61 @@
+"""A deployed or compressed result that is slower or not smaller says so: one line on screen and in the report."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from slimtorch.deploy.regression import regressions
+from slimtorch.pipeline import recipe_from_dict, run_recipe
+
+
+def test_regressions_name_the_batch_the_fastest_baseline_and_the_size():
+    lat = {1: {"int8": 2.0, "torch_fp32": 1.0, "ort_fp32": 1.5}, 32: {"int8": 10.0, "torch_fp32": 30.0, "ort_fp32": 20.0}}
+    msgs = regressions("int8 (onnxruntime)", lat, "int8", ("torch_fp32", "ort_fp32"), 900, 800)
+    assert msgs == [
+        "int8 (onnxruntime) is slower than fp32 on torch_fp32 at batch 1: 2 ms vs 1 ms (0.50x)",
+        "int8 (onnxruntime) is not smaller than fp32: 900 B vs 800 B",
+    ]
+    assert regressions("int8", {1: {"int8": 1.0, "torch_fp32": 2.0, "ort_fp32": 3.0}}, "int8",
+                       ("torch_fp32", "ort_fp32"), 100, 400) == []  # fmt: skip
+
+
+def test_an_unpruned_slim_file_warns_on_screen_and_in_the_report(tmp_path, capsys):
+    """Entropy coding 32-bit floats that were neither pruned nor shared cannot make them smaller."""
+    torch.manual_seed(0)
+    recipe = recipe_from_dict({
+        "name": "no_gain", "model": {"name": "mlp", "kwargs": {"hidden": [32], "in_features": 784}},
+        "data": {"name": "synthetic", "kwargs": {"n_train": 64, "n_test": 32}},
+        "measure": {"latency_batches": [1], "latency_runs": 1},
+        "stages": [{"type": "encode"}],
+    })  # fmt: skip
+    res = run_recipe(recipe, tmp_path / "run", force=True, verbose=True)
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1 and ".slim file is not smaller than the dense fp32 tensors" in err[0]
+    report = json.loads((res.out_dir / "report.json").read_text())
+    assert report["warnings"][0]["stage"] == "encode"
+    assert "not smaller" in (res.out_dir / "report.md").read_text()
+
+
+def test_int8_stage_times_both_fp32_runtimes_and_flags_a_float_gru(tmp_path, capsys):
+    from torch.utils.data import TensorDataset
+
+    from slimtorch.deploy.stage import Int8StageConfig, int8_stage
+    from slimtorch.pipeline.context import Context
+    from tests.deploy.test_recurrent_int8 import GruTagger
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 500, (40, 10))
+    data = TensorDataset(ids, torch.zeros(40, dtype=torch.long) - 1)  # unlabelled
+    model = GruTagger().eval()
+    ctx = Context(model=model, train_data=data, test_data=data, out_dir=tmp_path, example_input=ids[:1],
+                  calib_data=data, reference=model, stage_index=1, stage_name="int8", verbose=True)  # fmt: skip
+    cfg = Int8StageConfig(mode="dynamic", target={"min_agreement": None, "max_kl": None, "min_cosine": 0.99},
+                          timing_rounds=2, timing_batch=8)  # fmt: skip
+    int8_stage(ctx, cfg)
+    info = ctx.info["int8"]
+    assert set(info["latency_ms"]) == {"b1", "b8"}
+    assert set(info["latency_ms"]["b8"]) == {"ort_fp32", "torch_fp32", "int8"}
+    assert any("gru[layer 0] stay float" in w for w in info["warnings"])
+    assert "gru[layer 0] stay float" in capsys.readouterr().err
