@@ -28,7 +28,7 @@ def masks_of(model):
     ],
 )
 def test_pruned_weights_stay_zero_through_training(opt):
-    model = prune(make(), PruneConfig(sparsity=0.8))
+    model = prune(make(), PruneConfig(sparsity=0.8, protect=False))
     keep = masks_of(model)
     before = {f: model.get_submodule(f).weight.detach().clone() for f in LINEARS}
     cfg = TrainConfig(epochs=3, batch_size=16, optimizer=opt, schedule=ScheduleConfig(name="constant"))
@@ -50,7 +50,7 @@ def test_manual_loop_with_momentum_and_weight_decay():
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    prune(model, PruneConfig(sparsity=0.7))  # the optimizer still holds the same Parameter objects
+    prune(model, PruneConfig(sparsity=0.7, protect=False))  # the optimizer still holds the same Parameter objects
     keep = masks_of(model)
     for _ in range(5):
         opt.zero_grad()

@@ -19,14 +19,14 @@ def zeros_frac(t: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("s", [0.1, 0.5, 0.75, 0.9, 0.99])
 def test_layer_scope_prunes_exact_fraction_of_every_layer(s):
-    model = prune(make(), PruneConfig(sparsity=s))
+    model = prune(make(), PruneConfig(sparsity=s, protect=False))
     for fqn in LINEARS:
         w = model.get_submodule(fqn).weight
         assert int((w == 0).sum()) == round(s * w.numel())
 
 
 def test_layer_scope_on_convolutions_and_groups():
-    model = prune(make(TinyConv), PruneConfig(sparsity=0.6))
+    model = prune(make(TinyConv), PruneConfig(sparsity=0.6, protect=False))
     rep = sparsity_report(model)
     assert set(rep) == {"conv1", "conv2", "fc"}
     for v in rep.values():
@@ -110,7 +110,7 @@ def test_full_sparsity_refused_unless_allowed():
     with pytest.raises(ConfigError, match="allow_full") as exc:
         PruneConfig.from_dict({"per_layer": {"head": 1.0}})
     assert exc.value.field == "per_layer.head"
-    model = prune(make(), PruneConfig(sparsity=1.0, allow_full=True, include=["head"]))
+    model = prune(make(), PruneConfig(sparsity=1.0, allow_full=True, include=["head"], protect=False))
     assert torch.all(model.head.weight == 0)
 
 
@@ -152,16 +152,16 @@ def test_data_driven_method_without_data_says_so():
 
 
 def test_repeated_prune_is_monotone():
-    model = prune(make(), PruneConfig(sparsity=0.5))
+    model = prune(make(), PruneConfig(sparsity=0.5, protect=False))
     first = {f: get_mask(model.get_submodule(f)).mask.clone() for f in LINEARS}
     with torch.no_grad():  # a pruned weight growing back underneath must not revive it
         model.mix.parametrizations.weight.original.add_(5.0)
-    prune(model, PruneConfig(sparsity=0.7))
+    prune(model, PruneConfig(sparsity=0.7, protect=False))
     for f in LINEARS:
         now = get_mask(model.get_submodule(f)).mask
         assert not torch.any(now & ~first[f])
         assert int((~now).sum()) == round(0.7 * now.numel())
-    prune(model, PruneConfig(sparsity=0.3))  # lower target: nothing is revived
+    prune(model, PruneConfig(sparsity=0.3, protect=False))  # lower target: nothing is revived
     assert total_sparsity(model)["weight_sparsity"] == pytest.approx(0.7, abs=0.01)
 
 

@@ -37,7 +37,7 @@ def test_agp_values_match_zhu_gupta_formula(si, sf, t0, n, dt):
 
 
 def agp_train(model, epochs=4, ckpt=None, resume=False, agp=None):
-    cb = AGPCallback(model, PruneConfig(sparsity=0.8), agp or AGPConfig(begin_epoch=0, end_epoch=2, frequency=4))
+    cb = AGPCallback(model, PruneConfig(sparsity=0.8, protect=False), agp or AGPConfig(begin_epoch=0, end_epoch=2, frequency=4))
     cfg = TrainConfig(epochs=epochs, batch_size=16, schedule=ScheduleConfig(name="constant"))
     fit(model, vector_data(), cfg, callbacks=[cb], checkpoint_dir=ckpt, resume=resume, verbose=False)
     return cb
@@ -76,7 +76,7 @@ def test_agp_end_after_training_is_refused():
 
 
 def test_iterative_progress_from_steps():
-    cfg = PruneConfig(sparsity=0.9)
+    cfg = PruneConfig(sparsity=0.9, protect=False)
     assert iterative_progress(cfg, [0.5, 0.8]) == pytest.approx([0.5 / 0.9, 0.8 / 0.9, 1.0])
     assert iterative_progress(cfg, 2) == pytest.approx([1 - 0.5**3, 1.0])
     with pytest.raises(ConfigError):
@@ -86,7 +86,7 @@ def test_iterative_progress_from_steps():
 def test_prune_iterative_reaches_target_with_rising_sparsity():
     model = make()
     log: list = []
-    cfg = PruneConfig(sparsity=0.9, per_layer={"head": 0.5})
+    cfg = PruneConfig(sparsity=0.9, per_layer={"head": 0.5}, protect=False)
     ft = TrainConfig(epochs=1, batch_size=32)
     prune_iterative(model, cfg, vector_data(), ft, steps=[0.3, 0.6], eval_data=vector_data(32, seed=1),
                     verbose=False, log=log)

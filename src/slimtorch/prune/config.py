@@ -77,6 +77,10 @@ class PruneConfig(FrozenConfig):
             rely on it). ``False`` recomputes masks from scratch.
         seed: seed of the ``random`` criterion.
         batches / batch_size: how much data ``taylor`` / ``activation`` look at.
+        protect: in ``layer`` scope, cap the sparsity of the first conv (50 %), the last
+            Linear (75 %) and layers under ``small_layer_weights`` weights (50 %) that have no
+            ``per_layer`` value (:mod:`slimtorch.prune.protect`, after Han et al. 2015).
+        small_layer_weights: the size under which a layer counts as small.
     """
 
     method: str = "magnitude"
@@ -93,6 +97,8 @@ class PruneConfig(FrozenConfig):
     seed: int = 0
     batches: int = Field(8, ge=1)
     batch_size: int = Field(128, ge=1)
+    protect: bool = True
+    small_layer_weights: int = Field(2048, ge=0)
 
     @field_validator("pattern")
     @classmethod

@@ -21,6 +21,7 @@ from slimtorch.core.errors import ConfigError, UnsupportedModelError
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.criteria import CRITERIA, LossFn
 from slimtorch.prune.mask import get_mask, set_mask
+from slimtorch.prune.protect import sensitive_layers
 from slimtorch.prune.select import FilterFn, check_overrides, layer_value, select_layers
 
 
@@ -98,6 +99,7 @@ def compute_masks(
 
     keep: dict[str, torch.Tensor] = {}
     pool: list[str] = []
+    caps = protected(model, config)
     for fqn, module in layers.items():
         if config.nm is not None:
             keep[fqn] = nm_keep(scores[fqn], *config.nm, fqn=fqn)
@@ -105,7 +107,10 @@ def compute_masks(
             q = layer_value(fqn, config.per_layer_quality, config.quality)
             keep[fqn] = _han_keep(module.weight.detach(), prev[fqn] if config.monotone else None, q)
         elif config.scope == "layer" or layer_value(fqn, config.per_layer, -1.0) >= 0:
-            keep[fqn] = topk_keep(scores[fqn], layer_value(fqn, config.per_layer, config.sparsity))
+            s = layer_value(fqn, config.per_layer, -1.0)
+            if s < 0:  # no per_layer value: the default, capped for a sensitive layer
+                s = min(config.sparsity, caps[fqn][0]) if fqn in caps else config.sparsity
+            keep[fqn] = topk_keep(scores[fqn], s)
         else:
             pool.append(fqn)
     if pool:
@@ -125,6 +130,18 @@ def compute_masks(
             if p is not None:
                 keep[fqn] &= p
     return keep
+
+
+def protected(model: nn.Module, config: PruneConfig) -> dict[str, tuple[float, str]]:
+    """fqn -> (cap, reason) of the layers whose default sparsity ``config`` caps (see :mod:`slimtorch.prune.protect`).
+
+    Empty unless ``config.protect`` and a uniform (``layer`` scope) magnitude-style
+    unstructured prune; layers with a ``per_layer`` value are not listed.
+    """
+    if not config.protect or config.scope != "layer" or config.nm is not None or CRITERIA.get(config.method).threshold:
+        return {}
+    return {fqn: v for fqn, v in sensitive_layers(model, config.small_layer_weights).items()
+            if layer_value(fqn, config.per_layer, -1.0) < 0}  # fmt: skip
 
 
 def prune(

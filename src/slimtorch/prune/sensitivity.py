@@ -60,7 +60,7 @@ def sensitivity(
         fqn, s = point
         if fqn is None:
             return evaluate(model, eval_data).accuracy
-        pruned = prune(copy.deepcopy(model), PruneConfig(method=method, sparsity=s, include=[fqn]), data)
+        pruned = prune(copy.deepcopy(model), PruneConfig(method=method, sparsity=s, include=[fqn], protect=False), data)
         return evaluate(pruned, eval_data).accuracy
 
     run = D.fan_out if distributed else lambda fn, items: [fn(x) for x in items]

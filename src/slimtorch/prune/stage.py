@@ -14,6 +14,7 @@ the model (so later fine-tuning stages keep the sparsity); saving folds them.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
@@ -23,7 +24,7 @@ from slimtorch.pipeline.context import Context
 from slimtorch.pipeline.registry import register_stage
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.mask import finalize
-from slimtorch.prune.prune import prune
+from slimtorch.prune.prune import protected, prune
 from slimtorch.prune.report import sparsity_report, total_sparsity
 from slimtorch.prune.schedule import AGPCallback, AGPConfig, prune_iterative
 from slimtorch.train import TrainConfig, evaluate, fit
@@ -71,6 +72,13 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
     score_data = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
     if ctx.test_data is not None:
         info["accuracy_before"] = evaluate(model, ctx.test_data).accuracy
+    caps = protected(model, cfg.prune)
+    if caps:
+        info["protected"] = {fqn: {"max_sparsity": cap, "reason": why} for fqn, (cap, why) in caps.items()}
+        if ctx.verbose and cfg.prune.sparsity > min(cap for cap, _ in caps.values()):
+            capped = ", ".join(f"{f} <= {c:.0%} ({w})" for f, (c, w) in caps.items() if c < cfg.prune.sparsity)
+            print(f"[prune] sensitive layers pruned less: {capped}; per_layer values or protect: false override",
+                  file=sys.stderr, flush=True)  # fmt: skip
     epochs = 0
     if cfg.schedule == "one_shot":
         model = prune(model, cfg.prune, score_data)
