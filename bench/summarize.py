@@ -231,8 +231,38 @@ def _adaround_table(a: dict) -> list[str]:
     return out
 
 
+def user_models(d: dict) -> list[str]:
+    """The LSTM speaker encoder through dynamic INT8 (``bench/user_models.py``)."""
+    lstm, t = d["lstm"], d["targets"]
+    v = lstm["variants"]
+    out = ["## A user's LSTM through dynamic INT8 (`bench/user_models.py`)\n",
+           f"{lstm['model']}, {lstm['params'] / 1e6:.2f} M parameters, weights: {lstm['weights']}; inputs: "
+           f"{lstm['inputs']}. {_loadavg(d)}: {d['load_note']}.\n",
+           "| variant | size | latency b1 / b32 (ms) | held-out cosine mean / min | float layers |",
+           "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in v.items():
+        f = r.get("fidelity_held_out") or {}
+        cos = f"{f['cosine_mean']:.4f} / {f['cosine_min']:.4f}" if f else "reference"
+        size = _mb(r["size_bytes"]) if r.get("size_bytes") else (_mb(lstm["fp32_onnx_bytes"]) + " (ONNX)" if name == "ort_fp32" else "")
+        out.append(f"| {name} | {size} | {r['latency_ms']['b1']:.2f} / {r['latency_ms']['b32']:.1f} | {cos} | "
+                   f"{', '.join(r.get('float_layers') or []) or '–'} |")
+    ok = lstm["meets_targets"]
+    out += ["", f"slimtorch's default ({lstm['int8_variant']}): **{lstm['int8_size_ratio'] * 100:.0f} %** of the fp32 "
+            f"ONNX file (target ≤ {t['int8_size_ratio_max'] * 100:.0f} %: {'met' if ok['size'] else 'missed'}), "
+            f"**{lstm['speedup_b1']:.2f}× / {lstm['speedup_b32']:.2f}×** faster than the fastest fp32 runtime at "
+            f"batch 1 / 32 ({lstm['fastest_fp32']['b1']} / {lstm['fastest_fp32']['b32']}; target ≥ {t['speedup_min']}×), "
+            f"held-out cosine **{lstm['cosine_mean']:.4f}** (target ≥ {t['cosine_min']}).", "",
+            "Input spread (std of the log-mel field) against fidelity, all-INT8 vs with the fallback:", "",
+            "| log std | all-INT8 cosine | with fallback: cosine, float layers, size |", "|---|---|---|"]  # fmt: skip
+    for k, row in lstm.get("input_sensitivity", {}).items():
+        a, b = row["all_int8"], row["with_fallback"]
+        out.append(f"| {k.removeprefix('log_std_')} | {a['cosine_mean']:.4f} | {b['cosine_mean']:.4f}, "
+                   f"{', '.join(b['float_layers']) or '–'}, {_mb(b['size_bytes'])} |")
+    return out + [""]
+
+
 SECTIONS = [("deep_compression", deep_compression), ("int8", int8), ("structured", structured),
-            ("distributed", distributed), ("auto", auto), ("fuzz", fuzz)]  # fmt: skip
+            ("distributed", distributed), ("auto", auto), ("fuzz", fuzz), ("user_models", user_models)]  # fmt: skip
 
 
 def int8_headline(d: dict) -> list[str]:
