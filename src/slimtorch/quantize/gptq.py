@@ -33,7 +33,6 @@ from slimtorch.quantize.weight_only import WeightOnlyConfig, coerce, selected_li
 from slimtorch.quantize.wgrid import (
     GridConfig,
     QuantizedWeight,
-    fake_quant_group,
     group_bounds,
     quantize_codes,
     rtn_weight,
@@ -64,8 +63,9 @@ def hessian_accumulator(cols: int) -> dict:
 
 
 def accumulate(acc: dict, x: torch.Tensor) -> None:
-    x = x.reshape(-1, x.shape[-1]).double()
-    acc["H"] += x.T @ x
+    # The batch product in float32 (fast), the running sum in float64 (many batches).
+    x = x.reshape(-1, x.shape[-1]).float()
+    acc["H"] += (x.T @ x).double()
     acc["n"] += x.shape[0]
 
 
@@ -87,27 +87,14 @@ def gptq_weight(w: torch.Tensor, H: torch.Tensor, grid: GridConfig, damp: float 
         group_of[s:e] = k
     perm = torch.argsort(diag, descending=True) if act_order else torch.arange(cols)
     W, H = W[:, perm], H[perm][:, perm]
+    # Each column's scale and zero, in the permuted order (one gather instead of a lookup per column).
+    col_scale = torch.stack([p[0] for p in params], 1)[:, group_of[perm]]
+    col_zero = torch.stack([p[1] for p in params], 1)[:, group_of[perm]]
+    maxq = grid.maxq
     H += damp * torch.mean(torch.diag(H)) * torch.eye(cols)
     L = torch.linalg.cholesky(H)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-    Q = torch.zeros_like(W)
-    for i1 in range(0, cols, block_size):
-        i2 = min(i1 + block_size, cols)
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            w_col = W1[:, i]
-            d = Hinv1[i, i]
-            scale, zero = params[int(group_of[perm[i1 + i]])]
-            q = fake_quant_group(w_col[:, None], scale, zero, grid.maxq)[:, 0]
-            Q1[:, i] = q
-            err = (w_col - q) / d
-            W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]
-            Err1[:, i] = err
-        Q[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    Q = _column_loop(W, Hinv, col_scale, col_zero, maxq, block_size)
     Q = Q[:, torch.argsort(perm)]
     codes = torch.empty(rows, cols, dtype=torch.uint8)
     scales = torch.empty(rows, len(bounds))
@@ -117,6 +104,41 @@ def gptq_weight(w: torch.Tensor, H: torch.Tensor, grid: GridConfig, damp: float 
         codes[:, s:e] = quantize_codes(Q[:, s:e], scale, zero, grid.maxq).to(torch.uint8)
         scales[:, k], zeros[:, k] = scale, zero
     return QuantizedWeight(codes, scales, zeros, grid.bits, grid.group_size)
+
+
+def _column_loop(W, Hinv, col_scale, col_zero, maxq: int, block_size: int) -> torch.Tensor:
+    """GPTQ's quantize-and-compensate sweep over columns, with lazy batch updates.
+
+    Works on transposed copies (a column is a contiguous row) and on one thread:
+    the per-column operations are small, and with two cores shared they run faster
+    without OpenMP's hand-off (the thread count is restored afterwards).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cols = W.shape[1]
+        WT = W.T.contiguous()
+        QT = torch.zeros_like(WT)
+        ST, ZT = col_scale.T.contiguous(), col_zero.T.contiguous()
+        for i1 in range(0, cols, block_size):
+            i2 = min(i1 + block_size, cols)
+            W1 = WT[i1:i2].clone()
+            Err1 = torch.zeros_like(W1)
+            Hinv1 = Hinv[i1:i2, i1:i2]
+            for i in range(i2 - i1):
+                w = W1[i]
+                sc, z = ST[i1 + i], ZT[i1 + i]
+                q = (torch.clamp(torch.round(w / sc) + z, 0, maxq) - z) * sc
+                QT[i1 + i] = q
+                err = (w - q) / Hinv1[i, i]
+                W1[i:].sub_(Hinv1[i, i:, None] * err[None, :])
+                Err1[i] = err
+            torch.set_num_threads(threads)
+            WT[i2:] -= Hinv[i1:i2, i2:].T @ Err1
+            torch.set_num_threads(1)
+        return QT.T
+    finally:
+        torch.set_num_threads(threads)
 
 
 def input_sets(block: nn.Module, data: BlockData, names: list[str]) -> list[list[str]]:
@@ -159,21 +181,35 @@ def _first(kw: dict) -> dict:
 
 def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: GPTQConfig,
                    method=gptq_weight) -> None:
-    """GPTQ every Linear ``names`` of ``block`` on the block's calibration inputs (true-sequential sets)."""
-    sets = input_sets(block, data, names) if config.true_sequential else [names]
-    for group in sets:
-        accs = {n: hessian_accumulator(block.get_submodule(n).in_features) for n in group}
-        mods = {n: block.get_submodule(n) for n in group}
-        with input_hooks(mods, lambda n, x: accumulate(accs[n], x)):
-            data.run(block)
+    """GPTQ every Linear ``names`` of ``block`` on the block's calibration inputs.
+
+    Linears reading the same tensor share one Hessian. With ``true_sequential`` each
+    set's Hessian is gathered after the earlier sets were quantized (the forward
+    stops at the set's input); otherwise all are gathered in one pass.
+    """
+    sets = input_sets(block, data, names)
+    mods = {n: block.get_submodule(n) for n in names}
+
+    def solve(group: list[str], acc: dict) -> None:
         for n in group:
-            acc = accs[n]
             if acc["n"] == 0:
                 qw = rtn_weight(mods[n].weight, config.grid)
             else:
                 qw = method(mods[n].weight, acc["H"] / acc["n"], config.grid, config.damp, config.act_order,
                             config.block_size)
             replace_linear(block, n, qw)
+
+    if config.true_sequential:
+        for group in sets:
+            acc = hessian_accumulator(mods[group[0]].in_features)
+            data.feed(block, mods[group[0]], lambda x: accumulate(acc, x))
+            solve(group, acc)
+        return
+    accs = {g[0]: hessian_accumulator(mods[g[0]].in_features) for g in sets}
+    with input_hooks({g[0]: mods[g[0]] for g in sets}, lambda n, x: accumulate(accs[n], x)):
+        data.run(block)
+    for group in sets:
+        solve(group, accs[group[0]])
 
 
 @torch.no_grad()
