@@ -1,0 +1,60 @@
+"""Block-by-block calibration: inputs captured right, outputs propagated, and a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slimtorch.core.blockwise import sequential
+from slimtorch.core.errors import FormatError
+from slimtorch.quantize.gptq import quantize_gptq
+from slimtorch.quantize.qlinear import QuantLinear
+from tests.llm_fixtures import tiny_ids, tiny_llama
+
+
+def test_inputs_are_the_previous_blocks_outputs():
+    model = tiny_llama(layers=3)
+    ids = tiny_ids(4, 16)
+    seen = []
+    sequential(model, ids, lambda i, block, data: seen.append(torch.cat(data.hidden)), batch_size=2)
+    with torch.no_grad():
+        hs = model(ids, output_hidden_states=True).hidden_states
+    for i in range(3):  # hidden_states[i] is the input of block i
+        assert torch.allclose(seen[i], hs[i], atol=1e-5)
+
+
+def test_killed_calibration_resumes_after_the_last_finished_block(tmp_path):
+    model = tiny_llama(layers=3)
+    ids = tiny_ids(4, 16)
+    cfg = {"grid": {"bits": 3, "group_size": 32}}
+    full = quantize_gptq(model, cfg, ids)
+
+    import slimtorch.quantize.gptq as gptq_mod
+
+    real = gptq_mod.quantize_block
+    calls = {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # killed while quantizing the third block
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    gptq_mod.quantize_block = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            quantize_gptq(model, cfg, ids, checkpoint_dir=tmp_path)
+    finally:
+        gptq_mod.quantize_block = real
+    done = []
+    gptq_mod.quantize_block = lambda block, *a, **k: (done.append(1), real(block, *a, **k))
+    try:
+        resumed = quantize_gptq(model, cfg, ids, checkpoint_dir=tmp_path)
+    finally:
+        gptq_mod.quantize_block = real
+    assert len(done) == 1  # only the unfinished block ran again
+    for (n, a), (_, b) in zip(full.named_modules(), resumed.named_modules()):
+        if isinstance(a, QuantLinear):
+            assert torch.equal(a.codes, b.codes) and torch.equal(a.scales, b.scales), n
+    with pytest.raises(FormatError, match="other tokens or another config"):
+        quantize_gptq(model, {"grid": {"bits": 4, "group_size": 32}}, ids, checkpoint_dir=tmp_path)
