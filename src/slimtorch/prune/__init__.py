@@ -1,11 +1,14 @@
-"""Unstructured and N:M pruning with masks that survive fine-tuning.
+"""Unstructured and N:M pruning with masks that survive fine-tuning, and one-shot pruning of language models.
 
 Han et al. 2015 ("Learning both weights and connections"), Zhu & Gupta 2017
-("To prune or not to prune"); see docs/pruning.md.
+("To prune or not to prune"); see docs/pruning.md. Language models: magnitude,
+Wanda (Sun et al. 2024) and SparseGPT (Frantar & Alistarh 2023), block by block.
 """
 
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.criteria import CRITERIA, Criterion, register_criterion
+from slimtorch.prune.lm_common import LMPruneConfig
+from slimtorch.prune.magnitude_lm import MagnitudeLMConfig, prune_magnitude_lm
 from slimtorch.prune.mask import Mask, finalize, get_mask, masked_layers, remove_masks
 from slimtorch.prune.prune import attach_masks, compute_masks, nm_keep, prune
 from slimtorch.prune.report import sparsity_report, total_sparsity
@@ -24,6 +27,8 @@ from slimtorch.prune.sensitivity import (
     sensitivity,
     sparsities_for_tolerance,
 )
+from slimtorch.prune.sparsegpt import SparseGPTConfig, prune_sparsegpt, sparsegpt_weight
+from slimtorch.prune.wanda import WandaConfig, prune_wanda, wanda_scores
 
 __all__ = [
     "CRITERIA",
@@ -31,8 +36,12 @@ __all__ = [
     "AGPCallback",
     "AGPConfig",
     "Criterion",
+    "LMPruneConfig",
+    "MagnitudeLMConfig",
     "Mask",
     "PruneConfig",
+    "SparseGPTConfig",
+    "WandaConfig",
     "agp_sparsity",
     "attach_masks",
     "compute_masks",
@@ -44,13 +53,18 @@ __all__ = [
     "plot_sensitivity",
     "prune",
     "prune_iterative",
+    "prune_magnitude_lm",
+    "prune_sparsegpt",
+    "prune_wanda",
     "register_criterion",
     "remove_masks",
     "retrain_config",
     "save_sensitivity",
     "select_layers",
     "sensitivity",
+    "sparsegpt_weight",
     "sparsities_for_tolerance",
     "sparsity_report",
     "total_sparsity",
+    "wanda_scores",
 ]

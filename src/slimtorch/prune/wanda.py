@@ -1,0 +1,105 @@
+"""Wanda (Sun et al. 2024, "A Simple and Effective Pruning Approach for Large Language Models").
+
+A weight's importance is its magnitude times the norm of the input feature it
+multiplies, ``S_ij = |W_ij| · ‖X_j‖₂``: a large weight on an input that is always
+near zero barely changes the output, and a small weight on one of the few huge
+activation channels LLMs have matters a lot. Weights compete only within their
+output row (each output keeps the same fraction of its inputs), which the paper
+found essential for LLMs. No weight update, no Hessian: one pass of the
+calibration data per block gives the norms.
+
+Block by block (:mod:`slimtorch.core.blockwise`): each block is scored on the
+outputs of the already-pruned earlier blocks, and, with ``true_sequential``,
+each input set (q/k/v, o, gate/up, down) on inputs that went through the pruned
+earlier sets of its own block.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from slimtorch.core.blockwise import BlockData, input_hooks, sequential
+from slimtorch.prune.lm_common import LMPruneConfig, block_names, decoder_linears, keep_mask
+from slimtorch.quantize.gptq import input_sets
+from slimtorch.quantize.weight_only import coerce, target
+
+
+class WandaConfig(LMPruneConfig):
+    """Wanda settings.
+
+    Attributes:
+        scope: ``row`` (the paper: weights compare within an output row) or ``layer``.
+    """
+
+    scope: Literal["row", "layer"] = "row"
+
+
+def wanda_scores(weight: torch.Tensor, sq_norms: torch.Tensor) -> torch.Tensor:
+    """``|W| · ‖X_j‖`` of ``weight (out, in)`` given the per-input sums of squares ``sq_norms (in,)``."""
+    return weight.detach().abs().float() * sq_norms.sqrt().float()[None, :]
+
+
+@torch.no_grad()
+def wanda_linear(linear: nn.Linear, sq_norms: torch.Tensor, config: WandaConfig) -> torch.Tensor:
+    """Prune one Linear in place from its inputs' sums of squares; returns the keep mask (usable on any Linear)."""
+    keep = keep_mask(wanda_scores(linear.weight, sq_norms), config, config.scope)
+    linear.weight.mul_(keep.to(linear.weight.dtype))
+    return keep
+
+
+def input_sq_norms(block: nn.Module, data: BlockData, names: list[str]) -> dict[str, torch.Tensor]:
+    """Σ over every calibration position of ``x_j²`` for the inputs of ``block.<name>`` (float64), one pass."""
+    acc: dict[str, torch.Tensor] = {}
+
+    def add(n: str, x: torch.Tensor) -> None:
+        s = x.reshape(-1, x.shape[-1]).double().pow(2).sum(0)
+        acc[n] = acc[n] + s if n in acc else s
+
+    with input_hooks({n: block.get_submodule(n) for n in names}, add):
+        data.run(block)
+    # A Linear the block never calls has unknown inputs: equal norms, i.e. magnitude pruning.
+    return {n: acc.get(n, torch.ones(block.get_submodule(n).in_features, dtype=torch.float64)) for n in names}
+
+
+def prune_block(block: nn.Module, data: BlockData, names: list[str], config: WandaConfig) -> None:
+    """Wanda on the Linears ``names`` of one block, given the block's calibration inputs.
+
+    ``true_sequential``: one pass per input set, each after the previous sets were pruned;
+    otherwise one pass over the dense block for all of them (the paper's protocol).
+    """
+    sets = input_sets(block, data, names) if config.true_sequential else [names]
+    for group in sets:
+        # Linears of one set read the same tensor, so the first one's norms serve the set.
+        lead = group if not config.true_sequential else group[:1]
+        norms = input_sq_norms(block, data, lead)
+        for n in group:
+            wanda_linear(block.get_submodule(n), norms.get(n, norms[lead[0]]), config)
+
+
+@torch.no_grad()
+def prune_wanda(model: nn.Module, config: WandaConfig | dict | None, ids: torch.Tensor, inplace: bool = False,
+                checkpoint_dir=None) -> nn.Module:
+    """Wanda-prune the decoder Linears of ``model`` on calibration token ids ``ids (N, L)``.
+
+    Args:
+        config: a :class:`WandaConfig` or its dict (``None``: 50 % unstructured, per row).
+        inplace: change ``model`` itself instead of a copy.
+        checkpoint_dir: resumable state (see :func:`slimtorch.core.blockwise.sequential`).
+
+    Returns:
+        The pruned model: same classes, pruned weights exactly zero.
+    """
+    config = coerce(WandaConfig, config)
+    model = target(model, inplace)
+    prefix, chosen = decoder_linears(model, config)
+
+    def process(i: int, block: nn.Module, data: BlockData) -> None:
+        mine = block_names(prefix, i, chosen)
+        if mine:
+            prune_block(block, data, mine, config)
+
+    return sequential(model, ids, process, config.batch_size, checkpoint_dir, tag="wanda" + config.model_dump_json(),
+                      description="Wanda")
