@@ -63,6 +63,9 @@ ROWS: dict[str, tuple[str, dict]] = {
     "gptq_w3g128": ("gptq", {"grid": W3}),
     "awq_w3g128": ("awq", {"grid": W3}),
     "awq_gptq_w3g128": ("awq", {"grid": W3, "then_gptq": True}),
+    "w8a8": ("w8a8", {"smooth": False}),
+    "w8a8_smoothquant": ("w8a8", {"alpha": 0.5}),
+    "w8a8_smoothquant_a08": ("w8a8", {"alpha": 0.8}),
     "magnitude_50": ("magnitude", {"sparsity": 0.5}),
     "wanda_50": ("wanda", {"sparsity": 0.5}),
     "sparsegpt_50": ("sparsegpt", {"sparsity": 0.5}),
@@ -132,6 +135,9 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
     elif method == "awq":
         from slimtorch.quantize.awq import quantize_awq
         model = quantize_awq(model, config, calib, inplace=True)
+    elif method == "w8a8":
+        from slimtorch.quantize.w8a8 import quantize_w8a8
+        model = quantize_w8a8(model, config, calib, inplace=True)
     elif method == "magnitude":
         from slimtorch.prune import prune_magnitude_lm
         model = prune_magnitude_lm(model, config, inplace=True)
@@ -164,6 +170,11 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
         elif method == "peer":
             row["size_bytes"] = row["peer"].get("size_bytes")
             row["size_format"] = "the peer's own quantized representation"
+        elif method == "w8a8":
+            int8 = sum(m.weight.numel() + 4 * m.out_features for m in model.modules() if type(m).__name__ == "W8A8Linear")
+            dense = sum(m.weight.numel() for m in model.modules() if type(m).__name__ == "W8A8Linear")
+            row["size_bytes"] = _dir_bytes(hf_directory()) - 4 * dense + int8
+            row["size_format"] = "computed: int8 decoder weights + float32 per-channel scales, the rest float32"
         else:
             row["size_bytes"] = _dir_bytes(hf_directory())
             row["size_format"] = "dense float32 safetensors (sparsity is not exploited in this format)"

@@ -261,8 +261,50 @@ def user_models(d: dict) -> list[str]:
     return out + [""]
 
 
+def _llm_rows(d: dict, names: list[str] | None = None) -> list[str]:
+    rows = d.get("rows", {})
+    fp = (rows.get("fp32") or {}).get("perplexity")
+    rtn = {4: (rows.get("rtn_w4g128") or {}).get("perplexity"), 3: (rows.get("rtn_w3g128") or {}).get("perplexity")}
+    out = ["| row | test perplexity | increase over fp32 | vs RTN's increase | selection perplexity | size | "
+           "calibration | peak RSS |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in names or list(rows):
+        r = rows.get(name)
+        if r is None:
+            continue
+        if r.get("error"):
+            out.append(f"| {name} | **failed**: {str(r['error'])[:160]} | | | | | | |")
+            continue
+        p = r.get("perplexity")
+        inc = f"+{p - fp:.2f}" if p is not None and fp is not None and name != "fp32" else "–"
+        bits = 3 if "w3" in name else 4 if "w4" in name else None
+        base = rtn.get(bits) if bits else None
+        vs = (f"{(p - fp) / (base - fp):.2f}×" if bits and base and fp and base > fp and not name.startswith("rtn")
+              else "–")
+        out.append(f"| {name} | **{p:.2f}** | {inc} | {vs} | {r.get('selection_perplexity', float('nan')):.2f} | "
+                   f"{_mb(r.get('size_bytes'))} | {r.get('calib_seconds', 0):.0f} s | "
+                   f"{r.get('peak_rss_mb') or 0:.0f} MB |")
+    return out
+
+
+def llm(d: dict) -> list[str]:
+    """SmolLM2-135M: weight-only quantization and pruning against fp32 and the peers (``bench/llm.py``)."""
+    t = d.get("tokens", {})
+    text = t.get("text", {})
+    out = ["## Language models: SmolLM2-135M (`bench/llm.py`)\n",
+           f"{d.get('model', '')}. Perplexity over {t.get('test_windows')} disjoint windows of {t.get('window')} "
+           f"test tokens ({d.get('eval_tokens')} tokens); calibration {t.get('calib_windows')} windows "
+           f"({d.get('calib_tokens')} tokens) from a disjoint stream; choices between variants on "
+           f"{t.get('selection_tokens')} selection tokens. Text: {', '.join(text.get('sources', []))} "
+           f"(document groups per split {text.get('groups')}, disjoint: {text.get('disjoint')}). "
+           "Each row runs in its own process; peak RSS is that process's.\n"]  # fmt: skip
+    out += _llm_rows(d)
+    out.append("\n" + _env_line(d.get("environment")))
+    return out
+
+
 SECTIONS = [("deep_compression", deep_compression), ("int8", int8), ("structured", structured),
-            ("distributed", distributed), ("auto", auto), ("fuzz", fuzz), ("user_models", user_models)]  # fmt: skip
+            ("distributed", distributed), ("auto", auto), ("fuzz", fuzz), ("user_models", user_models),
+            ("llm", llm)]  # fmt: skip
 
 
 def int8_headline(d: dict) -> list[str]:
@@ -331,6 +373,12 @@ def _update_readme() -> None:
     au = _load("auto")
     if au and "lenet5" in au.get("networks", {}):
         block += auto({"networks": {"lenet5": au["networks"]["lenet5"]}})
+    lm = _load("llm")
+    if lm and lm.get("rows"):
+        keep = ["fp32", "rtn_w4g128", "gptq_w4g128", "awq_w4g128", "hqq_w4g128", "rtn_w3g128", "gptq_w3g128",
+                "w8a8_smoothquant", "magnitude_50", "wanda_50", "sparsegpt_50", "wanda_2_4",
+                "sparsegpt_50_w4g128"] + [k for k in lm["rows"] if k.startswith("peer_")]
+        block += ["## Language models: SmolLM2-135M (`bench/llm.py`)\n"] + _llm_rows(lm, keep) + [""]
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(head + begin + "\n" + "\n".join(block).replace("## ", "### ") + "\n" + end + tail)

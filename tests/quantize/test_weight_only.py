@@ -143,3 +143,17 @@ def test_bad_configs_name_the_field():
 def test_load_rejects_a_folder_without_metadata(tmp_path):
     with pytest.raises(FormatError, match="slimtorch_quant.json"):
         load_quantized_lm(tmp_path)
+
+
+def test_smoothquant_w8a8_stays_close_to_float():
+    from slimtorch.quantize.w8a8 import W8A8Linear, quantize_w8a8
+
+    model = tiny_llama(seed=2)
+    ids = tiny_ids(8, 32, seed=2)
+    q = quantize_w8a8(model, {"alpha": 0.5}, ids)
+    assert sum(isinstance(m, W8A8Linear) for m in q.modules()) == 14
+    with torch.no_grad():
+        ref, out = model(ids).logits, q(ids).logits
+    assert nn.functional.cosine_similarity(ref.flatten(), out.flatten(), dim=0) > 0.99
+    with pytest.raises(ConfigError, match="calibration ids"):
+        quantize_w8a8(model, {"alpha": 0.5})
