@@ -62,6 +62,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "rtn_w3g128": ("rtn", {"grid": {**W3, **PLAIN}}),
     "gptq_w3g128": ("gptq", {"grid": W3}),
     "awq_w3g128": ("awq", {"grid": W3}),
+    # halfway between 3-bit (3.27 stored bits/weight at g128) and 4-bit (4.28): per-layer bits by sensitivity
+    "gptq_mixed_w3w4g128": ("gptq_mixed", {"candidates": [3, 4], "avg_bits": 3.78, "grid": G128}),
     "awq_gptq_w3g128": ("awq", {"grid": W3, "then_gptq": True}),
     "w8a8": ("w8a8", {"smooth": False}),
     "w8a8_smoothquant": ("w8a8", {"alpha": 0.5}),
@@ -132,6 +134,16 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
     elif method == "gptq":
         from slimtorch.quantize.gptq import quantize_gptq
         model = quantize_gptq(model, config, calib, inplace=True)
+    elif method == "gptq_mixed":
+        from slimtorch.quantize.gptq import quantize_gptq
+        from slimtorch.quantize.mixed_lm import MixedBitsConfig, choose_bits, layer_sensitivity
+
+        mcfg = MixedBitsConfig.from_dict(config)
+        sens = layer_sensitivity(model, calib, mcfg)
+        shapes = {n: tuple(model.get_submodule(n).weight.shape) for n in sens}
+        bits = choose_bits(sens, shapes, mcfg)
+        row["bits_histogram"] = {str(b): sum(v == b for v in bits.values()) for b in mcfg.candidates}
+        model = quantize_gptq(model, {"grid": config["grid"], "per_layer_bits": bits}, calib, inplace=True)
     elif method == "awq":
         from slimtorch.quantize.awq import quantize_awq
         model = quantize_awq(model, config, calib, inplace=True)

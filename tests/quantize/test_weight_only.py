@@ -157,3 +157,26 @@ def test_smoothquant_w8a8_stays_close_to_float():
     assert nn.functional.cosine_similarity(ref.flatten(), out.flatten(), dim=0) > 0.99
     with pytest.raises(ConfigError, match="calibration ids"):
         quantize_w8a8(model, {"alpha": 0.5})
+
+
+def test_mixed_bits_meet_the_budget_and_spend_bits_where_sensitive():
+    from slimtorch.quantize.mixed_lm import MixedBitsConfig, bits_per_weight, choose_bits, layer_sensitivity
+
+    model = tiny_llama(seed=3)
+    ids = tiny_ids(8, 32, seed=3)
+    cfg = MixedBitsConfig(candidates=[2, 4], avg_bits=4.0, grid={"group_size": 32})
+    sens = layer_sensitivity(model, ids, cfg)
+    assert len(sens) == 14 and all(s[2] > s[4] for s in sens.values())
+    shapes = {n: tuple(model.get_submodule(n).weight.shape) for n in sens}
+    bits = choose_bits(sens, shapes, cfg)
+    numel = {n: shapes[n][0] * shapes[n][1] for n in bits}
+    avg = sum(bits_per_weight(shapes[n], b, 32) * numel[n] for n, b in bits.items()) / sum(numel.values())
+    assert avg <= 4.0 and set(bits.values()) == {2, 4}
+    # the layers kept at 4 bits are the ones whose 2-bit step costs most error per byte
+    cost = {n: (sens[n][2] - sens[n][4]) / numel[n] for n in bits}
+    assert min(cost[n] for n in bits if bits[n] == 4) >= max(cost[n] for n in bits if bits[n] == 2)
+    q = quantize_gptq(model, {"grid": {"bits": 4, "group_size": 32}, "per_layer_bits": bits}, ids)
+    got = {n: m.bits for n, m in q.named_modules() if isinstance(m, QuantLinear)}
+    assert got == bits
+    with pytest.raises(ConfigError, match="avg_bits"):
+        choose_bits(sens, shapes, cfg.replace(avg_bits=2.0))

@@ -49,9 +49,12 @@ class GPTQConfig(WeightOnlyConfig):
         block_size: columns per lazy batch update.
         true_sequential: gather each input set's Hessian after the previous sets were quantized.
         batch_size: calibration sequences per forward.
+        per_layer_bits: bits by layer name or fnmatch pattern (mixed precision, e.g. from
+            :func:`slimtorch.quantize.mixed_lm.choose_bits`); other layers use ``grid.bits``.
     """
 
     damp: float = pydantic.Field(0.01, gt=0, le=1)
+    per_layer_bits: dict[str, int] = pydantic.Field(default_factory=dict)
     act_order: bool = True
     block_size: int = pydantic.Field(128, ge=1)
     true_sequential: bool = True
@@ -180,7 +183,7 @@ def _first(kw: dict) -> dict:
 
 
 def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: GPTQConfig,
-                   method=gptq_weight) -> None:
+                   method=gptq_weight, grids: dict[str, GridConfig] | None = None) -> None:
     """GPTQ every Linear ``names`` of ``block`` on the block's calibration inputs.
 
     Linears reading the same tensor share one Hessian. With ``true_sequential`` each
@@ -192,10 +195,11 @@ def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: 
 
     def solve(group: list[str], acc: dict) -> None:
         for n in group:
+            grid = (grids or {}).get(n, config.grid)
             if acc["n"] == 0:
-                qw = rtn_weight(mods[n].weight, config.grid)
+                qw = rtn_weight(mods[n].weight, grid)
             else:
-                qw = method(mods[n].weight, acc["H"] / acc["n"], config.grid, config.damp, config.act_order,
+                qw = method(mods[n].weight, acc["H"] / acc["n"], grid, config.damp, config.act_order,
                             config.block_size)
             replace_linear(block, n, qw)
 
@@ -228,14 +232,23 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig | dict | None, ids: torch
     prefix, _ = decoder_blocks(model)
 
     def process(i: int, block: nn.Module, data: BlockData) -> None:
-        mine = [n[len(f"{prefix}.{i}.") :] for n in chosen if n.startswith(f"{prefix}.{i}.")]
+        head = f"{prefix}.{i}."
+        mine = [n[len(head) :] for n in chosen if n.startswith(head)]
+        grids = {n[len(head) :]: _grid_for(n, config) for n in chosen if n.startswith(head)}
         if mine:
-            quantize_block(block, data, mine, config)
+            quantize_block(block, data, mine, config, grids=grids)
 
     sequential(model, ids, process, config.batch_size, checkpoint_dir, tag="gptq" + config.model_dump_json(),
                save_block=quantized_state, load_block=lambda b, t, m: restore_quantized(b, t, m, "checkpoint"),
                description="GPTQ")
     for n in chosen:
         if not n.startswith(prefix + "."):
-            replace_linear(model, n, rtn_weight(model.get_submodule(n).weight, config.grid))
+            replace_linear(model, n, rtn_weight(model.get_submodule(n).weight, _grid_for(n, config)))
     return model
+
+
+def _grid_for(name: str, config: GPTQConfig) -> GridConfig:
+    from slimtorch.quantize.layers import bits_for
+
+    bits = bits_for(name, config.grid.bits, config.per_layer_bits)
+    return config.grid if bits == config.grid.bits else config.grid.replace(bits=bits)
