@@ -18,6 +18,7 @@ from slimtorch.prune import (
     wanda_scores,
 )
 from slimtorch.prune import sparsegpt as sparsegpt_module
+from slimtorch.prune.lm_common import keep_mask
 from slimtorch.quantize.qlinear import QuantLinear, load_quantized_lm, save_quantized_lm
 from slimtorch.quantize.wgrid import group_bounds
 from tests.llm_fixtures import tiny_ids, tiny_llama
@@ -146,13 +147,9 @@ def test_sparsegpt_reconstructs_a_layer_better_than_magnitude_and_wanda(dense, l
     x = _block0_inputs(dense)[layer]
     w = dense.model.layers[0].get_submodule(layer).weight.detach()
     config = {"pattern": pattern}
-    lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
     errors = {}
     for method in ("magnitude", "wanda"):
-        lin.weight.data.copy_(w)
         if method == "magnitude":
-            from slimtorch.prune.lm_common import keep_mask
-
             keep = keep_mask(w.abs(), MagnitudeLMConfig(**config))
         else:
             keep = keep_mask(wanda_scores(w, x.double().pow(2).sum(0)), WandaConfig(**config))

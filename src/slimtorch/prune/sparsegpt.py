@@ -41,7 +41,6 @@ from slimtorch.quantize.weight_only import coerce, target
 from slimtorch.quantize.wgrid import (
     GridConfig,
     QuantizedWeight,
-    fake_quant_group,
     group_bounds,
     quantize_codes,
     search_params,
@@ -106,63 +105,86 @@ def sparsegpt_weight(w: torch.Tensor, H: torch.Tensor, config: SparseGPTConfig
     W[:, dead] = 0
     hdiag = torch.diag(H).clone()
     Hinv = _inverse_hessian_factor(H, config.damp)
-    nm, grid = config.nm, config.grid
-    sparsity = config.target_sparsity
-    keep = torch.ones(rows, cols, dtype=torch.bool)
+    grid = config.grid
     blocks = column_blocks(cols, config)
-    scales = torch.empty(rows, len(blocks)) if grid is not None else None
-    zeros = torch.empty(rows, len(blocks)) if grid is not None else None
-    channel_params = None
+    params = None
     if grid is not None and grid.group_size is None:
         # One group per row: fitted once on the original row (the mask is not known yet).
-        channel_params = search_params(W, grid, hdiag / hdiag.mean())
-    for b, (i1, i2) in enumerate(blocks):
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        d = torch.diag(Hinv1)
-        pruned = torch.zeros_like(W1, dtype=torch.bool)
-        if nm is None:
-            # Adaptive mask: the lowest OBS saliencies of the whole block, after earlier blocks' updates.
-            saliency = (W1 ** 2 / d[None, :] ** 2).reshape(-1)
-            k = round(sparsity * saliency.numel())
-            pruned.view(-1)[torch.sort(saliency, stable=True).indices[:k]] = True
-        if grid is not None:
-            if channel_params is not None:
-                scale, zero = channel_params
-            else:  # this group's range, from its updated weights with the pruned ones at 0
-                scale, zero = search_params(W1.masked_fill(pruned, 0.0), grid, hdiag[i1:i2] / hdiag[i1:i2].mean())
-            _check_zero_exact(zero, grid)
-            scales[:, b], zeros[:, b] = scale, zero
-        for i in range(i2 - i1):
-            if nm is not None and i % nm[1] == 0:
-                m = nm[1]
-                sal = W1[:, i : i + m] ** 2 / d[None, i : i + m] ** 2
-                lowest = torch.topk(sal, m - nm[0], dim=1, largest=False).indices
-                pruned.scatter_(1, i + lowest, True)
-            col = W1[:, i]
-            q = col.masked_fill(pruned[:, i], 0.0)
-            if grid is not None:
-                q = fake_quant_group(q[:, None], scale, zero, grid.maxq)[:, 0]
-            Q1[:, i] = q
-            err = (col - q) / d[i]
-            # OBS update of the block's remaining columns (row i of the factor).
-            W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]
-            Err1[:, i] = err
-        W[:, i1:i2] = Q1
-        keep[:, i1:i2] = ~pruned
-        # Lazy batch update: this block's error reaches every later column at once.
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        params = [search_params(W, grid, hdiag / hdiag.mean())] * len(blocks)
+    # Transposed: a column is a contiguous row, which the per-column updates touch.
+    WT, keepT, params = _sweep(W.T.contiguous(), Hinv, hdiag, blocks, config, params)
+    W, keep = WT.T.contiguous(), keepT.T.contiguous()
     if grid is None:
         return W, keep, None
     codes = torch.empty(rows, cols, dtype=torch.uint8)
-    for b, (i1, i2) in enumerate(blocks):
-        codes[:, i1:i2] = quantize_codes(W[:, i1:i2], scales[:, b], zeros[:, b], grid.maxq).to(torch.uint8)
-    if grid.group_size is None:
-        scales, zeros = scales[:, :1], zeros[:, :1]  # one group per row: every block used the same parameters
+    for (i1, i2), (scale, zero) in zip(blocks, params):
+        codes[:, i1:i2] = quantize_codes(W[:, i1:i2], scale, zero, grid.maxq).to(torch.uint8)
+    ngroups = 1 if grid.group_size is None else len(blocks)  # per channel: every block shared one fit
+    scales = torch.stack([p[0] for p in params[:ngroups]], dim=1)
+    zeros = torch.stack([p[1] for p in params[:ngroups]], dim=1)
     qw = QuantizedWeight(codes, scales, zeros, grid.bits, grid.group_size)
     return qw.dequantize(), keep, qw
+
+
+def _sweep(WT: torch.Tensor, Hinv: torch.Tensor, hdiag: torch.Tensor, blocks: list[tuple[int, int]],
+           config: SparseGPTConfig, params: list | None):
+    """The column sweep on ``WT (in, out)``: mask, (quantize,) compensate; returns (new WT, keep WT, group params).
+
+    The per-column operations are small, so they run on one thread (with two shared
+    cores, OpenMP's hand-off costs more than it saves); the lazy block update is one
+    large product and gets every thread back.
+    """
+    nm, grid = config.nm, config.grid
+    sparsity = config.target_sparsity
+    keepT = torch.ones_like(WT, dtype=torch.bool)
+    fitted = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for b, (i1, i2) in enumerate(blocks):
+            W1 = WT[i1:i2].clone()
+            Q1 = torch.zeros_like(W1)
+            Err1 = torch.zeros_like(W1)
+            Hinv1 = Hinv[i1:i2, i1:i2]
+            d = torch.diag(Hinv1)
+            pruned = torch.zeros_like(W1, dtype=torch.bool)
+            if nm is None:
+                # Adaptive mask: the lowest OBS saliencies w²/[H⁻¹]² of the whole block, after earlier updates.
+                saliency = (W1 ** 2 / d[:, None] ** 2).reshape(-1)
+                k = round(sparsity * saliency.numel())
+                pruned.view(-1)[torch.sort(saliency, stable=True).indices[:k]] = True
+            if grid is not None:
+                if params is None:  # this group's range, from its updated weights with the pruned ones at 0
+                    cw = hdiag[i1:i2] / hdiag[i1:i2].mean()
+                    scale, zero = search_params(W1.masked_fill(pruned, 0.0).T, grid, cw)
+                else:
+                    scale, zero = params[b]
+                _check_zero_exact(zero, grid)
+                fitted.append((scale, zero))
+            for i in range(i2 - i1):
+                if nm is not None and i % nm[1] == 0:
+                    m = nm[1]
+                    sal = W1[i : i + m] ** 2 / d[i : i + m, None] ** 2
+                    lowest = torch.topk(sal, m - nm[0], dim=0, largest=False).indices
+                    pruned[i : i + m].scatter_(0, lowest, True)
+                col = W1[i]
+                q = col.masked_fill(pruned[i], 0.0)
+                if grid is not None:
+                    q = (torch.clamp(torch.round(q / scale) + zero, 0, grid.maxq) - zero) * scale
+                Q1[i] = q
+                err = (col - q) / d[i]
+                # OBS update of the block's remaining columns (row i of the factor).
+                W1[i:].addr_(Hinv1[i, i:], err, alpha=-1)
+                Err1[i] = err
+            WT[i1:i2] = Q1
+            keepT[i1:i2] = ~pruned
+            # Lazy batch update: this block's error reaches every later column in one product.
+            torch.set_num_threads(threads)
+            WT[i2:] -= Hinv[i1:i2, i2:].T @ Err1
+            torch.set_num_threads(1)
+    finally:
+        torch.set_num_threads(threads)
+    return WT, keepT, fitted
 
 
 def _check_zero_exact(zero: torch.Tensor, grid: GridConfig) -> None:
@@ -173,25 +195,37 @@ def _check_zero_exact(zero: torch.Tensor, grid: GridConfig) -> None:
 
 
 def prune_block(block: nn.Module, data: BlockData, names: list[str], config: SparseGPTConfig) -> None:
-    """SparseGPT on the Linears ``names`` of one block, given the block's calibration inputs."""
-    sets = input_sets(block, data, names) if config.true_sequential else [names]
+    """SparseGPT on the Linears ``names`` of one block, given the block's calibration inputs.
+
+    Linears reading one tensor (q/k/v; gate/up) share a Hessian. With ``true_sequential``
+    each set's Hessian is gathered after the earlier sets were pruned (the forward stops
+    at the set's input); otherwise all are gathered from the dense block in one pass.
+    """
+    sets = input_sets(block, data, names)
+    mods = {n: block.get_submodule(n) for n in names}
+    if config.true_sequential:
+        for group in sets:
+            acc = hessian_accumulator(mods[group[0]].in_features)
+            data.feed(block, mods[group[0]], lambda x, acc=acc: accumulate(acc, x))
+            _solve(block, mods, group, acc, config)
+        return
+    accs = {g[0]: hessian_accumulator(mods[g[0]].in_features) for g in sets}
+    with input_hooks({g[0]: mods[g[0]] for g in sets}, lambda n, x: accumulate(accs[n], x)):
+        data.run(block)
     for group in sets:
-        mods = {n: block.get_submodule(n) for n in group}
-        # With true_sequential a set shares one input, hence one Hessian; otherwise one Hessian per Linear.
-        accs = {n: hessian_accumulator(m.in_features) for n, m in mods.items()}
-        hooked = {group[0]: mods[group[0]]} if config.true_sequential else mods
-        with input_hooks(hooked, lambda n, x: accumulate(accs[n], x)):
-            data.run(block)
-        for n, lin in mods.items():
-            acc = accs[group[0]] if config.true_sequential else accs[n]
-            if acc["n"] == 0:
-                raise ConfigError(f"'{n}' is never called when the block runs, so SparseGPT has no inputs "
-                                  "for it; add it to 'exclude'", field="exclude")
-            W, _, qw = sparsegpt_weight(lin.weight, acc["H"] / acc["n"], config)
-            if qw is not None:
-                replace_linear(block, n, qw)
-            else:
-                lin.weight.copy_(W.to(lin.weight.dtype))
+        _solve(block, mods, group, accs[group[0]], config)
+
+
+def _solve(block: nn.Module, mods: dict[str, nn.Module], group: list[str], acc: dict, config: SparseGPTConfig) -> None:
+    for n in group:
+        if acc["n"] == 0:
+            raise ConfigError(f"'{n}' is never called when the block runs, so SparseGPT has no inputs "
+                              "for it; add it to 'exclude'", field="exclude")
+        W, _, qw = sparsegpt_weight(mods[n].weight, acc["H"] / acc["n"], config)
+        if qw is not None:
+            replace_linear(block, n, qw)
+        else:
+            mods[n].weight.copy_(W.to(mods[n].weight.dtype))
 
 
 @torch.no_grad()

@@ -50,33 +50,49 @@ def wanda_linear(linear: nn.Linear, sq_norms: torch.Tensor, config: WandaConfig)
     return keep
 
 
+def _sq_sum(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1]).double().pow(2).sum(0)
+
+
+def _unknown(linear: nn.Linear) -> torch.Tensor:
+    # A Linear the block never calls has unknown inputs: equal norms, i.e. magnitude pruning.
+    return torch.ones(linear.in_features, dtype=torch.float64)
+
+
 def input_sq_norms(block: nn.Module, data: BlockData, names: list[str]) -> dict[str, torch.Tensor]:
     """Σ over every calibration position of ``x_j²`` for the inputs of ``block.<name>`` (float64), one pass."""
     acc: dict[str, torch.Tensor] = {}
 
     def add(n: str, x: torch.Tensor) -> None:
-        s = x.reshape(-1, x.shape[-1]).double().pow(2).sum(0)
-        acc[n] = acc[n] + s if n in acc else s
+        acc[n] = acc[n] + _sq_sum(x) if n in acc else _sq_sum(x)
 
     with input_hooks({n: block.get_submodule(n) for n in names}, add):
         data.run(block)
-    # A Linear the block never calls has unknown inputs: equal norms, i.e. magnitude pruning.
-    return {n: acc.get(n, torch.ones(block.get_submodule(n).in_features, dtype=torch.float64)) for n in names}
+    return {n: acc[n] if n in acc else _unknown(block.get_submodule(n)) for n in names}
 
 
 def prune_block(block: nn.Module, data: BlockData, names: list[str], config: WandaConfig) -> None:
     """Wanda on the Linears ``names`` of one block, given the block's calibration inputs.
 
-    ``true_sequential``: one pass per input set, each after the previous sets were pruned;
-    otherwise one pass over the dense block for all of them (the paper's protocol).
+    Linears reading one tensor (q/k/v; gate/up) share their input norms. With
+    ``true_sequential`` each set's norms are gathered after the earlier sets were pruned
+    (the forward stops at the set's input); otherwise all come from the dense block in
+    one pass (the paper's protocol).
     """
-    sets = input_sets(block, data, names) if config.true_sequential else [names]
+    sets = input_sets(block, data, names)
+    mods = {n: block.get_submodule(n) for n in names}
+    if config.true_sequential:
+        for group in sets:
+            acc: list[torch.Tensor] = []
+            data.feed(block, mods[group[0]], lambda x, acc=acc: acc.append(_sq_sum(x)))
+            norms = torch.stack(acc).sum(0) if acc else _unknown(mods[group[0]])
+            for n in group:
+                wanda_linear(mods[n], norms, config)
+        return
+    norms = input_sq_norms(block, data, [g[0] for g in sets])
     for group in sets:
-        # Linears of one set read the same tensor, so the first one's norms serve the set.
-        lead = group if not config.true_sequential else group[:1]
-        norms = input_sq_norms(block, data, lead)
         for n in group:
-            wanda_linear(block.get_submodule(n), norms.get(n, norms[lead[0]]), config)
+            wanda_linear(mods[n], norms[group[0]], config)
 
 
 @torch.no_grad()
