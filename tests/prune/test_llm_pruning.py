@@ -110,10 +110,10 @@ def test_embedding_lm_head_and_norms_stay_untouched(dense, method):
 # ---- what the methods compute --------------------------------------------------------------------------------
 
 
-def _block0_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every block-0 Linear's calibration inputs ``(positions, in)`` from the dense model."""
+def _block0_inputs(model: nn.Module, index: int = 0) -> dict[str, torch.Tensor]:
+    """Every Linear's calibration inputs ``(positions, in)`` in block ``index`` of ``model``."""
     got: dict[str, list[torch.Tensor]] = {}
-    block = model.model.layers[0]
+    block = model.model.layers[index]
     hooks = [m.register_forward_hook(lambda _m, inp, _o, n=n: got.setdefault(n, []).append(inp[0].reshape(-1, inp[0].shape[-1])))
              for n, m in block.named_modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
@@ -135,6 +135,15 @@ def test_wanda_block0_masks_match_an_independent_computation(dense):
         pruned_w = out.model.layers[0].get_submodule(name).weight
         assert torch.equal(pruned_w != 0, kept_rank), name
         assert torch.equal(wanda_scores(lin.weight, x[name].double().pow(2).sum(0)) > 0, score > 0)
+
+
+def test_later_blocks_are_scored_on_the_pruned_blocks_outputs(dense):
+    out = prune_wanda(dense, {"true_sequential": False}, CALIB)
+    # q_proj of block 1 reads (the norm of) block 0's output: in the pruned model, block 0 is pruned.
+    x = _block0_inputs(out, index=1)["self_attn.q_proj"]
+    w = dense.model.layers[1].self_attn.q_proj.weight
+    expected = keep_mask(wanda_scores(w, x.double().pow(2).sum(0)), WandaConfig())
+    assert torch.equal(out.model.layers[1].self_attn.q_proj.weight != 0, expected)
 
 
 def _output_error(w: torch.Tensor, new: torch.Tensor, x: torch.Tensor) -> float:
