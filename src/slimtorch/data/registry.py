@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 from slimtorch.core.errors import ConfigError
 from slimtorch.core.registry import Registry
 from slimtorch.data.cifar import load_cifar10
+from slimtorch.data.lm_text import load_text
 from slimtorch.data.idx import load_fashion_mnist, load_idx_folder
 from slimtorch.data.mnist import load_mnist
 from slimtorch.data.photos import load_photos
@@ -73,6 +74,8 @@ register_dataset(DatasetInfo("photos", (3, 224, 224), 1000, load_photos,
                              "crops of scikit-image photos, unlabelled: agreement with the float model"))
 register_dataset(DatasetInfo("sentences", (32,), 0, load_sentences,
                              "MiniLM token ids of varied sentences, unlabelled: cosine with the float model"))
+register_dataset(DatasetInfo("text", (512,), 0, load_text,
+                             "offline English text (GSM8K, licences, fortunes, Jargon File) for language models"))
 register_dataset(DatasetInfo("synthetic", (1, 28, 28), 10, _synthetic, "Gaussian class clusters for tests"))
 
 

@@ -26,6 +26,8 @@ class Context:
         resume: continue interrupted training stages from their checkpoints.
         artifacts: name → path of files the stages wrote (the last model file, ``.slim``…).
         info: free-form per-stage results (stage name → dict) that go into report.json.
+        text: for a causal language model with ``data: {name: text}``, its calibration
+            windows and test tokens (:class:`slimtorch.data.lm_text.LMText`).
     """
 
     model: nn.Module
@@ -43,6 +45,7 @@ class Context:
     info: dict[str, Any] = field(default_factory=dict)
     stage_index: int = 0
     stage_name: str = ""
+    text: Any = None
 
     def stage_dir(self) -> Path:
         """This stage's own folder (``NN_name``), created on demand."""

@@ -53,6 +53,15 @@ class DataSource(FrozenConfig):
     test_subset: int | None = Field(None, ge=1)
     calib_size: int = Field(1024, ge=1)
 
+    @model_validator(mode="after")
+    def _text_kwargs(self) -> DataSource:
+        """``text`` (language models) has typed kwargs: check them now, not after loading the model."""
+        if self.name == "text":
+            from slimtorch.data.lm_text import TextDataConfig
+
+            TextDataConfig.from_dict(self.kwargs, "kwargs")
+        return self
+
 
 class MeasureSettings(FrozenConfig):
     latency_batches: list[int] = [1, 32]

@@ -4,6 +4,12 @@ A run folder holds ``recipe.yaml`` (resolved), ``command.json`` (argv, time),
 ``environment.json``, ``results.json`` (every measurement and stage result),
 ``report.md`` and the final ``model.safetensors``.
 
+Causal language models (``data: {name: text}``, see :mod:`slimtorch.data.lm_text`)
+are measured by perplexity on held-out text instead (:mod:`slimtorch.measure.lm`:
+no MACs or latency), and their final model is the folder ``model/`` that
+:func:`slimtorch.quantize.qlinear.load_quantized_lm` reloads (integer codes for
+quantized layers), not ``model.safetensors``.
+
 Resume: stages are replayed in order. Transforms are deterministic given the
 seed, and training stages continue from their per-epoch checkpoints (a finished
 stage's checkpoint makes its training a no-op), so a resumed run ends where an
@@ -107,32 +113,41 @@ def run_recipe(
     set_threads(recipe.threads)
 
     train = test = None
-    if recipe.data is not None:
+    text_data = recipe.data is not None and recipe.data.name == "text"
+    if recipe.data is not None and not text_data:
         from slimtorch.data import get_dataset
 
         train, test = get_dataset(recipe.data.name, **recipe.data.kwargs)
         train, test = _head(train, recipe.data.train_subset), _head(test, recipe.data.test_subset)
     model = build_model(recipe)
+    lm, text = _language_model(model, recipe)
     ctx = Context(
         model=model,
         train_data=train,
         test_data=test,
         out_dir=out,
-        example_input=_example_input(model, test, recipe),
+        example_input=_lm_example(text) if lm else _example_input(model, test, recipe),
         calib_data=_head(train, recipe.data.calib_size) if train is not None else None,
         seed=recipe.seed,
         device=recipe.device,
         resume=resume,
         verbose=verbose,
+        text=text,
     )
+    if text is not None:
+        from torch.utils.data import TensorDataset
+
+        ctx.calib_data = TensorDataset(text.calibration)
     ms = recipe.measure
     trained_first = bool(stages) and stages[0][1].name == "train"
-    if not trained_first:
+    if not trained_first and not lm:  # (a language model's reference copy would double its memory; unused)
         ctx.reference = copy.deepcopy(ctx.model).eval()
 
     def record(name: str, artifact=None) -> dict[str, Any]:
         if not D.is_main():
             return {"name": name}
+        if lm:
+            return _record_lm(ctx, name, artifact, lm_base, verbose)
         rec = measure(
             ctx.model,
             ctx.example_input,
@@ -151,7 +166,9 @@ def run_recipe(
             print(f"[measure] {name}: {acc}size {rec['size_bytes']} B", file=sys.stderr, flush=True)
         return rec
 
+    lm_base: list[dict[str, Any]] = []  # a language model's first record (its size is the ratio's base)
     records = [] if trained_first else [record("initial")]
+    lm_base[:] = records[:1]
     for i, (label, spec, cfg) in enumerate(stages, start=1):
         ctx.stage_index, ctx.stage_name = i, label
         if verbose:
@@ -171,7 +188,10 @@ def run_recipe(
 
     if not D.is_main():
         return RunResult(out, records, ctx.info, ctx.model)
-    final_path = save_model(ctx.model, out / "model.safetensors", metadata={"recipe": recipe.name})
+    if lm:
+        final_path = _save_final_lm(ctx, stages[-1][0] if stages else None)
+    else:
+        final_path = save_model(ctx.model, out / "model.safetensors", metadata={"recipe": recipe.name})
     ctx.artifacts["final"] = final_path
     results = _results(recipe, records, ctx)
     atomic_write_json(out / "results.json", results)
@@ -179,6 +199,66 @@ def run_recipe(
     if verbose:
         print_table(records, title=f"{recipe.name} — {out}")
     return RunResult(out, records, ctx.info, ctx.model)
+
+
+def _language_model(model: torch.nn.Module, recipe: Recipe):
+    """(whether ``model`` is a causal LM, its :class:`~slimtorch.data.lm_text.LMText` for ``data: text``)."""
+    from slimtorch.measure.lm import is_causal_lm
+
+    lm = is_causal_lm(model)
+    if recipe.data is None or recipe.data.name != "text":
+        return lm, None
+    if not lm:
+        raise ConfigError(f"data 'text' is for causal language models; the recipe's model is a "
+                          f"{type(model).__name__} (use a zoo LM, or model: {{hf: DIR, task: causal-lm}})",
+                          field="data.name")
+    from slimtorch.data.lm_text import lm_text, tokenizer_of
+
+    d = recipe.data
+    return lm, lm_text(tokenizer_of(model), d.kwargs, calib_cap=d.calib_size, test_cap=d.test_subset)
+
+
+def _lm_example(text) -> torch.Tensor:
+    return text.calibration[:1].clone() if text is not None else torch.zeros(1, 32, dtype=torch.long)
+
+
+def _record_lm(ctx: Context, name: str, artifact, base: list[dict[str, Any]], verbose: bool) -> dict[str, Any]:
+    from slimtorch.measure.lm import measure_lm
+
+    rec = measure_lm(ctx.model, ctx.text, name=name, artifact=artifact, stage_info=ctx.info.get(name),
+                     dense_bytes=base[0]["dense_bytes"] if base else None)
+    rec["weights"] = {}
+    if verbose:
+        ppl = f"perplexity {rec['perplexity']:.3f} " if rec["perplexity"] is not None else ""
+        print(f"[measure] {name}: {ppl}size {rec['size_bytes']} B", file=sys.stderr, flush=True)
+    return rec
+
+
+def _save_final_lm(ctx: Context, last_label: str | None) -> Path:
+    """``out/model/``: the last stage's saved folder (hard links, no second copy) or a fresh save."""
+    import os
+    import shutil
+
+    from slimtorch.quantize.qlinear import save_quantized_lm
+
+    final = ctx.out_dir / "model"
+    if final.exists():  # a resumed run writes it again
+        shutil.rmtree(final)
+    src = ctx.artifacts.get(last_label) if last_label else None
+    if src is not None and Path(src).is_dir() and (Path(src) / "slimtorch_quant.json").is_file():
+        tmp = ctx.out_dir / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+
+        def link(a, b):
+            try:
+                os.link(a, b)
+            except OSError:
+                shutil.copy2(a, b)
+
+        shutil.copytree(src, tmp, copy_function=link)
+        os.replace(tmp, final)
+        return final
+    return save_quantized_lm(ctx.model, final, getattr(ctx.model, "slimtorch_tokenizer", None))
 
 
 def _apply_deployed(rec: dict[str, Any], deployed: dict[str, Any] | None) -> None:
@@ -196,10 +276,13 @@ def _apply_deployed(rec: dict[str, Any], deployed: dict[str, Any] | None) -> Non
 
 
 def _results(recipe: Recipe, records: list[dict[str, Any]], ctx: Context) -> dict[str, Any]:
-    return {
+    out = {
         "recipe": recipe.name,
         "description": recipe.description,
         "records": records,
         "stages": ctx.info,
         "artifacts": {k: str(v) for k, v in ctx.artifacts.items()},
     }
+    if ctx.text is not None:
+        out["text"] = ctx.text.info
+    return out

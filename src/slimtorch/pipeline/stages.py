@@ -13,6 +13,8 @@ _STAGE_MODULES = [
     "slimtorch.encode.stage",
     "slimtorch.prune.structured.stage",
     "slimtorch.deploy.stage",
+    "slimtorch.quantize.lm_stage",
+    "slimtorch.prune.lm_stage",
 ]
 
 for _mod in _STAGE_MODULES:

@@ -8,7 +8,7 @@ from typing import Any
 
 from slimtorch.core.errors import FormatError
 from slimtorch.core.fileio import atomic_write_json, atomic_write_text
-from slimtorch.measure.table import COLUMNS, markdown_table, rows
+from slimtorch.measure.table import columns, is_lm, markdown_table, rows
 from slimtorch.report import plots
 from slimtorch.report.html import render_html
 
@@ -45,6 +45,26 @@ def _warnings(results: dict[str, Any]) -> list[list[str]]:
             for w in info.get("warnings", [])]  # fmt: skip
 
 
+def _note(results: dict[str, Any]) -> str:
+    """What the stage table's size and speed columns mean for these records."""
+    if is_lm(results["records"]):
+        from slimtorch.measure.lm import LM_NOTE
+
+        return LM_NOTE + _text_note(results)
+    return ("Size: the stage's artifact if it wrote one, else the sparse-aware model file. Latency: median ms, "
+            "eager PyTorch; each stage is timed right after it ran, so compare speed only via the side-by-side "
+            "runs in `bench/`.")
+
+
+def _text_note(results: dict[str, Any]) -> str:
+    text = results.get("text") or {}
+    if not text:
+        return ""
+    return (f" Text: {', '.join(text.get('sources', []))} (seed {text.get('seed')}); calibration "
+            f"{text.get('calib_windows')} x {text.get('window')} tokens, test {text.get('test_tokens')} tokens "
+            f"in windows of {text.get('window')} (stride {text.get('stride')}); disjoint: {text.get('disjoint')}.")
+
+
 def _fmt(v: Any) -> Any:
     return f"{v:.3g}" if isinstance(v, float) else v
 
@@ -73,10 +93,7 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None) -> 
     run_dir = Path(run_dir)
     results = results if results is not None else read_results(run_dir)
     layer_table = _layer_table(results)
-    md = [f"# {results['recipe']}\n", markdown_table(results["records"]),
-          "\nSize: the stage's artifact if it wrote one, else the sparse-aware model file. Latency: median ms, "
-          "eager PyTorch; each stage is timed right after it ran, so compare speed only via the side-by-side "
-          "runs in `bench/`.\n"]
+    md = [f"# {results['recipe']}\n", markdown_table(results["records"]), "\n" + _note(results) + "\n"]
     warns = _warnings(results)
     if warns:
         md += ["\n## Warnings\n"] + [f"* **{stage}**: {w}" for stage, w in warns]
@@ -86,7 +103,7 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None) -> 
         md += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
     summary = {
         "recipe": results["recipe"],
-        "columns": list(COLUMNS),
+        "columns": list(columns(results["records"])),
         "table": rows(results["records"]),
         "records": [{k: v for k, v in r.items() if k not in ("layers", "weights")} for r in results["records"]],
         "warnings": [{"stage": stage, "message": w} for stage, w in warns],

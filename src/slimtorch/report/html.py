@@ -7,7 +7,7 @@ import html
 import json
 from typing import Any
 
-from slimtorch.measure.table import COLUMNS, rows
+from slimtorch.measure.table import columns, is_lm, rows
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -33,6 +33,12 @@ def _img(png: bytes, caption: str) -> str:
     return f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
+def _lm_note(results: dict[str, Any]) -> str:
+    from slimtorch.report.build import _note
+
+    return f"<p class='sub'>{html.escape(_note(results))}</p>"
+
+
 def render_html(results: dict[str, Any], figures: list[tuple[str, bytes]], extra_tables: list[tuple[str, list[str], list[list[Any]]]] = ()) -> str:
     """The report page. ``figures`` are (caption, PNG bytes); ``extra_tables`` (title, header, rows)."""
     recs = results["records"]
@@ -42,8 +48,8 @@ def render_html(results: dict[str, Any], figures: list[tuple[str, bytes]], extra
         f"<h1>{html.escape(results['recipe'])}</h1>",
         f"<p class='sub'>{html.escape(results.get('description', ''))}</p>",
         "<h2>Stages</h2>",
-        _table(list(COLUMNS), rows(recs)),
-        "<p class='sub'>Size: the stage's artifact if it wrote one (e.g. <code>.slim</code>), else the "
+        _table(list(columns(recs)), rows(recs)),
+        _lm_note(results) if is_lm(recs) else "<p class='sub'>Size: the stage's artifact if it wrote one (e.g. <code>.slim</code>), else the "
         "sparse-aware model file. Ratio: first row's dense fp32 size / this size. Latency: median ms, eager PyTorch, "
         "fixed threads; each stage is timed right after it ran, so on a busy machine rows are not comparable: "
         "speed-ups are claimed only from the side-by-side runs in <code>bench/</code>.</p>",
