@@ -60,3 +60,10 @@ def test_prune_stage_records_the_protected_layers(cnn, tmp_path):
     prune_stage(ctx, PruneStageConfig.from_dict({"prune": {"sparsity": 0.9}}))
     assert ctx.info["prune"]["protected"]["conv1"] == {"max_sparsity": 0.5, "reason": "first convolution"}
     assert ctx.info["prune"]["layers"]["conv1"] == 0.5
+
+
+def test_pruning_a_model_with_an_lstm_says_the_lstm_stays_dense():
+    from tests.models.matrix import LSTMNet
+
+    with pytest.warns(UserWarning, match=r"recurrent layers stay dense: lstm \(LSTM\)"):
+        prune(LSTMNet(), PruneConfig(sparsity=0.5))

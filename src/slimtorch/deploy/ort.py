@@ -146,6 +146,37 @@ def float_recurrent(path: Path) -> list[str]:
     return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("GRU", "RNN")]
 
 
+def untie_initializers(path: Path) -> int:
+    """Give every node its own copy of an initializer that several nodes read (tied weights); returns copies made.
+
+    A tied embedding / output layer shares one table between a ``Gather`` and a
+    ``MatMul``; ONNX Runtime's quantizer then quantizes it once, per channel along one
+    node's axis, and the other node fails at run time. Untied, each is quantized for
+    its own use (the file holds the table twice, as int8).
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    inits = {i.name: i for i in proto.graph.initializer}
+    users: dict[str, int] = {}
+    copies = 0
+    for node in proto.graph.node:
+        for k, name in enumerate(node.input):
+            if name not in inits or inits[name].data_type != onnx.TensorProto.FLOAT or len(inits[name].dims) < 2:
+                continue
+            users[name] = users.get(name, 0) + 1
+            if users[name] > 1:
+                dup = onnx.TensorProto()
+                dup.CopyFrom(inits[name])
+                dup.name = f"{name}__tied{users[name] - 1}"
+                proto.graph.initializer.append(dup)
+                node.input[k] = dup.name
+                copies += 1
+    if copies:
+        onnx.save(proto, str(path))
+    return copies
+
+
 def _match(nodes: list[str], modules: dict[str, str], patterns: tuple[str, ...]) -> list[str]:
     return [n for n in nodes if any(fnmatch.fnmatch(n, p) or fnmatch.fnmatch(modules.get(n, ""), p) for p in patterns)]
 
@@ -313,6 +344,7 @@ def convert_onnxruntime(model: nn.Module, calib: list[tuple[torch.Tensor, ...]],
     prepared, info = prepare_float(model, cfg, calib)
     fp32 = out_dir / "fp32_prepared.onnx"
     export_onnx(prepared, calib[0], fp32, opset=cfg.opset, check=False)
+    info["untied_initializers"] = untie_initializers(fp32)
     modules = onnx_module_names(fp32)
     nodes = quantizable_nodes(fp32, cfg.mode)
     keep = _match(nodes, modules, cfg.keep_float)
@@ -322,6 +354,7 @@ def convert_onnxruntime(model: nn.Module, calib: list[tuple[torch.Tensor, ...]],
     if cfg.mode == "static" and (cfg.bias_correction or cfg.adaround):
         exact_path = out_dir / "fp32_exact.onnx"
         export_onnx(exact_float(model, cfg).eval(), calib[0], exact_path, opset=cfg.opset, check=False)
+        untie_initializers(exact_path)
         exact = _exact_initializers(fp32, exact_path, nodes)
         exact_path.unlink()
     quantize = _quantizer(fp32, out_dir, cfg, calib, names, exact)

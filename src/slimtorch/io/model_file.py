@@ -76,8 +76,12 @@ def model_to_bytes(
     state = effective_state_dict(model)
     tensors: dict[str, torch.Tensor] = {}
     sparse_shapes: dict[str, list[int]] = {}
+    seen: set[int] = set()
     for name, t in state.items():
         t = t.detach().cpu().contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()  # tied weights: safetensors stores each name on its own; loading re-ties them
+        seen.add(t.untyped_storage().data_ptr())
         if (
             sparse
             and t.is_floating_point()

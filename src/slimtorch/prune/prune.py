@@ -169,6 +169,12 @@ def prune(
     """
     config = PruneConfig.from_dict(config) if not isinstance(config, PruneConfig) else config
     masks = compute_masks(model, config, data, loss_fn=loss_fn, filter_fn=filter_fn)
+    recurrent = [f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+    if recurrent and config.include == ["*"]:
+        import warnings
+
+        warnings.warn(f"pruning covers Linear / Conv weights; recurrent layers stay dense: {', '.join(recurrent)} "
+                      "(INT8 dynamic mode quantizes LSTMs)", stacklevel=2)  # fmt: skip
     for fqn, keep in masks.items():
         module = model.get_submodule(fqn)
         if get_mask(module) is None and bool(keep.all()):

@@ -135,9 +135,12 @@ class ActFakeQuant(nn.Module):
         """Turn the observed statistics into scale / zero point."""
         self.observing = False
         if self._observer is None or self._observer.seen == 0:
-            raise ValueError(
-                f"activation quantizer '{self.name}' saw no data during calibration; "
-                "the layer was never called — check the model's forward and the calibration data"
+            from slimtorch.core.errors import UnsupportedModelError
+
+            raise UnsupportedModelError(
+                f"activation quantizer '{self.name}' saw no data during calibration; the layer was never "
+                "called as a module (e.g. nn.MultiheadAttention uses out_proj's weight directly) — check the "
+                "model's forward and the calibration data, or leave the layer out with QuantConfig(skip=[...])"
             )
         self.set_qparams(*qparams_from_range(*self._observer.range(), self.bits, self.symmetric))
         self._observer = None

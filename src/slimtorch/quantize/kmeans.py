@@ -147,7 +147,9 @@ def kmeans_share(
     """Replace each selected layer's non-zero weights by 2^bits shared values (trainable centroids).
 
     Layers with no non-zero weight are skipped with a warning (or raise with
-    ``empty_layers="error"``); :func:`kmeans_skipped` lists them afterwards.
+    ``empty_layers="error"``); :func:`kmeans_skipped` lists them afterwards. So are
+    layers whose weight is tied to another module's (an output layer sharing the
+    embedding table): sharing it would leave the other module on the float table.
 
     Returns:
         The model (a deep copy unless ``inplace``); fine-tune it with ``slimtorch.train.fit``
@@ -156,8 +158,13 @@ def kmeans_share(
     cfg = config or KMeansConfig()
     out = model if inplace else copy.deepcopy(model)
     check_per_layer(out, cfg.per_layer)
-    skipped = []
+    skipped, tied = [], _tied_weights(out)
     for name, module in list(select_layers(out, cfg.layers, cfg.skip, filter_fn)):
+        if name in tied:
+            skipped.append(name)
+            warnings.warn(f"k-means sharing skipped layer '{name}': its weight is tied to '{tied[name]}' "
+                          "(sharing one side would untie them)", stacklevel=2)  # fmt: skip
+            continue
         if find_parametrization(module, KMeansShare) or find_parametrization(module, WeightFakeQuant):
             raise ValueError(f"layer '{name}' is already quantized / shared; start from the float (or pruned) model")
         w = module.weight.detach()
@@ -177,6 +184,16 @@ def kmeans_share(
         warnings.warn(f"k-means sharing skipped layers with no non-zero weight: {', '.join(skipped)}", stacklevel=2)
     out.slimtorch_kmeans_skipped = skipped  # plain attribute: not part of the state dict
     return out
+
+
+def _tied_weights(model: nn.Module) -> dict[str, str]:
+    """Module name -> the other module sharing its ``weight`` Parameter object."""
+    owners: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        w = module._parameters.get("weight") if hasattr(module, "_parameters") else None
+        if isinstance(w, nn.Parameter):
+            owners.setdefault(id(w), []).append(name)
+    return {n: next(o for o in names if o != n) for names in owners.values() if len(names) > 1 for n in names}
 
 
 def kmeans_skipped(model: nn.Module) -> list[str]:

@@ -157,16 +157,19 @@ def prune_channels(
         model.slimtorch_structured = summary
         return model
     ignored = tuple(cfg.ignored_layers)
+    tied = tuple(_tied_layers(model))
     head = classifier_name(model) if cfg.ignore_classifier else None
     if head is not None:
         ignored += (head,)
     before = [tuple(t.shape) for t in _outputs(model, example_input)]
-    g = build_graph(model, example_input, ignored)
+    g = build_graph(model, example_input, ignored, frozen=tied)
     stats = None
     if cfg.importance == "activation" or cfg.compensate:
         stats = input_stats(g, model, _batches(data, cfg, batch_size))
     scores = _scores(g, model, cfg, data, loss_fn, batch_size, stats)
     removed = select_units(g, scores, cfg)
+    if not removed and (cfg.ratio > 0 or any(cfg.per_layer.values())):
+        raise UnsupportedModelError(_nothing_removed(g, model, ignored + tied))
     if cfg.compensate:
         compensate(g, removed, stats)
     summary = remove_channels(g, removed)
@@ -181,6 +184,33 @@ def prune_channels(
         raise UnsupportedModelError(f"pruning changed the output shapes {before} -> {after}; this is a bug")
     model.slimtorch_structured = summary
     return model
+
+
+def _tied_layers(model: nn.Module) -> list[str]:
+    """Modules sharing a parameter object with another module (tied embedding / output layers).
+
+    Slicing one of them would give it a new, untied parameter: the model would grow and
+    the tie silently break. Their channels are kept instead.
+    """
+    owners: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            owners.setdefault(id(p), []).append(name)
+    return sorted({n for names in owners.values() if len(names) > 1 for n in names})
+
+
+def _nothing_removed(g, model: nn.Module, ignored: tuple[str, ...]) -> str:
+    """Why a structured prune would remove no channel: the layers of the groups that cannot shrink."""
+    pinned: set[str] = set()
+    for units in g.groups:
+        if not any(g.prunable(u) for u in units):
+            s = set(units)
+            pinned |= {m.name for m in g.members if s & set(g.uf.roots(m.ids).tolist())}
+    why = (f"none of its {len(g.groups)} channel group(s) can shrink (held by: {', '.join(sorted(pinned)[:8])})"
+           if g.groups else "every layer's channels are coupled to a layer that keeps its size")
+    return (f"structured pruning would remove nothing from {type(model).__name__}: {why}; ignored: "
+            f"{', '.join(dict.fromkeys(ignored)) or 'none'}. Recurrent layers, tied weights, grouped convolutions in a residual "
+            "and the ignored classifier fix their channels; use unstructured pruning or INT8 for this model")
 
 
 def channel_groups(model: nn.Module, example_input, ignored: tuple[str, ...] = ()) -> list[dict]:

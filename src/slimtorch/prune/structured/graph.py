@@ -127,13 +127,14 @@ def classifier_name(model: nn.Module) -> str | None:
     return last
 
 
-def build_graph(model: nn.Module, example_input, ignored: tuple[str, ...] = ()) -> Graph:
+def build_graph(model: nn.Module, example_input, ignored: tuple[str, ...] = (), frozen: tuple[str, ...] = ()) -> Graph:
     """Run ``model(example_input)`` with autograd on and derive the coupled channel groups.
 
     Args:
         model: any module; its mode (train/eval) and ``requires_grad`` flags are restored.
         example_input: a tensor, or a tuple of positional inputs.
         ignored: fnmatch patterns of module names whose outputs must not be pruned.
+        frozen: module names whose inputs and outputs both keep their size (tied weights).
 
     Raises:
         UnsupportedModelError: an op or layer whose effect on channels is unknown, naming it.
@@ -177,12 +178,15 @@ def build_graph(model: nn.Module, example_input, ignored: tuple[str, ...] = ()) 
         for p, f in flags.items():
             p.requires_grad_(f)
         model.train(was_training)
-    return _Walker(model, calls, namer.where, ignored, inputs).run(_tensors(out))
+    walker = _Walker(model, calls, namer.where, ignored, inputs)
+    walker.frozen = frozen
+    return walker.run(_tensors(out))
 
 
 class _Walker:
     def __init__(self, model, calls, where, ignored, inputs):
         self.model, self.calls, self.where, self.ignored = model, calls, where, ignored
+        self.frozen: tuple[str, ...] = ()
         self.uf = UnionFind()
         self.vals: dict[object, Val | None] = {}
         self.members: dict[tuple[str, str], Member] = {}
@@ -385,7 +389,8 @@ class _Walker:
         vin = [self.vals.get(k) if k is not None else None for k, _ in ins]
         v = vin[0] if vin else None
         ignored = matches(name, self.ignored)
-        if not isinstance(mod, _KNOWN):  # an ignored (opaque) module: keep what goes in and out
+        if not isinstance(mod, _KNOWN) or name in self.frozen:
+            # an ignored (opaque) or frozen (tied) module: keep what goes in and out
             for x in vin:
                 self.fix(x)
             return None
