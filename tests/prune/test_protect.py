@@ -67,3 +67,22 @@ def test_pruning_a_model_with_an_lstm_says_the_lstm_stays_dense():
 
     with pytest.warns(UserWarning, match=r"recurrent layers stay dense: lstm \(LSTM\)"):
         prune(LSTMNet(), PruneConfig(sparsity=0.5))
+
+
+def test_a_costly_one_shot_prune_warns_and_suggests_a_gradual_schedule(tmp_path, capsys):
+    from slimtorch.data import get_dataset
+    from slimtorch.pipeline.context import Context
+    from slimtorch.prune.stage import PruneStageConfig, prune_stage
+    from slimtorch.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    train, test = get_dataset("synthetic", n_train=256, n_test=128)
+    model = create_model("mlp", hidden=[32], in_features=784)
+    fit(model, train, TrainConfig(epochs=3, batch_size=32), verbose=False)
+    ctx = Context(model=model, train_data=train, test_data=test, out_dir=tmp_path,
+                  example_input=test[0][0][None], stage_index=1, stage_name="prune", verbose=True)  # fmt: skip
+    prune_stage(ctx, PruneStageConfig.from_dict({"prune": {"sparsity": 0.99, "protect": False}, "warn_drop": 0.05}))
+    info = ctx.info["prune"]
+    assert info["accuracy_before"] - info["accuracy_pruned"] > 0.05  # the premise: 99 % one-shot hurts
+    assert "gradual schedule" in info["warnings"][0]
+    assert "one-shot pruning cost" in capsys.readouterr().err

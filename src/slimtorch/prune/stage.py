@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from slimtorch.core.config import FrozenConfig
 from slimtorch.pipeline.context import Context
@@ -44,6 +44,9 @@ class PruneStageConfig(FrozenConfig):
         agp: AGP timing (begin/end epoch, update frequency).
         finalize: fold the masks into plain weights at the end of the stage
             (later training stages could then revive pruned weights).
+        warn_drop: a ``one_shot`` prune that costs more than this much test accuracy
+            (before any fine-tuning) prints a warning suggesting a gradual schedule or
+            ``slimtorch auto``.
     """
 
     prune: PruneConfig = PruneConfig()
@@ -52,6 +55,7 @@ class PruneStageConfig(FrozenConfig):
     finetune: TrainConfig | None = None
     agp: AGPConfig = AGPConfig()
     finalize: bool = False
+    warn_drop: float = Field(0.05, ge=0.0, le=1.0)
 
     @field_validator("prune", mode="before")
     @classmethod
@@ -82,6 +86,19 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
     epochs = 0
     if cfg.schedule == "one_shot":
         model = prune(model, cfg.prune, score_data)
+        if ctx.test_data is not None:
+            info["accuracy_pruned"] = evaluate(model, ctx.test_data).accuracy
+            drop = info["accuracy_before"] - info["accuracy_pruned"]
+            if drop > cfg.warn_drop:
+                msg = (f"one-shot pruning cost {drop * 100:.1f} pp of test accuracy "
+                       f"({info['accuracy_before'] * 100:.2f} % -> {info['accuracy_pruned'] * 100:.2f} %) before "
+                       "fine-tuning; a gradual schedule (iterative / agp), lower sparsity or `slimtorch auto` "
+                       "usually keeps more")  # fmt: skip
+                info["warnings"] = [msg]
+                if ctx.verbose:
+                    from slimtorch.deploy.regression import warn
+
+                    warn([msg], ctx.stage_name)
         if cfg.finetune is not None:
             fit(model, ctx.require_train_data(), cfg.finetune, eval_data=ctx.test_data,
                 checkpoint_dir=ctx.stage_dir(), resume=ctx.resume, verbose=ctx.verbose)
