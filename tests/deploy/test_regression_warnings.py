@@ -59,3 +59,20 @@ def test_int8_stage_times_both_fp32_runtimes_and_flags_a_float_gru(tmp_path, cap
     assert set(info["latency_ms"]["b8"]) == {"ort_fp32", "torch_fp32", "int8"}
     assert any("gru[layer 0] stay float" in w for w in info["warnings"])
     assert "gru[layer 0] stay float" in capsys.readouterr().err
+
+
+def test_structured_stage_times_the_model_before_and_after(tmp_path):
+    from slimtorch.data import get_dataset
+    from slimtorch.models import create_model
+    from slimtorch.pipeline.context import Context
+    from slimtorch.prune.structured.stage import PruneChannelsStageConfig, prune_channels_stage
+
+    torch.manual_seed(0)
+    _, test = get_dataset("synthetic", n_train=8, n_test=32)
+    ctx = Context(model=create_model("lenet5"), train_data=None, test_data=test, out_dir=tmp_path,
+                  example_input=test[0][0][None], stage_index=1, stage_name="prune_channels", verbose=False)  # fmt: skip
+    prune_channels_stage(ctx, PruneChannelsStageConfig.from_dict({"prune": {"ratio": 0.5}}))
+    info = ctx.info["prune_channels"]
+    assert set(info["latency_ms_b1"]) == {"before", "pruned"} and info["macs_after"] < info["macs_before"]
+    slower = info["latency_ms_b1"]["pruned"] >= info["latency_ms_b1"]["before"]
+    assert slower == bool(info.get("warnings"))  # a pruned model that is no faster always says so

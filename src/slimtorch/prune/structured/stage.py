@@ -59,8 +59,11 @@ class PruneChannelsStageConfig(FrozenConfig):
 @register_stage("prune_channels", PruneChannelsStageConfig, trains=True)
 def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
     """Prune ``ctx.model``'s channels by ``cfg`` and record sizes and accuracy."""
+    import copy
+
     model = ctx.model
     x = ctx.example_input
+    before = copy.deepcopy(model).eval()  # timed beside the pruned model: no speed-up is reported, not hidden
     info: dict[str, Any] = {"macs_before": count_macs(model, x), "params_before": count_parameters(model)}
     if ctx.test_data is not None:
         info["accuracy_before"] = evaluate(model, ctx.test_data).accuracy
@@ -82,5 +85,31 @@ def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
                 layers=getattr(model, "slimtorch_structured", {}))
     if ctx.test_data is not None:
         info["accuracy_after"] = evaluate(model, ctx.test_data).accuracy
+    info["latency_ms_b1"] = _timed(before, model.eval(), x)
+    if info["latency_ms_b1"]["pruned"] >= info["latency_ms_b1"]["before"]:
+        lat = info["latency_ms_b1"]
+        info["warnings"] = [f"structured pruning made the model no faster in eager PyTorch at batch 1: "
+                            f"{lat['pruned']:.3g} ms vs {lat['before']:.3g} ms before (MACs "
+                            f"{info['macs_before']} -> {info['macs_after']})"]  # fmt: skip
+        if ctx.verbose:
+            from slimtorch.deploy.regression import warn
+
+            warn(info["warnings"], ctx.stage_name)
     ctx.model = model
     ctx.info[ctx.stage_name] = info
+
+
+def _timed(before, after, x, rounds: int = 20) -> dict[str, float]:
+    """Median ms of both models at batch 1, timed interleaved (load hits both alike)."""
+    import torch
+
+    from slimtorch.deploy.convert import time_variants
+
+    def run(m):
+        @torch.inference_mode()
+        def f(inputs):
+            return m(*inputs)
+
+        return f
+
+    return time_variants({"before": run(before), "pruned": run(after)}, (x,), rounds=rounds)
