@@ -85,3 +85,19 @@ def test_fbgemm_backend_quantizes_gru_lstm_and_embedding():
         q = to_int8(model, x, Int8Config(mode="dynamic", backend="torch_fx", target=COSINE))
         assert q.size_bytes < 0.5 * fp32_bytes
         assert q.info["fidelity_checked"]["cosine_mean"] > 0.99
+
+
+def test_auto_backend_weighs_every_backend_against_fp32_on_onnxruntime(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = LstmEncoder().eval()
+    q = to_int8(model, torch.randn(16, 12, 16), Int8Config(mode="dynamic", backend="auto", target=COSINE),
+                out_dir=tmp_path)  # fmt: skip
+    auto = q.info["auto"]
+    assert {"onnxruntime", "torch_fx", "ort_fp32"} <= set(auto["latency_ms"])
+    assert auto["picked"] in auto["latency_ms"]
+    others = [v for k, v in auto["latency_ms"].items() if k in auto["meets_target"]]
+    if auto["picked"] == "ort_fp32":  # kept float: said so, and only because no faithful INT8 was faster
+        assert q.mode == "fp32" and "keeping fp32" in capsys.readouterr().err
+        assert all(v >= auto["latency_ms"]["ort_fp32"] for v in others)
+    else:
+        assert auto["latency_ms"][auto["picked"]] <= auto["latency_ms"]["ort_fp32"]

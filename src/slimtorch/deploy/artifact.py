@@ -18,7 +18,8 @@ class Int8Model:
 
     Attributes:
         backend: the backend name that produced it.
-        mode: ``static`` or ``dynamic``.
+        mode: ``static`` or ``dynamic`` (``fp32``: ``backend="auto"`` found no INT8 variant faster than
+            fp32 on ONNX Runtime and kept that).
         runner: inputs tuple → output tensor.
         path: the artifact on disk (an ``.onnx`` file for ONNX Runtime) or None.
         float_layers: layers left in float (by the user's ``keep_float`` or by the fallback).
