@@ -52,7 +52,21 @@ def manifest(data: bytes, edit) -> bytes:
     return H._st_join(hdr, body)
 
 
+def _state_file(folder: Path, width: int) -> Path:
+    """A plain state dict of examples/my_models.py:MnistCNN at ``width`` (torch.save)."""
+    from slimtorch.models import user
+
+    path = folder / f"cnn{width}.pth"
+    torch.save(user.import_class("examples/my_models.py:MnistCNN")(width=width).state_dict(), path)
+    return path
+
+
 def main() -> None:
+    import os
+
+    from slimtorch.models import user
+
+    os.chdir(Path(__file__).resolve().parents[2])  # example class paths are relative to the repository
     from slimtorch.data.cifar import read_cifar_binary, read_cifar_python
     from slimtorch.data.idx import read_idx
     from slimtorch.pipeline.recipe import load_recipe, recipe_from_dict
@@ -87,6 +101,12 @@ def main() -> None:
         ("model file", "sparse shape of strings", lambda: slimtorch.load(w("s.safetensors", meta(mf, "sparse", {"fc1.weight": ["a"]})))),
         ("model file", "sparse metadata not an object", lambda: slimtorch.load(w("s2.safetensors", meta(mf, "sparse", True)))),
         ("model file", "no arch and no model=", lambda: slimtorch.load(w("n.safetensors", meta(mf, "arch", None)))),
+        ("model file", "arch names a class (never imported)", lambda: slimtorch.load(w("c.safetensors", meta(mf, "arch", {"class": "os:system", "kwargs": {}})))),
+        ("model file", "arch names a missing HF directory", lambda: slimtorch.load(w("hf.safetensors", meta(mf, "arch", {"hf": str(T / "no_dir"), "task": "causal-lm"})))),
+        ("user model", "class reference without ':'", lambda: user.UserModelSource.from_dict({"class": "mypkg.Net"}, "model")),
+        ("user model", "class not in the file", lambda: user.import_class("examples/my_models.py:Nope")),
+        ("user model", "weights of another shape", lambda: user.build_user_model(user.UserModelSource.from_dict({"class": "examples/my_models.py:MnistCNN", "kwargs": {"width": 8}, "weights": str(_state_file(T, 16))}))),
+        ("user model", "a pickled whole model as weights", lambda: user.build_user_model(user.UserModelSource.from_dict({"class": "examples/my_models.py:MnistCNN", "weights": str(w("whole.pt", tbuf.getvalue()))}))),
         ("quantized", "a raw pickle", lambda: load_quantized(w("q.safetensors", evil))),
         ("recipe", "missing file", lambda: load_recipe(T / "nope.yaml")),
         ("recipe", "`!!python/object/apply:os.system`", lambda: load_recipe(w("r1.yaml", b"name: !!python/object/apply:os.system ['true']\n"))),

@@ -304,19 +304,18 @@ def _build_checked(spec: dict[str, Any], stored: int, source: str) -> nn.Module:
     """Build a model from a file's spec, counting its parameters on the meta device first."""
     build, name = _spec_builder(spec, source)
     kwargs = spec.get("kwargs", {})
-    if "hf" not in spec:  # a Hugging Face config is read from the user's own directory
-        try:
-            with torch.device("meta"):
-                probe = build()
-            declared = sum(t.numel() for t in probe.state_dict().values())
-        except Exception:  # the real build below reports the error (some builders cannot run on meta)
-            declared = 0
-        if declared > max(BUILD_FLOOR, BUILD_RATIO * stored):
-            raise FormatError(
-                f"{source}: the architecture {name} declares {declared} parameters but the file stores only "
-                f"{stored} values; refusing to allocate it (if the file is trusted, build the model yourself "
-                "and pass it as model=...)"
-            )
+    try:
+        with torch.device("meta"):
+            probe = build()
+        declared = sum(t.numel() for t in probe.state_dict().values())
+    except Exception:  # the real build below reports the error (some builders cannot run on meta)
+        declared = 0
+    if declared > max(BUILD_FLOOR, BUILD_RATIO * stored):
+        raise FormatError(
+            f"{source}: the architecture {name} declares {declared} parameters but the file stores only "
+            f"{stored} values; refusing to allocate it (if the file is trusted, build the model yourself "
+            "and pass it as model=...)"
+        )
     try:
         return build()
     except ConfigError as exc:

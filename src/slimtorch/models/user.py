@@ -198,9 +198,9 @@ def _torch_state(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise FormatError(
-            f"{path}: torch.load(weights_only=True) refused it: it holds objects, not only tensors "
-            f"(a whole pickled model?). Save model.state_dict() instead. ({str(exc).splitlines()[0][:200]})"
-        ) from None
+            f"{path}: torch.load(weights_only=True) refused it: it holds Python objects, not only tensors "
+            "(a whole pickled model?), and slimtorch never unpickles objects. Save model.state_dict() instead."
+        ) from exc
     except (RuntimeError, EOFError, ValueError) as exc:
         raise FormatError(f"{path}: not a readable PyTorch file ({str(exc)[:200]})") from None
     if isinstance(obj, dict) and not _is_tensor_dict(obj):
