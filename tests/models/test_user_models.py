@@ -176,3 +176,16 @@ def test_hf_recipe_source_and_bad_directory(tmp_path):
     assert recipe.model.task == "sequence-classification"
     with pytest.raises(FileNotFoundError, match="no config.json"):
         slimtorch.api.resolve_model(None, hf=str(tmp_path / "nothing"))
+
+
+def test_cli_auto_searches_a_user_class_from_a_state_dict(tmp_path, capsys):
+    _, path = _cnn_state(tmp_path, width=8)
+    out = tmp_path / "auto"
+    rc = main(["auto", str(path), "--class", CNN, "--kwargs", '{"width": 8}', "--data", "synthetic",
+               "--max-candidates", "1", "--finetune-epochs", "0", "--kmeans-epochs", "0", "--max-drop", "100",
+               "-o", str(out)])  # fmt: skip
+    assert rc == 0 and (out / "best.slim").exists()
+    capsys.readouterr()
+    # the search's files record the class; loading them names it explicitly
+    assert main(["eval", str(out / "best.slim"), "--class", CNN, "--data", "synthetic"]) == 0
+    assert '"accuracy"' in capsys.readouterr().out
