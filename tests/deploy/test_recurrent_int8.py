@@ -101,3 +101,20 @@ def test_auto_backend_weighs_every_backend_against_fp32_on_onnxruntime(tmp_path,
         assert all(v >= auto["latency_ms"]["ort_fp32"] for v in others)
     else:
         assert auto["latency_ms"][auto["picked"]] <= auto["latency_ms"]["ort_fp32"]
+
+
+def test_float_computed_layers_still_store_int8_weights_when_the_target_holds(tmp_path):
+    """A GRU has no INT8 kernel on ONNX Runtime: it computes in float but its W / R are stored int8."""
+    torch.manual_seed(0)
+    model = GruTagger().eval()
+    ids = torch.randint(0, 500, (16, 10))
+    base = {"mode": "dynamic", "target": COSINE}
+    q = to_int8(model, ids, Int8Config(**base), out_dir=tmp_path / "w8")
+    plain = to_int8(model, ids, Int8Config(**base, float_weights_int8=False), out_dir=tmp_path / "plain")
+    assert sorted(q.info["weights_int8_compute_float"]) == ["gru[layer 0].R", "gru[layer 0].W"]
+    proto = onnx.load(str(q.path))
+    gru = next(n for n in proto.graph.node if n.op_type == "GRU")
+    producers = {o: n.op_type for n in proto.graph.node for o in n.output}
+    assert producers[gru.input[1]] == producers[gru.input[2]] == "DequantizeLinear"
+    assert q.size_bytes < plain.size_bytes - 3 * 4 * 32 * (16 + 32)  # W and R of both directions: 4x smaller
+    assert q.info["fidelity_checked"]["cosine_mean"] > 0.99

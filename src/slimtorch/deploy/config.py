@@ -78,6 +78,10 @@ class Int8Config(FrozenConfig):
             Linear); None disables it.
         quantize_embeddings: dynamic mode on ONNX Runtime: store embedding tables (``Gather``
             of a constant) as int8 as well (a size win; they never stay float for fidelity).
+        float_weights_int8: dynamic mode on ONNX Runtime: layers that compute in float (kept by
+            the fallback, or GRU / RNN without an INT8 kernel) still store their weights as int8
+            (per row, dequantized once when the session loads) wherever the target still holds
+            (:mod:`slimtorch.deploy.weight_only`).
     """
 
     mode: Mode = "static"
@@ -108,6 +112,7 @@ class Int8Config(FrozenConfig):
     opset: int = Field(18, ge=13)
     torchao_scheme: Literal["int8_weight_only", "int8_dynamic"] = "int8_weight_only"
     quantize_embeddings: bool = True
+    float_weights_int8: bool = True
     smooth_alpha: float | None = Field(None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")

@@ -372,6 +372,15 @@ def convert_onnxruntime(model: nn.Module, calib: list[tuple[torch.Tensor, ...]],
     result = accuracy_aware_fallback(quantize, evaluate, nodes, keep, cfg.target, cfg.max_float_layers, regions)
     final = out_dir / "int8.onnx"
     result.path.replace(final)
+    if cfg.mode == "dynamic" and cfg.float_weights_int8:
+        from slimtorch.deploy.fidelity import meets
+        from slimtorch.deploy.weight_only import weight_only_int8
+
+        float_compute = [n for n in result.excluded if n in nodes] + float_recurrent(fp32)
+        _, stored, metrics = weight_only_int8(final, float_compute, evaluate, lambda m: meets(m, cfg.target), modules)
+        if stored:
+            result.info["weights_int8_compute_float"] = stored
+            result.info["fidelity_checked"] = metrics
     for f in [*out_dir.glob("int8_try*.onnx"), out_dir / "fp32_float_layers_exact.onnx"]:
         f.unlink(missing_ok=True)
     info.update(result.info)
