@@ -245,6 +245,7 @@ def prune_sparsegpt(model: nn.Module, config: SparseGPTConfig | dict | None, ids
     config = coerce(SparseGPTConfig, config)
     model = target(model, inplace)
     prefix, chosen = decoder_linears(model, config)
+    chosen = dict.fromkeys(chosen)  # names only: replaced float weights (joint mode) must be freed
 
     def process(i: int, block: nn.Module, data: BlockData) -> None:
         mine = block_names(prefix, i, chosen)

@@ -215,7 +215,7 @@ def quantize_awq(model: nn.Module, config: AWQConfig | dict | None, ids: torch.T
     """
     config = coerce(AWQConfig, config)
     model = target(model, inplace)
-    chosen = selected_linears(model, config)
+    chosen = list(selected_linears(model, config))  # names: replaced float weights must be freed
     from slimtorch.models.llm import decoder_blocks
 
     prefix, _ = decoder_blocks(model)

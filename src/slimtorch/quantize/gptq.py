@@ -226,7 +226,8 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig | dict | None, ids: torch
     """
     config = coerce(GPTQConfig, config)
     model = target(model, inplace)
-    chosen = selected_linears(model, config)
+    # Names only: holding the modules would keep every replaced float weight alive (2x the model's memory).
+    chosen = list(selected_linears(model, config))
     from slimtorch.models.llm import decoder_blocks
 
     prefix, _ = decoder_blocks(model)
