@@ -16,7 +16,8 @@ inputs on which fidelity is reported come from different seeds.
 
 Variants, all timed interleaved (round-robin, median, 1 thread) at batch 1 and 32:
 eager fp32, ONNX Runtime fp32, ONNX Runtime ``DynamicQuantizeLSTM`` (per-channel
-weights: slimtorch's default), the same per tensor, and PyTorch's fbgemm
+weights, the accuracy-aware fallback and int8 storage of float-computed weights:
+slimtorch's default), the same per tensor without fallback, and PyTorch's fbgemm
 ``quantize_dynamic`` (per tensor). Speed-ups are against the *fastest* fp32
 runtime at each batch size. Writes ``bench/results/user_models.json``.
 
