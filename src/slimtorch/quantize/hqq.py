@@ -93,6 +93,8 @@ def quantize_hqq(model: nn.Module, config: HQQConfig | dict | None = None, inpla
     """HQQ-quantize every selected Linear of ``model`` (no calibration data)."""
     config = coerce(HQQConfig, config)
     model = target(model, inplace)
-    for name, lin in track(list(selected_linears(model, config).items()), "HQQ"):
+    # Names only: holding the modules would keep each replaced float weight alive until the end.
+    for name in track(list(selected_linears(model, config)), "HQQ"):
+        lin = model.get_submodule(name)
         replace_linear(model, name, hqq_weight(lin.weight, config))
     return model

@@ -25,6 +25,8 @@ def quantize_rtn(model: nn.Module, config: RTNConfig | dict | None = None, inpla
     """Quantize every selected Linear of ``model`` to ``config.grid`` by rounding to nearest."""
     config = coerce(RTNConfig, config)
     model = target(model, inplace)
-    for name, lin in track(list(selected_linears(model, config).items()), "RTN"):
+    # Names only: holding the modules would keep each replaced float weight alive until the end.
+    for name in track(list(selected_linears(model, config)), "RTN"):
+        lin = model.get_submodule(name)
         replace_linear(model, name, rtn_weight(lin.weight, config.grid))
     return model
