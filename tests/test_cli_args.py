@@ -49,6 +49,7 @@ CASES = [
     (["auto", "lenet5", "-o", "{tmp}/a", "--bits", "six"], "--bits"),
     (["auto", "lenet5", "-o", "{tmp}/a", "--target", "speed"], "--target: invalid choice"),
     (["list", "--bogus"], "unrecognized arguments: --bogus"),
+    (["generate", "smollm2", "--prompt", "hi", "--max-new-tokens", "0"], "generate"),
 ]
 
 
