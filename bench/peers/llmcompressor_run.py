@@ -45,6 +45,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def short_error(exc: BaseException) -> str:
+    """The error's text; a long list of layers (llmcompressor's group-size refusal) is counted, not copied."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    items = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("- ")]
+    if len(items) > 3:
+        head = "\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("- ")).strip()
+        text = f"{head}\n  {len(items)} layers listed, e.g. {items[0][2:]}; {items[-1][2:]}"
+    return text[:3000]
+
+
 def recipe_for(config: str):
     if config.startswith("gptq_w4g"):
         from llmcompressor.modifiers.quantization import GPTQModifier
@@ -183,7 +193,7 @@ def main(argv=None) -> int:
     except BaseException as exc:  # noqa: BLE001 - the refusal text is the result
         if isinstance(exc, KeyboardInterrupt):
             raise
-        facts["error"] = f"{type(exc).__name__}: {exc}".strip()[:3000]
+        facts["error"] = short_error(exc)
         facts["traceback"] = traceback.format_exc()[-4000:]
         rc = 2
     facts["total_seconds"] = round(time.perf_counter() - t_start, 3)
