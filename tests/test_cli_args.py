@@ -50,6 +50,14 @@ CASES = [
     (["auto", "lenet5", "-o", "{tmp}/a", "--target", "speed"], "--target: invalid choice"),
     (["list", "--bogus"], "unrecognized arguments: --bogus"),
     (["generate", "smollm2", "--prompt", "hi", "--max-new-tokens", "0"], "generate"),
+    (["eval", "lenet5", "--window", "1"], "--window: must be >= 2"),
+    (["eval", "lenet5", "--windows", "0"], "--windows: must be >= 1"),
+    (["eval", "lenet5", "--data", "text"], "--data text is for causal language models"),
+    (["generate", "lenet5"], "the following arguments are required: --prompt"),
+    (["generate", "lenet5", "--prompt", "hi", "--top-p", "1.5"], "--top-p: must be in (0, 1]"),
+    (["generate", "lenet5", "--prompt", "hi", "--temperature", "-1"], "--temperature: must be > 0"),
+    (["generate", "lenet5", "--prompt", "hi", "--greedy", "--temperature", "0.7"], "--greedy decodes without"),
+    (["generate", "lenet5", "--prompt", "hi"], "generate needs a causal language model"),
 ]
 
 

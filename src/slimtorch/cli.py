@@ -73,8 +73,9 @@ def model_from_args(args: argparse.Namespace):
     return resolve_model(args.model, class_ref=args.class_ref, kwargs=args.kwargs, hf=args.hf, task=args.task)
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="mnist", help="dataset name (see `slimtorch list`)")
+def _add_data_args(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
+    p.add_argument("--data", default=default, help="dataset name (see `slimtorch list`)"
+                   + ("; default mnist, text for a language model" if default is None else ""))
     p.add_argument("--data-folder", help="folder for datasets read from files (idx, cifar10)")
 
 
@@ -178,9 +179,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from slimtorch.cli_lm import eval_lm, load_model_arg
+    from slimtorch.measure.lm import is_causal_lm
     from slimtorch.train import evaluate
 
-    model = model_from_args(args)
+    model = load_model_arg(args)
+    if is_causal_lm(model):  # perplexity on held-out text (slimtorch.cli_lm)
+        return eval_lm(args, model)
+    if args.data == "text":
+        raise ConfigError("--data text is for causal language models; this model is a "
+                          f"{type(model).__name__}", field="data")
+    args.data = args.data or "mnist"
     _, test = _data(args)
     res = evaluate(model, test)
     print(json.dumps({"accuracy": res.accuracy, "error": res.error, "loss": res.loss, "n": res.n}))
@@ -291,10 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1 accuracy of a model file, run folder or zoo model")
-    add_model_args(p)
-    _add_data_args(p)
+    p = sub.add_parser("eval", help="top-1 accuracy of a model file, run folder or zoo model; perplexity of a "
+                       "language model (compressed LM folder, LM run folder, zoo LM)")
+    add_model_args(p, "model file, run folder, compressed LM folder or zoo name")
+    _add_data_args(p, default=None)
+    from slimtorch.cli_lm import add_generate_parser, add_lm_eval_args
+
+    add_lm_eval_args(p)
     p.set_defaults(fn=cmd_eval)
+
+    add_generate_parser(sub)
 
     for name in ("measure", "inspect"):
         p = sub.add_parser(name, help="parameters, sparsity, MACs, size, latency, accuracy")
