@@ -272,6 +272,19 @@ def fake_quant_ptq(case, model, x, tmp):
     _check(_cos(_out(q, x), ref) > 0.95, f"8-bit fake-quant output far from float (cosine {_cos(_out(q, x), ref):.3f})")
 
 
+def qat(case, model, x, tmp):
+    """Fake-quantized (8/8) training: gradients flow through the straight-through estimator."""
+    from slimtorch.quantize import QuantConfig, quantize_model
+    from slimtorch.train import TrainConfig, fit
+
+    y = _out(model, x).argmax(1)
+    q = quantize_model(model, QuantConfig(weight_bits=8, act_bits=8), calib_data=TensorDataset(x))
+    before = copy.deepcopy(q)
+    fit(q, TensorDataset(x, y), TrainConfig(epochs=1, batch_size=8, optimizer={"lr": 0.01}), verbose=False)
+    _check(_changed(before, q), "QAT did not update the weights")
+    _check(bool(torch.isfinite(_out(q, x)).all()), "non-finite output after QAT")
+
+
 def kmeans(case, model, x, tmp):
     from slimtorch.quantize import KMeansConfig, kmeans_share
 
@@ -330,7 +343,7 @@ def onnx_export(case, model, x, tmp):
     _check(parity.max_abs_diff <= 1e-3 * max(scale, 1.0), f"ONNX Runtime differs by {parity.max_abs_diff:.3g}")
 
 
-TECHNIQUES: list[Callable] = [unstructured, nm_2_4, structured, fake_quant_ptq, kmeans, slim_round_trip,
+TECHNIQUES: list[Callable] = [unstructured, nm_2_4, structured, fake_quant_ptq, qat, kmeans, slim_round_trip,
                               _int8("static"), _int8("dynamic"), distill, onnx_export]  # fmt: skip
 
 
