@@ -68,5 +68,12 @@ class SaveStageConfig(FrozenConfig):
 
 @register_stage("save", SaveStageConfig)
 def save_stage(ctx: Context, cfg: SaveStageConfig) -> None:
+    from slimtorch.measure.lm import is_causal_lm
+
+    if is_causal_lm(ctx.model):  # a language model is a folder (codes + scales, config, tokenizer): NN_label/model
+        from slimtorch.pipeline.lm import save_stage_model
+
+        ctx.artifacts[ctx.stage_name] = save_stage_model(ctx, ctx.stage_dir() / "model")
+        return
     path = save_model(ctx.model, ctx.out_dir / cfg.filename)
     ctx.artifacts[ctx.stage_name] = path
