@@ -47,6 +47,29 @@ def save(model: nn.Module, path: str | os.PathLike, **kwargs) -> Path:
     return save_model(model, path, **kwargs)
 
 
+def example_input(model: nn.Module, batch: int = 1):
+    """A random input of ``model.example_input_shape`` (batch first): token ids for a model whose
+    ``input_dtype`` is an integer type (in range of its smallest embedding table), else Gaussian floats.
+
+    Raises:
+        ConfigError: the model declares no ``example_input_shape``.
+    """
+    import torch
+
+    from slimtorch.core.errors import ConfigError
+
+    shape = getattr(model, "example_input_shape", None)
+    if shape is None:
+        raise ConfigError(f"{type(model).__name__} declares no example_input_shape; give data to take inputs from "
+                          "(e.g. --data mnist) or set model.example_input_shape", field="data")  # fmt: skip
+    shape = (batch, *tuple(shape)[1:])
+    dtype = getattr(model, "input_dtype", torch.float32)
+    if dtype.is_floating_point:
+        return torch.randn(*shape, dtype=dtype)
+    vocab = min((m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)), default=100)
+    return torch.randint(1, max(2, min(vocab, 1000)), shape, dtype=dtype)
+
+
 def load_run(run_dir: str | os.PathLike) -> nn.Module:
     """The final model of a run folder (``model.safetensors``), rebuilt as the run's ``recipe.yaml`` says.
 
@@ -57,6 +80,10 @@ def load_run(run_dir: str | os.PathLike) -> nn.Module:
 
     run = Path(run_dir)
     path = run / "model.safetensors"
+    if not path.is_file() and (run / "model" / "slimtorch_quant.json").is_file():
+        from slimtorch.lm import load_lm_folder
+
+        return load_lm_folder(run)  # a language-model run: its model/ folder (integer codes + scales)
     if not path.is_file():
         raise FileNotFoundError(f"'{run}' is not a finished run folder (no model.safetensors)")
     recipe_path = run / "recipe.yaml"

@@ -123,7 +123,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
     a, b = read_results(run_a)["records"][-1], read_results(run_b)["records"][-1]
     def lat(r):
         return r.get("latency", {}).get("b1", {}).get("median_ms")
-    metrics = [
+    metrics = [("perplexity", a.get("perplexity"), b.get("perplexity"))] if "perplexity" in a or "perplexity" in b else []
+    metrics += [
         ("top-1 accuracy", a.get("accuracy"), b.get("accuracy")),
         ("parameters", a["params"], b["params"]),
         ("non-zeros", a["nonzero"], b["nonzero"]),
