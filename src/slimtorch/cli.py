@@ -197,8 +197,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    import torch
-
     from slimtorch.core.seed import set_threads
     from slimtorch.measure import measure, print_table
 
@@ -209,7 +207,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
         _, test = _data(args)
         example = test[0][0].unsqueeze(0)
     else:
-        example = torch.randn(*model.example_input_shape)
+        from slimtorch.api import example_input
+
+        example = example_input(model)
     ref = args.model or args.hf or args.class_ref
     artifact = args.model if args.model and Path(args.model).is_file() else None
     rec = measure(model, example, name=Path(ref).name, data=test, artifact=artifact)

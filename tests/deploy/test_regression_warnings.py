@@ -65,7 +65,10 @@ def test_structured_stage_times_the_model_before_and_after(tmp_path):
     from slimtorch.data import get_dataset
     from slimtorch.models import create_model
     from slimtorch.pipeline.context import Context
-    from slimtorch.prune.structured.stage import PruneChannelsStageConfig, prune_channels_stage
+    from slimtorch.prune.structured.stage import (
+        PruneChannelsStageConfig,
+        prune_channels_stage,
+    )
 
     torch.manual_seed(0)
     _, test = get_dataset("synthetic", n_train=8, n_test=32)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 import tempfile
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
@@ -379,4 +378,3 @@ def table() -> str:
 
 if __name__ == "__main__":
     print(table())
-    _ = math  # noqa: F841

@@ -135,7 +135,13 @@ def test_cli_eval_of_a_state_dict_with_class_and_kwargs(tmp_path, capsys):
 
 
 def _tiny_bert_dir(tmp_path: Path, task: str) -> Path:
-    from transformers import BertConfig, BertForSequenceClassification, BertModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     torch.manual_seed(0)
     if task == "causal-lm":

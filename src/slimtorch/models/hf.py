@@ -116,7 +116,12 @@ def build_hf_model(src: HFModelSource, load_weights: bool = True) -> nn.Module:
             "give the local folder that save_pretrained() wrote (nothing is downloaded)"
         )
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+    )
 
     auto = {"sequence-classification": AutoModelForSequenceClassification, "sentence-embedding": AutoModel,
             "causal-lm": AutoModelForCausalLM}[src.task]  # fmt: skip

@@ -79,10 +79,11 @@ def build_model(recipe: Recipe) -> torch.nn.Module:
 def _example_input(model: torch.nn.Module, data, recipe: Recipe) -> torch.Tensor:
     if data is not None and len(data) > 0:
         return data[0][0].unsqueeze(0)
-    shape = getattr(model, "example_input_shape", None)
-    if shape is None:
+    if getattr(model, "example_input_shape", None) is None:
         raise ConfigError("the recipe has no data and the model declares no example_input_shape", field="data")
-    return torch.randn(*shape)
+    from slimtorch.api import example_input
+
+    return example_input(model)
 
 
 def run_recipe(
