@@ -195,3 +195,9 @@ def test_cli_auto_searches_a_user_class_from_a_state_dict(tmp_path, capsys):
     # the search's files record the class; loading them names it explicitly
     assert main(["eval", str(out / "best.slim"), "--class", CNN, "--data", "synthetic"]) == 0
     assert '"accuracy"' in capsys.readouterr().out
+
+
+def test_cli_measures_a_hf_directory_without_data(tmp_path, capsys):
+    folder = _tiny_bert_dir(tmp_path, "sentence-embedding")  # token-id input: random ids, not floats
+    assert main(["measure", "--hf", str(folder), "--task", "sentence-embedding", "--data", "none"]) == 0
+    assert "sentence-embedding" in capsys.readouterr().out
