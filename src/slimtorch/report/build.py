@@ -50,7 +50,11 @@ def _note(results: dict[str, Any]) -> str:
     if is_lm(results["records"]):
         from slimtorch.measure.lm import LM_NOTE
 
-        return LM_NOTE + _text_note(results)
+        resumed = [f"{stage} (after block {info['resumed_after_block']})" for stage, info in
+                   results.get("stages", {}).items() if isinstance(info, dict) and "resumed_after_block" in info]
+        note = f" Resumed calibration: {', '.join(resumed)}; its calib s counts only the blocks run after the resume." \
+            if resumed else ""
+        return LM_NOTE + _text_note(results) + note
     return ("Size: the stage's artifact if it wrote one, else the sparse-aware model file. Latency: median ms, "
             "eager PyTorch; each stage is timed right after it ran, so compare speed only via the side-by-side "
             "runs in `bench/`.")
