@@ -44,14 +44,15 @@ class AWQConfig(WeightOnlyConfig):
 
     Attributes:
         n_grid: points of the ``α`` grid in [0, 1).
-        search_samples: calibration sequences used for the scale search (all are used for statistics).
+        search_samples: calibration sequences for the scale search (4 x 512 tokens: each grid point reruns the
+            module; the clipping statistics use every sequence).
         clip_search: search each group's clipping range by output error.
         then_gptq: quantize the scaled weights with GPTQ (AWQ + GPTQ) instead of round-to-nearest.
         batch_size: calibration sequences per forward.
     """
 
     n_grid: int = pydantic.Field(20, ge=1)
-    search_samples: int = pydantic.Field(16, ge=1)
+    search_samples: int = pydantic.Field(4, ge=1)
     clip_search: bool = True
     then_gptq: bool = False
     batch_size: int = pydantic.Field(8, ge=1)
