@@ -433,7 +433,8 @@ def decoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: lin.weight.detach().clone() for n, lin in decoder_linears(model)}
 
 
-def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os.PathLike | None = None) -> dict:
+def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os.PathLike | None = None,
+            fp32: bool = True) -> dict:
     """Each peer row on real SmolLM2 (calibration: 32 random windows of 512; test: the first windows of
     the test stream), one model load, float weights restored between rows; results written after each row."""
     from slimtorch.data.text import split_tokens, windows
@@ -454,10 +455,11 @@ def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=2, default=str))
 
-    ppl = perplexity(model, test, progress=False)
-    results["fp32"] = {"perplexity": ppl.perplexity, "eval_seconds": round(ppl.seconds, 1)}
-    print(json.dumps({"fp32": results["fp32"]}), flush=True)
-    save()
+    if fp32:
+        ppl = perplexity(model, test, progress=False)
+        results["fp32"] = {"perplexity": ppl.perplexity, "eval_seconds": round(ppl.seconds, 1)}
+        print(json.dumps({"fp32": results["fp32"]}), flush=True)
+        save()
     for row in rows or list(peers()):
         restore(model, state)
         model, facts = run_peer(row, model, calib)
@@ -475,4 +477,5 @@ def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os
 
 if __name__ == "__main__":  # python bench/llm_peers.py [ROW ...]  -> bench/results/llm_peers.json
     torch.set_num_threads(int(os.environ.get("SLIMTORCH_THREADS", "2")))
-    measure(sys.argv[1:] or None, out=os.environ.get("LLM_PEERS_OUT", REPO / "bench" / "results" / "llm_peers.json"))
+    measure(sys.argv[1:] or None, out=os.environ.get("LLM_PEERS_OUT", REPO / "bench" / "results" / "llm_peers.json"),
+            fp32=os.environ.get("LLM_PEERS_FP32", "1") != "0")
