@@ -178,6 +178,12 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if any(isinstance(m, QuantLinear) for m in model.modules()):
             row["size_bytes"] = _dir_bytes(save_quantized_lm(model, Path(tmp) / "q"))
+            # The quantized decoder Linears alone (what the peers' size_bytes counts), as stored.
+            from slimtorch.quantize.qlinear import quantized_state
+
+            tensors, layers = quantized_state(model)
+            row["quantized_linear_bytes"] = sum(
+                t.numel() * t.element_size() for k, t in tensors.items() if k.rpartition(".")[0] in layers)
             row["size_format"] = "slimtorch weight-only safetensors (bit-packed codes, float32 scales)"
         elif method == "peer":
             row["size_bytes"] = row["peer"].get("size_bytes")

@@ -265,23 +265,28 @@ def _llm_rows(d: dict, names: list[str] | None = None) -> list[str]:
     rows = d.get("rows", {})
     fp = (rows.get("fp32") or {}).get("perplexity")
     rtn = {4: (rows.get("rtn_w4g128") or {}).get("perplexity"), 3: (rows.get("rtn_w3g128") or {}).get("perplexity")}
-    out = ["| row | test perplexity | increase over fp32 | vs RTN's increase | selection perplexity | size | "
-           "calibration | peak RSS |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = ["| row | test perplexity | increase over fp32 | vs RTN's (magnitude's) increase | selection perplexity | whole file | "
+           "quantized Linears | calibration | peak RSS |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name in names or list(rows):
         r = rows.get(name)
         if r is None:
             continue
         if r.get("error"):
-            out.append(f"| {name} | **failed**: {str(r['error'])[:160]} | | | | | | |")
+            out.append(f"| {name} | **failed**: {str(r['error'])[:160]} | | | | | | | |")
             continue
         p = r.get("perplexity")
+        peer = name.startswith("peer_")
         inc = f"+{p - fp:.2f}" if p is not None and fp is not None and name != "fp32" else "–"
         bits = 3 if "w3" in name else 4 if "w4" in name else None
         base = rtn.get(bits) if bits else None
+        if name.endswith("_50") and not name.startswith("magnitude"):  # sparsity: against magnitude pruning's
+            bits, base = "mag", (rows.get("magnitude_50") or {}).get("perplexity")
         vs = (f"{(p - fp) / (base - fp):.2f}×" if bits and base and fp and base > fp and not name.startswith("rtn")
               else "–")
         out.append(f"| {name} | **{p:.2f}** | {inc} | {vs} | {r.get('selection_perplexity', float('nan')):.2f} | "
-                   f"{_mb(r.get('size_bytes'))} | {r.get('calib_seconds', 0):.0f} s | "
+                   f"{'–' if peer else _mb(r.get('size_bytes'))} | "
+                   f"{_mb(r.get('size_bytes')) if peer else _mb(r.get('quantized_linear_bytes'))} | "
+                   f"{r.get('calib_seconds', 0):.0f} s | "
                    f"{r.get('peak_rss_mb') or 0:.0f} MB |")
     return out
 
