@@ -303,7 +303,47 @@ def llm(d: dict) -> list[str]:
            f"(document groups per split {text.get('groups')}, disjoint: {text.get('disjoint')}). "
            "Each row runs in its own process; peak RSS is that process's.\n"]  # fmt: skip
     out += _llm_rows(d)
+    out += ["", "Targets of the issue, checked on this file:", ""] + [f"* {t}" for t in llm_targets(d)]
     out.append("\n" + _env_line(d.get("environment")))
+    return out
+
+
+def llm_targets(d: dict) -> list[str]:
+    """Each target of the language-model issue, met / missed / not measured, from the rows."""
+    rows = d.get("rows", {})
+
+    def ppl(name):
+        r = rows.get(name) or {}
+        return None if r.get("error") else r.get("perplexity")
+
+    fp, out = ppl("fp32"), []
+    if fp is None:
+        return ["fp32 row missing: nothing can be checked"]
+
+    def check(label, value, limit, fmt="{:.2f}"):
+        if value is None or limit is None:
+            out.append(f"{label}: not measured")
+        else:
+            out.append(f"{label}: {fmt.format(value)} vs ≤ {fmt.format(limit)}: **{'met' if value <= limit else 'missed'}**")
+
+    rtn4, rtn3, mag = ppl("rtn_w4g128"), ppl("rtn_w3g128"), ppl("magnitude_50")
+    peers4 = [ppl(k) for k in rows if k.startswith("peer_") and "w4" in k and ppl(k) is not None]
+    for m in ("gptq_w4g128", "awq_w4g128"):
+        check(f"{m} perplexity ≤ fp32 + 0.7 × RTN's increase", ppl(m), rtn4 and fp + 0.7 * (rtn4 - fp))
+        if peers4 and ppl(m) is not None:
+            out.append(f"{m} below every 4-bit peer ({min(peers4):.2f} best): "
+                       f"**{'met' if ppl(m) < min(peers4) else 'missed'}**")
+    check("gptq_w3g128 perplexity ≤ fp32 + RTN's 3-bit increase / 3", ppl("gptq_w3g128"), rtn3 and fp + (rtn3 - fp) / 3)
+    for m in ("wanda_50", "sparsegpt_50"):
+        check(f"{m} perplexity ≤ fp32 + 0.1 × magnitude's increase", ppl(m), mag and fp + 0.1 * (mag - fp))
+    llmc = ppl("peer_llmcompressor_sparsegpt_50")
+    check("sparsegpt_50 below llmcompressor's SparseGPT on the same tokens", ppl("sparsegpt_50"), llmc)
+    g, p = rows.get("gptq_w4g128") or {}, rows.get("peer_llmcompressor_gptq_w4g64") or {}
+    if g.get("peak_rss_mb") and p.get("peak_rss_mb"):
+        check("GPTQ calibration peak RSS ≤ half of llmcompressor's (MB)", g["peak_rss_mb"], p["peak_rss_mb"] / 2, "{:.0f}")
+        check("GPTQ calibration time ≤ llmcompressor's (s)", g.get("calib_seconds"), p.get("calib_seconds"), "{:.0f}")
+    else:
+        out.append("GPTQ calibration memory and time against llmcompressor: not measured")
     return out
 
 
