@@ -58,3 +58,13 @@ def test_killed_calibration_resumes_after_the_last_finished_block(tmp_path):
             assert torch.equal(a.codes, b.codes) and torch.equal(a.scales, b.scales), n
     with pytest.raises(FormatError, match="other tokens or another config"):
         quantize_gptq(model, {"grid": {"bits": 4, "group_size": 32}}, ids, checkpoint_dir=tmp_path)
+
+
+def test_finished_blocks_release_their_dequantized_weights():
+    model = tiny_llama(layers=2)
+    q = quantize_gptq(model, {"grid": {"bits": 4, "group_size": 32}}, tiny_ids(4, 16))
+    layers = [m for m in q.modules() if isinstance(m, QuantLinear)]
+    assert layers and all(m._weight is None for m in layers)  # calibration peak stays one model
+    with torch.no_grad():
+        q(tiny_ids(1, 8))
+    assert all(m._weight is not None for m in layers)  # rebuilt from the codes on use

@@ -50,6 +50,10 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.weight.to(x.dtype), self.bias)
 
+    def release_cache(self) -> None:
+        """Forget the dequantized float weight (it is rebuilt from the codes on the next forward)."""
+        self._weight = None
+
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group_size={self.group_size}"
 
