@@ -87,6 +87,9 @@ class LMPruneConfig(FrozenConfig):
                     raise inner from None
             err = exc.errors()[0]
             path = ".".join(str(p) for p in err["loc"]) or "<root>"
+            if err["type"] == "extra_forbidden":  # worded as core.config.validate_config words it
+                allowed = ", ".join(sorted(type(self).model_fields))
+                raise ConfigError(f"unknown field '{path}'; allowed fields here: {allowed}", field=path) from None
             raise ConfigError(f"invalid value for '{path}': {err['msg']} (got {err.get('input')!r})",
                               field=path) from None
 
