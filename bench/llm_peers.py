@@ -464,6 +464,8 @@ def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os
         restore(model, state)
         model, facts = run_peer(row, model, calib)
         facts.pop("traceback", None)
+        results["rows"][row] = facts
+        save()  # the peer's own facts survive an interrupted evaluation
         if not facts.get("error"):
             p = perplexity(model, test, progress=False)
             facts["perplexity"], facts["eval_seconds"] = p.perplexity, round(p.seconds, 1)
