@@ -50,9 +50,8 @@ def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
 
 def hqq_group(w: torch.Tensor, grid: GridConfig, config: HQQConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes, scale, zero) of a group ``w (rows, cols)`` after HQQ's zero-point optimisation."""
-    scale, _ = fit_params(w, grid.replace(mse_search=False))
-    # The reference starts from the unrounded zero -min/scale: HQQ's zero lives off the integer grid.
-    zero = -w.min(dim=1).values.clamp(max=0) / scale
+    scale, zero = fit_params(w, grid.replace(mse_search=False))
+    zero = zero.clone()
     maxq, beta = grid.maxq, config.beta
     best_err, best_zero = None, zero.clone()
     for _ in range(config.iters):
