@@ -82,6 +82,19 @@ class BlockData:
             handle.remove()
 
 
+def slice_kwargs(kw: dict, n: int) -> dict:
+    """Block keyword arguments cut to the first ``n`` sequences (masks and rotary tensors carry a batch dim)."""
+    out = {}
+    for k, v in kw.items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] > n:
+            out[k] = v[:n]
+        elif isinstance(v, tuple) and all(isinstance(t, torch.Tensor) for t in v):
+            out[k] = tuple(t[:n] if t.dim() > 0 and t.shape[0] > n else t for t in v)
+        else:
+            out[k] = v
+    return out
+
+
 def capture_inputs(model: nn.Module, blocks: nn.ModuleList, ids: torch.Tensor, batch_size: int) -> BlockData:
     """Run the model up to its first block on ``ids (N, L)``; keep the first block's inputs."""
     hidden, kwargs = [], []

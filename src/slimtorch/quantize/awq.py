@@ -25,7 +25,7 @@ import pydantic
 import torch
 from torch import nn
 
-from slimtorch.core.blockwise import BlockData, sequential
+from slimtorch.core.blockwise import BlockData, sequential, slice_kwargs
 from slimtorch.core.errors import UnsupportedModelError
 from slimtorch.quantize.gptq import GPTQConfig, accumulate, hessian_accumulator, quantize_block
 from slimtorch.quantize.qlinear import quantized_state, replace_linear, restore_quantized
@@ -146,7 +146,7 @@ def _awq_block(block: nn.Module, data: BlockData, names: list[str], config: AWQC
         if count >= config.search_samples:
             break
         take = min(h.shape[0], config.search_samples - count)
-        kept.append((h[:take], _slice_kwargs(kw, take)))
+        kept.append((h[:take], slice_kwargs(kw, take)))
         count += take
     sub = BlockData([h for h, _ in kept], [kw for _, kw in kept])
     for prev, lins, judge in groups:
@@ -192,18 +192,6 @@ def _awq_block(block: nn.Module, data: BlockData, names: list[str], config: AWQC
         H = acc["H"] / max(acc["n"], 1)
         grid = config.grid if config.clip_search else config.grid.replace(mse_search=False)
         replace_linear(block, n, output_search(lin.weight, H, grid))
-
-
-def _slice_kwargs(kw: dict, n: int) -> dict:
-    out = {}
-    for k, v in kw.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] > n:
-            out[k] = v[:n]
-        elif isinstance(v, tuple) and all(isinstance(t, torch.Tensor) for t in v):
-            out[k] = tuple(t[:n] if t.dim() > 0 and t.shape[0] > n else t for t in v)
-        else:
-            out[k] = v
-    return out
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ import pydantic
 import torch
 from torch import nn
 
-from slimtorch.core.blockwise import BlockData, input_hooks, sequential
+from slimtorch.core.blockwise import BlockData, input_hooks, sequential, slice_kwargs
 from slimtorch.quantize.qlinear import quantized_state, replace_linear, restore_quantized
 from slimtorch.quantize.weight_only import WeightOnlyConfig, coerce, selected_linears, target
 from slimtorch.quantize.wgrid import (
@@ -156,7 +156,7 @@ def input_sets(block: nn.Module, data: BlockData, names: list[str]) -> list[list
             order.append((n, id(x)))
 
     with input_hooks(mods, rec), torch.no_grad():
-        block(data.hidden[0][:1], **_first(data.kwargs[0]))
+        block(data.hidden[0][:1], **slice_kwargs(data.kwargs[0], 1))
     sets: list[list[str]] = []
     last = None
     for n, key in order:
@@ -167,19 +167,6 @@ def input_sets(block: nn.Module, data: BlockData, names: list[str]) -> list[list
             last = key
     sets += [[n] for n in names if n not in seen]  # never called: quantized from weights alone
     return sets
-
-
-def _first(kw: dict) -> dict:
-    """Keyword arguments sliced to the first sequence (masks and position tensors have a batch dimension)."""
-    out = {}
-    for k, v in kw.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] > 1:
-            out[k] = v[:1]
-        elif isinstance(v, tuple) and all(isinstance(t, torch.Tensor) for t in v):
-            out[k] = tuple(t[:1] if t.dim() > 0 and t.shape[0] > 1 else t for t in v)
-        else:
-            out[k] = v
-    return out
 
 
 def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: GPTQConfig,
