@@ -18,10 +18,13 @@ import pydantic
 import torch
 from torch import nn
 
-from slimtorch.core.progress import track
-from slimtorch.quantize.qlinear import replace_linear
-from slimtorch.quantize.weight_only import WeightOnlyConfig, coerce, selected_linears, target
-from slimtorch.quantize.wgrid import GridConfig, QuantizedWeight, fit_params, group_bounds
+from slimtorch.quantize.weight_only import WeightOnlyConfig, coerce, quantize_each
+from slimtorch.quantize.wgrid import (
+    GridConfig,
+    QuantizedWeight,
+    fit_params,
+    group_bounds,
+)
 
 
 class HQQConfig(WeightOnlyConfig):
@@ -92,9 +95,4 @@ def hqq_weight(w: torch.Tensor, config: HQQConfig) -> QuantizedWeight:
 def quantize_hqq(model: nn.Module, config: HQQConfig | dict | None = None, inplace: bool = False) -> nn.Module:
     """HQQ-quantize every selected Linear of ``model`` (no calibration data)."""
     config = coerce(HQQConfig, config)
-    model = target(model, inplace)
-    # Names only: holding the modules would keep each replaced float weight alive until the end.
-    for name in track(list(selected_linears(model, config)), "HQQ"):
-        lin = model.get_submodule(name)
-        replace_linear(model, name, hqq_weight(lin.weight, config))
-    return model
+    return quantize_each(model, config, inplace, lambda w: hqq_weight(w, config), "HQQ")

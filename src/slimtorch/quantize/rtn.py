@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slimtorch.core.progress import track
-from slimtorch.quantize.qlinear import replace_linear
-from slimtorch.quantize.weight_only import WeightOnlyConfig, coerce, selected_linears, target
+from slimtorch.quantize.weight_only import WeightOnlyConfig, coerce, quantize_each
 from slimtorch.quantize.wgrid import rtn_weight
 
 
@@ -24,9 +22,4 @@ class RTNConfig(WeightOnlyConfig):
 def quantize_rtn(model: nn.Module, config: RTNConfig | dict | None = None, inplace: bool = False) -> nn.Module:
     """Quantize every selected Linear of ``model`` to ``config.grid`` by rounding to nearest."""
     config = coerce(RTNConfig, config)
-    model = target(model, inplace)
-    # Names only: holding the modules would keep each replaced float weight alive until the end.
-    for name in track(list(selected_linears(model, config)), "RTN"):
-        lin = model.get_submodule(name)
-        replace_linear(model, name, rtn_weight(lin.weight, config.grid))
-    return model
+    return quantize_each(model, config, inplace, lambda w: rtn_weight(w, config.grid), "RTN")

@@ -16,7 +16,8 @@ from torch import nn
 
 from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import ConfigError
-from slimtorch.quantize.qlinear import QuantLinear
+from slimtorch.core.progress import track
+from slimtorch.quantize.qlinear import QuantLinear, replace_linear
 from slimtorch.quantize.wgrid import GridConfig
 
 
@@ -72,3 +73,12 @@ def coerce(config_cls, config):
     if not isinstance(config, config_cls):
         raise ConfigError(f"expected a {config_cls.__name__} or a dict, got {type(config).__name__}", field="config")
     return config
+
+
+def quantize_each(model: nn.Module, config: WeightOnlyConfig, inplace: bool, quantize_weight, label: str) -> nn.Module:
+    """Replace every selected Linear by ``quantize_weight(weight) -> QuantizedWeight`` (data-free methods)."""
+    model = target(model, inplace)
+    # Names only: holding the modules would keep each replaced float weight alive until the end.
+    for name in track(list(selected_linears(model, config)), label):
+        replace_linear(model, name, quantize_weight(model.get_submodule(name).weight))
+    return model
