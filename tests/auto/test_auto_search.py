@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import slimtorch
-from slimtorch.auto import AutoConfig, auto_compress
+from slimtorch.auto import AutoConfig, auto_compress, selection_split
 from slimtorch.train import TrainConfig, evaluate, fit
 from tests.user_models import UserNet
 
@@ -35,10 +35,18 @@ def test_best_model_on_disk_meets_the_budget(trained, tmp_path):
     assert res.met and res.best is not None
     best = json.loads((tmp_path / "a" / "best.json").read_text())
     assert best["met"] is True and best["candidate"]["name"] == res.best["name"]
+    _, selection = selection_split(train, AutoConfig())
+    assert res.selection_size == len(selection) == round(0.1 * len(train))
     for f in ("best.slim", "best.safetensors"):  # a user model: the file needs the module to load into
-        acc = evaluate(slimtorch.load(tmp_path / "a" / f, UserNet(width=8)), test).accuracy
+        m = slimtorch.load(tmp_path / "a" / f, UserNet(width=8))
+        acc = evaluate(m, selection).accuracy  # the budget holds on the selection split it was checked on
         assert 100 * (res.baseline - acc) <= 2.0 + 1e-9
         assert acc == pytest.approx(res.best["accuracy"])
+        # and the reported test figure is that of the file on disk, on eval_data
+        assert evaluate(m, test).accuracy == pytest.approx(res.test_accuracy)
+    assert res.test_baseline == pytest.approx(evaluate(model, test).accuracy)
+    assert res.baseline == pytest.approx(evaluate(model, selection).accuracy)
+    assert "on the test data" in res.message
     assert (tmp_path / "a" / "best.slim").stat().st_size == res.best["size_bytes"]
     # the chosen model is the smallest of those meeting the budget, and is on the Pareto front
     ok = [c for c in res.candidates if 100 * (res.baseline - c["accuracy"]) <= 2.0 + 1e-9]
@@ -144,8 +152,10 @@ def test_latency_target_removes_channels_and_keeps_budget(trained, tmp_path):
     pruned = [c for c in res.candidates if c["params"] < res.candidates[0]["params"] or c is res.candidates[0]]
     assert pruned and res.candidates[0]["params"] < sum(p.numel() for p in model.parameters())
     if res.met:
-        acc = evaluate(slimtorch.load(tmp_path / "l" / "best.slim", UserNet(width=8)), test).accuracy
+        best = slimtorch.load(tmp_path / "l" / "best.slim", UserNet(width=8))
+        acc = evaluate(best, selection_split(train, cfg)[1]).accuracy  # checked on the selection split
         assert 100 * (res.baseline - acc) <= 3.0 + 1e-9
+        assert evaluate(best, test).accuracy == pytest.approx(res.test_accuracy)
 
 
 def test_cli_parser_builds_the_config(tmp_path, monkeypatch):
@@ -221,16 +231,17 @@ def test_refinement_candidates_get_the_larger_training_set(trained):
     from slimtorch.auto.search import _prepare_data
 
     model, train, test = trained
-    screen, refine, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, refine_epochs=3, **FAST))
-    assert (len(screen), len(refine)) == (64, len(train))
-    screen, refine, ev, metric = _prepare_data(
+    screen, refine, sel, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, refine_epochs=3,
+                                                                             **FAST))
+    assert (len(screen), len(refine), len(sel)) == (64, len(train) - len(sel), round(0.1 * len(train)))
+    screen, refine, _, ev, metric = _prepare_data(
         model, train, test, AutoConfig(finetune_samples=64, refine_samples=128, refine_epochs=3, metric="agreement",
                                        **FAST))
     assert (len(screen), len(refine), metric) == (64, 128, "agreement")
     # agreement: both sets are labelled with the original's predictions
     xs = torch.stack([refine[i][0] for i in range(len(refine))])
     assert torch.equal(torch.stack([refine[i][1] for i in range(len(refine))]), model(xs).argmax(1))
-    _, refine, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, **FAST))
+    _, refine, _, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, **FAST))
     assert len(refine) == 64  # no refinement phase: nothing more is prepared
 
 
@@ -253,3 +264,27 @@ def test_fine_tuning_clips_gradients_as_configured(trained, monkeypatch, clip):
     _maybe_finetune(m, train, test, AutoConfig(grad_clip=clip, finetune="always", **FAST), 1, 0.01, 0.0, info, "ft")
     assert info["ft_epochs"] == 1
     assert seen == ([clip] * (len(train) // 32) if clip else [])  # one clip per step, or none
+
+
+def test_choices_never_see_eval_data(trained, tmp_path, monkeypatch):
+    """The selection split is the tail of train_data; eval_data reaches only the final test figures."""
+    from slimtorch.auto import evaluate as ev_mod
+
+    model, train, test = trained
+    seen = []
+    real = ev_mod.evaluate
+
+    def spy(m, data, *a, **k):
+        seen.append(len(data))
+        return real(m, data, *a, **k)
+
+    monkeypatch.setattr(ev_mod, "evaluate", spy)
+    cfg = AutoConfig(max_drop=5.0, max_candidates=2, selection_samples=40, **FAST)
+    res = auto_compress(model, train, test, cfg, tmp_path / "s", verbose=False)
+    assert res.selection_size == 40
+    # every evaluation inside candidates ran on the 40 selection examples; only test_figures used the 128 test ones
+    assert seen and seen[-2:] == [len(test), len(test)] and set(seen[:-2]) == {40}
+    tr, sel = selection_split(train, cfg)
+    assert len(tr) == len(train) - 40 and list(sel.indices) == list(range(len(train) - 40, len(train)))
+    with pytest.raises(slimtorch.core.errors.ConfigError, match="selection split"):
+        selection_split(train, cfg.replace(selection_samples=len(train)))

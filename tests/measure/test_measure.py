@@ -42,3 +42,16 @@ def test_measure_record_has_every_field(tiny_data, user_net):
     assert set(d["latency"]) == {"b1", "b4"}
     assert d["latency"]["b1"]["median_ms"] > 0 and d["latency"]["b1"]["p90_ms"] >= d["latency"]["b1"]["median_ms"]
     assert d["dense_bytes"] >= 4 * d["params"] and d["file_bytes"] > 0
+
+
+def test_environment_records_load_time_commit_and_cpu_flags():
+    from slimtorch.measure import environment
+
+    env = environment()
+    assert env["generated_at"].endswith("Z") and env["generated_at"] >= env["loadavg"]["process_started_at"]
+    assert len(env["loadavg"]["now"]) == 3 and isinstance(env["loaded_machine"], bool)
+    assert env["threads"]["torch"] == torch.get_num_threads()
+    assert "cpu_flags" in env and env["versions"]["torch"] == torch.__version__
+    # run from a checkout: the commit is a 40-hex sha and changed paths are repo-relative
+    if env["commit"] is not None:
+        assert len(env["commit"]) == 40 and all(p.startswith(("src/", "bench/")) for p in env["uncommitted_changes"])

@@ -17,7 +17,8 @@ def cmd_auto(args: argparse.Namespace) -> int:
               "max_candidates": args.max_candidates, "seed": args.seed, "threads": args.threads,
               "finetune_epochs": args.finetune_epochs, "kmeans_epochs": args.kmeans_epochs,
               "refine_epochs": args.refine_epochs, "distill_alpha": args.distill_alpha,
-              "finetune_samples": args.finetune_samples, "int8": not args.no_int8}
+              "finetune_samples": args.finetune_samples, "int8": not args.no_int8,
+              "selection_samples": args.selection_samples}
     if args.bits:
         try:
             fields["bits"] = tuple(int(b) for b in args.bits.split(","))
@@ -52,6 +53,9 @@ def add_auto_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--refine-epochs", type=int,
                    help="size target: re-search the rungs above the best one with this many fine-tuning epochs")
     p.add_argument("--finetune-samples", type=int, help="fine-tune on the first N training examples")
+    p.add_argument("--selection-samples", type=int,
+                   help="the last N training examples form the selection split every choice is made on "
+                        "(default: 10 %%); the eval data only gives the chosen model's test figure")
     p.add_argument("--distill-alpha", type=float,
                    help="weight of the original model's soft targets in fine-tuning (0: labels only; default 0.7)")
     p.add_argument("--no-int8", action="store_true", help="latency target: do not try INT8 deployment")

@@ -19,8 +19,8 @@ class AutoConfig(FrozenConfig):
             sparsity from pruning sensitivity × k-means bits) or ``latency`` (median batch-1
             latency on this CPU; knobs: structured channel ratio × INT8 deployment).
         max_drop: allowed drop of top-1 accuracy (or of agreement with the original model
-            when the data has no labels) in percentage points, measured on ``eval_data``
-            with the model decoded from its file.
+            when the data has no labels) in percentage points, checked on the selection split
+            (held out of ``train_data``) with the model decoded from its file.
         budget_s: wall-clock budget of the whole search in seconds (None: no limit). A
             candidate is not started if the time it is expected to take (the mean of those
             so far) would overrun it; the first candidate always runs so something is saved.
@@ -34,7 +34,7 @@ class AutoConfig(FrozenConfig):
             the prunable weights get ``small_layer_bits`` codebooks (they cost little and are
             often the sensitive ones; Han et al. use 8 bits for LeNet's convolutions).
         sensitivity_sparsities: the per-layer sparsity grid of the sensitivity analysis.
-        sensitivity_samples: eval examples used for the sensitivity curves (first N).
+        sensitivity_samples: selection examples used for the sensitivity curves (first N).
         prune_method: unstructured criterion (see :data:`slimtorch.prune.CRITERIA`).
         prune_schedule: ``one_shot`` prunes at once and then fine-tunes; ``iterative``
             prunes in ``finetune_epochs`` rounds with one epoch of fine-tuning after each
@@ -78,6 +78,12 @@ class AutoConfig(FrozenConfig):
             ``finetune_lr``); their longer schedule tolerates, and often wants, a lower one.
         refine_samples: refinement candidates train on the first N (None: all): they are
             the few whose result decides the outcome.
+        selection_fraction / selection_samples: the selection split, the last
+            ``selection_samples`` (else ``selection_fraction`` of the) examples of
+            ``train_data`` (:mod:`slimtorch.auto.splits`). Every choice of the search (the
+            sensitivity curves, fine-tuning skips, the budget check, the ranking) is made on
+            it, and nothing is fine-tuned on it; ``eval_data`` is used once, for the chosen
+            model's reported test figure.
         batch_size: fine-tuning batch size.
         channel_ratios: structured pruning ratios to search (latency target).
         round_to: kept channel counts are multiples of this (latency target).
@@ -120,6 +126,8 @@ class AutoConfig(FrozenConfig):
     finetune_samples: int | None = Field(None, ge=1)
     refine_samples: int | None = Field(None, ge=1)
     refine_lr: float | None = Field(None, gt=0)
+    selection_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    selection_samples: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1)
     channel_ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     round_to: int = Field(8, ge=1)

@@ -219,3 +219,28 @@ def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, e
 
 
 EVALUATORS = {"size": evaluate_size, "latency": evaluate_latency}
+
+
+def test_figures(out: Path, entry: dict[str, Any], original: nn.Module, test: Dataset, load_model,
+                 cfg: AutoConfig) -> dict[str, Any]:
+    """The chosen candidate's and the original's accuracy on the test data (the search's only look at it).
+
+    The candidate is read back from what the search wrote (its ONNX INT8 file, else its
+    ``.slim``), so the figure is that of the shipped artifact.
+    """
+    import slimtorch
+
+    if entry["files"].get("onnx"):
+        from slimtorch.export.onnx import ort_session
+
+        sess = ort_session(out / entry["files"]["onnx"], cfg.threads or 1)
+        name = sess.get_inputs()[0].name
+
+        def art(x):
+            return torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
+
+        acc = _int8_accuracy(art, test)
+    else:
+        acc = evaluate(slimtorch.load(out / entry["files"]["slim"], load_model), test).accuracy
+    return {"candidate": entry["name"], "accuracy": acc, "baseline": evaluate(original, test).accuracy,
+            "n": len(test)}

@@ -28,6 +28,7 @@ from slimtorch.auto import state as st
 from slimtorch.auto.config import AutoConfig
 from slimtorch.auto.evaluate import EVALUATORS, example_input, first, has_labels, pseudo_labelled
 from slimtorch.auto.space import Candidate, latency_plan, size_plan, tolerance_ladder
+from slimtorch.auto.splits import selection_split
 from slimtorch.core.config import validate_config
 from slimtorch.core.fileio import atomic_write_json, prepare_output_dir
 
@@ -46,7 +47,10 @@ class AutoResult:
         candidates: every candidate evaluated, in order (including earlier sessions).
         pareto: indices into ``candidates`` of the Pareto front.
         stopped: ``finished``, ``budget`` or ``max_candidates``.
-        baseline: the original model's accuracy (or 1.0 for agreement).
+        baseline: the original model's accuracy (or 1.0 for agreement) on the selection split.
+        test_accuracy / test_baseline: the chosen model's and the original's accuracy (or
+            agreement) on ``eval_data``, measured once, after the choice (None: nothing chosen).
+        selection_size: examples in the selection split (the last ones of ``train_data``).
     """
 
     out_dir: Path
@@ -57,6 +61,9 @@ class AutoResult:
     pareto: list[int]
     stopped: str
     baseline: float
+    test_accuracy: float | None = None
+    test_baseline: float | None = None
+    selection_size: int = 0
 
 
 def may_start(elapsed: float, durations: Sequence[float], budget: float | None) -> bool:
@@ -89,9 +96,11 @@ def _progress(e: dict[str, Any], target: str, baseline: float, ok: bool, left: f
 
 
 def _prepare_data(model: nn.Module, train_data: Dataset, eval_data: Dataset, cfg: AutoConfig):
+    """Fine-tuning sets (screening, refinement), the selection split (from ``train_data``), the test set, the metric."""
+    train_data, selection = selection_split(train_data, cfg)
     metric = cfg.metric
     if metric == "auto":
-        metric = "accuracy" if has_labels(eval_data) else "agreement"
+        metric = "accuracy" if has_labels(eval_data) and has_labels(selection) else "agreement"
     refines = cfg.refine_epochs > cfg.finetune_epochs
     n = len(first(train_data, cfg.finetune_samples))
     if refines:
@@ -99,9 +108,10 @@ def _prepare_data(model: nn.Module, train_data: Dataset, eval_data: Dataset, cfg
     train = first(train_data, n)
     if metric == "agreement":
         # accuracy on the original's own predictions is top-1 agreement with it
-        train, eval_data = pseudo_labelled(model, train), pseudo_labelled(model, eval_data)
+        train, selection = pseudo_labelled(model, train), pseudo_labelled(model, selection)
+        eval_data = pseudo_labelled(model, eval_data)
     screen = first(train, cfg.finetune_samples)
-    return screen, first(train, cfg.refine_samples) if refines else screen, eval_data, metric
+    return screen, first(train, cfg.refine_samples) if refines else screen, selection, eval_data, metric
 
 
 def _setup(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, out: Path) -> dict[str, Any]:
@@ -166,9 +176,13 @@ def auto_compress(
 
     Args:
         model: a trained model (left untouched; every candidate transforms a copy).
-        train_data: ``(x, y)`` data for the short fine-tuning steps (and INT8 calibration);
-            labels are replaced by the original's predictions when the metric is agreement.
-        eval_data: the data the budget is checked on (labelled, or inputs only).
+        train_data: ``(x, y)`` data for the short fine-tuning steps (and INT8 calibration),
+            less its last examples, the selection split every choice is made on; labels are
+            replaced by the original's predictions when the metric is agreement.
+        eval_data: test data (labelled, or inputs only), used once: the chosen model's and the
+            original's figures on it are reported (``test_accuracy``); no choice is made on it.
+            The budget is checked on the selection split, the last examples of ``train_data``
+            (:mod:`slimtorch.auto.splits`).
         config: :class:`AutoConfig` or its dict.
         out_dir: the search folder. It holds ``state.json`` (for ``resume``), ``pareto.json``,
             ``best.slim`` / ``best.safetensors`` / ``best.json``, ``candidates/`` and, at the
@@ -185,7 +199,7 @@ def auto_compress(
     cfg = validate_config(AutoConfig, config or {})
     out = prepare_output_dir(out_dir, force=force, resume=resume)
     start = clock()
-    train, refine_train, ev, metric = _prepare_data(model, train_data, eval_data, cfg)
+    train, refine_train, ev, test, metric = _prepare_data(model, train_data, eval_data, cfg)
     state = st.load_state(out, cfg.target) if resume else None
     if state is None:
         state = _setup(model, train, ev, cfg, out)
@@ -236,7 +250,7 @@ def auto_compress(
         except StopIteration:
             cand = None
     shutil.rmtree(work, ignore_errors=True)
-    return _finish(out, state, cfg, baseline, metric, stopped, load_model, elapsed, verbose)
+    return _finish(out, state, cfg, baseline, metric, stopped, load_model, elapsed, verbose, (model, test, len(ev)))
 
 
 def _evaluate(model, cand: Candidate, index: int, train, ev, cfg: AutoConfig, out: Path, work: Path, baseline: float,
@@ -271,16 +285,25 @@ def _after_candidate(out: Path, state: dict[str, Any], entry: dict[str, Any], cf
 
 
 def _finish(out: Path, state: dict[str, Any], cfg: AutoConfig, baseline: float, metric: str, stopped: str,
-            load_model, elapsed, verbose: bool) -> AutoResult:
+            load_model, elapsed, verbose: bool, testing) -> AutoResult:
+    from slimtorch.auto.evaluate import test_figures
     from slimtorch.auto.report import write_auto_report
 
     entries = state["candidates"]
     idx, met = st.choose(entries, cfg.target, baseline, cfg.max_drop)
     best = entries[idx] if idx is not None else None
     message = _message(best, met, cfg, baseline, metric)
+    test = None
+    if best is not None:
+        original, test_data, n_selection = testing
+        # the one look at the test data: the chosen model (as written to disk) and the original
+        test = test_figures(out, best, original, test_data, load_model, cfg)
+        test["selection_size"] = n_selection
+        message += (f"; on the test data (used once, after the choice): {metric} {100 * test['accuracy']:.2f}% "
+                    f"(drop {100 * (test['baseline'] - test['accuracy']):.2f} pp)")
     if best is not None and (idx != state["best"] or not (out / "best.slim").is_file()):
         st.promote(out, best, met, message, state, load_model)  # max_drop changed on resume
-    state.update(best=idx, stopped=stopped, message=message, elapsed_s=elapsed())
+    state.update(best=idx, stopped=stopped, message=message, elapsed_s=elapsed(), test=test)
     st.save_pareto(out, state)
     st.save_state(out, state)
     if entries:
@@ -289,4 +312,5 @@ def _finish(out: Path, state: dict[str, Any], cfg: AutoConfig, baseline: float, 
         print(f"[auto] stopped: {stopped} after {len(entries)} candidates, {_fmt_time(state['elapsed_s'])}", flush=True)
         print(f"[auto] {message}", flush=True)
     atomic_write_json(out / "command.json", {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg.to_dict()})
-    return AutoResult(out, best, met, message, entries, st.front(entries, cfg.target), stopped, baseline)
+    return AutoResult(out, best, met, message, entries, st.front(entries, cfg.target), stopped, baseline,
+                      test and test["accuracy"], test and test["baseline"], testing[2])

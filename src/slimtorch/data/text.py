@@ -167,6 +167,21 @@ class TextSplits:
         return {k: int(getattr(self, k).numel()) for k in ("calibration", "selection", "test")}
 
 
+SPLITS = ("calibration", "selection", "test")
+
+
+def assign_groups(groups, fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
+    """Each document group's split (a seeded shuffle of the sorted groups cut by ``fractions``)."""
+    if len(fractions) != 3 or any(f <= 0 for f in fractions):
+        raise ConfigError("fractions must be three positive numbers (calibration, selection, test)", field="fractions")
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    total = sum(fractions)
+    cut1 = round(len(order) * fractions[0] / total)
+    cut2 = cut1 + round(len(order) * fractions[1] / total)
+    return {g: SPLITS[0 if i < cut1 else 1 if i < cut2 else 2] for i, g in enumerate(order)}
+
+
 def split_tokens(
     tokenizer,
     sources: tuple[str, ...] = SOURCES,
@@ -185,15 +200,8 @@ def split_tokens(
         :class:`TextSplits`; ``info`` records the sources, group and document counts,
         the seed and that no group is in two splits (computed).
     """
-    if len(fractions) != 3 or any(f <= 0 for f in fractions):
-        raise ConfigError("fractions must be three positive numbers (calibration, selection, test)", field="fractions")
     docs = load_documents(sources, require=require)
-    groups = sorted({d.group for d in docs})
-    random.Random(seed).shuffle(groups)
-    total = sum(fractions)
-    cut1 = round(len(groups) * fractions[0] / total)
-    cut2 = cut1 + round(len(groups) * fractions[1] / total)
-    assign = {g: ("calibration" if i < cut1 else "selection" if i < cut2 else "test") for i, g in enumerate(groups)}
+    assign = assign_groups({d.group for d in docs}, fractions, seed)
     eos = tokenizer.eos_token_id
     streams: dict[str, list[int]] = {"calibration": [], "selection": [], "test": []}
     ndocs = {k: 0 for k in streams}
