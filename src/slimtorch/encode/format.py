@@ -32,6 +32,7 @@ import numpy as np
 from slimtorch.core.errors import FormatError
 from slimtorch.core.fileio import atomic_write_bytes
 from slimtorch.encode.index_coding import best_encoding, decode_shared, encode_with
+from slimtorch.encode.quant_tensor import QuantTensor, best_quant_encoding, decode_quant
 from slimtorch.encode.tensor import SharedTensor
 
 MAGIC = "slimtorch.slim"
@@ -72,7 +73,7 @@ def _raw_entry(arr: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def pack_state(
-    state: dict[str, SharedTensor | np.ndarray],
+    state: dict[str, SharedTensor | QuantTensor | np.ndarray],
     arch: dict | None = None,
     method: str = "auto",
     *,
@@ -82,13 +83,16 @@ def pack_state(
     """Serialize a compressed state dict to ``.slim`` bytes.
 
     Args:
-        state: name -> :class:`SharedTensor` (entropy-coded) or array / torch tensor
-            (stored raw: float32 as float16 when lossless, other dtypes as they are).
+        state: name -> :class:`SharedTensor` (entropy-coded), :class:`QuantTensor`
+            (group-quantized codes with scales and zeros, entropy-coded; kind ``quant``)
+            or array / torch tensor (stored raw: float32 as float16 when lossless, other
+            dtypes as they are).
         arch: JSON-able description of the model (opaque here), returned by
             :func:`unpack_state`.
         method: ``"huffman"``, ``"ans"`` or ``"auto"`` (the smaller per tensor).
         index: ``"gap"`` (the paper's relative indices with fillers), ``"gap-raw"``,
-            ``"bitmask"`` or ``"auto"`` (the smallest, measured).
+            ``"bitmask"`` or ``"auto"`` (the smallest, measured). Quantized tensors also
+            try ``"dense"`` (no positions) under ``"auto"``.
         gap_bits: bits per relative index for ``"gap"`` (paper: 5 fc, 8 conv);
             ``None`` searches 2..8.
 
@@ -99,8 +103,8 @@ def pack_state(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     coders = ("huffman", "ans") if method == "auto" else (method,)
     schemes = ("gap", "gap-raw", "bitmask") if index == "auto" else (index,)
-    if index not in ("auto", "gap", "gap-raw", "bitmask"):
-        raise ValueError(f"index must be auto, gap, gap-raw or bitmask, got {index!r}")
+    if index not in ("auto", "gap", "gap-raw", "bitmask", "dense"):
+        raise ValueError(f"index must be auto, gap, gap-raw, bitmask or dense (quantized tensors), got {index!r}")
     bits = tuple(range(2, 9)) if gap_bits is None else (int(gap_bits),)
     if any(not 1 <= b <= 16 for b in bits):
         raise ValueError(f"gap_bits must be in 1..16, got {gap_bits}")
@@ -111,6 +115,10 @@ def pack_state(
         if isinstance(value, SharedTensor):
             enc = best_encoding(value, coders, schemes, bits)
             meta, sections, shape = {"kind": "shared", **enc.meta}, enc.sections, value.shape
+        elif isinstance(value, QuantTensor):
+            qindex = ("dense", "gap-raw", "bitmask") if index == "auto" else (index,)
+            qmeta, sections = best_quant_encoding(value, qindex, coders)
+            meta, shape = {"kind": "quant", **qmeta}, value.shape
         else:
             arr = _to_numpy(value)
             (meta, sections), shape = _raw_entry(arr), arr.shape
@@ -199,7 +207,7 @@ def _shape(entry: dict, max_elements: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _decode_entry(entry: dict, payload: np.ndarray, max_elements: int) -> SharedTensor | np.ndarray:
+def _decode_entry(entry: dict, payload: np.ndarray, max_elements: int) -> SharedTensor | QuantTensor | np.ndarray:
     shape = _shape(entry, max_elements)
     sections = _sections(entry, payload)
     if entry.get("kind") == "raw":
@@ -211,8 +219,10 @@ def _decode_entry(entry: dict, payload: np.ndarray, max_elements: int) -> Shared
             f"tensor '{entry['name']}': raw data does not match its shape or dtype",
         )
         return data.astype(dtype).reshape(shape)
-    _check(entry.get("kind") == "shared", f"tensor '{entry.get('name')}': unknown kind {entry.get('kind')!r}")
+    _check(entry.get("kind") in ("shared", "quant"), f"tensor '{entry.get('name')}': unknown kind {entry.get('kind')!r}")
     try:
+        if entry["kind"] == "quant":
+            return decode_quant(entry, sections, shape)
         return decode_shared(entry, sections, shape)
     except FormatError as exc:
         raise FormatError(f"tensor '{entry['name']}': {exc}") from None
@@ -220,14 +230,8 @@ def _decode_entry(entry: dict, payload: np.ndarray, max_elements: int) -> Shared
         raise FormatError(f"tensor '{entry['name']}': undecodable payload ({exc})") from None
 
 
-def read_manifest(data: bytes) -> tuple[list[dict], dict, dict[str, np.ndarray]]:
-    """Verify a ``.slim`` container and return ``(manifest entries, arch, payloads)``.
-
-    Raises:
-        FormatError: naming the first check that failed (structure, magic, version,
-            checksum).
-    """
-    meta = _header(data)["__metadata__"]
+def _verify_metadata(meta: dict) -> tuple[list[dict], dict]:
+    """Magic, version, manifest and arch checksums of a header's metadata; returns (entries, arch)."""
     _check(meta.get("format") == MAGIC, f"not a .slim file: format tag is {meta.get('format')!r}, expected {MAGIC!r}")
     _check(
         meta.get("version") == VERSION,
@@ -242,18 +246,95 @@ def read_manifest(data: bytes) -> tuple[list[dict], dict, dict[str, np.ndarray]]
         raise FormatError(f"manifest or arch is not valid JSON ({exc})") from None
     _check(isinstance(manifest, dict) and isinstance(manifest.get("tensors"), list), "manifest has no tensor list")
     _check(manifest.get("arch_sha256") == _sha(arch_json.encode()), "arch checksum mismatch (file corrupted)")
+    for entry in manifest["tensors"]:
+        _check(isinstance(entry, dict) and isinstance(entry.get("name"), str), "malformed manifest entry")
+    return manifest["tensors"], arch
+
+
+def read_manifest(data: bytes) -> tuple[list[dict], dict, dict[str, np.ndarray]]:
+    """Verify a ``.slim`` container and return ``(manifest entries, arch, payloads)``.
+
+    Raises:
+        FormatError: naming the first check that failed (structure, magic, version,
+            checksum).
+    """
+    entries, arch = _verify_metadata(_header(data)["__metadata__"])
     from safetensors.numpy import load
 
     try:
         payloads = load(bytes(data))
     except Exception as exc:  # safetensors raises its own SafetensorError (and others)
         raise FormatError(f"safetensors container is corrupt: {exc}") from None
-    for entry in manifest["tensors"]:
-        _check(isinstance(entry, dict) and isinstance(entry.get("name"), str), "malformed manifest entry")
+    for entry in entries:
         p = payloads.get(entry.get("payload")) if isinstance(entry.get("payload"), str) else None
         _check(p is not None and p.dtype == np.uint8 and p.ndim == 1, f"tensor '{entry['name']}': payload missing")
         _check(_sha(p.tobytes()) == entry.get("sha256"), f"tensor '{entry['name']}': payload checksum mismatch")
-    return manifest["tensors"], arch, payloads
+    return entries, arch, payloads
+
+
+class SlimReader:
+    """A ``.slim`` file read one tensor at a time (for models too large to decode at once).
+
+    Opening checks the container (header, magic, version, manifest and arch checksums,
+    and that the payloads tile the rest of the file exactly, so a truncated file fails
+    here); :meth:`read` then reads, checksums and decodes one tensor's payload. Only
+    one payload is in memory at a time, so a language model can be filled block by
+    block.
+
+    Raises:
+        FormatError: naming the check that failed.
+    """
+
+    def __init__(self, path: str | os.PathLike, max_elements: int = MAX_ELEMENTS):
+        self.path, self.max_elements = Path(path), max_elements
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            _check(len(head) == 8 and n <= min(size - 8, MAX_HEADER),
+                   f"{self.path}: not a .slim file (or truncated): {size} bytes cannot hold its declared header")
+            header = _header(head + fh.read(n))
+        self.entries, self.arch = _verify_metadata(header["__metadata__"])
+        self._base = 8 + n
+        self._spans: dict[str, tuple[int, int]] = {}
+        end = 0
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            ok = isinstance(info, dict) and info.get("dtype") == "U8" and isinstance(info.get("data_offsets"), list)
+            a, b = (info.get("data_offsets") + [None, None])[:2] if ok else (None, None)
+            ok = ok and type(a) is int and type(b) is int and 0 <= a <= b and info.get("shape") == [b - a]  # noqa: E721
+            _check(ok, f"{self.path}: malformed container entry {key!r}")
+            self._spans[key] = (a, b)
+            end = max(end, b)
+        _check(self._base + end == size,
+               f"{self.path}: payloads end at byte {self._base + end} but the file has {size} bytes (truncated or padded)")
+        names = [e["name"] for e in self.entries]
+        _check(len(set(names)) == len(names), f"{self.path}: a tensor name appears twice in the manifest")
+        self._by_name = {e["name"]: e for e in self.entries}
+
+    @property
+    def names(self) -> list[str]:
+        """Tensor names in file order."""
+        return list(self._by_name)
+
+    def entry(self, name: str) -> dict:
+        if name not in self._by_name:
+            raise FormatError(f"{self.path}: no tensor {name!r} in the file")
+        return self._by_name[name]
+
+    def read(self, name: str) -> SharedTensor | QuantTensor | np.ndarray:
+        """Read, verify and decode one tensor."""
+        entry = self.entry(name)
+        pname = entry.get("payload")
+        _check(isinstance(pname, str) and pname in self._spans, f"tensor '{name}': payload missing")
+        a, b = self._spans[pname]
+        with open(self.path, "rb") as fh:
+            fh.seek(self._base + a)
+            raw = fh.read(b - a)
+        _check(len(raw) == b - a, f"tensor '{name}': payload truncated")
+        _check(_sha(raw) == entry.get("sha256"), f"tensor '{name}': payload checksum mismatch")
+        return _decode_entry(entry, np.frombuffer(raw, dtype=np.uint8), self.max_elements)
 
 
 def unpack_shared(data: bytes, max_elements: int = MAX_ELEMENTS) -> tuple[dict[str, SharedTensor | np.ndarray], dict]:

@@ -29,7 +29,9 @@ def compression_report(data: bytes | str | os.PathLike) -> list[dict]:
 
     Bits are per stored non-zero: ``weight bits (P+Q)`` is the fixed-width index
     ``ceil(log2 K)``; ``(P+Q+H)`` and ``index bits`` are the coded bits actually
-    written (codebook excluded; it is in the byte totals). ``compress rate %`` is
+    written (codebook excluded; it is in the byte totals; for quantized tensors,
+    kind ``quant``, P+Q is the grid's bit width and P+Q+H the coded codes alone,
+    scales and zeros being in the byte totals). ``compress rate %`` is
     payload bytes / dense float32 bytes; the total row uses the whole file's size,
     container and manifest included.
 
@@ -55,6 +57,19 @@ def compression_report(data: bytes | str | os.PathLike) -> list[dict]:
                 "_wbits": 8 * e["weight_bytes"],
                 "_ibits": 8 * e["index_bytes"],
                 "_qbits": nnz * max(1, math.ceil(math.log2(k))) if k else 0,
+            }
+        elif e["kind"] == "quant":  # group-quantized codes: per non-zero weight, as for shared tensors
+            nnz = e["nnz"]
+            row = {
+                "weights kept %": 100.0 * nnz / numel if numel else 0.0,
+                "weight bits (P+Q)": float(e["bits"]),
+                "weight bits (P+Q+H)": 8.0 * e["code_bytes"] / nnz if nnz else 0.0,
+                "index bits": 8.0 * e["index_bytes"] / nnz if nnz else 0.0,
+                "coding": f"{e['index']}+{e['code_stream']['coder']} g{e['group_size']}",
+                "_nnz": nnz,
+                "_wbits": 8 * (e["code_bytes"] + e["scale_bytes"] + e["zero_bytes"]),
+                "_ibits": 8 * e["index_bytes"],
+                "_qbits": nnz * e["bits"],
             }
         else:
             bits = 8 * nbytes / numel if numel else 0.0

@@ -15,6 +15,7 @@ _STAGE_MODULES = [
     "slimtorch.deploy.stage",
     "slimtorch.quantize.lm_stage",
     "slimtorch.prune.lm_stage",
+    "slimtorch.encode.lm_stage",
 ]
 
 for _mod in _STAGE_MODULES:
