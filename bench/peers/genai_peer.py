@@ -156,18 +156,34 @@ def build(kind: str, out_dir: str | os.PathLike | None = None, hf_dir: str | os.
             }
             (dest / "build.json").write_text(json.dumps(facts, indent=2) + "\n")
     facts = json.loads((out / "build.json").read_text())
-    return {**facts, "model_dir": str(out), "size_bytes": model_bytes(out), "ops": graph_ops(out)}
+    return {**facts, "model_dir": str(out), "size_bytes": model_bytes(out), **graph_facts(out)}
 
 
-def graph_ops(model_dir: str | os.PathLike) -> dict[str, int]:
-    """Operator counts of the built graph (shows which weights are MatMulNBits / GatherBlockQuantized)."""
+def graph_facts(model_dir: str | os.PathLike) -> dict:
+    """What the builder made: operator counts, the quantized nodes' attributes, the ``lm_head`` op.
+
+    Shows from the graph itself (not from the options asked for) which weights are
+    int4 (``MatMulNBits`` / ``GatherBlockQuantized``), at which block size and
+    ``accuracy_level``, with or without zero points, and whether the head stayed float.
+    """
     import onnx
 
     graph = onnx.load(str(Path(model_dir) / "model.onnx"), load_external_data=False).graph
     ops: dict[str, int] = {}
+    quant: set[tuple] = set()
+    lm_head = None
     for node in graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return dict(sorted(ops.items()))
+        if node.name.startswith("/lm_head/"):
+            lm_head = node.op_type
+        if node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            zero_points = len(node.input) > 3 and bool(node.input[3])
+            quant.add((node.op_type, attrs.get("bits", 4), attrs.get("block_size"), attrs.get("accuracy_level"),
+                       zero_points))
+    keys = ("op", "bits", "block_size", "accuracy_level", "zero_points")
+    return {"ops": dict(sorted(ops.items())), "lm_head_op": lm_head,
+            "quantized": [dict(zip(keys, q)) for q in sorted(quant, key=str)]}
 
 
 def session_overlay(threads: int) -> dict:
@@ -295,6 +311,26 @@ def perplexity(model_dir: str | os.PathLike, windows, threads: int = 1) -> dict:
             "windows": len(windows), "seconds": round(time.perf_counter() - t0, 1), "threads": threads}
 
 
+def deploy_keys(kinds: dict[str, dict]) -> dict:
+    """The ``peer_genai_*`` keys of ``bench/results/llm.json`` ``deploy`` from per-kind facts.
+
+    ``kinds[kind]`` holds ``decode_tokens_per_s`` (one value per round), and where
+    measured ``perplexity`` (:func:`perplexity`'s dict) and ``size_bytes``. Speed is
+    the median over rounds, with the rounds listed beside it.
+    """
+    out: dict = {}
+    for kind, facts in kinds.items():
+        rounds = [r for r in facts.get("decode_tokens_per_s", []) if r is not None]
+        if rounds:
+            out[f"peer_genai_{kind}_tokens_per_s"] = round(float(np.median(rounds)), 2)
+            out[f"peer_genai_{kind}_tokens_per_s_rounds"] = rounds
+        if facts.get("perplexity"):
+            out[f"peer_genai_{kind}_perplexity"] = facts["perplexity"]["perplexity"]
+        if facts.get("size_bytes") is not None:
+            out[f"peer_genai_{kind}_size_bytes"] = facts["size_bytes"]
+    return out
+
+
 def test_windows(n: int = 32, window: int = 512) -> list:
     """The first ``n`` disjoint windows of the test stream, as ``bench/llm.py`` evaluates them."""
     sys.path.insert(0, str(REPO))
@@ -312,19 +348,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--test-windows", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved decode rounds over the kinds")
     ap.add_argument("--no-perplexity", action="store_true")
     args = ap.parse_args(argv)
     wins = test_windows(args.test_windows)
     prompt = np.asarray(wins[0][: args.prompt_tokens])
+    kinds = args.kinds.split(",")
     report: dict = {"onnxruntime_genai": importlib.metadata.version("onnxruntime-genai"),
-                    "onnxruntime": importlib.metadata.version("onnxruntime"), "kinds": {}}
-    for kind in args.kinds.split(","):
-        facts = build(kind)
-        facts["decode"] = decode_tokens_per_s(facts["model_dir"], prompt, args.new_tokens, args.threads)
+                    "onnxruntime": importlib.metadata.version("onnxruntime"), "kinds": {k: build(k) for k in kinds}}
+    models = {k: load_genai(report["kinds"][k]["model_dir"], args.threads) for k in kinds}
+    for _ in range(args.rounds):  # rounds interleave the kinds, so a burst of load hits all of them alike
+        for k in kinds:
+            run = decode_tokens_per_s(None, prompt, args.new_tokens, args.threads, model=models[k])
+            report["kinds"][k].setdefault("decode_rounds", []).append(run)
+    for k in kinds:
+        facts = report["kinds"][k]
+        facts["decode_tokens_per_s"] = [r["decode_tokens_per_s"] for r in facts["decode_rounds"]]
         if not args.no_perplexity:
             facts["perplexity"] = perplexity(facts["model_dir"], wins, args.ppl_threads)
-        report["kinds"][kind] = facts
-        print(json.dumps({kind: facts}), file=sys.stderr, flush=True)
+        print(json.dumps({k: {n: v for n, v in facts.items() if n != "decode_rounds"}}), file=sys.stderr, flush=True)
+    report["deploy"] = deploy_keys(report["kinds"])
     print(json.dumps(report, indent=2))
 
 

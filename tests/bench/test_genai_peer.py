@@ -99,14 +99,41 @@ def test_window_nll_scores_like_slimtorch_perplexity():
         G.window_nll(np.zeros((4, 8)), np.arange(5))
 
 
+def test_deploy_keys_name_each_kind_and_take_the_median_round():
+    kinds = {
+        "fp32": {"decode_tokens_per_s": [50.0, 53.0, 52.0], "perplexity": {"perplexity": 41.19}, "size_bytes": 540},
+        "int4_all": {"decode_tokens_per_s": [216.0, 247.0], "size_bytes": 80},
+    }
+    keys = G.deploy_keys(kinds)
+    assert keys["peer_genai_fp32_tokens_per_s"] == 52.0
+    assert keys["peer_genai_fp32_tokens_per_s_rounds"] == [50.0, 53.0, 52.0]
+    assert keys["peer_genai_fp32_perplexity"] == 41.19 and keys["peer_genai_fp32_size_bytes"] == 540
+    assert keys["peer_genai_int4_all_tokens_per_s"] == 231.5
+    assert "peer_genai_int4_all_perplexity" not in keys and not any(k.startswith("peer_genai_int4_t") for k in keys)
+
+
 @pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory):
+def tiny_hf(tmp_path_factory):
     pytest.importorskip("onnxruntime_genai")
     from tests.llm_dirs import tiny_llama_dir
 
-    root = tmp_path_factory.mktemp("genai")
-    hf = tiny_llama_dir(root / "hf")
-    return hf, G.build("fp32", root / "fp32", hf_dir=hf, nice=0)
+    return tiny_llama_dir(tmp_path_factory.mktemp("genai_hf") / "hf")
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tiny_hf, tmp_path_factory):
+    return tiny_hf, G.build("fp32", tmp_path_factory.mktemp("genai") / "fp32", hf_dir=tiny_hf, nice=0)
+
+
+def test_tiny_int4_builds_keep_or_quantize_the_head(tiny_hf, tmp_path):
+    head_fp32 = G.build("int4", tmp_path / "int4", hf_dir=tiny_hf, nice=0)
+    head_int4 = G.build("int4_all", tmp_path / "int4_all", hf_dir=tiny_hf, nice=0)
+    assert head_fp32["lm_head_op"] == "MatMul" and head_int4["lm_head_op"] == "MatMulNBits"
+    for facts in (head_fp32, head_int4):
+        assert {q["op"] for q in facts["quantized"]} == {"MatMulNBits", "GatherBlockQuantized"}
+        assert {q["block_size"] for q in facts["quantized"]} == {128}
+    assert head_int4["size_bytes"] < head_fp32["size_bytes"]
+    assert G.build("int4", tmp_path / "int4", hf_dir="/nonexistent") == head_fp32  # reused, not rebuilt
 
 
 def test_tiny_fp32_build_matches_hugging_face_perplexity(tiny_build):
@@ -116,6 +143,7 @@ def test_tiny_fp32_build_matches_hugging_face_perplexity(tiny_build):
 
     hf, facts = tiny_build
     assert facts["size_bytes"] > 0 and facts["ops"].get("GroupQueryAttention") == 2
+    assert facts["quantized"] == [] and facts["lm_head_op"] == "MatMul"
     assert "-p fp32 -e cpu" in facts["command"]
     ids = tiny_ids(2, 48, vocab=256)
     got = G.perplexity(facts["model_dir"], list(ids))
