@@ -433,6 +433,11 @@ def decoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: lin.weight.detach().clone() for n, lin in decoder_linears(model)}
 
 
+PROTOCOL = ("SmolLM2-135M-Instruct fp32 (load_smollm2), split_tokens(seed=0); calibration: windows(calibration, 512, "
+            "32, seed=0); test: the first test_windows x 512 tokens of the test stream, perplexity() with disjoint "
+            "512-token windows; one model load, float decoder weights restored between rows")
+
+
 def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os.PathLike | None = None,
             fp32: bool = True) -> dict:
     """Each peer row on real SmolLM2 (calibration: 32 random windows of 512; test: the first windows of
@@ -446,11 +451,18 @@ def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os
     calib = windows(sp.calibration, 512, 32, seed=0)
     test = sp.test[: 512 * test_windows]
     state = decoder_state(model)
-    results: dict = {"threads": torch.get_num_threads(), "calib_tokens": int(calib.numel()),
+    from slimtorch.measure import environment
+
+    results: dict = {"protocol": PROTOCOL, "threads": torch.get_num_threads(), "calib_tokens": int(calib.numel()),
                      "eval_tokens": int(test.numel()), "rows": {}}
     out = Path(out) if out else None
+    wanted = rows or list(peers())
 
     def save():
+        # rows asked for without a perplexity (or an error) yet: an interrupted run says what it lacks
+        results["not_measured"] = {r: "the run stopped before this row was measured" for r in wanted
+                                   if not {"perplexity", "error"} & set(results["rows"].get(r, {}))}
+        results["environment"] = environment()
         if out:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=2, default=str))
@@ -460,7 +472,7 @@ def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os
         results["fp32"] = {"perplexity": ppl.perplexity, "eval_seconds": round(ppl.seconds, 1)}
         print(json.dumps({"fp32": results["fp32"]}), flush=True)
         save()
-    for row in rows or list(peers()):
+    for row in wanted:
         restore(model, state)
         model, facts = run_peer(row, model, calib)
         facts.pop("traceback", None)

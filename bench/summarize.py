@@ -26,6 +26,18 @@ def _env_line(env: dict | None) -> str:
             f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}._\n")
 
 
+def _when(env: dict | None) -> str:
+    """When and from which commit a figure was produced, and whether the machine was loaded (``environment()``)."""
+    if not env or "generated_at" not in env:
+        return "generated before results recorded their time and commit"
+    load = (env.get("loadavg") or {})
+    loads = [x[0] for x in (load.get("process_start"), load.get("now")) if x]
+    warn = f", **load average up to {max(loads):.1f}: speed figures suspect**" if env.get("loaded_machine") else (
+        f", load average ≤ {max(loads):.1f}" if loads else "")
+    dirty = " (+ uncommitted changes)" if env.get("uncommitted_changes") else ""
+    return f"generated {env['generated_at']} from {str(env.get('commit'))[:10]}{dirty}{warn}"
+
+
 def _mb(n: int | None) -> str:
     return "-" if not n else (f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB")
 
@@ -67,7 +79,11 @@ def int8(d: dict) -> list[str]:
         rows = d.get(model)
         if not rows:
             continue
-        out += [f"**{model}**\n", f"| variant | latency b1 ms | latency {key_b} ms | speed-up b1 / {key_b} vs fastest fp32 | agreement | confident agreement | mean KL | cosine mean | size |",
+        if model == "minilm":
+            out += _minilm_table(rows)
+            continue
+        out += [f"**{model}**\n", _split_line(rows.get("eval_split"), "crops"),
+                f"| variant | latency b1 ms | latency {key_b} ms | speed-up b1 / {key_b} vs fastest fp32 | agreement | confident agreement | mean KL | cosine mean | size |",
                 "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, r in rows.items():
             if not isinstance(r, dict) or "latency_ms_b1" not in r:
@@ -118,22 +134,90 @@ def int8(d: dict) -> list[str]:
     return out
 
 
+def _split_line(split: dict | None, what: str) -> str:
+    if not split:
+        return (f"**Settings and fallback were chosen on the same {what} the fidelity is reported on** (no "
+                "selection split recorded for this run).\n")
+    return (f"Calibration / selection / test: {split['calibration']} / {split['selection']} / {split['test']} {what}, "
+            f"disjoint: {split['disjoint']}; settings and fallback chosen on selection, fidelity on test.\n")
+
+
+def _minilm_table(rows: dict) -> list[str]:
+    """MiniLM INT8: cosine of the sentence embeddings with torch fp32 on the test sentences, next to the noise floor."""
+    split = rows.get("eval_split")
+    out = ["**minilm** (all-MiniLM-L6-v2 sentence embeddings)\n", _split_line(split, "sentences")]
+    if split:
+        out.append(f"Sentences: {split.get('text', '')}; per split by source {split.get('sources')}; "
+                   f"document groups {split.get('document_groups')}; cut to {split.get('seq_len')} tokens "
+                   f"(truncated: {split.get('truncated_to_32_tokens')}).\n")
+    sel = rows.get("selection") or {}
+    if sel.get("smooth_alpha_sweep_all_int8"):
+        sweep = ", ".join(f"{a}: {r['cosine_mean']:.4f}" for a, r in sel["smooth_alpha_sweep_all_int8"].items())
+        out.append(f"SmoothQuant α (all-INT8 cosine mean on the selection sentences): {sweep}; chosen "
+                   f"**{sel.get('smooth_alpha_chosen')}**.\n")
+    out += ["| variant | latency b1 ms | latency b32 ms | speed-up b1 / b32 vs fastest fp32 | test cosine mean | "
+            "test cosine min | size | notes |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in rows.items():
+        if not isinstance(r, dict) or "latency_ms_b1" not in r:
+            continue
+        f = r.get("fidelity", {})
+        note = []
+        if r.get("float_layers"):
+            note.append("float: " + ", ".join(r["float_layers"]))
+        if "target_met_on_selection" in r:
+            tgt = (r.get("config") or {}).get("target", {}).get("min_cosine")
+            if tgt is not None:
+                ok = f.get("cosine_mean", 0) >= tgt
+                note.append(f"target cosine ≥ {tgt}: {'met' if ok else '**missed**'} on test")
+        out.append(f"| {name} | {r['latency_ms_b1']:.2f} | {r.get('latency_ms_b32', float('nan')):.1f} "
+                   f"| {r.get('speedup_b1_vs_fastest_fp32', float('nan')):.2f}× / "
+                   f"{r.get('speedup_b32_vs_fastest_fp32', float('nan')):.2f}× | {f.get('cosine_mean', float('nan')):.4f} "
+                   f"| {f.get('cosine_min', float('nan')):.4f} | {_mb(r.get('size_bytes'))} | {'; '.join(note)} |")
+    for k, f in (rows.get("noise_floor") or {}).items():
+        out.append(f"| noise floor: {k} (torch, no INT8) | | | | {f['cosine_mean']:.6f} | {f['cosine_min']:.6f} | | |")
+    out += ["", f"_{_when(rows.get('environment'))}._\n"]
+    return out
+
+
 def structured(d: dict) -> list[str]:
     out = ["## Structured pruning (`bench/structured.py`)\n",
-           "| model | variant | MAC reduction | accuracy (LeNet) / top-1 agreement (MobileNetV2) / cosine (MiniLM) | speed-up b1 eager / ORT | speed-up b32 eager / ORT |",
-           "|---|---|---|---|---|---|"]  # fmt: skip
+           "| model | variant | MAC reduction | fidelity | speed-up b1 eager / ORT | speed-up b32 eager / ORT | notes |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def x(v):
+        return f"{v:.2f}×" if isinstance(v, int | float) else "–"
+
     for model, m in d.items():
+        if not isinstance(m, dict):
+            continue
+        if m.get("error"):
+            out.append(f"| {model} | | | **failed**: {str(m['error'])[:160]} | | | |")
+            continue
         for name, v in m.get("variants", {}).items():
-            sp = v.get("speedup")
-            if not sp:
+            if name == "dense":
                 continue
-            fid = next((v[k] for k in ("accuracy_finetuned", "top1_agreement", "cosine_mean") if k in v), None)
-            fid_s = f"{fid:.4f}" if isinstance(fid, float) else str(fid)
-            out.append(
-                f"| {model} | {name} | {v.get('mac_reduction', float('nan')):.2f}× | {fid_s} "
-                f"| {sp.get('batch1_eager', float('nan')):.2f}× / {sp.get('batch1_onnxruntime', float('nan')):.2f}× "
-                f"| {sp.get('batch32_eager', float('nan')):.2f}× / {sp.get('batch32_onnxruntime', float('nan')):.2f}× |"
-            )
+            if v.get("error"):
+                out.append(f"| {model} | {name} | | **failed**: {str(v['error'])[:160]} | | | |")
+                continue
+            sp = v.get("speedup") or {}
+            if "accuracy_finetuned" in v:
+                fid = f"accuracy {100 * v['accuracy_finetuned']:.2f} % (drop {v.get('accuracy_drop_pp', float('nan')):.2f} pp)"
+                note = "fine-tuned with KD"
+            elif "top1_agreement" in v:
+                fid = f"top-1 agreement {100 * v['top1_agreement']:.1f} %, KL {v.get('mean_kl', float('nan')):.2f}"
+                note = "**no fine-tuning**"
+            elif "cosine_mean" in v:
+                fid = f"cosine {v['cosine_mean']:.4f} mean, {v.get('cosine_min', float('nan')):.4f} min"
+                note = "**no fine-tuning**" if m.get("no_finetuning") else ""
+            else:
+                fid, note = "not measured", ""
+            if not sp:
+                note += "; speed not measured"
+            out.append(f"| {model} | {name} | {x(v.get('mac_reduction'))} | {fid} "
+                       f"| {x(sp.get('batch1_eager'))} / {x(sp.get('batch1_onnxruntime'))} "
+                       f"| {x(sp.get('batch32_eager'))} / {x(sp.get('batch32_onnxruntime'))} | {note} |")
+    out.append("")
+    out += [f"* {model}: {_when(m.get('environment'))}" for model, m in d.items() if isinstance(m, dict)]
     return out + [""]
 
 
@@ -181,6 +265,9 @@ def auto(d: dict) -> list[str]:
             out.append(f"* {key}: not run ({n.get('why', '')[:160]})")
             continue
         if n["target"] == "latency":
+            if not n.get("selection_split"):
+                out.append(f"* {key}: run before the selection split existed (choices and the reported agreement on "
+                           "the same crops); to be re-run")
             singles = {k: v for k, v in n.get("best_single_knob", {}).items()}
             knob = "; ".join(f"{k}: " + (f"{v['name']} {v['latency_ms']:.2f} ms, agreement {100 * v['agreement']:.1f} %"
                                          if v else "none met the budget") for k, v in singles.items())
@@ -192,12 +279,22 @@ def auto(d: dict) -> list[str]:
             )
             continue
         ref = n.get("reference", {})
+        sel = n.get("selection_split")
+        if sel and n.get("test_accuracy") is not None:
+            test = (f" Chosen on a selection split of {sel['n']} training images the original was not trained on; "
+                    f"on the {sel['test_n']} test images, used once: **{100 * n['test_accuracy']:.2f} %** against the "
+                    f"original's {100 * n['test_baseline_accuracy']:.2f} % (drop {n['test_drop_pp']:.2f} pp: budget "
+                    f"{'met' if n['budget_met_on_test'] else '**missed**'} on test).")
+        else:
+            test = " **Chosen and reported on the same test set** (run before the selection split existed)."
+        small = n.get("at_least_as_small_as_reference")
         out.append(
             f"* **{key}**, target {n['target']}, max drop {n['max_drop_pp']} pp, budget {n['budget_s'] / 60:.0f} min: "
             f"{n['message']} after {n['n_candidates']} candidates in {n['search_seconds'] / 60:.1f} min "
             f"(reference {ref.get('bytes', 0) / 1024:.1f} KB from {ref.get('source', '?')}: "
-            f"{'at least as small' if n.get('at_least_as_small_as_reference') else 'not reached'})."
+            f"{'at least as small' if small else '**not reached**'}).{test}"
         )
+    out += [f"* {key}: {_when(n.get('environment'))}" for key, n in d.get("networks", {}).items()]
     return out + [""]
 
 def _frontier_table(f: dict) -> list[str]:
@@ -365,6 +462,12 @@ def int8_headline(d: dict) -> list[str]:
         f = r.get("fidelity", {})
         shown = (f"{f['top1_agreement'] * 100:.1f} % / {f['mean_kl']:.3f}" if fid.startswith("agreement")
                  else f"{f['cosine_mean']:.4f} mean, {f['cosine_min']:.4f} min")
+        split = rows.get("eval_split")
+        floor = next(iter((rows.get("noise_floor") or {}).values()), None)
+        shown += (f" on {split['test']} held-out test {'sentences' if model == 'minilm' else 'crops'}" if split
+                  else " (**settings chosen on the reported crops**)")
+        if floor:
+            shown += f"; fp32 under 8-bit input rounding: {floor['cosine_mean']:.6f}"
         out.append(f"| {model} | 1 / {big[1:]} | {r['speedup_b1_vs_fastest_fp32']:.2f}× / "
                    f"{r[f'speedup_{big}_vs_fastest_fp32']:.2f}× | {fid}: {shown} | "
                    f"{r['size_bytes'] / base['size_bytes'] * 100:.0f} % | {len(r.get('float_layers') or [])} |")
@@ -410,14 +513,14 @@ def _update_readme() -> None:
     if dc:
         block += deep_compression({"networks": {k: {**v, "layers": []} for k, v in dc.get("networks", {}).items()}})
     st = _load("structured")
-    if st and "lenet5" in st:
-        block += structured({"lenet5": st["lenet5"]})
+    if st:
+        block += structured(st)
     i8 = _load("int8")
     if i8:
         block += int8_headline(i8)
     au = _load("auto")
-    if au and "lenet5" in au.get("networks", {}):
-        block += auto({"networks": {"lenet5": au["networks"]["lenet5"]}})
+    if au and au.get("networks"):
+        block += auto(au)
     lm = _load("llm")
     if lm and lm.get("rows"):
         keep = ["fp32", "rtn_w4g128", "gptq_w4g128", "awq_w4g128", "hqq_w4g128", "rtn_w3g128", "gptq_w3g128",
