@@ -75,6 +75,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("SLIMTORCH_CACHE", Path.home() / ".cache" / "slimtorch")) / "genai"
 
 
+def require_genai():
+    """``onnxruntime_genai`` at the version this peer was written for, or an error saying how to get it."""
+    try:
+        import onnxruntime_genai as og
+    except ImportError as exc:
+        raise ImportError("onnxruntime-genai is not installed: run `bash bench/peers/setup_genai.sh`") from exc
+    version = importlib.metadata.version("onnxruntime-genai")
+    if version != GENAI_VERSION:
+        raise ImportError(f"onnxruntime-genai {version} is installed, this peer is written for {GENAI_VERSION} "
+                          "(builder option names and defaults move between releases): run "
+                          "`bash bench/peers/setup_genai.sh`")
+    return og
+
+
 def builder_command(kind: str, input_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     cache_dir: str | os.PathLike, python: str = sys.executable) -> list[str]:
     """The exact model-builder command line for ``kind``."""
@@ -130,19 +144,22 @@ def build(kind: str, out_dir: str | os.PathLike | None = None, hf_dir: str | os.
     """
     from slimtorch.core.fileio import atomic_dir
 
+    if kind not in KINDS:
+        raise ValueError(f"unknown genai build kind {kind!r}; choose from {', '.join(KINDS)}")
     out = Path(out_dir) if out_dir is not None else cache_root() / kind
     if not (out / "build.json").is_file():
+        require_genai()
         if hf_dir is None:
             from slimtorch.models.llm import hf_directory
             hf_dir = hf_directory()
-        precision, extra = KINDS[kind]  # raises on a bad kind before any work
+        precision, extra = KINDS[kind]
         with tempfile.TemporaryDirectory(prefix="genai_build_") as tmp, atomic_dir(out) as dest:
             stage = stage_input(Path(hf_dir), Path(tmp) / "input")
             cmd = builder_command(kind, stage, dest, Path(tmp) / "cache")
             t0 = time.perf_counter()
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
             proc = subprocess.run(["nice", "-n", str(nice), *cmd] if nice else cmd, capture_output=True, text=True,
-                                  env=env)
+                                  env=env, check=False)  # its output goes into the error below
             if proc.returncode != 0 or not (dest / "model.onnx").is_file():
                 raise RuntimeError(f"onnxruntime-genai builder failed for {kind} (exit {proc.returncode}):\n"
                                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -156,6 +173,9 @@ def build(kind: str, out_dir: str | os.PathLike | None = None, hf_dir: str | os.
             }
             (dest / "build.json").write_text(json.dumps(facts, indent=2) + "\n")
     facts = json.loads((out / "build.json").read_text())
+    if (facts.get("precision"), facts.get("extra_options")) != KINDS[kind]:
+        raise ValueError(f"{out} holds a {facts.get('precision')} build with {facts.get('extra_options')}, not "
+                         f"{kind} = {KINDS[kind]}: delete the folder to rebuild it")
     return {**facts, "model_dir": str(out), "size_bytes": model_bytes(out), **graph_facts(out)}
 
 
@@ -196,7 +216,7 @@ def session_overlay(threads: int) -> dict:
 
 def load_genai(model_dir: str | os.PathLike, threads: int):
     """``og.Model`` on the CPU with ``threads`` intra-op threads (an overlay over its genai_config.json)."""
-    import onnxruntime_genai as og
+    og = require_genai()
 
     config = og.Config(str(model_dir))
     config.clear_providers()

@@ -55,6 +55,14 @@ def test_stage_input_links_weights_and_patches_only_the_copy(tmp_path):
     assert json.loads((src / "config.json").read_text())["architectures"] is None  # the cached folder is untouched
 
 
+def test_build_refuses_a_cached_folder_of_other_options(tmp_path):
+    (tmp_path / "build.json").write_text(json.dumps({"precision": "int4", "extra_options": {"block_size": "32"}}))
+    with pytest.raises(ValueError, match="delete the folder"):
+        G.build("int4", tmp_path)
+    with pytest.raises(ValueError, match="unknown genai build kind"):
+        G.build("int3", tmp_path)
+
+
 def test_model_bytes_counts_graph_and_external_data_only(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x" * 100)
     (tmp_path / "model.onnx.data").write_bytes(b"x" * 1000)
