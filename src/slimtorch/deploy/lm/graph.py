@@ -169,8 +169,12 @@ class _Builder:
             out = self.g.node("Add", [out, self.g.init(f"{name}.bias", bias.numpy())])[0]
         return out
 
-    def linear(self, x: str, modules: list[tuple[str, nn.Module]]) -> list[str]:
-        """Outputs of the given projections of ``x``: one fused kernel where their grids agree."""
+    def linear(self, x: str, modules: list[tuple[str, nn.Module]], split: bool = True) -> list[str]:
+        """Outputs of the given projections of ``x``: one fused kernel where their grids agree.
+
+        ``split=False`` returns the fused output whole (one name) for a consumer that takes
+        it packed, as ``GroupQueryAttention`` takes q/k/v.
+        """
         parts = [_weight_of(m) for _, m in modules]
         qws = [p[0] for p in parts]
         biases = [p[2] for p in parts]
@@ -182,6 +186,20 @@ class _Builder:
             fused = self._nbits(x, concat_rows(qws), name, bias)
             self.layout[name] = {"parts": [[n, int(q.codes.shape[0])] for (n, _), q in zip(modules, qws)]}
             sizes = [int(q.codes.shape[0]) for q in qws]
+            if not split:
+                return [fused]
+            return self.g.node("Split", [fused, self.g.const(sizes)], len(modules), axis=-1)
+        if len(modules) > 1 and self.cfg.fuse and all(q is None for q in qws):  # float: one MatMul too
+            name = "+".join(n for n, _ in modules)
+            ws = [p[1] for p in parts]
+            bias = None
+            if any(b is not None for b in biases):
+                bias = torch.cat([b if b is not None else torch.zeros(w.shape[0]) for b, w in zip(biases, ws)])
+            fused = self._float(x, torch.cat(ws), name, bias)
+            sizes = [int(w.shape[0]) for w in ws]
+            self.layout[name] = {"parts": [[n, sz] for (n, _), sz in zip(modules, sizes)]}
+            if not split:
+                return [fused]
             return self.g.node("Split", [fused, self.g.const(sizes)], len(modules), axis=-1)
         outs = []
         for (name, _), (qw, w, b) in zip(modules, parts):
@@ -262,7 +280,9 @@ class _Builder:
                                                 domain="com.microsoft", epsilon=self.eps)
             attn = layer.self_attn
             qkv = self.linear(hidden, [(f"{p}.self_attn.q_proj", attn.q_proj), (f"{p}.self_attn.k_proj", attn.k_proj),
-                                        (f"{p}.self_attn.v_proj", attn.v_proj)])
+                                        (f"{p}.self_attn.v_proj", attn.v_proj)], split=False)
+            if len(qkv) == 1:  # packed q/k/v: GroupQueryAttention splits it itself (no Split node per layer)
+                qkv = [qkv[0], "", ""]
             past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
             pres_k, pres_v = f"present.{i}.key", f"present.{i}.value"
             for nm in (past_k, past_v):
