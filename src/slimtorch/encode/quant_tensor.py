@@ -78,7 +78,9 @@ class QuantTensor:
             raise ValueError(f"group_size must be positive or None, got {self.group_size}")
         g = _n_groups(codes.shape[1], self.group_size)
         scales = np.ascontiguousarray(self.scales, dtype=np.float32)
-        zeros = np.ascontiguousarray(self.zeros, dtype=np.float32)
+        # + 0.0 turns a -0.0 zero (clamping -0.0 keeps its sign) into +0.0: the same value, and the same
+        # dequantized weights bit for bit ((c - -0.0) * s == (c - 0.0) * s), but one bit pattern per value
+        zeros = np.ascontiguousarray(self.zeros, dtype=np.float32) + np.float32(0.0)
         if scales.shape != (codes.shape[0], g) or zeros.shape != scales.shape:
             raise ValueError(f"scales {scales.shape} and zeros {zeros.shape} must both be {(codes.shape[0], g)}")
         if codes.size and int(codes.max()) > (1 << int(self.bits)) - 1:
