@@ -6,6 +6,10 @@ file holds those per tensor, with no pickle anywhere:
 
 * a safetensors container (``safetensors.numpy``): one uint8 payload tensor per model
   tensor (``p0``, ``p1``, ...), the concatenation of that tensor's sections;
+* tensor kinds: ``shared`` (codebook + entropy-coded indices and sparse positions,
+  :mod:`slimtorch.encode.index_coding`), ``quant`` (group-quantized codes with
+  scales and zeros, :mod:`slimtorch.encode.quant_tensor`: a language model's
+  weight-only grid) and ``raw``;
 * metadata (str -> str): ``format`` = ``slimtorch.slim``, ``version`` = ``1``,
   ``manifest`` (JSON list: per tensor its name, shape, kind, coding scheme, bits,
   codebook size, section layout, payload name and payload SHA-256), ``arch`` (JSON
@@ -16,6 +20,9 @@ Reading checks, in order and before decoding anything: container structure, magi
 version, manifest checksum, arch checksum, every payload's checksum, then each
 declared size against sane bounds and the payload length. Any failure is a
 :class:`~slimtorch.core.errors.FormatError` saying which check failed.
+:class:`SlimReader` reads a file tensor by tensor instead (container checks on
+opening, each payload's checksum when it is read), for models too large to
+decode at once.
 """
 
 from __future__ import annotations

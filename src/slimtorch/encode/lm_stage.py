@@ -1,15 +1,15 @@
 """Recipe stages for Deep Compression of language models: ``quantize_embedding`` and ``slim_lm``.
 
-Recipe example (SmolLM2: quantized embedding, SparseGPT 50 % + 4-bit, one ``.slim`` file)::
+Recipe example (SmolLM2: SparseGPT 50 % + 4-bit, quantized embedding, one ``.slim`` file)::
 
     data: {name: text, kwargs: {window: 512, calib_windows: 32, test_windows: 16}}
     stages:
-      - type: quantize_embedding       # first, so the decoder calibrates on what it will see
-        grid: {bits: 4, group_size: 64}
       - type: sparsegpt
         sparsity: 0.5
         grid: {bits: 4, group_size: 128}
         save: false                    # the .slim file is the artifact
+      - type: quantize_embedding       # the tied table: the largest tensor left in float
+        grid: {bits: 4, group_size: 32, float_zero: true}
       - type: slim_lm
 
 ``slim_lm`` rounds the scales to float16 (``half_scales``), writes
