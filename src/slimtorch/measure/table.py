@@ -9,7 +9,7 @@ COLUMNS = ("stage", "top-1 %", "params", "non-zero", "MACs", "size", "ratio", "l
 # Language models (records with kind "causal-lm", see slimtorch.measure.lm): perplexity instead of accuracy,
 # calibration time instead of MACs and latency.
 LM_COLUMNS = ("stage", "perplexity", "params", "non-zero", "decoder sparsity %", "size", "ratio", "calib s",
-              "eval ms/window")
+              "eval ms/window", "decode tok/s")
 
 
 def is_lm(records: Sequence[dict[str, Any]]) -> bool:
@@ -86,6 +86,7 @@ def _lm_rows(records: Sequence[dict[str, Any]], base: int) -> list[list[str]]:
             f"{base / r['size_bytes']:.1f}x" if r["size_bytes"] else "-",
             f"{calib:.1f}" if calib is not None else "-",
             f"{ms:.0f}" if ms is not None else "-",
+            f"{r['decode_tokens_per_s']:.1f}" if r.get("decode_tokens_per_s") is not None else "-",
         ])  # fmt: skip
     return out
 

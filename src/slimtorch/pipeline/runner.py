@@ -226,8 +226,17 @@ def _lm_example(text) -> torch.Tensor:
 def _record_lm(ctx: Context, name: str, artifact, base: list[dict[str, Any]], verbose: bool) -> dict[str, Any]:
     from slimtorch.measure.lm import measure_lm
 
-    rec = measure_lm(ctx.model, ctx.text, name=name, artifact=artifact, stage_info=ctx.info.get(name),
-                     dense_bytes=base[0]["dense_bytes"] if base else None)
+    deployed = (ctx.info.get(name) or {}).get("deployed_lm")
+    # a deployed stage (onnx_lm) reports its file, measured by its runtime: no second PyTorch perplexity pass
+    rec = measure_lm(ctx.model, None if deployed else ctx.text, name=name, artifact=None if deployed else artifact,
+                     stage_info=ctx.info.get(name), dense_bytes=base[0]["dense_bytes"] if base else None)
+    if deployed:
+        rec.update(runtime=deployed["runtime"], artifact=deployed["artifact"], size_bytes=deployed["size_bytes"],
+                   artifact_bytes=deployed["size_bytes"], perplexity=deployed.get("perplexity"),
+                   loss=deployed.get("nll"), perplexity_eval=deployed.get("perplexity_eval"))
+        if "speed" in deployed:
+            rec["decode_tokens_per_s"] = deployed["speed"]["decode_tokens_per_s"]
+            rec["prefill_ms"] = deployed["speed"]["prefill_ms"]
     rec["weights"] = {}
     if verbose:
         ppl = f"perplexity {rec['perplexity']:.3f} " if rec["perplexity"] is not None else ""

@@ -16,6 +16,7 @@ _STAGE_MODULES = [
     "slimtorch.quantize.lm_stage",
     "slimtorch.prune.lm_stage",
     "slimtorch.encode.lm_stage",
+    "slimtorch.deploy.lm.stage",
 ]
 
 for _mod in _STAGE_MODULES:
