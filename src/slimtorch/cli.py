@@ -183,6 +183,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from slimtorch.measure.lm import is_causal_lm
     from slimtorch.train import evaluate
 
+    from slimtorch.cli_lm import load_onnx_arg
+
+    _, onnx_module = load_onnx_arg(args)
+    if onnx_module is not None:  # an exported decoder: perplexity computed by ONNX Runtime
+        return eval_lm(args, onnx_module)
     model = load_model_arg(args)
     if is_causal_lm(model):  # perplexity on held-out text (slimtorch.cli_lm)
         return eval_lm(args, model)
@@ -304,12 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "language model (compressed LM folder, LM run folder, zoo LM)")
     add_model_args(p, "model file, run folder, compressed LM folder or zoo name")
     _add_data_args(p, default=None)
-    from slimtorch.cli_lm import add_generate_parser, add_lm_eval_args
+    from slimtorch.cli_lm import add_export_parser, add_generate_parser, add_lm_eval_args
 
     add_lm_eval_args(p)
     p.set_defaults(fn=cmd_eval)
 
     add_generate_parser(sub)
+    add_export_parser(sub)
 
     for name in ("measure", "inspect"):
         p = sub.add_parser(name, help="parameters, sparsity, MACs, size, latency, accuracy")

@@ -45,3 +45,37 @@ def test_quantized_embedding_makes_the_file_smaller(tmp_path):
 def test_unknown_export_field_is_named(tmp_path):
     with pytest.raises(ConfigError, match="embeding_bits"):
         _recipe(tmp_path, [{"type": "onnx_lm", "embeding_bits": 4}])
+
+
+def _cli(argv):
+    import contextlib
+    import io
+
+    from slimtorch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_cli_exports_generates_and_evaluates_the_onnx_file(tmp_path):
+    import json
+
+    lm_dir = tiny_llama_dir(tmp_path / "lm")
+    rc, out, _ = _cli(["export-lm", "--hf", str(lm_dir), "--task", "causal-lm", str(tmp_path / "onnx"),
+                       "--embedding-bits", "none", "--accuracy-level", "0"])
+    assert rc == 0 and json.loads(out)["size_bytes"] > 0
+    rc, text, err = _cli(["generate", str(tmp_path / "onnx"), "--prompt", "The licence", "--max-new-tokens", "5",
+                          "--only-new", "--threads", "1"])
+    assert rc == 0 and "tokens/s (ONNX Runtime" in err
+    rc_pt, text_pt, _ = _cli(["generate", "--hf", str(lm_dir), "--task", "causal-lm", "--prompt", "The licence",
+                              "--max-new-tokens", "5", "--only-new"])
+    assert rc_pt == 0 and text.strip() == text_pt.strip()  # greedy: the same continuation as PyTorch
+    args = ["--window", "32", "--windows", "2", "--sources", "licenses"]
+    rc, onnx_eval, _ = _cli(["eval", str(tmp_path / "onnx"), *args])
+    rc2, pt_eval, _ = _cli(["eval", "--hf", str(lm_dir), "--task", "causal-lm", *args])
+    assert rc == rc2 == 0
+    assert json.loads(onnx_eval)["perplexity"] == pytest.approx(json.loads(pt_eval)["perplexity"], rel=1e-4)
+    rc, _, err = _cli(["generate", str(tmp_path / "onnx"), "--prompt", "x", "--greedy", "--top-k", "5"])
+    assert rc != 0 and "--greedy" in err
