@@ -58,6 +58,10 @@ CASES = [
     (["generate", "lenet5", "--prompt", "hi", "--temperature", "-1"], "--temperature: must be > 0"),
     (["generate", "lenet5", "--prompt", "hi", "--greedy", "--temperature", "0.7"], "--greedy decodes without"),
     (["generate", "lenet5", "--prompt", "hi"], "generate needs a causal language model"),
+    (["generate", "lenet5", "--prompt", "hi", "--top-k", "0"], "--top-k: must be >= 1"),
+    (["export-lm", "lenet5", "out", "--embedding-bits", "3"], "--embedding-bits: invalid choice"),
+    (["export-lm", "lenet5", "out", "--embedding-group-size", "48"], "embedding_group_size 48 is not a power of two"),
+    (["export-lm", "lenet5", "out"], "export-lm needs a causal language model"),
 ]
 
 
