@@ -77,7 +77,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     # Deep Compression: SparseGPT 50 % + 4-bit decoder, quantized embedding, one entropy-coded .slim file
     # (bench/llm_slim.py); "slim" is also copied to the results' top-level "slim" section
     "slim": ("slim", {"decoder": "sparsegpt", "sparsity": 0.5, "grid": G128, "size_budget": 0.10}),
-    # the same file with a dense 3-bit GPTQ decoder: what the size budget buys without pruning
+    # the same file with a dense GPTQ decoder (4 and 3 bits): what entropy coding gives without pruning
+    "slim_gptq_w4g128": ("slim", {"decoder": "gptq", "grid": G128, "size_budget": 0.10}),
     "slim_gptq_w3g128": ("slim", {"decoder": "gptq", "grid": W3, "size_budget": 0.10}),
 }
 QUICK_ROWS = ["fp32", "rtn_w4g128", "gptq_w4g128", "wanda_50"]
