@@ -78,6 +78,12 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     flat = codes.reshape(-1).to(torch.int64)
     if bits == 8:
         return flat.to(torch.uint8)
+    if 8 % bits == 0:  # 1, 2, 4 bits: whole codes per byte, packed with shifts (no per-bit loop)
+        per = 8 // bits
+        padded = torch.zeros(-(-flat.numel() // per) * per, dtype=torch.int64)
+        padded[: flat.numel()] = flat
+        shifts = torch.arange(per, dtype=torch.int64) * bits
+        return (padded.view(-1, per) << shifts).sum(dim=1).to(torch.uint8)
     nbits = flat.numel() * bits
     out = torch.zeros((nbits + 7) // 8, dtype=torch.int64)
     pos = torch.arange(flat.numel(), dtype=torch.int64) * bits
@@ -92,6 +98,11 @@ def unpack_codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     """Inverse of :func:`pack_codes`: ``count`` codes as uint8."""
     if bits == 8:
         return packed[:count].clone()
+    if 8 % bits == 0:  # 1, 2, 4 bits: whole codes per byte, unpacked with shifts (no per-bit loop)
+        per = 8 // bits
+        shifts = torch.arange(per, dtype=torch.uint8) * bits
+        out = (packed[: -(-count // per)].unsqueeze(1) >> shifts) & ((1 << bits) - 1)
+        return out.reshape(-1)[:count].contiguous()
     data = packed.to(torch.int64)
     pos = torch.arange(count, dtype=torch.int64) * bits
     out = torch.zeros(count, dtype=torch.int64)
