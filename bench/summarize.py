@@ -23,7 +23,7 @@ def _env_line(env: dict | None) -> str:
         return ""
     v = env.get("versions", {})
     return (f"_Measured on {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores, flags: {env.get('cpu_flags', '')}), "
-            f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}._\n")
+            f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}; {_when(env)}._\n")
 
 
 def _when(env: dict | None) -> str:
@@ -112,13 +112,23 @@ def int8(d: dict) -> list[str]:
                     for k, r in (floor.get("top_k_tensors_float") or {}).items() if int(k) > 3]
             out.append("")
         if model == "mobilenet_v2" and d.get("mobilenet_sweep"):
-            out += ["Static INT8 settings on ONNX Runtime, no fallback (check: held-out crops of the calibration photos; "
-                    "eval: the evaluation crops):\n",
-                    "| settings | check agreement | check KL | eval agreement | eval confident agreement | eval KL |",
-                    "|---|---|---|---|---|---|"]
-            for k, r in d["mobilenet_sweep"].items():
-                c, e = r["fidelity_check"], r["fidelity_eval"]
-                out.append(f"| {k} | {c['top1_agreement']:.3f} | {c['mean_kl']:.3f} | {_fid(e)} |")
+            sweep = d["mobilenet_sweep"]
+            if any("fidelity_selection" in r for r in sweep.values()):
+                choice = d.get("mobilenet_sweep_choice") or {}
+                out += ["Static INT8 settings on ONNX Runtime, no fallback, scored on the selection photos (whole "
+                        f"photos apart from calibration and test); chosen: **{choice.get('chosen')}** "
+                        f"({choice.get('chosen_on')}):\n",
+                        "| settings | selection agreement | selection confident agreement | selection KL |",
+                        "|---|---|---|---|"]
+                out += [f"| {k} | {_fid(r['fidelity_selection'])} |" for k, r in sweep.items()]
+            else:
+                out += ["Static INT8 settings on ONNX Runtime, no fallback (check: held-out crops of the calibration "
+                        "photos; eval: the evaluation crops; **settings were picked on the eval crops**):\n",
+                        "| settings | check agreement | check KL | eval agreement | eval confident agreement | eval KL |",
+                        "|---|---|---|---|---|---|"]
+                for k, r in sweep.items():
+                    c, e = r["fidelity_check"], r["fidelity_eval"]
+                    out.append(f"| {k} | {c['top1_agreement']:.3f} | {c['mean_kl']:.3f} | {_fid(e)} |")
             out.append("")
         if model == "mobilenet_v2" and d.get("mobilenet_adaround", {}).get("static"):
             out += _adaround_table(d["mobilenet_adaround"])
@@ -400,8 +410,138 @@ def llm(d: dict) -> list[str]:
            f"(document groups per split {text.get('groups')}, disjoint: {text.get('disjoint')}). "
            "Each row runs in its own process; peak RSS is that process's.\n"]  # fmt: skip
     out += _llm_rows(d)
+    out += llm_slim(d)
     out += ["", "Targets of the issue, checked on this file:", ""] + [f"* {t}" for t in llm_targets(d)]
+    out += llm_deploy(d)
     out.append("\n" + _env_line(d.get("environment")))
+    return out
+
+
+def llm_slim(d: dict) -> list[str]:
+    """Deep Compression of the decoder into one ``.slim`` file (the ``slim`` section and rows, ``bench/llm_slim.py``)."""
+    s, rows = d.get("slim"), d.get("rows", {})
+    if not s:
+        return ["", "Deep Compression `.slim` file (`slim` row): not run."]
+    fp = s.get("fp32_size_bytes") or 0
+    b, g, ok = s.get("breakdown_bytes", {}), s.get("embedding_grid", {}), s.get("bit_exact", {})
+    grid = f"{g.get('bits')}-bit group {g.get('group_size')}" + (", float zero" if g.get("float_zero") else "")
+
+    def line(label, n, note=""):
+        pct = f"{100 * n / fp:.1f} %" if n and fp else "–"
+        return f"| {label} | {_mb(n)} | {pct} | {note} |"
+
+    peer = (rows.get("peer_ort_default_w4g128") or {}).get("size_bytes")
+    out = ["", f"**Deep Compression into one `.slim` file** (`slim` section; `bench/llm_slim.py`): SparseGPT 50 % + "
+           f"4-bit group 128 decoder, embedding {grid} (chosen on the selection split), rANS-coded positions, codes, "
+           f"zeros and float16 scales. Test perplexity **{s.get('perplexity', float('nan')):.2f}** (float32 "
+           f"{s.get('fp32_perplexity', float('nan')):.2f}, same run); **{s.get('bits_per_weight', float('nan')):.2f} "
+           "bits per weight** (file bits / weights of the quantized decoder Linears and the embedding). Decoded "
+           f"bit-exact: tensors {ok.get('tensors')}, dequantized weights {ok.get('dequantized_weights')}, "
+           f"logits {ok.get('logits')}.\n",
+           "| the same model as | size | of float32 | |", "|---|---|---|---|",
+           line("**`.slim`**", s.get("size_bytes"), f"budget {_mb(s.get('size_budget_bytes'))}"),
+           line("plain bit-packed integers, no entropy coding", s.get("packed_bytes"), "computed"),
+           line("slimtorch int4 safetensors folder", s.get("int4_safetensors_bytes"),
+                "float32 scales and embedding (that format packs Linears only)"),
+           line("float32 safetensors", fp),
+           line("ONNX Runtime int4 (`peer_ort_default_w4g128`)", peer, "its quantized Linears only, another model"),
+           "", f"Breakdown: embedding {_mb(b.get('embedding'))}, decoder codes {_mb(b.get('decoder_codes'))}, sparse "
+           f"positions {_mb(b.get('decoder_indices'))}, scales {_mb(b.get('decoder_scales'))}, zeros "
+           f"{_mb(b.get('decoder_zeros'))}, the rest (norms, container, manifest) {_mb(b.get('other'))}.", ""]
+    cands = (rows.get("slim") or {}).get("embedding_candidates") or []
+    if cands:
+        out += ["Embedding candidates (selection split, on the compressed model):", "",
+                "| grid | coded | file (estimate) | fits | selection perplexity |", "|---|---|---|---|---|"]
+        for c in cands:
+            name = f"{c['bits']}-bit g{c['group_size']}" + (" float zero" if c.get("float_zero") else "")
+            out.append(f"| {name} | {_mb(c['coded_bytes'])} | {_mb(c['file_bytes_estimate'])} | "
+                       f"{'yes' if c['fits'] else 'no'} | {c['selection_perplexity']:.2f} |")
+    more = [k for k, r in rows.items() if k.startswith("slim_") and not r.get("error")]
+    for k in more:
+        r = rows[k]
+        out.append(f"\n`{k}` ({r.get('config', {}).get('decoder')} decoder, {r.get('config', {}).get('grid')}): "
+                   f"{_mb(r.get('size_bytes'))}, {r.get('bits_per_weight', float('nan')):.2f} bits per weight, "
+                   f"test perplexity {r.get('perplexity', float('nan')):.2f}.")
+    return out
+
+
+def _f(x, fmt="{:.2f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def llm_deploy(d: dict) -> list[str]:
+    """The decoder on ONNX Runtime: int4 / int8 vs fp32 and onnxruntime-genai (the ``deploy`` section)."""
+    dp = d.get("deploy")
+    if not dp:
+        return ["", "### Deployment on ONNX Runtime (`bench/llm_deploy.py`): not run."]
+    fp = dp.get("fp32_size_bytes") or 0
+    sp = dp.get("speed", {})
+    cfg = dp.get("chosen_config", {})
+
+    def row(label, key, ppl, size, note=""):
+        s = sp.get(key, {})
+        frac = f"{100 * size / fp:.1f} %" if size and fp else "–"
+        return (f"| {label} | {_f(s.get('decode_tokens_per_s_median'), '{:.1f}')} | "
+                f"{_f(s.get('prefill_ms_median'), '{:.0f}')} | {_f(ppl)} | {_mb(size)} | {frac} | {note} |")
+
+    env = dp.get("environment", {})
+    out = ["", "### Deployment on ONNX Runtime (`bench/llm_deploy.py`, `deploy` section)\n",
+           f"{dp.get('method')} exported with `slimtorch.deploy.lm.export_onnx` (MatMulNBits carrying the GPTQ "
+           f"integers, GroupQueryAttention with a KV cache); embedding / tied lm_head "
+           f"{cfg.get('embedding_bits')}-bit group {cfg.get('embedding_group_size')}, accuracy level "
+           f"{cfg.get('accuracy_level')} (chosen on the selection split: smallest, then fastest, within "
+           f"{dp.get('select_budget')} of the exact export's {_f(dp.get('selection_reference_perplexity'))}). "
+           f"Batch 1, {dp.get('threads')} threads for every runtime, {dp.get('rounds')} interleaved rounds (median): "
+           f"greedy decode of {dp.get('new_tokens')} tokens after a {dp.get('prompt_tokens')}-token prompt "
+           f"(tokens/s of the cached steps, prefill excluded) and one {dp.get('prefill_tokens')}-token prefill. "
+           f"Perplexity on the test windows above. Load average {dp.get('load_average_before')} → "
+           f"{dp.get('load_average_after')}.\n",
+           "| runtime | decode tokens/s | prefill ms | perplexity | size | of fp32 | |", "|---|---|---|---|---|---|---|",
+           row("ONNX Runtime fp32 (slimtorch export)", "fp32", dp.get("fp32_perplexity"), fp),
+           row("**ONNX Runtime int4 (slimtorch)**", "int4", dp.get("int4_perplexity"), dp.get("int4_size_bytes")),
+           row("ONNX Runtime int8 (slimtorch, RTN 8-bit g128)", "int8", dp.get("int8_perplexity"),
+               dp.get("int8_size_bytes")),
+           row("PyTorch fp32 `generate` (eager, KV cache)", "pytorch_fp32", dp.get("fp32_perplexity"),
+               dp.get("fp32_safetensors_bytes"), "same weights as fp32"),
+           row("onnxruntime-genai fp32", "genai_fp32", dp.get("peer_genai_fp32_perplexity"),
+               dp.get("peer_genai_fp32_size_bytes"), "peer"),
+           row("onnxruntime-genai int4, lm_head fp32", "genai_int4", dp.get("peer_genai_int4_perplexity"),
+               dp.get("peer_genai_int4_size_bytes"), "peer"),
+           row("onnxruntime-genai int4, lm_head int4", "genai_int4_all", dp.get("peer_genai_int4_all_perplexity"),
+               dp.get("peer_genai_int4_all_size_bytes"), "peer"),
+           "", f"Same integers, float kernels (accuracy level 0, float embedding): perplexity "
+           f"{_f(dp.get('int4_exact_perplexity'))} vs PyTorch with the same QuantLinear layers "
+           f"{_f(dp.get('pytorch_quantized_perplexity'))}.",
+           ]
+    if dp.get("peer", {}).get("error"):
+        out.append(f"\nThe peer failed in this run: {dp['peer']['error']}")
+    out += ["", "Targets of the deployment issue, checked on this file:", ""] + [f"* {t}" for t in deploy_targets(d)]
+    out.append("\n" + _env_line(env))
+    return out
+
+
+def deploy_targets(d: dict) -> list[str]:
+    dp, rows, out = d.get("deploy") or {}, d.get("rows", {}), []
+
+    def check(label, ok, detail):
+        out.append(f"{label}: {detail}: **{'met' if ok else 'missed'}**" if ok is not None else f"{label}: not measured")
+
+    f4, f32 = dp.get("int4_tokens_per_s"), dp.get("fp32_tokens_per_s")
+    check("int4 decode ≥ 3.5× fp32 ONNX Runtime", f4 and f32 and f4 >= 3.5 * f32,
+          f"{_f(f4, '{:.1f}')} vs {_f(f32, '{:.1f}')} tokens/s ({_f(f4 and f32 and f4 / f32)}×)")
+    gptq = (rows.get("gptq_w4g128") or {}).get("perplexity")
+    p4 = dp.get("int4_perplexity")
+    check("int4 file perplexity ≤ part 1's GPTQ w4g128 + 1.0", p4 and gptq and p4 <= gptq + 1.0,
+          f"{_f(p4)} vs ≤ {_f(gptq and gptq + 1.0)}")
+    s4, fp = dp.get("int4_size_bytes"), dp.get("fp32_size_bytes")
+    check("int4 file ≤ 20 % of fp32", s4 and fp and s4 <= 0.2 * fp, f"{_mb(s4)} vs ≤ {_mb(fp and 0.2 * fp)}")
+    g4, gp4 = dp.get("peer_genai_int4_tokens_per_s"), dp.get("peer_genai_int4_perplexity")
+    check("faster than onnxruntime-genai int4 (fp32 lm_head) and lower perplexity",
+          None if g4 is None or gp4 is None else bool(f4 > g4 and p4 < gp4),
+          f"{_f(f4, '{:.1f}')} vs {_f(g4, '{:.1f}')} tokens/s, perplexity {_f(p4)} vs {_f(gp4)}")
+    ga = dp.get("peer_genai_int4_all_perplexity")
+    check("lower perplexity than onnxruntime-genai int4 with quantized lm_head",
+          None if ga is None else bool(p4 < ga), f"{_f(p4)} vs {_f(ga)}")
     return out
 
 
@@ -441,6 +581,14 @@ def llm_targets(d: dict) -> list[str]:
         check("GPTQ calibration time ≤ llmcompressor's (s)", g.get("calib_seconds"), p.get("calib_seconds"), "{:.0f}")
     else:
         out.append("GPTQ calibration memory and time against llmcompressor: not measured")
+    s = d.get("slim") or {}
+    if s.get("size_bytes") and s.get("fp32_size_bytes"):
+        check(".slim of 50 % sparse + 4-bit ≤ 10 % of the float32 size (MB)", s["size_bytes"] / 1e6,
+              s["fp32_size_bytes"] / 1e7, "{:.1f}")
+        gptq = ppl("gptq_w4g128")
+        check(".slim perplexity ≤ GPTQ w4g128's + 0.5", s.get("perplexity"), gptq and gptq + 0.5)
+    else:
+        out.append(".slim (Deep Compression) size and perplexity: not measured")
     return out
 
 
@@ -466,8 +614,11 @@ def int8_headline(d: dict) -> list[str]:
         floor = next(iter((rows.get("noise_floor") or {}).values()), None)
         shown += (f" on {split['test']} held-out test {'sentences' if model == 'minilm' else 'crops'}" if split
                   else " (**settings chosen on the reported crops**)")
-        if floor:
+        if floor and model == "minilm":
             shown += f"; fp32 under 8-bit input rounding: {floor['cosine_mean']:.6f}"
+        elif floor:
+            shown += (f"; fp32 under 8-bit input rounding: {floor['top1_agreement'] * 100:.1f} % / "
+                      f"{floor['mean_kl']:.3f}")
         out.append(f"| {model} | 1 / {big[1:]} | {r['speedup_b1_vs_fastest_fp32']:.2f}× / "
                    f"{r[f'speedup_{big}_vs_fastest_fp32']:.2f}× | {fid}: {shown} | "
                    f"{r['size_bytes'] / base['size_bytes'] * 100:.0f} % | {len(r.get('float_layers') or [])} |")
@@ -483,7 +634,9 @@ def int8_headline(d: dict) -> list[str]:
 
 def main() -> None:
     lines = ["# Benchmark results\n",
-             "Generated by `bench/summarize.py` from `bench/results/*.json`; do not edit by hand. "
+             "Generated by `bench/summarize.py` from `bench/results/*.json`; do not edit by hand "
+             "(`bench/run_all.py` regenerates every results file, then this page). Each section says when and "
+             "from which commit its figures were produced, and marks speed figures taken on a loaded machine. "
              "Each benchmark's own guide has the details: [pruning](pruning.md), [quantization](quantization.md), "
              "[distillation](distillation.md), [structured pruning](structured_pruning.md), [INT8](int8.md), "
              "[auto-compression](auto.md), [Deep Compression](deep_compression.md).\n"]  # fmt: skip
