@@ -177,3 +177,35 @@ def test_bad_inputs_are_refused_clearly(tmp_path):
         OnnxCausalLM(tmp_path / "broken")
     with pytest.raises(FormatError, match="not an exported language model"):
         OnnxCausalLM(tmp_path)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_q4_1_style_float_zero_embedding_is_exported_exactly(tmp_path, bits):
+    from slimtorch.quantize.qembedding import QuantEmbedding, quantize_embedding
+
+    model = quantize_embedding(tiny_llama(hidden=48, heads=3, kv_heads=1, intermediate=96),
+                               {"bits": bits, "group_size": 16, "float_zero": True})
+    emb = model.get_input_embeddings()
+    assert isinstance(emb, QuantEmbedding) and not emb.quantized().integral_zeros
+    if bits == 8:  # no such CPU kernel: refused with the reason, nothing written
+        with pytest.raises(UnsupportedModelError, match="fractional zero points"):
+            _export(model, tmp_path)
+        assert not (tmp_path / "m").exists()
+        return
+    # the model's own codes are exported, whatever the export config asks for the table
+    lm = _export(model, tmp_path, embedding_bits=8, embedding_group_size=32)
+    assert lm.meta["nbits"]["embed"]["block_size"] == 16 and lm.meta["nbits"]["embed"]["code_bits"] == bits
+    ids = tiny_ids(2, 8)
+    assert torch.allclose(lm.logits(ids), model(ids).logits.detach(), atol=1e-4)
+
+
+def test_float_zero_option_quantizes_a_float_table_that_way(tmp_path):
+    model = tiny_llama()
+    lm = _export(model, tmp_path, embedding_bits=4, embedding_group_size=32, embedding_float_zero=True)
+    from onnx import load, numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in load(str(tmp_path / "m" / "model.onnx")).graph.initializer}
+    assert inits["embed.qzeros"].dtype == np.float32  # fractional zeros, looked up without GatherBlockQuantized
+    cos = torch.nn.functional.cosine_similarity(lm.logits(tiny_ids(1, 8)).flatten(), model(tiny_ids(1, 8)).logits.flatten(),
+                                                dim=0)
+    assert cos > 0.98

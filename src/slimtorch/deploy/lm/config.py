@@ -20,6 +20,11 @@ class LMExportConfig(FrozenConfig):
             (its codes are exported as they are).
         embedding_group_size: columns per group of the embedding grid (a power of two >= 16).
         embedding_mse_search: fit each group's range by rounding error (as GPTQ's ``mse``), not min/max.
+        embedding_float_zero: llama.cpp Q4_1's layout instead: each group spans exactly its
+            ``[min, max]`` with a fractional zero point (:class:`~slimtorch.quantize.qembedding.EmbeddingGrid`).
+            For a table that was itself Q4_1-quantized at this group size (SmolLM2's GGUF) this
+            reproduces it exactly. A model whose embedding is already a ``QuantEmbedding`` is
+            exported with its own codes whatever these fields say.
         accuracy_level: ONNX Runtime's ``MatMulNBits`` compute mode: 0 = float activations
             (exact to the stored weights), 4 = activations quantized to int8 per block on the fly
             (VNNI integer kernels; faster, a small extra error). Choose by measured perplexity.
@@ -32,6 +37,7 @@ class LMExportConfig(FrozenConfig):
     embedding_bits: Literal[4, 8] | None = 8
     embedding_group_size: int = pydantic.Field(32, ge=16)
     embedding_mse_search: bool = True
+    embedding_float_zero: bool = False
     accuracy_level: Literal[0, 1, 2, 3, 4] = 4
     fuse: bool = True
     max_positions: int | None = pydantic.Field(None, ge=16)

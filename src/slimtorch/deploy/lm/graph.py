@@ -208,9 +208,11 @@ class _Builder:
 
     # ---- embedding / lm_head ----------------------------------------------------------------------
     def _rtn(self, w: torch.Tensor) -> QuantizedWeight:
-        grid = GridConfig(bits=self.cfg.embedding_bits, group_size=self.cfg.embedding_group_size,
-                          mse_search=self.cfg.embedding_mse_search)
-        return rtn_weight(w, grid)
+        from slimtorch.quantize.qembedding import EmbeddingGrid, quantize_table
+
+        grid = EmbeddingGrid(bits=self.cfg.embedding_bits, group_size=self.cfg.embedding_group_size,
+                             mse_search=self.cfg.embedding_mse_search, float_zero=self.cfg.embedding_float_zero)
+        return quantize_table(w, grid)
 
     def tables(self) -> tuple[bool, QuantizedWeight | None, QuantizedWeight | None]:
         """(tied, quantized embedding table or None, quantized lm_head or None).
@@ -218,8 +220,16 @@ class _Builder:
         A tied pair shares one quantized table (the embedding reads the lm_head's
         ``MatMulNBits`` initializer); a ``QuantLinear`` lm_head keeps its own codes.
         """
+        from slimtorch.quantize.qembedding import QuantEmbedding
+
         lm_head = self.model.get_output_embeddings()
-        emb = self.model.get_input_embeddings().weight
+        emb_module = self.model.get_input_embeddings()
+        emb = emb_module.weight
+        own = emb_module.quantized() if isinstance(emb_module, QuantEmbedding) else None
+        if own is not None and not isinstance(lm_head, QuantLinear):
+            tied = lm_head.weight.data_ptr() == emb.data_ptr()
+            return tied, own, own if tied else (None if self.cfg.embedding_bits is None
+                                                else self._rtn(lm_head.weight.detach().float()))
         if isinstance(lm_head, QuantLinear):
             head = lm_head.quantized()
             tied = bool(getattr(self.config, "tie_word_embeddings", False)) and tuple(head.codes.shape) == tuple(emb.shape)
@@ -228,8 +238,34 @@ class _Builder:
             head = None if self.cfg.embedding_bits is None else self._rtn(lm_head.weight.detach().float())
         if tied:
             return True, head, head
-        table = None if self.cfg.embedding_bits is None else self._rtn(emb.detach().float())
+        table = own if own is not None else None if self.cfg.embedding_bits is None else self._rtn(emb.detach().float())
         return False, table, head
+
+    def _lookup_float_zero(self, flat: str, scales: str, zeros: str, t: NBitsTensors) -> str:
+        """Embedding rows ``(code - zero) * scale`` from the shared packed table, with standard ONNX ops."""
+        g = self.g
+        rows = g.node("Gather", [flat, "input_ids"], axis=0)[0]  # (B, S, n_blocks * blob) uint8
+        per = 8 // t.bits
+        if per == 1:
+            codes = rows
+        else:
+            mask = g.const(np.array((1 << t.bits) - 1, dtype=np.uint8), dtype=np.uint8)
+            parts = []
+            for k in range(per):  # low bits first, as MatMulNBits packs them
+                shifted = rows if k == 0 else g.node(
+                    "BitShift", [rows, g.const(np.array(k * t.bits, dtype=np.uint8), dtype=np.uint8)],
+                    direction="RIGHT")[0]
+                parts.append(g.node("Unsqueeze", [g.node("BitwiseAnd", [shifted, mask])[0], g.const([-1])])[0])
+            codes = g.node("Concat", parts, axis=-1)[0]
+        n_blocks = t.B.shape[1]
+        shape = g.node("Concat", [g.node("Shape", ["input_ids"])[0], g.const([n_blocks, t.block_size])], axis=0)[0]
+        q = g.node("Cast", [g.node("Reshape", [codes, shape])[0]], to=1)[0]  # (B, S, n_blocks, block) float
+        s = g.node("Unsqueeze", [g.node("Gather", [scales, "input_ids"], axis=0)[0], g.const([-1])])[0]
+        z = g.node("Unsqueeze", [g.node("Gather", [zeros, "input_ids"], axis=0)[0], g.const([-1])])[0]
+        w = g.node("Mul", [g.node("Sub", [q, z])[0], s])[0]
+        flat_shape = g.node("Concat", [g.node("Shape", ["input_ids"])[0], g.const([n_blocks * t.block_size])],
+                            axis=0)[0]
+        return g.node("Reshape", [w, flat_shape])[0]
 
     # ---- the graph --------------------------------------------------------------------------------
     def build(self):
@@ -256,8 +292,11 @@ class _Builder:
             flat = g.node("Reshape", ["embed.qweight", g.const([vocab, n_blocks * t.B.shape[2]])])[0]
             zp = g.node("Reshape", ["embed.qzeros", g.const([vocab, -1])])[0]
             sc = g.node("Reshape", ["embed.scales", g.const([vocab, n_blocks])])[0]
-            x = g.node("GatherBlockQuantized", [flat, "input_ids", sc, zp], domain="com.microsoft", bits=t.bits,
-                       block_size=t.block_size, gather_axis=0, quantize_axis=1)[0]
+            if t.zero_points.dtype == np.uint8:
+                x = g.node("GatherBlockQuantized", [flat, "input_ids", sc, zp], domain="com.microsoft",
+                           bits=t.bits, block_size=t.block_size, gather_axis=0, quantize_axis=1)[0]
+            else:  # fractional zeros (Q4_1 / HQQ grids): GatherBlockQuantized takes integer ones only
+                x = self._lookup_float_zero(flat, sc, zp, t)
             if n_blocks * t.block_size != self.hidden:  # a padded last block: drop the padding columns
                 x = g.node("Slice", [x, g.const([0]), g.const([self.hidden]), g.const([-1])])[0]
         else:

@@ -106,6 +106,10 @@ def to_nbits(qw: QuantizedWeight) -> NBitsTensors:
         raise UnsupportedModelError(f"{len(bounds)} groups do not map onto {n_blocks} blocks of {block}")
     zeros = qw.zeros.float().numpy()
     integral = qw.integral_zeros
+    if bits == 8 and not integral:
+        raise UnsupportedModelError(
+            "ONNX Runtime's CPU MatMulNBits has no 8-bit kernel with fractional zero points (HQQ, or a Q4_1-style "
+            "float-zero table at 8 bits); use 4 bits for that grid, or an integer-zero grid at 8 bits")
     codes = np.empty((N, n_blocks * block), dtype=np.uint8)
     codes[:, :K] = qw.codes.numpy()
     if n_blocks * block > K:  # padding: the last group's zero point, i.e. weight 0
