@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results" / "llm.json"
 SELECT_BUDGET = 0.5  # selection-perplexity points a smaller / faster export may cost over the exact one
-EMBEDDING_CANDIDATES = [(8, 32), (4, 32), (4, 64)]
+EMBEDDING_CANDIDATES = [(8, 32, False), (8, 128, False), (4, 32, False), (4, 32, True), (4, 64, False)]
 ACCURACY_LEVELS = [0, 4]
 
 
@@ -135,12 +135,14 @@ def main(argv: list[str] | None = None) -> None:
     exact = OnnxCausalLM(exact_dir, threads=args.threads)
     reference = _perplexity(exact, selection, WINDOW)
     candidates = []
-    for bits, group in EMBEDDING_CANDIDATES:
+    for bits, group, float_zero in EMBEDDING_CANDIDATES:
         for level in ACCURACY_LEVELS:
-            name = f"int4_e{bits}g{group}_a{level}"
-            path = export(qmodel, name, embedding_bits=bits, embedding_group_size=group, accuracy_level=level)
+            name = f"int4_e{bits}g{group}{'fz' if float_zero else ''}_a{level}"
+            path = export(qmodel, name, embedding_bits=bits, embedding_group_size=group, accuracy_level=level,
+                          embedding_float_zero=float_zero)
             p = _perplexity(OnnxCausalLM(path, threads=args.threads), selection, WINDOW)
             candidates.append({"name": name, "config": {"embedding_bits": bits, "embedding_group_size": group,
+                                                        "embedding_float_zero": float_zero,
                                                         "accuracy_level": level},
                                "size_bytes": onnx_size_bytes(path), "selection_perplexity": _round(p)})
             print(f"[deploy] {name}: selection perplexity {p:.3f}, {onnx_size_bytes(path) / 1e6:.1f} MB", flush=True)
