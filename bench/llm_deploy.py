@@ -81,6 +81,31 @@ def _speed_round(runners: dict, prompt: list[int], prefill: list[int], new_token
     return out
 
 
+def genai_runners(threads: int, test, window: int) -> tuple[dict, dict]:
+    """The peer's three builds as speed runners, and its facts (build options, sizes, test perplexities)."""
+    from bench.peers import genai_peer
+
+    genai_peer.require_genai()
+    windows = [test[i * window : (i + 1) * window] for i in range(test.numel() // window)]
+    runners, info = {}, {"version": genai_peer.GENAI_VERSION, "builds": {}, "perplexity": {}, "size_bytes": {}}
+    for kind in ("fp32", "int4", "int4_all"):
+        facts = genai_peer.build(kind)
+        name = f"genai_{kind}"
+        print(f"[deploy] peer {name}: perplexity ...", flush=True)
+        info["builds"][name] = {k: v for k, v in facts.items() if k != "ops"}
+        info["size_bytes"][name] = facts["size_bytes"]
+        info["perplexity"][name] = genai_peer.perplexity(facts["model_dir"], windows, threads=threads)["perplexity"]
+        model = genai_peer.load_genai(facts["model_dir"], threads)
+
+        def run(prompt, prefill, n, model=model, model_dir=facts["model_dir"]):
+            d = genai_peer.decode_tokens_per_s(model_dir, prompt, n, threads, model=model)
+            p = genai_peer.decode_tokens_per_s(model_dir, prefill, 2, threads, model=model)
+            return {"decode_tokens_per_s": d["decode_tokens_per_s"], "prefill_ms": 1e3 * p["prefill_seconds"],
+                    "tokens": d["generated_ids"]}
+        runners[name] = run
+    return runners, info
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="RTN, 4 test windows, 1 round; results not written")
@@ -211,10 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     peer_info: dict = {}
     if not args.no_peer:
         try:
-            from bench.peers.genai_peer import speed_runners
-
-            peer_runners, peer_info = speed_runners(work / "genai", args.threads, test, WINDOW,
-                                                    perplexity_windows=test_windows)
+            peer_runners, peer_info = genai_runners(args.threads, test, WINDOW)
             runners.update(peer_runners)
         except Exception as exc:  # the peer is measured when it installs; its failure is recorded, not hidden
             peer_info = {"error": f"{type(exc).__name__}: {exc}"}
