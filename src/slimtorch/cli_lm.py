@@ -5,6 +5,7 @@
     slimtorch generate runs/llm_gptq_smollm2 --prompt "The GNU General Public License" --max-new-tokens 40
     slimtorch generate smollm2_135m --prompt "What is 7 x 8?" --chat --temperature 0.7 --top-p 0.9
     slimtorch export-lm runs/llm_gptq_smollm2 out/smollm2_int4     # int4 ONNX Runtime decoder with a KV cache
+    slimtorch export-lm runs/llm_gptq_smollm2 smollm2_q4.gguf --format gguf   # llama.cpp / transformers file
     slimtorch generate out/smollm2_int4 --prompt "What is 7 x 8?" --chat   # runs the ONNX file
     slimtorch eval out/smollm2_int4 --windows 8                          # perplexity of the deployed file
 
@@ -229,6 +230,12 @@ def cmd_export_lm(args: argparse.Namespace) -> int:
         tok = tokenizer_of(model)
     except ConfigError:
         tok = None
+    if args.format == "gguf":  # llama.cpp / transformers: the codes in Q4_1 / Q8_0 blocks
+        from slimtorch.export.gguf import export_gguf
+
+        out = export_gguf(model, args.out)
+        print(json.dumps({"out": str(out), "size_bytes": out.stat().st_size, "format": "gguf"}))
+        return 0
     out = export_onnx(model, args.out, cfg, tok)
     print(json.dumps({"out": str(out), "size_bytes": onnx_size_bytes(out), "config": cfg.to_dict()}))
     return 0
@@ -240,7 +247,11 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export-lm", help="export a (compressed) causal LM to ONNX Runtime: int4/int8 MatMulNBits, "
                        "KV cache; run it with slimtorch generate / eval")
     add_model_args(p, "compressed LM folder, run folder, Hugging Face causal-LM folder or zoo LM")
-    p.add_argument("out", help="new folder for model.onnx (+ weights, tokenizer); never overwritten")
+    p.add_argument("out", help="new folder for model.onnx (+ weights, tokenizer), or a new .gguf file with "
+                   "--format gguf; never overwritten")
+    p.add_argument("--format", choices=["onnx", "gguf"], default="onnx",
+                   help="onnx: ONNX Runtime int4/int8 decoder (default); gguf: llama.cpp file (Q4_1 / Q8_0 blocks "
+                   "holding the same codes), which transformers also loads")
     p.add_argument("--embedding-bits", choices=["4", "8", "none"], default="8",
                    help="bits of the (tied) embedding / lm_head table; none keeps it float32 (default 8)")
     p.add_argument("--embedding-group-size", type=_pos_int, default=32)
