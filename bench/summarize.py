@@ -427,7 +427,7 @@ def llm_slim(d: dict) -> list[str]:
     grid = f"{g.get('bits')}-bit group {g.get('group_size')}" + (", float zero" if g.get("float_zero") else "")
 
     def line(label, n, note=""):
-        pct = f"{100 * n / fp:.1f} %" if n and fp else "–"
+        pct = f"{100 * n / fp:.2f} %" if n and fp else "–"
         return f"| {label} | {_mb(n)} | {pct} | {note} |"
 
     peer = (rows.get("peer_ort_default_w4g128") or {}).get("size_bytes")
@@ -436,8 +436,11 @@ def llm_slim(d: dict) -> list[str]:
            f"zeros and float16 scales. Test perplexity **{s.get('perplexity', float('nan')):.2f}** (float32 "
            f"{s.get('fp32_perplexity', float('nan')):.2f}, same run); **{s.get('bits_per_weight', float('nan')):.2f} "
            "bits per weight** (file bits / weights of the quantized decoder Linears and the embedding). Decoded "
-           f"bit-exact: tensors {ok.get('tensors')}, dequantized weights {ok.get('dequantized_weights')}, "
-           f"logits {ok.get('logits')}.\n",
+           f"bit for bit (codes, scales, zeros, float tensors; dequantized weights; logits): "
+           f"{'yes' if ok and all(ok.get(k) for k in ('tensors', 'dequantized_weights', 'logits')) else '**no**'}. "
+           f"Selection perplexity of the compressed decoder with the float32 embedding: "
+           f"{(rows.get('slim') or {}).get('decoder_selection_perplexity', float('nan')):.2f}; with the chosen "
+           f"embedding: {s.get('selection_perplexity', float('nan')):.2f}.\n",
            "| the same model as | size | of float32 | |", "|---|---|---|---|",
            line("**`.slim`**", s.get("size_bytes"), f"budget {_mb(s.get('size_budget_bytes'))}"),
            line("plain bit-packed integers, no entropy coding", s.get("packed_bytes"), "computed"),
