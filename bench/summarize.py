@@ -102,12 +102,13 @@ def int8(d: dict) -> list[str]:
                     "| perturbation | agreement | confident agreement | mean KL |", "|---|---|---|---|"]
             out += [f"| {k} | {_fid(f)} |" for k, f in d["mobilenet_noise_floor"].items()]
             floor = d.get("mobilenet_activation_floor") or {}
+            old = " [earlier split: the 528 crops of 12 evaluation photos]"
             out += [f"| {k} (fp32 weights; every Conv/Linear input fake-quantized, bench/int8.py "
-                    f"mobilenet_activation_floor) | {_fid(f)} |" for k, f in floor.items() if k.startswith("u8_")]
+                    f"mobilenet_activation_floor){old} | {_fid(f)} |" for k, f in floor.items() if k.startswith("u8_")]
             out += [f"| u8_activations_only_percentile_99.99, the {k} most sensitive tensor(s) kept float "
-                    f"({', '.join(r['float'])}) | {_fid(r['fidelity_eval'])} |"
+                    f"({', '.join(r['float'])}){old} | {_fid(r['fidelity_eval'])} |"
                     for k, r in (floor.get("top_k_tensors_float") or {}).items() if int(k) <= 3]
-            out += [f"| u8_activations_only_percentile_99.99, the {k} most sensitive tensors kept float | "
+            out += [f"| u8_activations_only_percentile_99.99, the {k} most sensitive tensors kept float{old} | "
                     f"{_fid(r['fidelity_eval'])} |"
                     for k, r in (floor.get("top_k_tensors_float") or {}).items() if int(k) > 3]
             out.append("")
@@ -309,7 +310,8 @@ def auto(d: dict) -> list[str]:
 
 def _frontier_table(f: dict) -> list[str]:
     out = ["Fallback frontier, MobileNetV2: layers kept float in the fallback's sensitivity order, fidelity on "
-           "the evaluation crops, speed-up over ORT fp32 timed in the same run (`mobilenet_fallback_frontier`):\n",
+           "the evaluation crops of the earlier split (528 crops of 12 photos, ranked on crops of the calibration "
+           "photos), speed-up over ORT fp32 timed in the same run (`mobilenet_fallback_frontier`):\n",
            "| float layers | agreement | confident agreement | mean KL | speed-up b1 | speed-up b8 |",
            "|---|---|---|---|---|---|"]
     for k, r in f["rows"].items():
@@ -321,8 +323,9 @@ def _frontier_table(f: dict) -> list[str]:
 
 def _adaround_table(a: dict) -> list[str]:
     """AdaRound vs round-to-nearest (``bench/int8.py mobilenet_adaround``, fidelity only)."""
-    out = ["AdaRound vs ORT's round-to-nearest, MobileNetV2 (fidelity only; check: held-out crops of the "
-           "calibration photos; eval: the evaluation crops; AdaRound saw the 64 calibration crops):\n",
+    out = ["AdaRound vs ORT's round-to-nearest, MobileNetV2 (fidelity only; earlier split: check = held-out crops "
+           "of the calibration photos, eval = the 528 crops of 12 evaluation photos; AdaRound saw the 64 "
+           "calibration crops):\n",
            "| variant | check agreement | check KL | eval agreement | eval confident agreement | eval KL | AdaRound s |",
            "|---|---|---|---|---|---|---|"]  # fmt: skip
     for k, r in a["static"].items():

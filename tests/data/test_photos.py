@@ -23,3 +23,13 @@ def test_measure_on_unlabelled_data_reports_agreement_not_accuracy():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 5))
     rec = measure(model, evals[0][0][None], data=evals, reference=model, latency_batches=())
     assert rec.accuracy is None and rec.agreement == 1.0
+
+
+def test_three_photo_splits_keep_whole_photos_apart():
+    from slimtorch.data.photos import photo_splits
+
+    cal, sel, test, info = photo_splits(1, 1, 1, size=32)
+    assert info["disjoint"] is True
+    assert (len(cal), len(sel), len(test)) == (info["calibration"], info["selection"], info["test"])
+    assert not set(info["photos"]["selection"]) & (set(info["photos"]["test"]) | set(info["photos"]["calibration"]))
+    assert sel.shape[1:] == (3, 32, 32) and float(sel.std()) > 0.1  # the silhouette and the stereo view load as RGB

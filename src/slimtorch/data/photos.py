@@ -25,6 +25,12 @@ UNLABELLED = -1
 CALIB_PHOTOS = ["astronaut", "coffee", "immunohistochemistry", "camera", "brick", "coins", "moon"]
 EVAL_PHOTOS = ["chelsea", "rocket", "hubble_deep_field", "colorwheel", "retina", "logo", "clock", "grass",
                "gravel", "page", "text", "cell"]  # fmt: skip
+# Benchmarks keep whole photos apart in three splits: calibration (CALIB_PHOTOS), selection (settings
+# sweeps and the fallback are scored on it) and test (reported once). The selection photos are two
+# that ship outside EVAL_PHOTOS (the left view of ``stereo_motorcycle``, the ``horse`` silhouette)
+# and two moved out of it; :func:`photo_splits`.
+SELECTION_PHOTOS = ["stereo_motorcycle", "horse", "clock", "gravel"]
+TEST_PHOTOS = [p for p in EVAL_PHOTOS if p not in SELECTION_PHOTOS]
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
@@ -37,7 +43,10 @@ def photo(name: str) -> torch.Tensor:
         raise DataNotFoundError("the photo set needs scikit-image: pip install scikit-image (or bash scripts/setup.sh)") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        a = np.asarray(getattr(d, name)())
+        a = getattr(d, name)()
+    a = np.asarray(a[0] if isinstance(a, tuple) else a)  # stereo pairs: the left view
+    if a.dtype == bool:  # silhouettes
+        a = a.astype(np.uint8) * 255
     a = a[..., :3] if a.ndim == 3 else np.stack([a] * 3, -1)
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0
 
@@ -77,3 +86,25 @@ def is_unlabelled(dataset) -> bool:
         return False
     y = dataset[0][1]
     return torch.is_tensor(y) and y.ndim == 0 and int(y) == UNLABELLED
+
+
+def photo_splits(calib_per_photo: int = 16, selection_per_photo: int = 24, test_per_photo: int = 44,
+                 size: int = 224) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Calibration / selection / test crops from disjoint photos, and the split's record.
+
+    Returns:
+        ``(calibration, selection, test, info)``; ``info`` has the counts, the photos of each
+        split, the seeds and ``disjoint`` (no photo in two splits, computed).
+    """
+    names = {"calibration": CALIB_PHOTOS, "selection": SELECTION_PHOTOS, "test": TEST_PHOTOS}
+    seeds = {"calibration": 1, "selection": 3, "test": 2}
+    per = {"calibration": calib_per_photo, "selection": selection_per_photo, "test": test_per_photo}
+    out = {k: crops(names[k], per[k], seed=seeds[k], size=size) for k in names}
+    # chelsea and cat are one photo; count them as one
+    same = {"cat": "chelsea"}
+    sets = {k: {same.get(n, n) for n in v} for k, v in names.items()}
+    disjoint = not (sets["calibration"] & sets["selection"] or sets["calibration"] & sets["test"]
+                    or sets["selection"] & sets["test"])
+    info = {**{k: len(v) for k, v in out.items()}, "disjoint": disjoint, "photos": names, "seeds": seeds,
+            "crops_per_photo": per}
+    return out["calibration"], out["selection"], out["test"], info
