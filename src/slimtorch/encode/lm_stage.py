@@ -9,7 +9,7 @@ Recipe example (SmolLM2: SparseGPT 50 % + 4-bit, quantized embedding, one ``.sli
         grid: {bits: 4, group_size: 128}
         save: false                    # the .slim file is the artifact
       - type: quantize_embedding       # the tied table: the largest tensor left in float
-        grid: {bits: 4, group_size: 32, float_zero: true}
+        grid: {bits: 4, group_size: 64, float_zero: true}
       - type: slim_lm
 
 ``slim_lm`` rounds the scales to float16 (``half_scales``), writes
@@ -39,7 +39,7 @@ _KEEP_ATTRS = ("slimtorch_tokenizer", "slimtorch_spec", "example_input_shape", "
 class QuantizeEmbeddingStageConfig(FrozenConfig):
     """The input embedding (and a tied ``lm_head``) on a weight-only grid, round to nearest (see :class:`EmbeddingGrid`)."""
 
-    grid: EmbeddingGrid = EmbeddingGrid(bits=4, group_size=32, float_zero=True)
+    grid: EmbeddingGrid = EmbeddingGrid(bits=4, group_size=64, float_zero=True)
 
 
 class SlimLMStageConfig(FrozenConfig):
