@@ -451,6 +451,8 @@ def llm_slim(d: dict) -> list[str]:
                 "float32 scales and embedding (that format packs Linears only)"),
            line("float32 safetensors", fp),
            line("ONNX Runtime int4 (`peer_ort_default_w4g128`)", peer, "its quantized Linears only, another model"),
+           line("slimtorch's int4 ONNX model (`deploy` section)", (d.get("deploy") or {}).get("int4_size_bytes"),
+                "whole model, GPTQ w4g128 decoder (not sparse), its own embedding grid"),
            "", f"Breakdown: embedding {_mb(b.get('embedding'))}, decoder codes {_mb(b.get('decoder_codes'))}, sparse "
            f"positions {_mb(b.get('decoder_indices'))}, scales {_mb(b.get('decoder_scales'))}, zeros "
            f"{_mb(b.get('decoder_zeros'))}, the rest (norms, container, manifest) {_mb(b.get('other'))}.", ""]
