@@ -444,12 +444,12 @@ def llm_slim(d: dict) -> list[str]:
            f"Selection perplexity of the compressed decoder with the float32 embedding: "
            f"{(rows.get('slim') or {}).get('decoder_selection_perplexity', float('nan')):.2f}; with the chosen "
            f"embedding: {s.get('selection_perplexity', float('nan')):.2f}.\n",
-           "| the same model as | size | of float32 | |", "|---|---|---|---|",
+           "| file | size | of float32 | note |", "|---|---|---|---|",
            line("**`.slim`**", s.get("size_bytes"), f"budget {_mb(s.get('size_budget_bytes'))}"),
-           line("plain bit-packed integers, no entropy coding", s.get("packed_bytes"), "computed"),
-           line("slimtorch int4 safetensors folder", s.get("int4_safetensors_bytes"),
+           line("the same model as plain bit-packed integers", s.get("packed_bytes"), "computed: no entropy coding"),
+           line("the same model as slimtorch's int4 safetensors folder", s.get("int4_safetensors_bytes"),
                 "float32 scales and embedding (that format packs Linears only)"),
-           line("float32 safetensors", fp),
+           line("float32 safetensors (the reference)", fp),
            line("ONNX Runtime int4 (`peer_ort_default_w4g128`)", peer, "its quantized Linears only, another model"),
            line("slimtorch's int4 ONNX model (`deploy` section)", (d.get("deploy") or {}).get("int4_size_bytes"),
                 "whole model, GPTQ w4g128 decoder (not sparse), its own embedding grid"),
