@@ -688,6 +688,10 @@ def _update_readme() -> None:
                 "w8a8_smoothquant", "magnitude_50", "wanda_50", "sparsegpt_50", "wanda_2_4",
                 "sparsegpt_50_w4g128"] + [k for k in lm["rows"] if k.startswith("peer_")]
         block += ["## Language models: SmolLM2-135M (`bench/llm.py`)\n"] + _llm_rows(lm, keep) + [""]
+    if lm and lm.get("deploy"):  # the deployed decoder: table and targets, without the method paragraph
+        dep = llm_deploy(lm)
+        start = next(i for i, line in enumerate(dep) if line.startswith("| runtime"))
+        block += ["## SmolLM2-135M deployed on ONNX Runtime (`bench/llm_deploy.py`)\n"] + dep[start:] + [""]
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(head + begin + "\n" + "\n".join(block).replace("## ", "### ") + "\n" + end + tail)
