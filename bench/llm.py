@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
             # merge into the file as it is now: another script (bench/llm_deploy.py writes ``deploy``) or
             # run may have written it since this one started; this run owns only its rows and headline keys
             current = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-            current.update({k: v for k, v in results.items() if k != "rows"})
+            current.update({k: v for k, v in results.items() if k not in ("rows", "deploy")})
             current["rows"] = {**current.get("rows", {}), **{n: results["rows"][n] for n in names
                                                               if n in results["rows"]}}
             atomic_write_json(RESULTS, current)
