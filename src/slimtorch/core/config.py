@@ -104,3 +104,20 @@ def validate_config(cls: type[T], data: Any, where: str = "") -> T:
         if len(exc.errors()) > 1:
             msg += f" [+{len(exc.errors()) - 1} more problem(s)]"
         raise ConfigError(msg, field=path) from None
+
+
+def coerce(config_cls: type[T], config: Any, where: str = "") -> T:
+    """A ``config_cls`` from an instance, a dict or ``None`` (the defaults): what every transform accepts.
+
+    Raises:
+        ConfigError: a dict with a wrong field (named), or an object of another type.
+    """
+    if config is None:
+        return config_cls()
+    if isinstance(config, dict):
+        return config_cls.from_dict(config, where)
+    if not isinstance(config, config_cls):
+        raise ConfigError(f"expected a {config_cls.__name__} or a dict, got {type(config).__name__}",
+                          field=where or "config")
+    return config
+

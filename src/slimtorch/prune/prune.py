@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimtorch.core.config import coerce
 from slimtorch.core.errors import ConfigError, UnsupportedModelError
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.criteria import CRITERIA, LossFn
@@ -191,7 +192,7 @@ def attach_masks(
     Gradual schedules call this before the optimizer is built so the parameter
     structure (and checkpoint keys) stays the same for the whole run.
     """
-    config = config or PruneConfig()
+    config = coerce(PruneConfig, config)
     for module in select_layers(model, config.include, config.exclude, filter_fn).values():
         if get_mask(module) is None:
             set_mask(module, torch.ones_like(module.weight, dtype=torch.bool))

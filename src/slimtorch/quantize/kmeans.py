@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from slimtorch.core.config import coerce
 from slimtorch.quantize.config import KMeansConfig
 from slimtorch.quantize.fake_quant import WeightFakeQuant
 from slimtorch.quantize.layers import FilterFn, bits_for, check_per_layer, find_parametrization, select_layers
@@ -142,7 +143,7 @@ class KMeansShare(nn.Module):
 
 
 def kmeans_share(
-    model: nn.Module, config: KMeansConfig | None = None, *, filter_fn: FilterFn | None = None, inplace: bool = False
+    model: nn.Module, config: KMeansConfig | dict | None = None, *, filter_fn: FilterFn | None = None, inplace: bool = False
 ) -> nn.Module:
     """Replace each selected layer's non-zero weights by 2^bits shared values (trainable centroids).
 
@@ -155,7 +156,7 @@ def kmeans_share(
         The model (a deep copy unless ``inplace``); fine-tune it with ``slimtorch.train.fit``
         to train the centroids.
     """
-    cfg = config or KMeansConfig()
+    cfg = coerce(KMeansConfig, config)
     out = model if inplace else copy.deepcopy(model)
     check_per_layer(out, cfg.per_layer)
     skipped, tied = [], _tied_weights(out)

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, Dataset
 
+from slimtorch.core.config import coerce
 from slimtorch.quantize.config import QuantConfig, UniformConfig
 from slimtorch.quantize.fake_quant import ActFakeQuant, WeightFakeQuant, input_hook, output_hook
 from slimtorch.quantize.layers import FilterFn, bits_for, check_per_layer, find_parametrization, pre_weight, select_layers
@@ -27,7 +28,7 @@ from slimtorch.quantize.layers import FilterFn, bits_for, check_per_layer, find_
 
 def quantize_model(
     model: nn.Module,
-    config: QuantConfig | None = None,
+    config: QuantConfig | dict | None = None,
     calib_data: Dataset | DataLoader | Iterable | None = None,
     *,
     filter_fn: FilterFn | None = None,
@@ -48,7 +49,7 @@ def quantize_model(
     Returns:
         The simulated model (callers rebind).
     """
-    cfg = config or QuantConfig()
+    cfg = coerce(QuantConfig, config)
     out = model if inplace else copy.deepcopy(model)
     check_per_layer(out, cfg.per_layer)
     learn = cfg.method == "lsq"

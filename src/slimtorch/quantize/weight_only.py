@@ -14,7 +14,7 @@ import fnmatch
 import pydantic
 from torch import nn
 
-from slimtorch.core.config import FrozenConfig
+from slimtorch.core.config import FrozenConfig, coerce  # noqa: F401  (re-exported for the methods)
 from slimtorch.core.errors import ConfigError
 from slimtorch.core.progress import track
 from slimtorch.quantize.qlinear import QuantLinear, replace_linear
@@ -62,17 +62,6 @@ def selected_linears(model: nn.Module, config: WeightOnlyConfig) -> dict[str, nn
 def target(model: nn.Module, inplace: bool) -> nn.Module:
     """The model to change: ``model`` itself, or a deep copy (the default of every transform)."""
     return model if inplace else copy.deepcopy(model)
-
-
-def coerce(config_cls, config):
-    """A config object from an instance, a dict or ``None`` (defaults)."""
-    if config is None:
-        return config_cls()
-    if isinstance(config, dict):
-        return config_cls.from_dict(config)
-    if not isinstance(config, config_cls):
-        raise ConfigError(f"expected a {config_cls.__name__} or a dict, got {type(config).__name__}", field="config")
-    return config
 
 
 def quantize_each(model: nn.Module, config: WeightOnlyConfig, inplace: bool, quantize_weight, label: str) -> nn.Module:
