@@ -34,3 +34,10 @@ def test_wrong_fields_and_types_are_named():
         kmeans_share(_mlp(), {"bitz": 2})
     with pytest.raises(ConfigError, match="expected a KMeansConfig or a dict"):
         kmeans_share(_mlp(), 3)
+
+
+def test_a_layers_pattern_that_matches_nothing_is_an_error_not_a_no_op():
+    with pytest.raises(ConfigError, match="matches no Linear/Conv layer; layers are: 0, 2"):
+        kmeans_share(_mlp(), {"bits": 2, "layers": ["fc*"]})
+    with pytest.raises(ConfigError, match="matches no Linear/Conv layer"):
+        quantize_model(_mlp(), {"weight_bits": 4, "act_bits": None, "layers": ["encoder.*"]})

@@ -21,7 +21,15 @@ def _matches(name: str, patterns: list[str]) -> bool:
 def select_layers(
     model: nn.Module, layers: list[str] | None, skip: list[str], filter_fn: FilterFn | None = None
 ) -> Iterator[tuple[str, nn.Module]]:
-    """(fqn, module) of every Linear / Conv layer selected by patterns and ``filter_fn``."""
+    """(fqn, module) of every Linear / Conv layer selected by patterns and ``filter_fn``.
+
+    Raises:
+        ConfigError: ``layers`` was given and matches no Linear / Conv layer (as pruning's
+            ``include`` does: a typo must not quietly quantize nothing); lists the layers.
+    """
+    from slimtorch.core.errors import ConfigError
+
+    chosen = []
     for name, module in model.named_modules():
         if not isinstance(module, QUANTIZABLE):
             continue
@@ -29,7 +37,13 @@ def select_layers(
             continue
         if _matches(name, skip) or (filter_fn is not None and not filter_fn(module, name)):
             continue
-        yield name, module
+        chosen.append((name, module))
+    if layers is not None and not any(_matches(n, layers) for n, m in model.named_modules()
+                                      if isinstance(m, QUANTIZABLE)):
+        names = [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
+        raise ConfigError(f"'layers' {layers} matches no Linear/Conv layer; layers are: {', '.join(names) or '(none)'}",
+                          field="layers")
+    return iter(chosen)
 
 
 def bits_for(name: str, default: int, per_layer: dict[str, int]) -> int:
