@@ -155,6 +155,9 @@ class QuantConfig(_Config):
     @field_validator("per_layer", mode="before")
     @classmethod
     def _per_layer(cls, v):
+        if v is not None and not isinstance(v, dict):
+            raise ConfigError(f"invalid value for 'per_layer': expected a mapping layer name -> bits, got "
+                              f"{type(v).__name__}", "per_layer")
         for name, b in (v or {}).items():
             _check_bits(b, f"per_layer.{name}", UNIFORM_BITS)
         return v
@@ -201,6 +204,9 @@ class KMeansConfig(_Config):
     @field_validator("per_layer", mode="before")
     @classmethod
     def _per_layer(cls, v):
+        if v is not None and not isinstance(v, dict):
+            raise ConfigError(f"invalid value for 'per_layer': expected a mapping layer name -> bits, got "
+                              f"{type(v).__name__}", "per_layer")
         for name, b in (v or {}).items():
             _check_bits(b, f"per_layer.{name}", KMEANS_BITS)
         return v
