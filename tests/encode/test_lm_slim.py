@@ -190,3 +190,23 @@ def test_attention_implementation_is_kept_so_logits_match_bit_for_bit(tmp_path):
     with torch.no_grad():
         ids = tiny_ids(1, 32, seed=5)
         assert torch.equal(m(ids).logits, back(ids).logits)
+
+
+def test_quantized_linears_with_biases_round_trip(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, attention_bias=True, tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = LlamaForCausalLM(cfg).float().eval()
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
+                torch.nn.init.normal_(mod.bias)
+    m = half_scales(quantize_rtn(m, {"grid": G32}, inplace=True))
+    back = load_slim_lm(save_slim_lm(m, tmp_path / "bias.slim"))
+    assert torch.equal(back.model.layers[0].self_attn.q_proj.bias, m.model.layers[0].self_attn.q_proj.bias)
+    assert back.lm_head.weight is not back.model.embed_tokens.weight  # untied stays untied
+    with torch.no_grad():
+        ids = tiny_ids(1, 16, vocab=64)
+        assert torch.equal(m(ids).logits, back(ids).logits)

@@ -154,8 +154,8 @@ def save_slim_lm(model: nn.Module, path: str | os.PathLike, tokenizer=None, *, m
 def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
     owner, _, attr = name.rpartition(".")
     mod = model.get_submodule(owner) if owner else model
-    if attr in mod._parameters:
-        mod._parameters[attr] = nn.Parameter(value, requires_grad=False)
+    if attr in mod._parameters or (isinstance(mod, QuantLinear) and attr == "bias"):  # (built without one)
+        setattr(mod, attr, nn.Parameter(value, requires_grad=False))
     elif attr in mod._buffers:
         mod._buffers[attr] = value
     else:
