@@ -22,6 +22,7 @@ from slimtorch.measure import count_macs, count_parameters
 from slimtorch.pipeline.context import Context
 from slimtorch.pipeline.registry import register_stage
 from slimtorch.prune.structured.api import prune_channels
+from slimtorch.distill.config import DistillConfig
 from slimtorch.prune.structured.config import StructuredConfig
 from slimtorch.prune.structured.finetune import prune_finetune
 from slimtorch.train import TrainConfig, evaluate
@@ -41,7 +42,13 @@ class PruneChannelsStageConfig(FrozenConfig):
     prune: StructuredConfig = StructuredConfig()
     steps: int = 1
     finetune: TrainConfig | None = None
-    distill: dict[str, Any] | None = None
+    distill: DistillConfig | None = None
+
+    @field_validator("distill", mode="before")
+    @classmethod
+    def _distill(cls, v: Any) -> Any:
+        # validated when the recipe is, not after the first pruning round (its train is replaced per round)
+        return DistillConfig.from_dict(v, "distill") if isinstance(v, dict) else v
 
     @field_validator("prune", mode="before")
     @classmethod
