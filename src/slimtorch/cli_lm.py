@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from slimtorch.core.errors import ConfigError
 
@@ -56,10 +57,8 @@ def _bounded_window(text: str) -> int:
     return v
 
 
-def onnx_folder(path) -> "Path | None":
+def onnx_folder(path) -> Path | None:
     """The exported ONNX decoder ``path`` names (itself, or a run folder's last ``NN_onnx_lm/onnx``), or ``None``."""
-    from pathlib import Path
-
     if not path:
         return None
     p = Path(path)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 import slimtorch
 from slimtorch.cli import main

@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 from slimtorch.prune import CRITERIA, PruneConfig, get_mask, prune
 from slimtorch.prune.criteria import activation_scores, taylor_scores
-from tests.prune.prune_helpers import TinyConv, image_data, make, vector_data
+from tests.prune.prune_helpers import TinyConv, make, vector_data
 
 
 def tiny_mlp() -> nn.Sequential:

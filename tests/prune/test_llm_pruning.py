@@ -28,7 +28,7 @@ G4 = {"bits": 4, "group_size": 32}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def one_thread_for_the_module():  # (a second fixture below is named one_thread: this one must not be shadowed)
     # Thousands of tiny matrix products: on a shared machine, more threads only wait on each other.
     before = torch.get_num_threads()
     torch.set_num_threads(1)

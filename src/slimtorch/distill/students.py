@@ -14,7 +14,6 @@ students of any width are the zoo's ``lenet5_slim``).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 

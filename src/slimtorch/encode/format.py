@@ -38,7 +38,7 @@ import numpy as np
 
 from slimtorch.core.errors import FormatError
 from slimtorch.core.fileio import atomic_write_bytes
-from slimtorch.encode.index_coding import best_encoding, decode_shared, encode_with
+from slimtorch.encode.index_coding import best_encoding, decode_shared
 from slimtorch.encode.quant_tensor import QuantTensor, best_quant_encoding, decode_quant
 from slimtorch.encode.tensor import SharedTensor
 

@@ -23,7 +23,6 @@ from torch import nn
 from slimtorch.core.fileio import atomic_write_bytes
 from slimtorch.encode.format import pack_state, unpack_state
 from slimtorch.encode.tensor import SharedTensor
-from slimtorch.io.fold import effective_state_dict
 from slimtorch.core.errors import FormatError
 from slimtorch.io.model_file import build_from_state, check_spec
 

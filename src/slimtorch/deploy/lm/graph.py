@@ -45,7 +45,7 @@ from slimtorch.core.fileio import atomic_dir, atomic_write_bytes
 from slimtorch.deploy.lm.config import LMExportConfig
 from slimtorch.deploy.lm.pack import NBitsTensors, concat_rows, fusable, to_nbits
 from slimtorch.quantize.qlinear import QuantLinear
-from slimtorch.quantize.wgrid import GridConfig, QuantizedWeight, rtn_weight
+from slimtorch.quantize.wgrid import QuantizedWeight
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 FORMAT = "slimtorch-onnx-lm/1"
