@@ -622,18 +622,29 @@ def int8_headline(d: dict) -> list[str]:
         floor = next(iter((rows.get("noise_floor") or {}).values()), None)
         shown += (f" on {split['test']} held-out test {'sentences' if model == 'minilm' else 'crops'}" if split
                   else " (**settings chosen on the reported crops**)")
+        tgt = (r.get("config") or {}).get("target") or {}
+        checks = [("min_agreement", "top1_agreement", 1, "agreement ≥ {:.0%}"), ("max_kl", "mean_kl", -1, "KL ≤ {}"),
+                  ("min_cosine", "cosine_mean", 1, "cosine ≥ {}")]
+        marks = [fmt.format(tgt[key]) + (": met" if sign * (f[metric] - tgt[key]) >= 0 else ": **missed**")
+                 for key, metric, sign, fmt in checks if tgt.get(key) is not None and metric in f]
+        if marks and split:
+            shown += f" (targets on test: {', '.join(marks)})"
         if floor and model == "minilm":
             shown += f"; fp32 under 8-bit input rounding: {floor['cosine_mean']:.6f}"
         elif floor:
             shown += (f"; fp32 under 8-bit input rounding: {floor['top1_agreement'] * 100:.1f} % / "
                       f"{floor['mean_kl']:.3f}")
+        env = rows.get("environment") or {}
+        loaded = " (load average > 2 during the run)" if env.get("loaded_machine") else ""
         out.append(f"| {model} | 1 / {big[1:]} | {r['speedup_b1_vs_fastest_fp32']:.2f}× / "
-                   f"{r[f'speedup_{big}_vs_fastest_fp32']:.2f}× | {fid}: {shown} | "
+                   f"{r[f'speedup_{big}_vs_fastest_fp32']:.2f}×{loaded} | {fid}: {shown} | "
                    f"{r['size_bytes'] / base['size_bytes'] * 100:.0f} % | {len(r.get('float_layers') or [])} |")
     le = d.get("lenet5_mnist", {}).get("rows", {})
     if "slimtorch_int8" in le and "ort_fp32" in le:
         r, base = le["slimtorch_int8"], le["ort_fp32"]
-        out.append(f"| lenet5 (MNIST) | 1 | {base['latency_ms_b1'] / r['latency_ms_b1']:.2f}× | test accuracy "
+        loaded = " (load average > 2 during the run)" if (d["lenet5_mnist"].get("environment") or {}).get(
+            "loaded_machine") else ""
+        out.append(f"| lenet5 (MNIST) | 1 | {base['latency_ms_b1'] / r['latency_ms_b1']:.2f}×{loaded} | test accuracy "
                    f"{r['test_accuracy'] * 100:.2f} % (drop {r['accuracy_drop_pp']:.2f} pp) | "
                    f"{r['size_bytes'] / base['size_bytes'] * 100:.0f} % | – |")
     out.append("")
