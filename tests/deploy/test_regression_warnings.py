@@ -79,3 +79,20 @@ def test_structured_stage_times_the_model_before_and_after(tmp_path):
     assert set(info["latency_ms_b1"]) == {"before", "pruned"} and info["macs_after"] < info["macs_before"]
     slower = info["latency_ms_b1"]["pruned"] >= info["latency_ms_b1"]["before"]
     assert slower == bool(info.get("warnings"))  # a pruned model that is no faster always says so
+
+
+def test_direct_to_int8_says_when_the_artifact_is_not_smaller(capsys):
+    from torch import nn
+
+    from slimtorch.deploy.artifact import Int8Model
+    from slimtorch.deploy.convert import float_bytes, warn_not_smaller
+
+    model = nn.Sequential(nn.Linear(64, 64))
+    fake = Int8Model.__new__(Int8Model)
+    fake.backend, fake.size_bytes, fake.info = "onnxruntime", float_bytes(model) + 1, {}
+    msgs = warn_not_smaller(fake, model)
+    assert len(msgs) == 1 and "is not smaller than fp32" in msgs[0]
+    assert "slimtorch: warning: int8 (onnxruntime) is not smaller" in capsys.readouterr().err
+    assert fake.info["warnings"] == msgs
+    fake.size_bytes = float_bytes(model) // 3
+    assert warn_not_smaller(fake, model) == []

@@ -75,8 +75,33 @@ def to_int8(model: nn.Module, calib_data: Any, config: Int8Config | dict | None 
         if cfg.mode not in backend.modes:
             raise ConfigError(f"backend '{cfg.backend}' has no {cfg.mode} mode; it supports {', '.join(backend.modes)}",
                               field="backend")
-        return backend.convert(model, calib, cfg, out / cfg.backend, check)
-    return _auto(model, calib, check, cfg, out)
+        result = backend.convert(model, calib, cfg, out / cfg.backend, check)
+    else:
+        result = _auto(model, calib, check, cfg, out)
+    warn_not_smaller(result, model)
+    return result
+
+
+def float_bytes(model: nn.Module) -> int:
+    """Bytes of the float model's tensors (tied ones once): what an INT8 file must beat."""
+    seen, total = set(), 0
+    for t in model.state_dict().values():
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+def warn_not_smaller(result: Int8Model, model: nn.Module) -> list[str]:
+    """One line on stderr when the INT8 artifact is not smaller than the float tensors (never silent)."""
+    from slimtorch.deploy.regression import regressions, warn
+
+    if result.size_bytes is None or result.backend == "ort_fp32":
+        return []
+    msgs = regressions(f"int8 ({result.backend})", {}, "int8", (), result.size_bytes, float_bytes(model))
+    warn(msgs)
+    result.info.setdefault("warnings", []).extend(msgs)
+    return msgs
 
 
 def _auto(model, calib, check, cfg, out) -> Int8Model:
