@@ -45,6 +45,9 @@ def _summary(res, baseline_key: str) -> dict:
     }
 
 
+QUICK = "--quick" in sys.argv  # smoke run (bench/run_all.py --quick): 1 training epoch, 2 candidates; not a result
+
+
 def run_lenet5(budget: float) -> dict:
     from slimtorch.auto import AutoConfig, auto_compress
     from slimtorch.data import get_dataset
@@ -64,15 +67,18 @@ def run_lenet5(budget: float) -> dict:
                      refine_epochs=6, finetune_samples=30000, refine_samples=None, finetune_lr=0.01, refine_lr=0.005,
                      weight_decay=5e-4, distill_alpha=0.7, kmeans_lr=0.001, threads=1, latency_runs=20,
                      grad_clip=None, selection_samples=6000)  # LeNet-5 has no BatchNorm to amplify gradients
+    if QUICK:
+        cfg = cfg.replace(budget_s=min(budget, 120.0), max_candidates=2, refine_epochs=0, finetune_samples=5000,
+                          sensitivity_samples=500)
     fit_part, selection = selection_split(train, cfg)
-    trained = WORK / f"lenet5_trained_first{len(fit_part)}.safetensors"
+    trained = WORK / f"lenet5_trained_first{len(fit_part)}{'_quick' if QUICK else ''}.safetensors"
     t0 = time.perf_counter()
     if trained.is_file():  # reuse the model an earlier run trained (same recipe, same seed, same images)
         model = load_model(trained)
     else:
         torch.manual_seed(0)
         model = create_model("lenet5")
-        fit(model, fit_part, TrainConfig(epochs=8, batch_size=128, seed=0, eval_every=0,
+        fit(model, fit_part, TrainConfig(epochs=1 if QUICK else 8, batch_size=128, seed=0, eval_every=0,
                                       optimizer=OptimizerConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True),
                                       schedule=ScheduleConfig(name="cosine", warmup_epochs=0.5)), verbose=True)
         save_model(model, trained)
@@ -164,6 +170,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("networks", nargs="*", default=["lenet5"])
     ap.add_argument("--budget", default="15m")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 training epoch, 2 candidates (not a result)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one thread: two stall on a shared 2-core machine
     runners = {"lenet5": run_lenet5, "mobilenetv2": run_mobilenetv2}

@@ -12,7 +12,7 @@ at writing, versions, ``generated_at``, commit). ``bench/summarize.py`` then ren
 ``docs/results.md`` and the README's headline tables from the files.
 
 ``--quick`` never touches ``bench/results/``: it copies ``bench/``, ``recipes/``,
-``docs/`` and ``README.md`` to a scratch folder (``--workdir``, default a temporary one)
+``docs/``, ``tests/``, ``examples/`` and ``README.md`` to a scratch folder (``--workdir``, default a temporary one)
 and runs each script's small mode there, so its figures are checks that the scripts run,
 not results. Scripts without a small mode are listed as skipped, with the reason.
 ``run_all.json`` in the results folder records what ran, its exit status and seconds.
@@ -44,8 +44,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str] | str]] = {
     "structured": ("structured.json", ["structured.py"],
                    "no small mode: trains LeNet-5 and times three models (~30 min)"),
     "quantization": ("quantization.json", ["quantization.py"], "no small mode: trains and fine-tunes (~40 min)"),
-    "auto": ("auto.json", ["auto.py", "lenet5", "--budget", "50m"],
-             "no small mode: trains LeNet-5 and searches for ~35 min"),
+    "auto": ("auto.json", ["auto.py", "lenet5", "--budget", "50m"], ["auto.py", "lenet5", "--quick"]),
     "distributed": ("distributed.json", ["distributed.py"], "no small mode: DDP training under torchrun"),
     "llm": ("llm.json", ["llm.py"], ["llm.py", "--quick", "--no-peers", "--rows", "fp32,rtn_w4g128",
                                      "--test-windows", "2"]),
@@ -57,9 +56,11 @@ QUICK_OUT = {"pruning": Path("/tmp/pruning_bench_smoke/pruning.json")}  # where 
 
 def _scratch(workdir: Path) -> Path:
     """A copy of what the scripts read and write, so a smoke run cannot overwrite a result."""
-    for part in ("bench", "recipes", "docs"):
-        shutil.copytree(ROOT / part, workdir / part, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.png"))
+    # tests: fuzz.py imports its harness from there; examples: user_models.py builds its model from there
+    for part in ("bench", "recipes", "docs", "tests", "examples"):
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, workdir / part, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.png"))
     shutil.copy2(ROOT / "README.md", workdir / "README.md")
     return workdir
 
