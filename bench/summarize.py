@@ -282,10 +282,18 @@ def auto(d: dict) -> list[str]:
             singles = {k: v for k, v in n.get("best_single_knob", {}).items()}
             knob = "; ".join(f"{k}: " + (f"{v['name']} {v['latency_ms']:.2f} ms, agreement {100 * v['agreement']:.1f} %"
                                          if v else "none met the budget") for k, v in singles.items())
+            ort = n.get("original_latency_ms_ort_fp32")
+            ort_s = (f", {ort:.2f} ms on ONNX Runtime fp32 (the fastest fp32 runtime: the chosen model is "
+                     f"{ort / n['chosen']['latency']['b1']['median_ms']:.2f}× faster than that)"
+                     if ort and n.get("chosen") else "")
+            test = ""
+            if n.get("test_agreement") is not None:
+                test = (f" On the test photos, used once: agreement **{100 * n['test_agreement']:.1f} %** (drop "
+                        f"{n['test_drop_pp']:.2f} pp: budget {'met' if n['budget_met_on_test'] else '**missed**'} on test).")
             out.append(
                 f"* **{key}**, target latency, max drop {n['max_drop_pp']} pp ({n.get('metric', '')}; {n.get('data', '')}), "
                 f"budget {n['budget_s'] / 60:.0f} min: {n['message']} after {n['n_candidates']} candidates in "
-                f"{n['search_seconds'] / 60:.1f} min; original {n['original_latency_ms']:.2f} ms (torch eager). "
+                f"{n['search_seconds'] / 60:.1f} min; original {n['original_latency_ms']:.2f} ms (torch eager){ort_s}.{test} "
                 f"Best single knobs: {knob}."
             )
             continue
