@@ -26,3 +26,26 @@ def test_int8_stage_sets_artifact_and_info(tmp_path):
     assert 0.0 <= info["fidelity_test"]["top1_agreement"] <= 1.0
     assert info["latency_ms_batch1"]["int8"] > 0 and "accuracy_int8" in info
     assert ctx.model is model  # the float model stays; the INT8 file is the deployment artifact
+
+
+def test_int8_stage_checks_its_fallback_on_a_selection_split_not_the_test_data(tmp_path, monkeypatch):
+    from slimtorch.deploy import stage
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, 12, 12, generator=g)
+    data = TensorDataset(x, torch.randint(0, 5, (40,), generator=g))
+    test = TensorDataset(x[:8] + 1.0, torch.zeros(8, dtype=torch.long))
+    seen = {}
+    real = stage.to_int8
+
+    def spy(model, calib, cfg, check_data=None, out_dir=None):
+        seen["calib"], seen["check"] = list(calib.indices), check_data and list(check_data.indices)
+        return real(model, calib, cfg, check_data=check_data, out_dir=out_dir)
+
+    monkeypatch.setattr(stage, "to_int8", spy)
+    model = conv_net()
+    ctx = Context(model=model, train_data=data, test_data=test, out_dir=tmp_path, example_input=x[:1],
+                  calib_data=data, reference=model, stage_index=1, stage_name="int8")
+    int8_stage(ctx, Int8StageConfig(max_float_layers=1, timing_rounds=2, calib_examples=24, selection_examples=10))
+    assert seen == {"calib": list(range(24)), "check": list(range(24, 34))}
+    assert ctx.info["int8"]["fallback_checked_on"].startswith("selection: 10 examples")

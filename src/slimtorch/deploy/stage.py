@@ -12,7 +12,8 @@ Recipe examples::
       formats: [onnx, pt2]
 
 ``int8`` sets ``ctx.artifacts[stage] = <int8 .onnx>`` (when the backend writes
-one) and records fidelity on the test data, latency of the INT8 runtime next to
+one), checks its fallback on a selection split of the calibration data (the
+``selection_examples`` after the ``calib_examples``; never the test data) and records fidelity on the test data, latency of the INT8 runtime next to
 ONNX Runtime fp32, and the layers kept float in ``ctx.info[stage]``. The
 float ``ctx.model`` is left as it was: the INT8 artifact is a deployment file.
 """
@@ -40,6 +41,9 @@ class Int8StageConfig(Int8Config):
     """:class:`Int8Config` plus how much data the stage reads and times."""
 
     calib_examples: int = Field(512, ge=1)
+    # the fallback's ranking and its target check run on the next examples of the calibration data (a
+    # selection split), never on the test data; with too few examples they run on the calibration ones
+    selection_examples: int = Field(256, ge=0)
     test_examples: int = Field(1000, ge=1)
     timing_rounds: int = Field(20, ge=1)
     timing_batch: int = Field(32, ge=1, description="the larger batch timed besides batch 1 (from calibration data)")
@@ -75,8 +79,14 @@ def _subset(data, n):
 def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     icfg = Int8Config.from_dict({k: v for k, v in cfg.to_dict().items() if k in Int8Config.model_fields})
     calib = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
-    q = to_int8(ctx.model, _subset(calib, cfg.calib_examples), icfg, out_dir=ctx.stage_dir())
+    selection = None
+    if calib is not None and cfg.selection_examples and len(calib) > cfg.calib_examples:
+        selection = Subset(calib, range(cfg.calib_examples, min(len(calib), cfg.calib_examples + cfg.selection_examples)))
+    q = to_int8(ctx.model, _subset(calib, cfg.calib_examples), icfg, check_data=selection, out_dir=ctx.stage_dir())
     info: dict[str, Any] = q.summary()
+    info["fallback_checked_on"] = (f"selection: {len(selection)} examples after the calibration ones"
+                                   if selection is not None else "the calibration examples (no more data for a "
+                                   "separate selection split)")
     test = _subset(ctx.test_data, cfg.test_examples)
     if test is not None:
         batches = input_batches(test, 1, icfg.calib_batch_size, what="test data")
