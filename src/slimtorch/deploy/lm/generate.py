@@ -2,7 +2,9 @@
 
 Prompts of different lengths are right-padded into one prefill; each row then
 advances one token per step, its cache slots beyond its own length unused
-(``GroupQueryAttention`` writes row ``b``'s new key at position ``len_b``). A row
+(``GroupQueryAttention`` writes row ``b``'s new key at position ``len_b``). The
+cache is one buffer per tensor sized for the whole generation, past and present
+bound to it (:meth:`OnnxCausalLM.bind_cache`), so a step copies no cache. A row
 that emits a stop token is finished (its later tokens are dropped); decoding ends
 when every row has finished or ``max_new_tokens`` is reached.
 
@@ -97,7 +99,8 @@ def generate_onnx(lm: OnnxCausalLM, prompts: list[list[int]], max_new_tokens: in
     pick = lambda lg: _pick(lg, greedy, temperature, top_k, top_p, rng)  # noqa: E731
 
     t0 = time.perf_counter()
-    logits, past = lm.step(ids, mask, lm.empty_past(B))
+    binding = lm.bind_cache(B, width + max_new_tokens)  # the whole generation's cache, written in place
+    logits = lm.step_bound(binding, ids, mask)
     token = pick(logits[np.arange(B), lengths - 1])
     prefill = time.perf_counter() - t0
     out: list[list[int]] = [[int(t)] for t in token]
@@ -108,7 +111,7 @@ def generate_onnx(lm: OnnxCausalLM, prompts: list[list[int]], max_new_tokens: in
         width += 1
         count = lengths + len(out[0])  # tokens per row after this step
         mask = (np.arange(width)[None, :] < count[:, None]).astype(np.int64)
-        logits, past = lm.step(token[:, None].astype(np.int64), mask, past)
+        logits = lm.step_bound(binding, token[:, None].astype(np.int64), mask)
         token = pick(logits[:, 0])
         steps += 1
         for b in range(B):

@@ -98,6 +98,36 @@ class OnnxCausalLM:
                    for n, v in zip(self.output_names[1:], outs[1:])}
         return outs[0].numpy(), present
 
+    def bind_cache(self, batch: int, length: int):
+        """An I/O binding whose KV cache is one preallocated ``(batch, kv_heads, length, head_dim)`` buffer per tensor.
+
+        Past and present are bound to the same buffer, so ``GroupQueryAttention`` writes each
+        new key / value in place (its shared-buffer mode) and a decode step rebinds only the
+        token ids and the mask: no cache copy or allocation per token.
+        """
+        import onnxruntime as ort
+
+        if length > self.max_positions:
+            raise ValueError(f"{length} positions exceed the exported rotary cache ({self.max_positions}); "
+                             "export with a larger max_positions")
+        binding = self.session.io_binding()
+        shape = (batch, self.kv_heads, length, self.head_dim)
+        for name in self.output_names[1:]:
+            _, layer, kv = name.split(".")
+            buf = ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=np.float32))
+            binding.bind_ortvalue_input(f"past_key_values.{layer}.{kv}", buf)
+            binding.bind_ortvalue_output(name, buf)
+        return binding
+
+    def step_bound(self, binding, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """One forward on a :meth:`bind_cache` binding: logits ``(B, S, V)``; the cache is updated in place."""
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
+        binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask, dtype=np.int64))
+        binding.bind_output("logits", "cpu")  # rebound every step: its shape changes from prefill to decode
+        self.session.run_with_iobinding(binding)
+        outs = binding.get_outputs()
+        return next(o for o in outs if o.shape()[-1] == self.vocab and len(o.shape()) == 3).numpy()
+
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, S, V)`` of full sequences (no cache), as a float tensor."""
         ids = input_ids.numpy() if isinstance(input_ids, torch.Tensor) else np.asarray(input_ids)
