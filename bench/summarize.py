@@ -32,7 +32,14 @@ def _when(env: dict | None) -> str:
         return "generated before results recorded their time and commit"
     load = (env.get("loadavg") or {})
     loads = [x[0] for x in (load.get("process_start"), load.get("now")) if x]
-    warn = f", **load average up to {max(loads):.1f}: speed figures suspect**" if env.get("loaded_machine") else (
+    # the rule of slimtorch.measure.env, applied to the recorded numbers (older files flagged a run whose
+    # only load was its own threads): other work at the start, or more at the end than its threads explain
+    from slimtorch.measure.env import loaded as busy
+
+    threads = (env.get("threads") or {}).get("torch") or 0
+    loaded = busy(load.get("process_start"), load.get("now"), threads, env.get("cpu_count")) if load else env.get(
+        "loaded_machine")
+    warn = f", **load average up to {max(loads):.1f}: speed figures suspect**" if loaded else (
         f", load average ≤ {max(loads):.1f}" if loads else "")
     dirty = " (+ uncommitted changes)" if env.get("uncommitted_changes") else ""
     return f"generated {env['generated_at']} from {str(env.get('commit'))[:10]}{dirty}{warn}"

@@ -20,6 +20,17 @@ import torch
 LOADED = 2.0  # a 1-minute load average above this on the machine: speed figures are suspect
 
 
+def loaded(start: list[float] | None, now: list[float] | None, threads: int, cores: int | None = None) -> bool:
+    """Whether speed figures were taken on a busy machine.
+
+    Busy: at the start, other work already held half the cores (1-minute load average), or at
+    the end the load exceeds what this process's own threads explain by more than :data:`LOADED`
+    (a 2-thread benchmark alone brings a 2-core machine's load to about 2).
+    """
+    cores = cores or os.cpu_count() or 1
+    return bool((start and start[0] > cores / 2) or (now and now[0] > LOADED + threads))
+
+
 def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -84,12 +95,13 @@ def environment() -> dict:
     except OSError:
         pass
     now = _loadavg()
-    starts = [x[0] for x in (_PROCESS_START["loadavg"], now) if x]
     return {
         "generated_at": _utc_now(),
         **provenance(),
         "loadavg": {"process_start": _PROCESS_START["loadavg"], "process_started_at": _PROCESS_START["at"], "now": now},
-        "loaded_machine": bool(starts and max(starts) > LOADED),  # speed figures taken under load: suspect
+        # speed figures taken under load are suspect: other work at the start, or more load at the end than this
+        # process's own threads account for (a 2-thread benchmark alone brings a 2-core machine's load to ~2)
+        "loaded_machine": loaded(_PROCESS_START["loadavg"], now, torch.get_num_threads()),
         "threads": {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
                     **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}},
         "python": platform.python_version(),
