@@ -110,21 +110,6 @@ def eval_lm(args: argparse.Namespace, model) -> int:
     return 0
 
 
-def _prompt_ids(tok, prompt: str, chat: bool) -> list[int]:
-    if not prompt:
-        raise ConfigError("the prompt is empty; give some text with --prompt", field="prompt")
-    if chat:
-        if not getattr(tok, "chat_template", None):
-            raise ConfigError("this tokenizer has no chat template; drop --chat", field="chat")
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      return_dict=True)["input_ids"]
-    else:
-        ids = tok(prompt)["input_ids"]
-    if not ids:
-        raise ConfigError("the prompt tokenizes to nothing; give some text with --prompt", field="prompt")
-    return list(ids)
-
-
 def generate_onnx_cli(args: argparse.Namespace, lm, sampled: bool) -> int:
     """``slimtorch generate`` on an exported ONNX decoder."""
     from slimtorch.deploy.lm.generate import generate_onnx
@@ -132,7 +117,9 @@ def generate_onnx_cli(args: argparse.Namespace, lm, sampled: bool) -> int:
     tok = lm.tokenizer
     if tok is None:
         raise ConfigError(f"{lm.directory} has no tokenizer; export with the model's tokenizer", field="model")
-    ids = _prompt_ids(tok, args.prompt, args.chat)
+    from slimtorch.lm import prompt_ids
+
+    ids = prompt_ids(tok, args.prompt, args.chat)
     stops = [t for t in {tok.eos_token_id, *(getattr(tok, "all_special_ids", []) if args.chat else [])}
              if t is not None]
     g = generate_onnx(lm, [ids], args.max_new_tokens, greedy=not sampled,

@@ -102,6 +102,26 @@ class Generation:
         return asdict(self)
 
 
+def prompt_ids(tok, prompt: str, chat: bool = False) -> list[int]:
+    """Token ids of ``prompt`` (wrapped in the tokenizer's chat template with ``chat``).
+
+    Raises:
+        ConfigError: an empty prompt, one that tokenizes to nothing, or ``chat`` without a template.
+    """
+    if not prompt:
+        raise ConfigError("the prompt is empty; give some text with --prompt", field="prompt")
+    if chat:
+        if not getattr(tok, "chat_template", None):
+            raise ConfigError("this tokenizer has no chat template; drop --chat", field="chat")
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                      return_dict=True)["input_ids"]
+    else:
+        ids = tok(prompt)["input_ids"]
+    if not len(ids):
+        raise ConfigError("the prompt tokenizes to nothing; give some text with --prompt", field="prompt")
+    return list(ids)
+
+
 @torch.no_grad()
 def generate(model: nn.Module, prompt: str, *, max_new_tokens: int = 64, greedy: bool = True,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, chat: bool = False) -> Generation:
@@ -116,17 +136,7 @@ def generate(model: nn.Module, prompt: str, *, max_new_tokens: int = 64, greedy:
     from slimtorch.data.lm_text import tokenizer_of
 
     tok = tokenizer_of(model)
-    if not prompt:
-        raise ConfigError("the prompt is empty; give some text with --prompt", field="prompt")
-    if chat:
-        if not getattr(tok, "chat_template", None):
-            raise ConfigError("this tokenizer has no chat template; drop --chat", field="chat")
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)["input_ids"]
-    else:
-        ids = tok(prompt, return_tensors="pt")["input_ids"]
-    if ids.numel() == 0:
-        raise ConfigError("the prompt tokenizes to nothing; give some text with --prompt", field="prompt")
+    ids = torch.tensor([prompt_ids(tok, prompt, chat)])
     sampling: dict[str, Any] = {"do_sample": not greedy}
     if not greedy:
         sampling.update(temperature=temperature, top_p=top_p)

@@ -59,3 +59,41 @@ def test_stage_config_round_trips_and_validates():
     assert DistillStageConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="alpha"):
         _cfg(alpha=2)
+
+
+USER_TEACHER = '''
+import torch
+from torch import nn
+
+
+class Teacher(nn.Module):
+    """Written the way users write models: own forward, a reshape, no slimtorch imports."""
+
+    def __init__(self, hidden: int = 24):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(64, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x.reshape(x.shape[0], -1)))
+'''
+
+
+def test_a_users_own_class_can_be_the_teacher(tmp_path):
+    (tmp_path / "mine.py").write_text(USER_TEACHER)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mine_for_weights", tmp_path / "mine.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(1)
+    torch.save(mod.Teacher(hidden=24).state_dict(), tmp_path / "teacher.pth")  # a plain state dict
+    teacher = {"class": f"{tmp_path / 'mine.py'}:Teacher", "kwargs": {"hidden": 24},
+               "weights": str(tmp_path / "teacher.pth")}
+    ctx = _ctx(tmp_path, None)
+    before = copy.deepcopy(ctx.model.state_dict())
+    STAGES.get("distill").fn(ctx, _cfg(teacher=teacher))
+    assert ctx.info["kd"]["teacher"].endswith("mine.py:Teacher")
+    assert any(not torch.equal(v, before[k]) for k, v in ctx.model.state_dict().items())
+    with pytest.raises(ConfigError, match="teacher"):  # a wrong field of the class form is named when read
+        _cfg(teacher={**teacher, "wieghts": "x.pth"})

@@ -3,12 +3,15 @@
 The teacher is, by default, ``ctx.reference`` (the model before the first
 compression stage), so a recipe ``prune -> distill`` fine-tunes the pruned model
 towards its unpruned self; ``quantize(qat) -> distill`` does QAT with a float
-teacher. A model file or a zoo spec with weights can be named instead.
+teacher. A model file, a zoo spec with weights, the user's own class
+(``{class: "pkg.mod:Net", kwargs: {...}, weights: w.pth}``, which imports and runs
+that code) or a Hugging Face directory (``{hf: dir, task: ...}``) can be named
+instead, in the same forms as the recipe's ``model:``.
 
 Recipe example::
 
     - type: distill
-      teacher: reference            # or "teacher.safetensors", or {name: lenet5}
+      teacher: reference            # or "teacher.safetensors", {name: lenet5}, {class: ..., weights: ...}
       temperature: 4
       alpha: 0.9
       train: {epochs: 3, optimizer: {lr: 0.01}}
@@ -19,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from slimtorch.core.errors import ConfigError
 from slimtorch.distill.config import DistillConfig
@@ -35,12 +38,25 @@ class DistillStageConfig(DistillConfig):
     Attributes:
         teacher: ``"reference"`` (the uncompressed model), a model-file path
             (``*.safetensors``, relative to the working directory), or a zoo spec
-            ``{"name": ..., "kwargs": {...}}`` whose weights come from ``teacher_weights``.
+            ``{"name": ..., "kwargs": {...}}`` whose weights come from ``teacher_weights``, your
+            class ``{"class": ..., "kwargs": ..., "weights": ...}`` or ``{"hf": dir, "task": ...}``
+            (validated when the recipe is read, as ``model:`` is).
         teacher_weights: model file loaded into a zoo-spec teacher.
     """
 
     teacher: str | dict[str, Any] = "reference"
     teacher_weights: str | None = Field(None, min_length=1)
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_source(cls, v: Any) -> Any:
+        if isinstance(v, dict) and ("class" in v or "hf" in v):
+            from slimtorch.models.hf import HFModelSource
+            from slimtorch.models.user import UserModelSource
+
+            src = UserModelSource if "class" in v else HFModelSource
+            return src.from_dict(v, "teacher").to_dict()  # checked now; built when the stage runs
+        return v
 
 
 def resolve_teacher(ctx: Context, cfg: DistillStageConfig):
@@ -65,8 +81,17 @@ def resolve_teacher(ctx: Context, cfg: DistillStageConfig):
         return load_model(t), t
     from slimtorch.models import create_model
 
+    if "class" in t:  # the user's own class (the recipe names it, so its code runs)
+        from slimtorch.models.user import UserModelSource, build_user_model
+
+        return build_user_model(UserModelSource.from_dict(t, "teacher")).eval(), f"{t['class']}"
+    if "hf" in t:
+        from slimtorch.models.hf import HFModelSource, build_hf_model
+
+        return build_hf_model(HFModelSource.from_dict(t, "teacher")).eval(), f"hf {t['hf']}"
     if "name" not in t or set(t) - {"name", "kwargs"}:
-        raise ConfigError("teacher spec must be {name: ..., kwargs: {...}}", field="teacher")
+        raise ConfigError("teacher spec must be {name: ..., kwargs: {...}}, {class: ..., weights: ...} or "
+                          "{hf: dir, task: ...}", field="teacher")
     model = create_model(t["name"], **t.get("kwargs", {}))
     if cfg.teacher_weights is None:
         raise ConfigError(
