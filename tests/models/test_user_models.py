@@ -201,3 +201,18 @@ def test_cli_measures_a_hf_directory_without_data(tmp_path, capsys):
     folder = _tiny_bert_dir(tmp_path, "sentence-embedding")  # token-id input: random ids, not floats
     assert main(["measure", "--hf", str(folder), "--task", "sentence-embedding", "--data", "none"]) == 0
     assert "sentence-embedding" in capsys.readouterr().out
+
+
+def test_hf_sequence_classifier_runs_a_recipe_end_to_end(tmp_path):
+    from slimtorch.pipeline import run_recipe
+
+    folder = _tiny_bert_dir(tmp_path, "sequence-classification")
+    recipe = recipe_from_dict({"name": "hf_prune", "model": {"hf": str(folder)}, "data": None,
+                               "stages": [{"type": "prune", "prune": {"method": "magnitude", "sparsity": 0.5}}]})
+    res = run_recipe(recipe, tmp_path / "run", verbose=False)
+    first, last = res.records[0], res.records[-1]
+    assert last["nonzero"] < first["nonzero"]
+    again = slimtorch.api.resolve_model(str(res.out_dir))  # the run folder rebuilds the model, no code imported
+    ids = torch.randint(1, 64, (2, 8))
+    with torch.no_grad():
+        assert again(ids).shape == (2, 3)
