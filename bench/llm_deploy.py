@@ -1,7 +1,7 @@
 """SmolLM2-135M deployed on ONNX Runtime: int4 / int8 MatMulNBits vs fp32, decode tokens/s, prefill, perplexity, size.
 
     python bench/llm_deploy.py                # the full run (GPTQ calibration, exports, perplexities, speed, peer)
-    python bench/llm_deploy.py --quick        # RTN instead of GPTQ, 4 test windows, one speed round (smoke run)
+    python bench/llm_deploy.py --quick        # RTN, one export candidate, 4 test windows, one round (smoke run)
 
 One process, one run, so every figure in the ``deploy`` section of
 ``bench/results/llm.json`` comes from the same code and the same machine state:
@@ -25,8 +25,11 @@ One process, one run, so every figure in the ``deploy`` section of
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,8 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     exact = OnnxCausalLM(exact_dir, threads=args.threads)
     reference = _perplexity(exact, selection, WINDOW)
     candidates = []
-    for bits, group, float_zero in EMBEDDING_CANDIDATES:
-        for level in ACCURACY_LEVELS:
+    for bits, group, float_zero in EMBEDDING_CANDIDATES[:1] if args.quick else EMBEDDING_CANDIDATES:
+        for level in ACCURACY_LEVELS[-1:] if args.quick else ACCURACY_LEVELS:
             name = f"int4_e{bits}g{group}{'fz' if float_zero else ''}_a{level}"
             path = export(qmodel, name, embedding_bits=bits, embedding_group_size=group, accuracy_level=level,
                           embedding_float_zero=float_zero)
@@ -235,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     peer_info: dict = {}
     if not args.no_peer:
         try:
+            if importlib.util.find_spec("onnxruntime_genai") is None:  # the peer installs into .venv, pinned
+                subprocess.run(["bash", str(REPO / "bench" / "peers" / "setup_genai.sh")], check=True)
+                importlib.invalidate_caches()
             peer_runners, peer_info = genai_runners(args.threads, test, WINDOW)
             runners.update(peer_runners)
         except Exception as exc:  # the peer is measured when it installs; its failure is recorded, not hidden
