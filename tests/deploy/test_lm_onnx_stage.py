@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 
 from slimtorch.core.errors import ConfigError
-from slimtorch.pipeline import recipe_from_dict, run_recipe
-from tests.llm_dirs import TINY_TEXT, tiny_llama_dir
+from slimtorch.pipeline import run_recipe
+from tests.llm_dirs import tiny_llama_dir, tiny_lm_recipe
 
 G32 = {"bits": 4, "group_size": 32, "mse_search": False}
 
 
 def _recipe(lm_dir, stages):
-    return recipe_from_dict({"name": "tiny_deploy", "model": {"hf": str(lm_dir), "task": "causal-lm"},
-                             "data": {"name": "text", "kwargs": TINY_TEXT}, "stages": stages})
+    return tiny_lm_recipe(lm_dir, stages, "tiny_deploy")
 
 
 def test_exact_export_reports_the_same_perplexity_as_pytorch(tmp_path):

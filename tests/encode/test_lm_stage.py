@@ -7,16 +7,15 @@ import torch
 
 from slimtorch.core.errors import ConfigError
 from slimtorch.encode.lm import load_slim_lm, slim_breakdown
-from slimtorch.pipeline import recipe_from_dict, run_recipe
+from slimtorch.pipeline import run_recipe
 from slimtorch.quantize.qembedding import QuantEmbedding
-from tests.llm_dirs import TINY_TEXT, tiny_llama_dir
+from tests.llm_dirs import tiny_llama_dir, tiny_lm_recipe
 
 G32 = {"bits": 4, "group_size": 32, "mse_search": False}
 
 
 def _recipe(lm_dir, stages):
-    return recipe_from_dict({"name": "tiny_slim", "model": {"hf": str(lm_dir), "task": "causal-lm"},
-                             "data": {"name": "text", "kwargs": TINY_TEXT}, "stages": stages})
+    return tiny_lm_recipe(lm_dir, stages, "tiny_slim")
 
 
 def test_slim_stage_writes_a_file_that_reloads_to_the_run_model(tmp_path):
