@@ -136,38 +136,31 @@ class _Builder:
         self.hidden = int(self.config.hidden_size)
         self.eps = float(getattr(self.config, "rms_norm_eps", 1e-6))
         self.layout: dict[str, Any] = {}
-        self.g_tables: dict[str, NBitsTensors] = {}
 
     def _table(self, prefix: str, qw: QuantizedWeight) -> NBitsTensors:
-        """Initializers ``{prefix}.qweight/.scales/.qzeros`` of a quantized table (embedding or lm_head)."""
+        """Initializers ``{prefix}.qweight/.scales/.qzeros`` of a quantized weight, and its layout for readers."""
         t = to_nbits(qw)
         self.g.init(f"{prefix}.qweight", t.B)
         self.g.init(f"{prefix}.scales", t.scales)
         self.g.init(f"{prefix}.qzeros", t.zero_points)
         self.g.nbits[prefix] = {"K": t.K, "N": t.N, "bits": t.bits, "block_size": t.block_size,
                                 "code_bits": t.code_bits, "group_size": qw.group_size}
-        self.g_tables[prefix] = t
         return t
 
     # ---- projections ------------------------------------------------------------------------------
+    def _bias(self, out: str, name: str, bias: torch.Tensor | None) -> str:
+        return out if bias is None else self.g.node("Add", [out, self.g.init(f"{name}.bias", bias.numpy())])[0]
+
     def _nbits(self, x: str, qw: QuantizedWeight, name: str, bias: torch.Tensor | None) -> str:
-        t = to_nbits(qw)
-        g = self.g
-        inputs = [x, g.init(f"{name}.qweight", t.B), g.init(f"{name}.scales", t.scales),
-                  g.init(f"{name}.qzeros", t.zero_points)]
-        out = g.node("MatMulNBits", inputs, [f"{name}/out"], domain="com.microsoft", K=t.K, N=t.N, bits=t.bits,
-                     block_size=t.block_size, accuracy_level=self.cfg.accuracy_level)[0]
-        g.nbits[name] = {"K": t.K, "N": t.N, "bits": t.bits, "block_size": t.block_size, "code_bits": t.code_bits,
-                         "group_size": qw.group_size}
-        if bias is not None:
-            out = g.node("Add", [out, g.init(f"{name}.bias", bias.numpy())])[0]
-        return out
+        t = self._table(name, qw)
+        out = self.g.node("MatMulNBits", [x, f"{name}.qweight", f"{name}.scales", f"{name}.qzeros"], [f"{name}/out"],
+                          domain="com.microsoft", K=t.K, N=t.N, bits=t.bits, block_size=t.block_size,
+                          accuracy_level=self.cfg.accuracy_level)[0]
+        return self._bias(out, name, bias)
 
     def _float(self, x: str, w: torch.Tensor, name: str, bias: torch.Tensor | None) -> str:
         out = self.g.node("MatMul", [x, self.g.init(f"{name}.weight_t", w.t().contiguous().numpy())])[0]
-        if bias is not None:
-            out = self.g.node("Add", [out, self.g.init(f"{name}.bias", bias.numpy())])[0]
-        return out
+        return self._bias(out, name, bias)
 
     def linear(self, x: str, modules: list[tuple[str, nn.Module]], split: bool = True) -> list[str]:
         """Outputs of the given projections of ``x``: one fused kernel where their grids agree.
@@ -176,35 +169,22 @@ class _Builder:
         it packed, as ``GroupQueryAttention`` takes q/k/v.
         """
         parts = [_weight_of(m) for _, m in modules]
-        qws = [p[0] for p in parts]
-        biases = [p[2] for p in parts]
-        if len(modules) > 1 and self.cfg.fuse and all(q is not None for q in qws) and fusable(qws):
+        qws, ws, biases = zip(*parts)
+        quantized = all(q is not None for q in qws)
+        if len(modules) > 1 and self.cfg.fuse and (quantized and fusable(list(qws)) or all(w is not None for w in ws)):
             name = "+".join(n for n, _ in modules)
+            sizes = [int(q.codes.shape[0]) if quantized else int(w.shape[0]) for q, w in zip(qws, ws)]
             bias = None
             if any(b is not None for b in biases):
-                bias = torch.cat([b if b is not None else torch.zeros(q.codes.shape[0]) for b, q in zip(biases, qws)])
-            fused = self._nbits(x, concat_rows(qws), name, bias)
-            self.layout[name] = {"parts": [[n, int(q.codes.shape[0])] for (n, _), q in zip(modules, qws)]}
-            sizes = [int(q.codes.shape[0]) for q in qws]
-            if not split:
-                return [fused]
-            return self.g.node("Split", [fused, self.g.const(sizes)], len(modules), axis=-1)
-        if len(modules) > 1 and self.cfg.fuse and all(q is None for q in qws):  # float: one MatMul too
-            name = "+".join(n for n, _ in modules)
-            ws = [p[1] for p in parts]
-            bias = None
-            if any(b is not None for b in biases):
-                bias = torch.cat([b if b is not None else torch.zeros(w.shape[0]) for b, w in zip(biases, ws)])
-            fused = self._float(x, torch.cat(ws), name, bias)
-            sizes = [int(w.shape[0]) for w in ws]
+                bias = torch.cat([b if b is not None else torch.zeros(n) for b, n in zip(biases, sizes)])
+            fused = (self._nbits(x, concat_rows(list(qws)), name, bias) if quantized
+                     else self._float(x, torch.cat(ws), name, bias))
             self.layout[name] = {"parts": [[n, sz] for (n, _), sz in zip(modules, sizes)]}
             if not split:
                 return [fused]
             return self.g.node("Split", [fused, self.g.const(sizes)], len(modules), axis=-1)
-        outs = []
-        for (name, _), (qw, w, b) in zip(modules, parts):
-            outs.append(self._nbits(x, qw, name, b) if qw is not None else self._float(x, w, name, b))
-        return outs
+        return [self._nbits(x, qw, name, b) if qw is not None else self._float(x, w, name, b)
+                for (name, _), (qw, w, b) in zip(modules, parts)]
 
     # ---- embedding / lm_head ----------------------------------------------------------------------
     def _rtn(self, w: torch.Tensor) -> QuantizedWeight:
@@ -287,7 +267,7 @@ class _Builder:
         tied, emb_q, head_q = self.tables()
         lm_head = self.model.get_output_embeddings()
         if emb_q is not None:
-            t = self._table("embed", emb_q)
+            t = emb_t = self._table("embed", emb_q)
             n_blocks = t.B.shape[1]
             flat = g.node("Reshape", ["embed.qweight", g.const([vocab, n_blocks * t.B.shape[2]])])[0]
             zp = g.node("Reshape", ["embed.qzeros", g.const([vocab, -1])])[0]
@@ -349,7 +329,7 @@ class _Builder:
                        epsilon=self.eps)[0]
         if head_q is not None:
             prefix = "embed" if tied else "lm_head"
-            t = self.g_tables["embed"] if tied else self._table("lm_head", head_q)
+            t = emb_t if tied else self._table("lm_head", head_q)
             g.nodes.append(helper.make_node(
                 "MatMulNBits", [final, f"{prefix}.qweight", f"{prefix}.scales", f"{prefix}.qzeros"], ["logits"],
                 name="lm_head", domain="com.microsoft", K=t.K, N=t.N, bits=t.bits, block_size=t.block_size,
