@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,8 +55,6 @@ def _perplexity(lm, stream, window: int) -> float:
 
 
 def _quantize(model, method: str, calib):
-    import torch  # noqa: F401
-
     from bench.llm import ROWS
 
     if method == "gptq":
@@ -74,13 +72,6 @@ def choose_export(candidates: list[dict], reference: float, budget: float = SELE
     if not ok:
         return min(candidates, key=lambda c: c["selection_perplexity"])
     return min(ok, key=lambda c: (c["size_bytes"], -c["config"]["accuracy_level"], c["selection_perplexity"]))
-
-
-def _speed_round(runners: dict, prompt: list[int], prefill: list[int], new_tokens: int) -> dict:
-    out = {}
-    for name, run in runners.items():
-        out[name] = run(prompt, prefill, new_tokens)
-    return out
 
 
 def genai_runners(threads: int, test, window: int) -> tuple[dict, dict]:
@@ -120,12 +111,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", help="keep the exported models here (default: a temporary folder)")
     args = ap.parse_args(argv)
 
-    import numpy as np
     import torch
 
     from bench.llm import WINDOW, _git_commit, _load_avg, tokens
-    from slimtorch.deploy.lm import LMExportConfig, OnnxCausalLM, export_onnx, onnx_size_bytes
-    from slimtorch.deploy.lm.generate import generate_onnx
+    from slimtorch.deploy.lm import (
+        LMExportConfig,
+        OnnxCausalLM,
+        export_onnx,
+        onnx_size_bytes,
+    )
+    from slimtorch.deploy.lm.generate import speed_once
     from slimtorch.measure.env import environment
     from slimtorch.models.llm import hf_directory, load_causal_lm
 
@@ -207,13 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     prefill = test[: args.prefill_tokens].tolist()
 
     def onnx_runner(lm):
-        def run(prompt, prefill, n):
-            g = generate_onnx(lm, [prompt], n)
-            t0 = time.perf_counter()
-            lm.step(np.array([prefill]), np.ones((1, len(prefill)), np.int64), lm.empty_past(1))
-            return {"decode_tokens_per_s": g.decode_tokens_per_s, "prefill_ms": 1e3 * (time.perf_counter() - t0),
-                    "tokens": g.tokens[0]}
-        return run
+        return lambda prompt, prefill, n: speed_once(lm, prompt, prefill, n)
 
     def torch_runner(prompt, prefill, n):
         ids = torch.tensor([prompt])
@@ -243,12 +232,13 @@ def main(argv: list[str] | None = None) -> None:
                 importlib.invalidate_caches()
             peer_runners, peer_info = genai_runners(args.threads, test, WINDOW)
             runners.update(peer_runners)
-        except Exception as exc:  # the peer is measured when it installs; its failure is recorded, not hidden
+        except Exception as exc:  # noqa: BLE001 - the peer is measured when it installs; a failure is recorded
             peer_info = {"error": f"{type(exc).__name__}: {exc}"}
     rounds = 1 if args.quick else args.rounds
     samples: dict[str, list[dict]] = {k: [] for k in runners}
     for r in range(rounds):
-        for name, one in _speed_round(runners, prompt, prefill, args.new_tokens).items():
+        for name, run in runners.items():
+            one = run(prompt, prefill, args.new_tokens)
             samples[name].append(one)
             print(f"[deploy] round {r} {name}: {one['decode_tokens_per_s']:.1f} tok/s, prefill "
                   f"{one['prefill_ms']:.0f} ms", flush=True)
@@ -281,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
                prefill_tokens=args.prefill_tokens, rounds=rounds, batch=1,
                environment={**environment(), "torch_threads": torch.get_num_threads()},
                load_average_before=load_before, load_average_after=_load_avg(),
-               generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), commit=_git_commit())
+               generated_at=datetime.now(UTC).isoformat(timespec="seconds"), commit=_git_commit())
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, (dict, list))}, indent=1), flush=True)
     if args.quick:
         return

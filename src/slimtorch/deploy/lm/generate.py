@@ -96,7 +96,9 @@ def generate_onnx(lm: OnnxCausalLM, prompts: list[list[int]], max_new_tokens: in
         mask[b, : len(p)] = 1
     stops = set(stop_tokens or [])
     rng = np.random.default_rng(seed)
-    pick = lambda lg: _pick(lg, greedy, temperature, top_k, top_p, rng)  # noqa: E731
+
+    def pick(lg):
+        return _pick(lg, greedy, temperature, top_k, top_p, rng)
 
     t0 = time.perf_counter()
     binding = lm.bind_cache(B, width + max_new_tokens)  # the whole generation's cache, written in place
@@ -128,3 +130,14 @@ def generate_onnx(lm: OnnxCausalLM, prompts: list[list[int]], max_new_tokens: in
     sampling = {"greedy": greedy} if greedy else {"greedy": False, "temperature": temperature, "top_k": top_k,
                                                    "top_p": top_p, "seed": seed}
     return OnnxGeneration(out, lengths.tolist(), prefill, decode, steps, produced, sampling)
+
+
+def speed_once(lm: OnnxCausalLM, prompt: list[int], prefill: list[int], new_tokens: int) -> dict:
+    """One batch-1 measurement: greedy decode tokens/s after ``prompt`` (stop tokens off, so every run
+    times ``new_tokens``), and the latency of one ``prefill`` forward. Benchmarks interleave these."""
+    g = generate_onnx(lm, [prompt], new_tokens)
+    ids = np.asarray([prefill], dtype=np.int64)
+    t0 = time.perf_counter()
+    lm.step(ids, np.ones_like(ids), lm.empty_past(1))
+    return {"decode_tokens_per_s": g.decode_tokens_per_s, "prefill_ms": 1e3 * (time.perf_counter() - t0),
+            "tokens": g.tokens[0]}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import numpy as np
 import pydantic
 
 from slimtorch.deploy.lm.config import LMExportConfig
@@ -50,18 +49,14 @@ class OnnxLMStageConfig(LMExportConfig):
 
 def measure_speed(lm, tokens, cfg: OnnxLMStageConfig) -> dict:
     """Median greedy decode tokens/s and prefill ms of ``lm`` (batch 1) on prompts cut from ``tokens``."""
-    from slimtorch.deploy.lm.generate import generate_onnx
+    from slimtorch.deploy.lm.generate import speed_once
 
     prompt = tokens[: cfg.prompt_tokens].tolist()
-    prefill = np.asarray(tokens[: min(cfg.prefill_tokens, lm.max_positions)].tolist())[None]
-    decode, pre = [], []
-    for _ in range(cfg.speed_rounds):
-        decode.append(generate_onnx(lm, [prompt], cfg.new_tokens).decode_tokens_per_s)
-        t0 = time.perf_counter()
-        lm.step(prefill, np.ones_like(prefill), lm.empty_past(1))
-        pre.append(1e3 * (time.perf_counter() - t0))
+    prefill = tokens[: min(cfg.prefill_tokens, lm.max_positions)].tolist()
+    runs = [speed_once(lm, prompt, prefill, cfg.new_tokens) for _ in range(cfg.speed_rounds)]
+    decode, pre = [r["decode_tokens_per_s"] for r in runs], [r["prefill_ms"] for r in runs]
     return {"decode_tokens_per_s": statistics.median(decode), "prefill_ms": statistics.median(pre),
-            "prefill_tokens": int(prefill.shape[1]), "prompt_tokens": len(prompt), "new_tokens": cfg.new_tokens,
+            "prefill_tokens": len(prefill), "prompt_tokens": len(prompt), "new_tokens": cfg.new_tokens,
             "rounds": cfg.speed_rounds, "threads": cfg.threads, "batch": 1}
 
 
