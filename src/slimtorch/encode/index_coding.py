@@ -32,7 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimtorch.core.errors import FormatError
-from slimtorch.encode.streams import decode_stream, encode_stream, sections_nbytes
+from slimtorch.encode.streams import (
+    decode_stream,
+    encode_stream,
+    sections_nbytes,
+    under_prefix,
+    with_prefix,
+)
 from slimtorch.encode.tensor import MAX_CODEBOOK, SharedTensor
 
 INDEX_SCHEMES = ("gap", "gap-raw", "bitmask")
@@ -94,10 +100,6 @@ class EncodedShared:
         return sections_nbytes(self.sections)
 
 
-def _with_prefix(prefix: str, sections: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {f"{prefix}.{k}": v for k, v in sections.items()}
-
-
 def encode_with(t: SharedTensor, scheme: str, coder: str, bits: int = 0) -> EncodedShared:
     """Code ``t`` with one index scheme and one entropy coder."""
     k = t.codebook.size
@@ -115,9 +117,9 @@ def encode_with(t: SharedTensor, scheme: str, coder: str, bits: int = 0) -> Enco
         raise ValueError(f"unknown index scheme '{scheme}'; choose one of {INDEX_SCHEMES}")
     if gaps is not None:
         meta["index_stream"], s = encode_stream(gaps, coder)
-        sections.update(_with_prefix("index", s))
+        sections.update(with_prefix("index", s))
     meta["weight_stream"], s = encode_stream(weights, coder)
-    sections.update(_with_prefix("weights", s))
+    sections.update(with_prefix("weights", s))
     meta["index_bytes"] = sum(v.nbytes for n, v in sections.items() if n == "mask" or n.startswith("index."))
     meta["weight_bytes"] = sum(v.nbytes for n, v in sections.items() if n.startswith("weights."))
     return EncodedShared(meta, sections)
@@ -158,7 +160,7 @@ def decode_shared(meta: dict, sections: dict[str, np.ndarray], shape: tuple[int,
     scheme, bits = meta.get("index"), meta.get("bits")
     if type(bits) is not int or not (1 <= bits <= 16 if scheme == "gap" else bits == 0):  # noqa: E721
         raise FormatError(f"index bits {bits!r} invalid for scheme {scheme!r} (gap: 1..16, others: 0)")
-    sub = {p: {n.split(".", 1)[1]: v for n, v in sections.items() if n.startswith(p + ".")} for p in ("index", "weights")}
+    sub = {p: under_prefix(sections, p) for p in ("index", "weights")}
     weights = decode_stream(meta.get("weight_stream"), sub["weights"], numel).astype(np.int64)
     if scheme == "gap":
         gaps = decode_stream(meta.get("index_stream"), sub["index"], numel)

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimtorch.core.errors import FormatError
 from slimtorch.core.fileio import atomic_write_bytes
 from slimtorch.encode.format import pack_state, unpack_state
 from slimtorch.encode.tensor import SharedTensor
-from slimtorch.core.errors import FormatError
 from slimtorch.io.model_file import build_from_state, check_spec
 
 SLIM_MAGIC = b'"slimtorch.slim"'

@@ -41,7 +41,13 @@ from slimtorch.encode.index_coding import (
     gap_encode,
     raw_gaps,
 )
-from slimtorch.encode.streams import decode_stream, encode_stream, sections_nbytes
+from slimtorch.encode.streams import (
+    decode_stream,
+    encode_stream,
+    sections_nbytes,
+    under_prefix,
+    with_prefix,
+)
 
 QUANT_INDEX = ("dense", "gap-raw", "bitmask", "gap")
 
@@ -138,14 +144,6 @@ def _best_stream(symbols: np.ndarray, coders: tuple[str, ...]) -> tuple[dict, di
     return best
 
 
-def _prefixed(prefix: str, sections: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {f"{prefix}.{k}": v for k, v in sections.items()}
-
-
-def _sub(sections: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {n[len(prefix) + 1 :]: v for n, v in sections.items() if n.startswith(prefix + ".")}
-
-
 def _encode_planes(values: np.ndarray, coders: tuple[str, ...]) -> tuple[dict, dict[str, np.ndarray]]:
     """Float values losslessly: float16 if exact, else float32; each little-endian byte plane coded."""
     half = values.astype(np.float16)
@@ -157,7 +155,7 @@ def _encode_planes(values: np.ndarray, coders: tuple[str, ...]) -> tuple[dict, d
     for k in range(planes.shape[1]):
         m, s = _best_stream(planes[:, k], coders)
         meta["planes"].append(m)
-        sections.update(_prefixed(f"b{k}", s))
+        sections.update(with_prefix(f"b{k}", s))
     return meta, sections
 
 
@@ -170,7 +168,7 @@ def _decode_planes(meta: dict, sections: dict[str, np.ndarray], count: int) -> n
         raise FormatError(f"{stored} values need {dt.itemsize} byte planes, the file declares {len(meta['planes'])}")
     raw = np.empty((count, dt.itemsize), dtype=np.uint8)
     for k, m in enumerate(meta["planes"]):
-        plane = decode_stream(m, _sub(sections, f"b{k}"), count)
+        plane = decode_stream(m, under_prefix(sections, f"b{k}"), count)
         if plane.size != count or (plane.size and int(plane.max()) > 255):
             raise FormatError(f"byte plane {k} has {plane.size} values (expected {count}) or a value above 255")
         raw[:, k] = plane
@@ -194,9 +192,9 @@ def encode_quant(t: QuantTensor, index: str, coders: tuple[str, ...] = ("ans",),
     else:
         meta["zeros_kind"] = "float"
         meta["zeros"], s = _encode_planes(t.zeros.reshape(-1), coders)
-    sections.update(_prefixed("zeros", s))
+    sections.update(with_prefix("zeros", s))
     meta["scales"], s = _encode_planes(t.scales.reshape(-1), coders)
-    sections.update(_prefixed("scales", s))
+    sections.update(with_prefix("scales", s))
     codes = t.codes.reshape(-1).astype(np.int64)
     if not integral:  # no exact-zero code to skip: the codes themselves
         if index != "dense":
@@ -221,9 +219,9 @@ def encode_quant(t: QuantTensor, index: str, coders: tuple[str, ...] = ("ans",),
         sections["mask"] = bitmask_encode(positions, codes.size)
     if gaps is not None:
         meta["index_stream"], s = _best_stream(gaps, coders)
-        sections.update(_prefixed("index", s))
+        sections.update(with_prefix("index", s))
     meta["code_stream"], s = _best_stream(symbols, coders)
-    sections.update(_prefixed("codes", s))
+    sections.update(with_prefix("codes", s))
     meta["index_bytes"] = sum(v.nbytes for n, v in sections.items() if n == "mask" or n.startswith("index."))
     meta["code_bytes"] = sum(v.nbytes for n, v in sections.items() if n.startswith("codes."))
     meta["scale_bytes"] = sum(v.nbytes for n, v in sections.items() if n.startswith("scales."))
@@ -272,21 +270,21 @@ def decode_quant(meta: dict, sections: dict[str, np.ndarray], shape: tuple[int, 
     if index not in QUANT_INDEX:
         raise FormatError(f"unknown index scheme {index!r}; this version reads {QUANT_INDEX}")
     if meta.get("zeros_kind") == "codes":
-        zeros = decode_stream(meta.get("zeros"), _sub(sections, "zeros"), ngroups).astype(np.int64)
+        zeros = decode_stream(meta.get("zeros"), under_prefix(sections, "zeros"), ngroups).astype(np.int64)
         if zeros.size != ngroups or (zeros.size and int(zeros.max()) > maxq):
             raise FormatError(f"zero stream has {zeros.size} values (expected {ngroups}) or a zero above {maxq}")
         zeros = zeros.astype(np.float32)
     elif meta.get("zeros_kind") == "float":
         if index != "dense":
             raise FormatError("fractional zeros come with index 'dense' only")
-        zeros = _decode_planes(meta.get("zeros"), _sub(sections, "zeros"), ngroups)
+        zeros = _decode_planes(meta.get("zeros"), under_prefix(sections, "zeros"), ngroups)
     else:
         raise FormatError(f"unknown zeros kind {meta.get('zeros_kind')!r}")
-    scales = _decode_planes(meta.get("scales"), _sub(sections, "scales"), ngroups)
+    scales = _decode_planes(meta.get("scales"), under_prefix(sections, "scales"), ngroups)
     g = _n_groups(cols, gs) if cols else 0
     zeros, scales = zeros.reshape(rows, g), scales.reshape(rows, g)
     integral = meta["zeros_kind"] == "codes"
-    symbols = decode_stream(meta.get("code_stream"), _sub(sections, "codes"), 2 * numel + 1).astype(np.int64)
+    symbols = decode_stream(meta.get("code_stream"), under_prefix(sections, "codes"), 2 * numel + 1).astype(np.int64)
     if index == "dense":
         if symbols.size != numel:
             raise FormatError(f"code stream has {symbols.size} symbols for {numel} weights")
@@ -301,7 +299,7 @@ def decode_quant(meta: dict, sections: dict[str, np.ndarray], shape: tuple[int, 
                 raise FormatError("bitmask has bits set past the end of the tensor")
             positions = np.flatnonzero(bits_[:numel])
         else:
-            gaps = decode_stream(meta.get("index_stream"), _sub(sections, "index"), 2 * numel + 1)
+            gaps = decode_stream(meta.get("index_stream"), under_prefix(sections, "index"), 2 * numel + 1)
             if gaps.size != symbols.size:
                 raise FormatError("index stream and code stream differ in length")
             if index == "gap":

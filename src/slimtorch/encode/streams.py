@@ -93,6 +93,16 @@ def encode_stream(symbols: np.ndarray, coder: str) -> tuple[dict, dict[str, np.n
     return {"coder": coder, **meta}, sections
 
 
+def with_prefix(prefix: str, sections: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``sections`` renamed ``prefix.name``: several streams stored side by side in one payload."""
+    return {f"{prefix}.{k}": v for k, v in sections.items()}
+
+
+def under_prefix(sections: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The sections stored by :func:`with_prefix` under ``prefix``, with their own names back."""
+    return {n[len(prefix) + 1 :]: v for n, v in sections.items() if n.startswith(prefix + ".")}
+
+
 def decode_stream(meta: dict, sections: dict[str, np.ndarray], n_max: int) -> np.ndarray:
     """Decode a stream after checking its declared symbol count against ``n_max``.
 
