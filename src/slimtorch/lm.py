@@ -141,12 +141,13 @@ def generate(model: nn.Module, prompt: str, *, max_new_tokens: int = 64, greedy:
     if not greedy:
         sampling.update(temperature=temperature, top_p=top_p)
     eos = tok.eos_token_id
-    torch.manual_seed(seed)
     model.eval()
-    t0 = time.perf_counter()
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, use_cache=True,
-                         pad_token_id=eos, **sampling)
-    seconds = time.perf_counter() - t0
+    with torch.random.fork_rng(devices=[]):  # sampling is seeded; the caller's RNG state is left as it was
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             use_cache=True, pad_token_id=eos, **sampling)
+        seconds = time.perf_counter() - t0
     new = out[0, ids.shape[1]:]
     return Generation(tok.decode(new, skip_special_tokens=True), int(ids.shape[1]), int(new.numel()), seconds,
                       new.numel() / seconds if seconds > 0 else float("inf"), sampling)

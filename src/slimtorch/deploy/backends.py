@@ -15,16 +15,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import logging
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from slimtorch.core.errors import UnsupportedModelError
+from slimtorch.core.quiet import quantized_engine, quiet
 from slimtorch.core.registry import Registry
 from slimtorch.deploy.artifact import Int8Model, reference_outputs
 from slimtorch.deploy.config import Int8Config
@@ -53,20 +52,6 @@ def register_backend(name: str, modes: tuple[str, ...]):
     return deco
 
 
-@contextlib.contextmanager
-def quiet():
-    """Silence deprecation warnings, torchao's CUDA-library notice and log spam from third-party runtimes."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-
-
 def _state_bytes(model: nn.Module) -> int:
     if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
         # packed int8 weights (dynamic Linear / LSTM / GRU) hide from state_dict's tensors: count the saved bytes
@@ -81,10 +66,13 @@ def _state_bytes(model: nn.Module) -> int:
     return total
 
 
-def _torch_runner(model: nn.Module):
+def _torch_runner(model: nn.Module, engine: str | None = None):
+    """``inputs -> float output``; with ``engine``, torch's quantized engine is that one during each call only."""
+
     @torch.inference_mode()
     def run(inputs):
-        out = model(*inputs)
+        with quantized_engine(engine) if engine else contextlib.nullcontext():
+            out = model(*inputs)
         return (out[0] if isinstance(out, (tuple, list)) else out).float()
 
     return run
@@ -98,7 +86,11 @@ def _ort(model, calib, cfg, out_dir, check=None):
 @register_backend("torchao", ("dynamic",))
 def _torchao(model, calib, cfg, out_dir, check=None):
     with quiet():
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            Int8WeightOnlyConfig,
+            quantize_,
+        )
 
         qcfg = Int8WeightOnlyConfig() if cfg.torchao_scheme == "int8_weight_only" else Int8DynamicActivationInt8WeightConfig()
         m = copy.deepcopy(model).eval()
@@ -112,13 +104,16 @@ def _torchao(model, calib, cfg, out_dir, check=None):
 
 @register_backend("torch_fx", ("static", "dynamic"))
 def _torch_fx(model, calib, cfg, out_dir, check=None):
-    with quiet():
+    # the x86 (fbgemm) kernels pack the weights; the engine is set for the conversion and each run, then restored
+    with quiet(), quantized_engine("x86"):
         from torch.ao.quantization import get_default_qconfig_mapping, quantize_dynamic
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-        torch.backends.quantized.engine = "x86"
         if cfg.mode == "dynamic":
-            from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
+            from torch.ao.quantization import (
+                default_dynamic_qconfig,
+                float_qparams_weight_only_qconfig,
+            )
 
             # recurrent layers too (fbgemm's dynamic LSTM / GRU kernels; one weight scale per tensor) and
             # embedding tables (int8 rows, one scale / offset per row)
@@ -128,13 +123,13 @@ def _torch_fx(model, calib, cfg, out_dir, check=None):
         else:
             try:
                 m = prepare_fx(fold_conv_bn(model), get_default_qconfig_mapping("x86"), calib[0])
-            except Exception as exc:  # noqa: BLE001 - FX tracing of a user model failed
+            except Exception as exc:
                 raise UnsupportedModelError(f"torch_fx backend cannot trace the model: {exc}") from exc
             with torch.inference_mode():
                 for b in calib:
                     m(*b)
             m = convert_fx(m)
-    run = _torch_runner(m)
+    run = _torch_runner(m, engine="x86")
     check = check or calib
     with quiet():
         metrics = fidelity(reference_outputs(model, check), torch.cat([run(b) for b in check]))

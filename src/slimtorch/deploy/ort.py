@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimtorch.core.quiet import log_level
 from slimtorch.deploy.artifact import Int8Model, reference_outputs
 from slimtorch.deploy.bias_correction import bias_correct
 from slimtorch.deploy.cle import cross_layer_equalize
@@ -223,7 +224,11 @@ def _calibrate(fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[
 
 
 def _mse_tensors_data(histograms: dict):
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorData,
+        TensorsData,
+    )
 
     from slimtorch.deploy.mse_ranges import mse_ranges
 
@@ -300,19 +305,17 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
     """
     from onnxruntime import quantization as q
 
-    logging.getLogger("root").setLevel(logging.ERROR)  # ORT logs every node it skips
     fmt = q.QuantFormat.QDQ if cfg.quant_format == "qdq" else q.QuantFormat.QOperator
     cache = out_dir / "calibration_ranges.json"
     if cache.exists():
         cache.unlink()
     if cfg.mode == "static":
-        _calibrate(fp32, cfg, names, calib, cache)
+        with log_level(logging.ERROR):  # ORT logs through the root logger; restored after
+            _calibrate(fp32, cfg, names, calib, cache)
     counter = [0]
     with_exact = _exact_patcher(fp32, exact or {}, out_dir / "fp32_float_layers_exact.onnx")
 
-    def quantize(exclude: list[str]) -> Path:
-        counter[0] += 1
-        out = out_dir / f"int8_try{counter[0]}.onnx"
+    def write(out: Path, exclude: list[str]) -> None:
         if cfg.mode == "dynamic":
             ops = ["MatMul", "Gemm", "LSTM", *(["Gather"] if cfg.quantize_embeddings else [])]
             q.quantize_dynamic(fp32, out, op_types_to_quantize=ops, per_channel=cfg.per_channel,
@@ -325,6 +328,12 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
                 nodes_to_exclude=list(exclude), calibrate_method=getattr(q.CalibrationMethod, _CALIB[cfg.calibration]),
                 extra_options={"CalibPercentile": cfg.percentile, "WeightSymmetric": True,
                                "ActivationSymmetric": False}, calibration_cache_path=cache)
+
+    def quantize(exclude: list[str]) -> Path:
+        counter[0] += 1
+        out = out_dir / f"int8_try{counter[0]}.onnx"
+        with log_level(logging.ERROR):  # ORT logs every node it skips, through the root logger
+            write(out, exclude)
         return out
 
     return quantize

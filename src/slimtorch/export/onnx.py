@@ -32,6 +32,7 @@ from torch import nn
 
 from slimtorch.core.errors import UnsupportedModelError
 from slimtorch.core.fileio import atomic_write_bytes
+from slimtorch.core.quiet import log_level
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -60,23 +61,17 @@ class Parity:
 @contextlib.contextmanager
 def _quiet():
     """The exporter logs progress and torchvision warnings on every call; users see only errors."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lvl in zip(loggers, levels):
-            lg.setLevel(lvl)
+    with log_level(logging.ERROR, "torch.onnx", "torch.export", "torch._export", "onnxscript"), \
+            contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def unsupported_ops(model: nn.Module, example_input: Inputs) -> list[str]:
     """Names of operators in ``model``'s traced graph that the ONNX exporter cannot translate."""
-    from torch.onnx._internal.exporter import _registration  # the exporter's own op table
+    from torch.onnx._internal.exporter import (
+        _registration,  # the exporter's own op table
+    )
 
     with _quiet():
         ep = torch.export.export(model, as_tuple(example_input), strict=False)
@@ -159,7 +154,7 @@ def export_onnx(
     names = input_names or (["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))])
     try:
         data = _onnx_bytes(model, args, opset, dynamic_batch, names)
-    except Exception as exc:  # noqa: BLE001 - turned into one message naming the operator
+    except Exception as exc:
         try:
             missing = unsupported_ops(model, args)
         except Exception:  # noqa: BLE001 - the model does not even trace
