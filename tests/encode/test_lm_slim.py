@@ -163,7 +163,7 @@ def test_corrupt_header_and_foreign_files_are_named(slim_file, tmp_path):
 
 
 def test_manifest_lacking_a_tensor_is_refused(slim_file, tmp_path):
-    from tests.encode.test_slim_format import with_manifest
+    from tests.encode.slim_edit import with_manifest
 
     data = with_manifest(slim_file.read_bytes(), lambda entries: entries.remove(
         next(e for e in entries if e["name"] == "model.norm.weight")))

@@ -1,7 +1,6 @@
 """Group-quantized tensors in .slim files: bit-exact round trips of codes, scales and zeros, and refusal of bad data."""
 
 import hashlib
-import json
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from slimtorch.core.errors import FormatError
 from slimtorch.encode import pack_state, unpack_shared
 from slimtorch.encode.format import _header
 from slimtorch.encode.quant_tensor import QuantTensor, decode_quant, encode_quant
-from tests.encode.test_slim_format import with_manifest
+from tests.encode.slim_edit import manifest_doc, with_manifest
 
 
 def make_quant(seed=0, rows=24, cols=72, group=32, bits=4, sparsity=0.5, half=True) -> QuantTensor:
@@ -52,7 +51,7 @@ def test_scales_take_float16_only_when_exact():
     stored = {}
     for half in (True, False):
         data = pack_state({"w": make_quant(half=half)}, {})
-        stored[half] = json.loads(_header(data)["__metadata__"]["manifest"])["tensors"][0]["scales"]["stored"]
+        stored[half] = manifest_doc(data)["tensors"][0]["scales"]["stored"]
     assert stored == {True: "float16", False: "float32"}
 
 

@@ -1,9 +1,9 @@
 """The .slim container: round trips, and refusal of every kind of broken file."""
 
 import hashlib
-import json
 import pickle
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -12,10 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load, save
 
-from tests.encode.encode_strategies import make_shared, shared_tensors
 from slimtorch.core.errors import FormatError
-from slimtorch.encode import SharedTensor, load_slim, pack_state, save_slim, unpack_shared, unpack_state
+from slimtorch.encode import (
+    SharedTensor,
+    load_slim,
+    pack_state,
+    save_slim,
+    unpack_shared,
+    unpack_state,
+)
 from slimtorch.encode.format import _header
+from tests.encode.encode_strategies import make_shared, shared_tensors
+from tests.encode.slim_edit import manifest_doc, rewrite, with_manifest
 
 ARCH = {"model": "lenet300", "layers": [784, 300, 100, 10]}
 
@@ -34,25 +42,6 @@ def small_state():
 @pytest.fixture(scope="module")
 def packed() -> bytes:
     return pack_state(small_state(), ARCH)
-
-
-def rewrite(data: bytes, edit) -> bytes:
-    """Re-save a file after ``edit(metadata)``; checksums are recomputed if ``edit`` asks."""
-    meta = dict(_header(data)["__metadata__"])
-    edit(meta)
-    return save(load(data), metadata=meta)
-
-
-def with_manifest(data: bytes, edit) -> bytes:
-    """Edit the manifest and re-sign it, so only the semantic checks can catch it."""
-
-    def _edit(meta):
-        manifest = json.loads(meta["manifest"])
-        edit(manifest["tensors"])
-        meta["manifest"] = json.dumps(manifest)
-        meta["manifest_sha256"] = hashlib.sha256(meta["manifest"].encode()).hexdigest()
-
-    return rewrite(data, _edit)
 
 
 @pytest.mark.parametrize("method", ["auto", "huffman", "ans"])
@@ -75,7 +64,7 @@ def test_round_trip_property(tensors, method):
 
 
 def test_float16_only_when_lossless(packed):
-    manifest = json.loads(_header(packed)["__metadata__"]["manifest"])["tensors"]
+    manifest = manifest_doc(packed)["tensors"]
     stored = {e["name"]: e.get("stored") for e in manifest}
     assert stored["half.exact"] == "float16" and stored["fc1.bias"] == "float32"
 
@@ -88,7 +77,7 @@ def test_torch_tensors_and_file_round_trip(tmp_path):
 
 
 def test_manifest_records_scheme_bits_and_codebook(packed):
-    entry = json.loads(_header(packed)["__metadata__"]["manifest"])["tensors"][0]
+    entry = manifest_doc(packed)["tensors"][0]
     assert entry["kind"] == "shared" and entry["codebook_size"] == 32
     assert entry["index"] in ("gap", "gap-raw", "bitmask") and entry["weight_stream"]["coder"] in ("huffman", "ans")
     assert entry["payload"] == "p0" and len(entry["sha256"]) == 64
@@ -114,7 +103,7 @@ def test_any_bit_flip_is_rejected(packed, data):
 
 def test_wrong_version_and_magic_name_the_check(packed):
     with pytest.raises(FormatError, match="version"):
-        unpack_state(rewrite(packed, lambda m: m.update(version="2")))
+        unpack_state(rewrite(packed, lambda m: m.update(version="3")))
     with pytest.raises(FormatError, match="format tag"):
         unpack_state(rewrite(packed, lambda m: m.update(format="something.else")))
     with pytest.raises(FormatError, match="metadata"):
@@ -165,3 +154,39 @@ def test_pickle_file_is_refused(tmp_path):
     torch.save({"w": torch.ones(3)}, tmp_path / "t.pt")
     with pytest.raises(FormatError):
         load_slim(tmp_path / "t.pt")
+
+
+def test_version_1_files_are_still_read(packed):
+    old = pack_state(small_state(), ARCH, version=1)
+    assert json_meta_version(old) == "1" and json_meta_version(packed) == "2"
+    a, arch_a = unpack_state(old)
+    b, arch_b = unpack_state(packed)
+    assert arch_a == arch_b == ARCH and all(np.array_equal(a[k], b[k]) for k in a)
+    # the compressed manifest is what makes version 2 smaller (same payload bytes)
+    assert len(packed) < len(old)
+
+
+def json_meta_version(data: bytes) -> str:
+    return _header(data)["__metadata__"]["version"]
+
+
+def test_v2_manifest_tensor_problems_are_named(packed):
+    tensors = load(packed)
+    del tensors["manifest"]
+    with pytest.raises(FormatError, match="no manifest tensor"):
+        unpack_state(save(tensors, metadata=_header(packed)["__metadata__"]))
+    for blob, match in [(b"not zlib at all", "not valid zlib"),
+                        (zlib.compress(b"[1, 2]"), "no tensor list"),
+                        (zlib.compress(b"{" * 10), "not valid JSON"),
+                        (zlib.compress(b" " * (80 << 20)), "inflate to one zlib stream")]:
+        t = dict(load(packed))
+        t["manifest"] = np.frombuffer(blob, dtype=np.uint8)
+        meta = dict(_header(packed)["__metadata__"], manifest_sha256=hashlib.sha256(blob).hexdigest())
+        with pytest.raises(FormatError, match=match):
+            unpack_state(save(t, metadata=meta))
+
+
+def test_a_payload_may_not_claim_the_manifest(packed):
+    bad = with_manifest(packed, lambda entries: entries[0].update(payload="manifest"))
+    with pytest.raises(FormatError, match="payload may not be the manifest"):
+        unpack_state(bad)

@@ -169,3 +169,38 @@ def test_select_bits_respects_tolerance(mlp, vec_data):
     assert res.accuracy >= res.baseline - 0.02
     assert all(b in (8, 4, 2) for b in res.per_layer.values())
     assert set(res.sensitivity["fc1"]) == {8, 4, 2}
+
+
+def test_bias_bits_share_biases_which_the_slim_file_then_codes(mlp):
+    from slimtorch.encode import SharedTensor
+    from slimtorch.encode.format import pack_state, unpack_state
+    from slimtorch.quantize.kmeans import shared_biases
+
+    big = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3))
+    shared = kmeans_share(big, {"bits": 3, "bias_bits": 2})
+    biases = shared_biases(shared)
+    # the 64-wide bias is shared; the 3-wide one has no more values than centroids: left float
+    assert set(biases) == {"0"} and not parametrize.is_parametrized(shared[2], "bias")
+    assert torch.unique(shared[0].bias.detach()).numel() <= 4
+    assert torch.equal(big[0].bias, copy.deepcopy(big)[0].bias)  # the input model is untouched
+    state = shared_state(shared)
+    assert isinstance(state["0.bias"], SharedTensor) and not isinstance(state["2.bias"], SharedTensor)
+    decoded, _ = unpack_state(pack_state(state))
+    assert np.array_equal(decoded["0.bias"], shared[0].bias.detach().numpy())
+    plain = pack_state(shared_state(kmeans_share(big, {"bits": 3})))
+    assert len(pack_state(state)) < len(plain)
+
+
+def test_bias_codebook_trains_like_the_weights():
+    torch.manual_seed(0)
+    layer = kmeans_share(nn.Linear(4, 40), {"bits": 2, "bias_bits": 2})
+    names = {n for n, p in layer.named_parameters() if p.requires_grad}
+    assert "parametrizations.bias.0.codebook" in names
+    layer(torch.randn(5, 4)).sum().backward()
+    assert layer.parametrizations.bias[0].codebook.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bits", [0, 17, "x"])
+def test_invalid_bias_bits(bits):
+    with pytest.raises(ConfigError, match="bias_bits"):
+        KMeansConfig(bias_bits=bits)

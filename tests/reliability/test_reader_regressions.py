@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import pickle
@@ -15,6 +14,7 @@ import torch
 
 import slimtorch
 from slimtorch.core.errors import ConfigError, FormatError
+from tests.encode.slim_edit import with_doc, with_manifest
 from tests.reliability.fuzz_harness import (
     _st_join,
     _st_split,
@@ -37,25 +37,9 @@ def slim() -> bytes:
     return seed_slim()
 
 
-def with_meta(data: bytes, key: str, value, resign: bool = False) -> bytes:
+def with_meta(data: bytes, key: str, value) -> bytes:
     hdr, body = _st_split(data)
     hdr["__metadata__"][key] = value if isinstance(value, str) else json.dumps(value)
-    if resign:
-        meta = hdr["__metadata__"]
-        manifest = json.loads(meta["manifest"])
-        manifest["arch_sha256"] = hashlib.sha256(meta["arch"].encode()).hexdigest()
-        meta["manifest"] = json.dumps(manifest)
-        meta["manifest_sha256"] = hashlib.sha256(meta["manifest"].encode()).hexdigest()
-    return _st_join(hdr, body)
-
-
-def with_manifest(data: bytes, edit) -> bytes:
-    hdr, body = _st_split(data)
-    meta = hdr["__metadata__"]
-    manifest = json.loads(meta["manifest"])
-    edit(manifest["tensors"])
-    meta["manifest"] = json.dumps(manifest)
-    meta["manifest_sha256"] = hashlib.sha256(meta["manifest"].encode()).hexdigest()
     return _st_join(hdr, body)
 
 
@@ -152,7 +136,7 @@ def test_slim_with_bad_arch(slim, arch):
     from slimtorch.encode.model import load_packed
 
     with pytest.raises(FormatError, match="corrupt architecture"):  # were AttributeError / TypeError / KeyError
-        load_packed(with_meta(slim, "arch", json.dumps(arch, sort_keys=True), resign=True))
+        load_packed(with_doc(slim, lambda doc: doc.update(arch=arch)))
 
 
 # ------------------------------------------------------------------ recipes

@@ -10,11 +10,18 @@ file holds those per tensor, with no pickle anywhere:
   :mod:`slimtorch.encode.index_coding`), ``quant`` (group-quantized codes with
   scales and zeros, :mod:`slimtorch.encode.quant_tensor`: a language model's
   weight-only grid) and ``raw``;
-* metadata (str -> str): ``format`` = ``slimtorch.slim``, ``version`` = ``1``,
-  ``manifest`` (JSON list: per tensor its name, shape, kind, coding scheme, bits,
-  codebook size, section layout, payload name and payload SHA-256), ``arch`` (JSON
-  from the caller, e.g. the model spec to rebuild it), ``manifest_sha256`` (of the
-  manifest string; the manifest holds ``arch``'s SHA-256).
+* a ``manifest`` tensor (uint8): zlib-compressed JSON ``{"arch": ..., "tensors": [...]}``
+  with, per tensor, its name, shape, kind, coding scheme, bits, codebook size,
+  section layout, payload name and payload SHA-256; ``arch`` is the caller's JSON
+  (e.g. the model spec to rebuild it);
+* metadata (str -> str): ``format`` = ``slimtorch.slim``, ``version`` = ``2``,
+  ``manifest_sha256`` (of the compressed manifest bytes).
+
+Version 2 compresses the manifest because on the small networks of the paper it was
+a seventh of the file: LeNet-300-100's uncompressed JSON manifest (escaped inside the
+safetensors header, with an ``arch`` copy and checksum beside it) took 3.5 KB of a
+24 KB file. Version 1 files (manifest and arch as JSON strings in the metadata) are
+still read, and ``pack_state(..., version=1)`` still writes them for older readers.
 
 Reading checks, in order and before decoding anything: container structure, magic,
 version, manifest checksum, arch checksum, every payload's checksum, then each
@@ -31,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +51,9 @@ from slimtorch.encode.quant_tensor import QuantTensor, best_quant_encoding, deco
 from slimtorch.encode.tensor import SharedTensor
 
 MAGIC = "slimtorch.slim"
-VERSION = "1"
+VERSION = "2"
+READ_VERSIONS = ("1", "2")
+MANIFEST = "manifest"  # v2: the compressed manifest's tensor (no payload may take the name)
 METHODS = ("auto", "huffman", "ans")
 MAX_ELEMENTS = 1 << 28  # default cap per tensor (1 GiB of float32); raise via max_elements
 MAX_HEADER = 64 << 20  # safetensors JSON header cap
@@ -86,6 +96,7 @@ def pack_state(
     *,
     index: str = "auto",
     gap_bits: int | None = None,
+    version: int = 2,
 ) -> bytes:
     """Serialize a compressed state dict to ``.slim`` bytes.
 
@@ -102,12 +113,16 @@ def pack_state(
             try ``"dense"`` (no positions) under ``"auto"``.
         gap_bits: bits per relative index for ``"gap"`` (paper: 5 fc, 8 conv);
             ``None`` searches 2..8.
+        version: ``2`` (compressed manifest) or ``1`` (the earlier layout, for
+            slimtorch releases that read only version 1).
 
     Returns:
         The file's bytes.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if version not in (1, 2):
+        raise ValueError(f"version must be 1 or 2, got {version!r}")
     coders = ("huffman", "ans") if method == "auto" else (method,)
     schemes = ("gap", "gap-raw", "bitmask") if index == "auto" else (index,)
     if index not in ("auto", "gap", "gap-raw", "bitmask", "dense"):
@@ -135,10 +150,17 @@ def pack_state(
         tensors[pname] = np.frombuffer(payload, dtype=np.uint8)
         manifest.append({"name": name, "shape": list(shape), **meta, "layout": layout,
                          "payload": pname, "sha256": _sha(payload)})  # fmt: skip
-    arch_json = json.dumps(arch if arch is not None else {}, sort_keys=True)
-    manifest_json = json.dumps({"arch_sha256": _sha(arch_json.encode()), "tensors": manifest}, separators=(",", ":"))
-    metadata = {"format": MAGIC, "version": VERSION, "manifest": manifest_json,
-                "manifest_sha256": _sha(manifest_json.encode()), "arch": arch_json}  # fmt: skip
+    arch = arch if arch is not None else {}
+    if version == 2:
+        doc = json.dumps({"arch": arch, "tensors": manifest}, sort_keys=True, separators=(",", ":"))
+        packed = zlib.compress(doc.encode(), 9)
+        tensors[MANIFEST] = np.frombuffer(packed, dtype=np.uint8)
+        metadata = {"format": MAGIC, "version": "2", "manifest_sha256": _sha(packed)}
+    else:
+        arch_json = json.dumps(arch, sort_keys=True)
+        manifest_json = json.dumps({"arch_sha256": _sha(arch_json.encode()), "tensors": manifest}, separators=(",", ":"))
+        metadata = {"format": MAGIC, "version": "1", "manifest": manifest_json,
+                    "manifest_sha256": _sha(manifest_json.encode()), "arch": arch_json}  # fmt: skip
     from safetensors.numpy import save
 
     return canonical_safetensors(save(tensors, metadata=metadata))
@@ -237,13 +259,32 @@ def _decode_entry(entry: dict, payload: np.ndarray, max_elements: int) -> Shared
         raise FormatError(f"tensor '{entry['name']}': undecodable payload ({exc})") from None
 
 
-def _verify_metadata(meta: dict) -> tuple[list[dict], dict]:
-    """Magic, version, manifest and arch checksums of a header's metadata; returns (entries, arch)."""
+def _verify_metadata(meta: dict, manifest_bytes=None) -> tuple[list[dict], dict]:
+    """Magic, version, manifest (and v1 arch) checksums; returns (entries, arch).
+
+    Args:
+        manifest_bytes: callable returning the ``manifest`` tensor's bytes (version 2),
+            or None when the container has none.
+    """
     _check(meta.get("format") == MAGIC, f"not a .slim file: format tag is {meta.get('format')!r}, expected {MAGIC!r}")
+    version = meta.get("version")
     _check(
-        meta.get("version") == VERSION,
-        f"unsupported .slim version {meta.get('version')!r}; this slimtorch reads version {VERSION}",
+        version in READ_VERSIONS,
+        f"unsupported .slim version {version!r}; this slimtorch reads versions {', '.join(READ_VERSIONS)} "
+        "(a newer slimtorch wrote it: upgrade slimtorch)",
     )
+    if version == "1":
+        manifest, arch = _v1_manifest(meta)
+    else:
+        manifest = _v2_manifest(meta, manifest_bytes() if manifest_bytes is not None else None)
+        arch = manifest.get("arch")
+    for entry in manifest["tensors"]:
+        _check(isinstance(entry, dict) and isinstance(entry.get("name"), str), "malformed manifest entry")
+        _check(entry.get("payload") != MANIFEST, f"tensor '{entry['name']}': payload may not be the manifest")
+    return manifest["tensors"], arch
+
+
+def _v1_manifest(meta: dict) -> tuple[dict, Any]:
     manifest_json, arch_json = meta.get("manifest"), meta.get("arch")
     _check(isinstance(manifest_json, str) and isinstance(arch_json, str), "metadata lacks manifest or arch")
     _check(meta.get("manifest_sha256") == _sha(manifest_json.encode()), "manifest checksum mismatch (file corrupted)")
@@ -253,9 +294,26 @@ def _verify_metadata(meta: dict) -> tuple[list[dict], dict]:
         raise FormatError(f"manifest or arch is not valid JSON ({exc})") from None
     _check(isinstance(manifest, dict) and isinstance(manifest.get("tensors"), list), "manifest has no tensor list")
     _check(manifest.get("arch_sha256") == _sha(arch_json.encode()), "arch checksum mismatch (file corrupted)")
-    for entry in manifest["tensors"]:
-        _check(isinstance(entry, dict) and isinstance(entry.get("name"), str), "malformed manifest entry")
-    return manifest["tensors"], arch
+    return manifest, arch
+
+
+def _v2_manifest(meta: dict, packed: bytes | None) -> dict:
+    _check(packed is not None, "the file has no manifest tensor")
+    _check(meta.get("manifest_sha256") == _sha(packed), "manifest checksum mismatch (file corrupted)")
+    # bounded: a small compressed manifest must not expand into gigabytes
+    inflater = zlib.decompressobj()
+    try:
+        doc = inflater.decompress(packed, MAX_HEADER)
+    except zlib.error as exc:
+        raise FormatError(f"manifest is not valid zlib data ({exc})") from None
+    _check(inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data,
+           f"manifest does not inflate to one zlib stream of at most {MAX_HEADER} bytes")  # fmt: skip
+    try:
+        manifest = json.loads(doc.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise FormatError(f"manifest is not valid JSON ({exc})") from None
+    _check(isinstance(manifest, dict) and isinstance(manifest.get("tensors"), list), "manifest has no tensor list")
+    return manifest
 
 
 def read_manifest(data: bytes) -> tuple[list[dict], dict, dict[str, np.ndarray]]:
@@ -265,13 +323,16 @@ def read_manifest(data: bytes) -> tuple[list[dict], dict, dict[str, np.ndarray]]
         FormatError: naming the first check that failed (structure, magic, version,
             checksum).
     """
-    entries, arch = _verify_metadata(_header(data)["__metadata__"])
+    meta = _header(data)["__metadata__"]
     from safetensors.numpy import load
 
     try:
         payloads = load(bytes(data))
     except Exception as exc:  # safetensors raises its own SafetensorError (and others)
         raise FormatError(f"safetensors container is corrupt: {exc}") from None
+    packed = payloads.get(MANIFEST)
+    get = None if packed is None else (lambda: packed.tobytes())
+    entries, arch = _verify_metadata(meta, get)
     for entry in entries:
         p = payloads.get(entry.get("payload")) if isinstance(entry.get("payload"), str) else None
         _check(p is not None and p.dtype == np.uint8 and p.ndim == 1, f"tensor '{entry['name']}': payload missing")
@@ -301,7 +362,6 @@ class SlimReader:
             _check(len(head) == 8 and n <= min(size - 8, MAX_HEADER),
                    f"{self.path}: not a .slim file (or truncated): {size} bytes cannot hold its declared header")
             header = _header(head + fh.read(n))
-        self.entries, self.arch = _verify_metadata(header["__metadata__"])
         self._base = 8 + n
         self._spans: dict[str, tuple[int, int]] = {}
         end = 0
@@ -316,6 +376,8 @@ class SlimReader:
             end = max(end, b)
         _check(self._base + end == size,
                f"{self.path}: payloads end at byte {self._base + end} but the file has {size} bytes (truncated or padded)")
+        get = (lambda: self._read_span(MANIFEST)) if MANIFEST in self._spans else None
+        self.entries, self.arch = _verify_metadata(header["__metadata__"], get)
         names = [e["name"] for e in self.entries]
         _check(len(set(names)) == len(names), f"{self.path}: a tensor name appears twice in the manifest")
         self._by_name = {e["name"]: e for e in self.entries}
@@ -330,16 +392,20 @@ class SlimReader:
             raise FormatError(f"{self.path}: no tensor {name!r} in the file")
         return self._by_name[name]
 
+    def _read_span(self, key: str) -> bytes:
+        a, b = self._spans[key]
+        with open(self.path, "rb") as fh:
+            fh.seek(self._base + a)
+            raw = fh.read(b - a)
+        _check(len(raw) == b - a, f"{self.path}: container entry {key!r} truncated")
+        return raw
+
     def read(self, name: str) -> SharedTensor | QuantTensor | np.ndarray:
         """Read, verify and decode one tensor."""
         entry = self.entry(name)
         pname = entry.get("payload")
         _check(isinstance(pname, str) and pname in self._spans, f"tensor '{name}': payload missing")
-        a, b = self._spans[pname]
-        with open(self.path, "rb") as fh:
-            fh.seek(self._base + a)
-            raw = fh.read(b - a)
-        _check(len(raw) == b - a, f"tensor '{name}': payload truncated")
+        raw = self._read_span(pname)
         _check(_sha(raw) == entry.get("sha256"), f"tensor '{name}': payload checksum mismatch")
         return _decode_entry(entry, np.frombuffer(raw, dtype=np.uint8), self.max_elements)
 

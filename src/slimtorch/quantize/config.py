@@ -184,6 +184,11 @@ class KMeansConfig(_Config):
             hole that pruning leaves around zero) onto the worst-served weights, so all
             2^bits codes are used; ``False`` is the paper's plain Lloyd iteration.
         empty_layers: ``skip`` (leave and report) or ``error`` for layers with no non-zero weight.
+        bias_bits: also share each selected layer's bias with its own 2^bias_bits
+            codebook (trainable like the weight's), so the ``.slim`` file codes biases
+            instead of storing them as float32; a bias with at most 2^bias_bits
+            non-zero values is left as it is (sharing it would not make it smaller).
+            ``None`` (default) leaves biases float, as Deep Compression did.
     """
 
     bits: int = 5
@@ -195,11 +200,17 @@ class KMeansConfig(_Config):
     skip: list[str] = Field(default_factory=list)
     reseed_empty: bool = True
     empty_layers: Literal["skip", "error"] = "skip"
+    bias_bits: int | None = None
 
     @field_validator("bits", mode="before")
     @classmethod
     def _bits(cls, v):
         return _check_bits(v, "bits", KMEANS_BITS)
+
+    @field_validator("bias_bits", mode="before")
+    @classmethod
+    def _bias_bits(cls, v):
+        return None if v is None else _check_bits(v, "bias_bits", KMEANS_BITS)
 
     @field_validator("per_layer", mode="before")
     @classmethod

@@ -181,10 +181,26 @@ def kmeans_share(
         indices = torch.zeros(w.shape, dtype=torch.long)
         indices[nz] = assign + 1
         parametrize.register_parametrization(module, "weight", KMeansShare(centroids, indices, bits))
+        if cfg.bias_bits is not None:
+            _share_bias(module, cfg)
     if skipped:
         warnings.warn(f"k-means sharing skipped layers with no non-zero weight: {', '.join(skipped)}", stacklevel=2)
     out.slimtorch_kmeans_skipped = skipped  # plain attribute: not part of the state dict
     return out
+
+
+def _share_bias(module: nn.Module, cfg: KMeansConfig) -> None:
+    bias = getattr(module, "bias", None)
+    if not isinstance(bias, torch.Tensor) or parametrize.is_parametrized(module, "bias"):
+        return
+    b = bias.detach()
+    nz = b != 0
+    if int(nz.sum()) <= 2**cfg.bias_bits:  # as many centroids as values: nothing to gain
+        return
+    centroids, assign = kmeans_1d(b[nz], 2**cfg.bias_bits, cfg.init, cfg.iters, cfg.seed, cfg.reseed_empty)
+    indices = torch.zeros(b.shape, dtype=torch.long)
+    indices[nz] = assign + 1
+    parametrize.register_parametrization(module, "bias", KMeansShare(centroids, indices, cfg.bias_bits))
 
 
 def _tied_weights(model: nn.Module) -> dict[str, str]:
@@ -212,18 +228,33 @@ class SharedLayer(NamedTuple):
     mask: torch.Tensor  # bool, weight-shaped: True where a shared value is stored
 
 
+def _shared_layer(km: KMeansShare) -> SharedLayer:
+    flat = km.indices.reshape(-1)
+    positions = torch.nonzero(flat, as_tuple=False).reshape(-1)
+    return SharedLayer(tuple(km.indices.shape), km.codebook.detach().clone(), flat[positions] - 1, positions,
+                       km.indices != 0)  # fmt: skip
+
+
 @torch.no_grad()
 def shared_tensors(model: nn.Module) -> dict[str, SharedLayer]:
-    """``{layer fqn: SharedLayer}`` for every k-means-shared layer (current, fine-tuned centroids)."""
+    """``{layer fqn: SharedLayer}`` for every k-means-shared layer weight (current, fine-tuned centroids)."""
     out = {}
     for name, module in model.named_modules():
         km = find_parametrization(module, KMeansShare)
-        if km is None:
-            continue
-        flat = km.indices.reshape(-1)
-        positions = torch.nonzero(flat, as_tuple=False).reshape(-1)
-        out[name] = SharedLayer(tuple(km.indices.shape), km.codebook.detach().clone(), flat[positions] - 1,
-                                positions, km.indices != 0)
+        if km is not None:
+            out[name] = _shared_layer(km)
+    return out
+
+
+@torch.no_grad()
+def shared_biases(model: nn.Module) -> dict[str, SharedLayer]:
+    """``{layer fqn: SharedLayer}`` for every bias shared with ``KMeansConfig.bias_bits``."""
+    out = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "bias"):
+            km = next((p for p in module.parametrizations.bias if isinstance(p, KMeansShare)), None)
+            if km is not None:
+                out[name] = _shared_layer(km)
     return out
 
 
@@ -239,11 +270,13 @@ def shared_state(model: nn.Module) -> dict[str, Any]:
     """The model's folded state dict with every shared weight as a ``SharedTensor``.
 
     Ready for ``slimtorch.encode.pack_state`` / ``save_slim``: shared weights are
-    entropy-coded, everything else (biases, unshared layers) is stored raw.
+    entropy-coded (biases too when shared with ``bias_bits``), everything else is stored raw.
     """
     from slimtorch.io import effective_state_dict
 
     state: dict[str, Any] = dict(effective_state_dict(model))
     for name, layer in shared_tensors(model).items():
         state[f"{name}.weight" if name else "weight"] = to_shared_tensor(layer)
+    for name, layer in shared_biases(model).items():
+        state[f"{name}.bias" if name else "bias"] = to_shared_tensor(layer)
     return state
