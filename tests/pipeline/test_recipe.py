@@ -129,3 +129,34 @@ def test_int8_stage_record_shows_the_deployed_artifact(tmp_path):
     assert rec["artifact"].endswith(".onnx")
     # the train stage's row is still the float model's own measurement
     assert "runtime" not in res.records[0]
+
+
+def test_validation_split_is_held_out_of_training_and_recorded(tmp_path, monkeypatch):
+    from slimtorch.pipeline import runner
+
+    import slimtorch.pipeline.builtin_stages as bs
+
+    seen = {}
+    original = bs.fit
+
+    def spy(model, data, cfg, eval_data=None, **kw):
+        seen["train"], seen["monitor"] = len(data), eval_data
+        return original(model, data, cfg, eval_data=eval_data, **kw)
+
+    monkeypatch.setattr(bs, "fit", spy)
+    recipe = {**TINY, "data": {**TINY["data"], "validation_size": 32}}
+    res = run_recipe(recipe_from_dict(recipe), tmp_path / "run", verbose=False)
+    assert seen["train"] == 128 - 32 and len(seen["monitor"]) == 32  # trained on the rest, monitored on validation
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in res.records)
+    held_out = set(seen["monitor"].indices)
+    rest, validation = runner._validation_split(list(range(128)), 32, 0)
+    assert set(validation.indices) == held_out and not set(rest.indices) & held_out  # fixed and disjoint
+    assert set(runner._validation_split(list(range(128)), 32, 1)[1].indices) != held_out  # the seed moves it
+
+
+def test_validation_split_that_leaves_no_training_data_is_refused(tmp_path):
+    from slimtorch.core.errors import ConfigError
+
+    recipe = {**TINY, "data": {**TINY["data"], "validation_size": 128}}
+    with pytest.raises(ConfigError, match="validation_size 128 leaves no training data"):
+        run_recipe(recipe_from_dict(recipe), tmp_path / "run", verbose=False)

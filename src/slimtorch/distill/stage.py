@@ -113,7 +113,7 @@ def distill_stage(ctx: Context, cfg: DistillStageConfig) -> None:
         teacher,
         ctx.require_train_data(),
         kd_cfg,
-        eval_data=ctx.test_data,
+        eval_data=ctx.monitor_data,
         checkpoint_dir=out,
         resume=ctx.resume,
         cache_path=out / CACHE_NAME,

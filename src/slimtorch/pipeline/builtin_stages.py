@@ -22,7 +22,7 @@ def train_stage(ctx: Context, cfg: TrainConfig) -> None:
         ctx.model,
         ctx.require_train_data(),
         cfg,
-        eval_data=ctx.test_data,
+        eval_data=ctx.monitor_data,
         checkpoint_dir=ctx.stage_dir(),
         resume=ctx.resume,
         verbose=ctx.verbose,

@@ -18,6 +18,9 @@ class Context:
     Attributes:
         model: the model being compressed; stages rebind it (``ctx.model = fn(ctx.model, cfg)``).
         train_data / test_data: labelled datasets (``test_data`` is what accuracy is reported on).
+        validation_data: examples held out of the training data (``data.validation_size``);
+            training stages monitor it instead of the test set, and every record carries
+            its accuracy, so choices between runs are made on it, never on the test set.
         calib_data: unlabelled or labelled inputs for calibration (defaults to a train subset).
         out_dir: the run's output folder; each stage may write under ``out_dir / stage_dir``.
         reference: the model as it was before the first compression stage (for
@@ -46,6 +49,12 @@ class Context:
     stage_index: int = 0
     stage_name: str = ""
     text: Any = None
+    validation_data: Dataset | None = None
+
+    @property
+    def monitor_data(self) -> Dataset | None:
+        """What training stages evaluate between epochs: the validation split when there is one."""
+        return self.validation_data if self.validation_data is not None else self.test_data
 
     def stage_dir(self) -> Path:
         """This stage's own folder (``NN_name``), created on demand."""

@@ -45,13 +45,21 @@ class ModelSource(FrozenConfig):
 
 
 class DataSource(FrozenConfig):
-    """Dataset by registry name; ``*_subset`` take the first N examples (quick runs, tests)."""
+    """Dataset by registry name; ``*_subset`` take the first N examples (quick runs, tests).
+
+    ``validation_size`` holds N examples out of the training data (a random draw fixed
+    by ``validation_seed``, the same for every recipe seed): stages train on the rest,
+    monitor the validation split, and every record reports ``val_accuracy`` beside the
+    test accuracy, so settings are compared on validation and the test set is read once.
+    """
 
     name: str = "mnist"
     kwargs: dict[str, Any] = {}
     train_subset: int | None = Field(None, ge=1)
     test_subset: int | None = Field(None, ge=1)
     calib_size: int = Field(1024, ge=1)
+    validation_size: int | None = Field(None, ge=1)
+    validation_seed: int = 0
 
     @model_validator(mode="after")
     def _text_kwargs(self) -> DataSource:

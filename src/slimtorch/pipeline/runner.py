@@ -56,6 +56,17 @@ class RunResult:
         return self.records[-1]
 
 
+def _validation_split(train, n: int | None, seed: int):
+    """``(train without the validation examples, validation)``; ``(train, None)`` when ``n`` is None."""
+    if n is None:
+        return train, None
+    if n >= len(train):
+        raise ConfigError(f"validation_size {n} leaves no training data (the training set has {len(train)} examples)",
+                          field="data.validation_size")  # fmt: skip
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(train, sorted(order[n:])), Subset(train, sorted(order[:n]))
+
+
 def _head(ds, n: int | None):
     return ds if n is None or n >= len(ds) else Subset(ds, range(n))
 
@@ -113,13 +124,14 @@ def run_recipe(
     seed_everything(recipe.seed)
     set_threads(recipe.threads)
 
-    train = test = None
+    train = test = validation = None
     text_data = recipe.data is not None and recipe.data.name == "text"
     if recipe.data is not None and not text_data:
         from slimtorch.data import get_dataset
 
         train, test = get_dataset(recipe.data.name, **recipe.data.kwargs)
         train, test = _head(train, recipe.data.train_subset), _head(test, recipe.data.test_subset)
+        train, validation = _validation_split(train, recipe.data.validation_size, recipe.data.validation_seed)
     model = build_model(recipe)
     lm, text = _language_model(model, recipe)
     ctx = Context(
@@ -134,6 +146,7 @@ def run_recipe(
         resume=resume,
         verbose=verbose,
         text=text,
+        validation_data=validation,
     )
     if text is not None:
         from torch.utils.data import TensorDataset
@@ -161,6 +174,10 @@ def run_recipe(
             latency_runs=ms.latency_runs,
         ).to_dict()
         rec["weights"] = weight_summary(ctx.model)
+        if ctx.validation_data is not None:
+            from slimtorch.train import evaluate
+
+            rec["val_accuracy"] = evaluate(ctx.model, ctx.validation_data).accuracy
         _apply_deployed(rec, ctx.info.get(name, {}).get("deployed"))
         if verbose:
             acc = f"top-1 {rec['accuracy'] * 100:.2f}% " if rec["accuracy"] is not None else ""

@@ -100,21 +100,21 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
 
                     warn([msg], ctx.stage_name)
         if cfg.finetune is not None:
-            fit(model, ctx.require_train_data(), cfg.finetune, eval_data=ctx.test_data,
+            fit(model, ctx.require_train_data(), cfg.finetune, eval_data=ctx.monitor_data,
                 checkpoint_dir=ctx.stage_dir(), resume=ctx.resume, verbose=ctx.verbose)
             epochs = cfg.finetune.epochs
     elif cfg.schedule == "iterative":
         rounds: list[dict[str, Any]] = []
         model = prune_iterative(
             model, cfg.prune, ctx.require_train_data(), cfg.finetune, cfg.steps, data=score_data,
-            eval_data=ctx.test_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
+            eval_data=ctx.monitor_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
             verbose=ctx.verbose, log=rounds,
         )
         info["rounds"] = rounds
         epochs = cfg.finetune.epochs * len(rounds)
     else:
         cb = AGPCallback(model, cfg.prune, cfg.agp, data=score_data)
-        fit(model, ctx.require_train_data(), cfg.finetune, eval_data=ctx.test_data, callbacks=[cb],
+        fit(model, ctx.require_train_data(), cfg.finetune, eval_data=ctx.monitor_data, callbacks=[cb],
             checkpoint_dir=ctx.stage_dir(), resume=ctx.resume, verbose=ctx.verbose)
         info["agp_updates"] = len(cb.history)
         epochs = cfg.finetune.epochs

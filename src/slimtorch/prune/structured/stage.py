@@ -84,7 +84,7 @@ def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
         model = prune_finetune(
             model, cfg.prune, x, ctx.require_train_data(), cfg.finetune, steps=cfg.steps,
             distill=cfg.distill, teacher=ctx.reference if cfg.distill is not None else None,
-            eval_data=ctx.test_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
+            eval_data=ctx.monitor_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
             verbose=ctx.verbose, log=rounds,
         )
         info["rounds"] = rounds
