@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from slimtorch.core.config import coerce
 from slimtorch.quantize.config import ClipConfig
 from slimtorch.quantize.layers import FilterFn, select_layers
 
@@ -29,13 +30,15 @@ def clip_tensor(w: torch.Tensor, threshold: float, value: float | None = None) -
 
 @torch.no_grad()
 def clip_weights(
-    model: nn.Module, config: ClipConfig, *, filter_fn: FilterFn | None = None, inplace: bool = False
+    model: nn.Module, config: ClipConfig | dict, *, filter_fn: FilterFn | None = None, inplace: bool = False
 ) -> nn.Module:
     """Clip the weights of the selected Linear / Conv layers (a one-shot edit of the stored weights).
 
     A layer under a parametrization (e.g. a pruning mask) has its underlying
-    ``original`` tensor clipped, so the mask keeps applying on top.
+    ``original`` tensor clipped, so the mask keeps applying on top. ``config``: a
+    :class:`ClipConfig` or its dict form (``threshold`` is required).
     """
+    config = coerce(ClipConfig, config)
     out = model if inplace else copy.deepcopy(model)
     n = 0
     for _, module in select_layers(out, config.layers, config.skip, filter_fn):

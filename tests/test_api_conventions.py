@@ -1,0 +1,446 @@
+"""Every public transform, one table, the same assertions (issue 19; docs/api.md).
+
+A row is (technique, tiny model, call): adding a technique adds a row, not test
+code (peft's ``tests/test_custom_models.py`` style). Each row runs once per
+module; the tests below check, for every row:
+
+* it returns a model (an ``nn.Module``; ``to_int8`` returns its callable ``Int8Model``),
+* with the output shape of the input model,
+* the input model is untouched, unless the row says the transform works in
+  place today (then the returned object *is* the input). Which transforms work
+  in place is recorded here, not changed: docs/api.md lists the same column,
+* the result survives the file round trip slimtorch offers for it (same outputs),
+* no process-wide state changed: logging levels, handlers and disabled flags,
+  warning filters, ``sys.stdout`` / ``sys.stderr``, torch's quantized engine,
+  thread counts, default dtype, grad / inference mode, environment variables,
+* no forward hook is left on the returned model (calibration hooks are removed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import slimtorch
+from tests.deploy.int8_models import ConvUserNet, conv_net
+from tests.llm_fixtures import tiny_ids, tiny_llama
+
+# ---- tiny models and inputs ---------------------------------------------------------------------------------
+
+
+def mlp() -> nn.Module:
+    from slimtorch.models import create_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_model("mlp", hidden=[32, 32], in_features=16, num_classes=4).eval()
+
+
+def mlp_batch() -> torch.Tensor:
+    return torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def folded_conv_net() -> nn.Module:
+    """The architecture ``fold_conv_bn`` leaves (BatchNorm folded into the convs): where its files load."""
+    from slimtorch.deploy import fold_conv_bn
+
+    return fold_conv_bn(ConvUserNet())
+
+
+def conv_net_with_biases() -> nn.Module:
+    """``ConvUserNet`` with a bias on every conv: ``bias_correct`` adds one where there was none."""
+    m = ConvUserNet()
+    for conv in m.modules():
+        if isinstance(conv, nn.Conv2d) and conv.bias is None:
+            conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
+    return m
+
+
+def conv_batch() -> torch.Tensor:
+    return torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+
+
+def llama() -> nn.Module:
+    return tiny_llama(seed=0, layers=2, hidden=64, intermediate=128)
+
+
+LM_IDS = tiny_ids(4, 16, seed=3)
+
+
+def labelled(x: torch.Tensor, classes: int) -> TensorDataset:
+    return TensorDataset(x, torch.arange(len(x)) % classes)
+
+
+# ---- how a row saves and reloads its result -------------------------------------------------------------------
+
+
+def io_round_trip(make: Callable[[], nn.Module] | None):
+    """``slimtorch.save`` / ``slimtorch.load`` (into a fresh ``make()`` for a model of the user's class)."""
+
+    def run(out: nn.Module, folder: Path) -> Callable:
+        path = slimtorch.save(out, folder / "model.safetensors")
+        return slimtorch.load(path, model=make() if make else None).eval()
+
+    return run
+
+
+def quantized_round_trip(out: nn.Module, folder: Path) -> Callable:
+    from slimtorch.quantize import load_quantized, save_quantized
+
+    return load_quantized(save_quantized(out, folder / "model.safetensors"))
+
+
+def lm_round_trip(out: nn.Module, folder: Path) -> Callable:
+    from slimtorch.quantize.qlinear import load_quantized_lm, save_quantized_lm
+
+    return load_quantized_lm(save_quantized_lm(out, folder / "lm"))
+
+
+def onnx_round_trip(out: Any, folder: Path) -> Callable:
+    from slimtorch.export import ort_session
+
+    sess = ort_session(out.path)
+    name = sess.get_inputs()[0].name
+    return lambda x: torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
+
+
+# ---- the table ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One public transform on one tiny model.
+
+    ``call(model, x, folder)`` runs the transform with a small config given as a dict (the
+    form recipes use; ``folder``: a fresh directory for transforms that write files); ``inplace``: today's behaviour, True when the returned object is the
+    input model changed in place; ``save_load``: the file round trip for its result, or
+    ``no_file``: why no slimtorch file holds it today (docs/api.md says the same);
+    ``hooks``: the result works through forward hooks by design (activation fake-quant).
+    """
+
+    id: str
+    model: Callable[[], nn.Module]
+    batch: Callable[[], torch.Tensor]
+    call: Callable[[nn.Module, torch.Tensor, Path], Any]
+    inplace: bool
+    save_load: Callable[[Any, Path], Callable] | None
+    hooks: bool = False
+    no_file: str = ""
+
+
+def _prune(m, x, folder):
+    from slimtorch.prune import prune
+
+    return prune(m, {"sparsity": 0.5})
+
+
+def _prune_channels(m, x, folder):
+    from slimtorch.prune.structured import prune_channels
+
+    return prune_channels(m, {"ratio": 0.5}, x[:2])
+
+
+def _quantize_model(m, x, folder):
+    from slimtorch.quantize import quantize_model
+
+    return quantize_model(m, {"weight_bits": 4, "act_bits": 8, "calib_batches": 2, "calib_batch_size": 8},
+                          labelled(x, 4))
+
+
+def _kmeans_share(m, x, folder):
+    from slimtorch.quantize import kmeans_share
+
+    return kmeans_share(m, {"bits": 3, "iters": 10})
+
+
+def _clip_weights(m, x, folder):
+    from slimtorch.quantize import clip_weights
+
+    return clip_weights(m, {"threshold": 0.1})
+
+
+def _cle(m, x, folder):
+    from slimtorch.deploy import cross_layer_equalize
+
+    return cross_layer_equalize(m)
+
+
+def _fold_conv_bn(m, x, folder):
+    from slimtorch.deploy import fold_conv_bn
+
+    return fold_conv_bn(m)
+
+
+def _bias_correct(m, x, folder):
+    from slimtorch.deploy import bias_correct
+
+    return bias_correct(m, [(x,)])
+
+
+def _adaround(m, x, folder):
+    from slimtorch.deploy import adaround
+
+    return adaround(m, [(x,)], iters=5, samples=64)
+
+
+def _to_int8(backend: str, mode: str):
+    def call(m, x, folder):
+        from slimtorch.deploy import to_int8
+
+        return to_int8(m, x, {"backend": backend, "mode": mode}, out_dir=folder)
+
+    return call
+
+
+def _distill(m, x, folder):
+    from slimtorch.distill import distill
+
+    teacher = mlp()
+    cfg = {"temperature": 2.0, "train": {"epochs": 1, "batch_size": 8}}
+    return distill(m, teacher, labelled(x, 4), cfg, verbose=False)
+
+
+def _lm(fn_path: str, config: dict, with_ids: bool):
+    def call(m, x, folder):
+        import importlib
+
+        module, name = fn_path.rsplit(".", 1)
+        fn = getattr(importlib.import_module(module), name)
+        return fn(m, config, LM_IDS) if with_ids else fn(m, config)
+
+    return call
+
+
+G = {"grid": {"bits": 4, "group_size": 32}}
+
+ROWS = [
+    Row("prune", mlp, mlp_batch, _prune, True, io_round_trip(None)),
+    Row("prune_channels", conv_net, conv_batch, _prune_channels, True, io_round_trip(ConvUserNet)),
+    Row("quantize_model", mlp, mlp_batch, _quantize_model, False, quantized_round_trip, hooks=True),
+    Row("kmeans_share", mlp, mlp_batch, _kmeans_share, False, io_round_trip(None)),
+    Row("clip_weights", mlp, mlp_batch, _clip_weights, False, io_round_trip(None)),
+    Row("cross_layer_equalize", conv_net, conv_batch, _cle, False, io_round_trip(ConvUserNet)),
+    Row("fold_conv_bn", conv_net, conv_batch, _fold_conv_bn, False, io_round_trip(folded_conv_net)),
+    Row("bias_correct", conv_net, conv_batch, _bias_correct, False, io_round_trip(conv_net_with_biases)),
+    Row("adaround", conv_net, conv_batch, _adaround, False, io_round_trip(folded_conv_net)),
+    Row("to_int8[onnxruntime-static]", conv_net, conv_batch, _to_int8("onnxruntime", "static"), False,
+        onnx_round_trip),
+    Row("to_int8[onnxruntime-dynamic]", mlp, mlp_batch, _to_int8("onnxruntime", "dynamic"), False, onnx_round_trip),
+    Row("to_int8[torchao-dynamic]", mlp, mlp_batch, _to_int8("torchao", "dynamic"), False, None,
+        no_file="PyTorch-eager INT8: the Int8Model runs in this process and writes no file"),
+    Row("to_int8[torch_fx-dynamic]", mlp, mlp_batch, _to_int8("torch_fx", "dynamic"), False, None,
+        no_file="PyTorch-eager INT8: the Int8Model runs in this process and writes no file"),
+    Row("distill", mlp, mlp_batch, _distill, True, io_round_trip(None)),
+    Row("quantize_rtn", llama, lambda: LM_IDS, _lm("slimtorch.quantize.rtn.quantize_rtn", G, False), False,
+        lm_round_trip),
+    Row("quantize_hqq", llama, lambda: LM_IDS, _lm("slimtorch.quantize.hqq.quantize_hqq", G, False), False,
+        lm_round_trip),
+    Row("quantize_gptq", llama, lambda: LM_IDS, _lm("slimtorch.quantize.gptq.quantize_gptq", G, True), False,
+        lm_round_trip),
+    Row("quantize_awq", llama, lambda: LM_IDS, _lm("slimtorch.quantize.awq.quantize_awq", G, True), False,
+        lm_round_trip),
+    Row("quantize_w8a8", llama, lambda: LM_IDS, _lm("slimtorch.quantize.w8a8.quantize_w8a8", {}, True), False,
+        None, no_file="a float simulation of W8A8 for perplexity; deployment goes through to_int8"),
+    Row("prune_magnitude_lm", llama, lambda: LM_IDS, _lm("slimtorch.prune.prune_magnitude_lm", {"sparsity": 0.5}, False),
+        False, io_round_trip(llama)),
+    Row("prune_wanda", llama, lambda: LM_IDS, _lm("slimtorch.prune.prune_wanda", {"sparsity": 0.5}, True), False,
+        io_round_trip(llama)),
+    Row("prune_sparsegpt", llama, lambda: LM_IDS, _lm("slimtorch.prune.prune_sparsegpt", {"sparsity": 0.5}, True),
+        False, io_round_trip(llama)),
+]
+
+
+# ---- what is recorded around each call ---------------------------------------------------------------------
+
+
+def global_state() -> dict[str, Any]:
+    """Process-wide settings a library call must leave as it found them."""
+    loggers = {"": logging.getLogger()} | {
+        n: lg for n, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)
+    }
+    return {
+        "logger levels": {n: lg.level for n, lg in loggers.items()},
+        "logger handlers": {n: list(lg.handlers) for n, lg in loggers.items()},
+        "logger disabled": {n: lg.disabled for n, lg in loggers.items()},
+        "logging.disable": logging.root.manager.disable,
+        "warning filters": list(warnings.filters),
+        "sys.stdout": sys.stdout,
+        "sys.stderr": sys.stderr,
+        "quantized engine": torch.backends.quantized.engine,
+        "threads": torch.get_num_threads(),
+        "default dtype": torch.get_default_dtype(),
+        "grad enabled": torch.is_grad_enabled(),
+        "inference mode": torch.is_inference_mode_enabled(),
+        "environment": dict(os.environ),
+    }
+
+
+def changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What differs, entry by entry: for maps (loggers, environment) only the keys that changed; loggers
+    created during the call are left out (an import makes its own)."""
+    out = {}
+    for key, old in before.items():
+        new = after[key]
+        if isinstance(old, dict):
+            keys = old.keys() if key.startswith("logger") else old.keys() | new.keys()
+            diff = {k: (old.get(k), new.get(k)) for k in keys if new.get(k) != old.get(k)}
+        else:
+            diff = None if new == old else (old, new)
+        if diff:
+            out[key] = diff
+    return out
+
+
+def fingerprint(model: nn.Module) -> dict[str, Any]:
+    """What 'untouched' means: the same tensors, module types and train/eval flags."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "modules": [(n, type(m).__name__, m.training) for n, m in model.named_modules()],
+    }
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["modules"] == b["modules"] and a["state"].keys() == b["state"].keys()
+            and all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"]))
+
+
+def logits(out: Any) -> torch.Tensor:
+    out = getattr(out, "logits", out)
+    return (out[0] if isinstance(out, (tuple, list)) else out).detach().float()
+
+
+@dataclass
+class Ran:
+    row: Row
+    model: nn.Module
+    snapshot: dict[str, Any]
+    ref_shape: torch.Size
+    result: Any
+    state_changes: dict[str, Any]
+    batch: torch.Tensor
+
+
+@pytest.fixture(scope="module")
+def warm():
+    """Import the runtimes and run one tiny export first: torch, ONNX Runtime and transformers set up their
+    own loggers, warning filters and cache variables on first use, once per process; that is not a row's doing."""
+    import tempfile
+
+    import onnxruntime.quantization  # noqa: F401
+    import torch._dynamo  # imported by the optimizers' first step; sets its cache directory
+    import torch.ao.quantization.quantize_fx
+    import transformers  # noqa: F401
+
+    import slimtorch.data.text  # noqa: F401
+    from slimtorch.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(nn.Linear(2, 2), torch.randn(1, 2), Path(tmp) / "warm.onnx", check=False)
+
+
+@pytest.fixture(scope="module", params=ROWS, ids=[r.id for r in ROWS])
+def ran(request, warm, tmp_path_factory) -> Ran:
+    row: Row = request.param
+    model, x = row.model(), row.batch()
+    with torch.no_grad():
+        ref_shape = logits(model(x)).shape
+    snap = fingerprint(model)
+    # a quantized engine other than the default one, so a transform that sets its own and keeps it shows up
+    engine = torch.backends.quantized.engine
+    others = [e for e in torch.backends.quantized.supported_engines if e not in (engine, "none")]
+    torch.backends.quantized.engine = others[0] if others else engine
+    try:
+        before = global_state()
+        result = row.call(model, x, tmp_path_factory.mktemp("out"))
+        after = global_state()
+    finally:
+        torch.backends.quantized.engine = engine
+    return Ran(row, model, snap, ref_shape, result, changed(before, after), x)
+
+
+# ---- the assertions, the same for every row ------------------------------------------------------------------
+
+
+def test_returns_a_model_with_the_same_output_shape(ran):
+    out = ran.result
+    if ran.row.id.startswith("to_int8"):
+        assert callable(out) and out.backend == ran.row.id.split("[")[1].split("-")[0]
+    else:
+        assert isinstance(out, nn.Module)
+    with torch.no_grad():
+        y = logits(out(ran.batch))
+    assert y.shape == ran.ref_shape
+    assert torch.isfinite(y).all()
+
+
+def test_input_model_untouched_unless_inplace(ran):
+    if ran.row.inplace:
+        assert ran.result is ran.model  # today's in-place transforms return the object they changed
+    else:
+        assert ran.result is not ran.model
+        assert same(fingerprint(ran.model), ran.snapshot), f"{ran.row.id} changed its input model"
+
+
+def test_save_load_round_trip_keeps_outputs(ran, tmp_path):
+    if ran.row.save_load is None:
+        pytest.skip(f"{ran.row.id}: {ran.row.no_file}")
+    again = ran.row.save_load(ran.result, tmp_path)
+    with torch.no_grad():
+        want, got = logits(ran.result(ran.batch)), logits(again(ran.batch))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_no_process_wide_state_changed(ran):
+    assert ran.state_changes == {}
+
+
+def test_no_forward_hook_left_on_the_result(ran):
+    if not isinstance(ran.result, nn.Module) or ran.row.hooks:
+        return
+    left = [n for n, m in ran.result.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    assert left == []
+
+
+def test_every_row_has_a_distinct_technique():
+    ids = [r.id for r in ROWS]
+    assert len(ids) == len(set(ids))
+
+
+def test_the_table_covers_every_public_transform():
+    """A public verb added to a package's ``__all__`` must get a row here (or be listed as not a transform)."""
+    import slimtorch.deploy
+    import slimtorch.distill
+    import slimtorch.prune
+    import slimtorch.prune.structured
+    import slimtorch.quantize
+
+    verbs = {"prune", "prune_magnitude_lm", "prune_wanda", "prune_sparsegpt", "prune_channels", "quantize_model",
+             "kmeans_share", "clip_weights", "cross_layer_equalize", "fold_conv_bn", "bias_correct", "adaround",
+             "to_int8", "distill"}
+    exported = set()
+    for pkg in (slimtorch.prune, slimtorch.prune.structured, slimtorch.quantize, slimtorch.deploy, slimtorch.distill):
+        exported |= set(pkg.__all__)
+    assert verbs <= exported
+    rows = {r.id.split("[")[0] for r in ROWS}
+    assert verbs | {"quantize_rtn", "quantize_hqq", "quantize_gptq", "quantize_awq", "quantize_w8a8"} <= rows
+
+
+
+def test_to_int8_sets_its_input_model_to_eval_mode_today(tmp_path):
+    """The one change ``to_int8`` makes to its input (recorded, not endorsed: docs/api.md, known inconsistencies)."""
+    from slimtorch.deploy import to_int8
+
+    model = mlp().train()
+    to_int8(model, mlp_batch(), {"backend": "torch_fx", "mode": "dynamic"}, out_dir=tmp_path)
+    assert not any(m.training for m in model.modules())
