@@ -1,5 +1,5 @@
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from slimtorch.core import ConfigError, FrozenConfig, Registry
 
@@ -30,7 +30,7 @@ def test_out_of_range_value_names_field_and_value():
 
 def test_configs_are_frozen():
     cfg = Cfg()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.bits = 3  # type: ignore[misc]
     assert cfg.replace(bits=3).bits == 3
 
@@ -42,3 +42,26 @@ def test_registry_duplicate_raises_and_unknown_lists_names():
         reg.register("a", 2)
     with pytest.raises(ConfigError, match="available: a"):
         reg.get("b")
+
+
+class _Inner(FrozenConfig):
+    lr: float = 0.1
+    momentum: float = 0.9
+
+
+class _Outer(FrozenConfig):
+    epochs: int = 1
+    optimizer: _Inner = _Inner()
+    groups: tuple[_Inner, ...] = ()
+
+
+@pytest.mark.parametrize("data, path, fields", [
+    ({"optimizer": {"mom": 0.5}}, "train.optimizer.mom", "lr, momentum"),
+    ({"groups": [{"lr": 1.0}, {"x": 1}]}, "train.groups[1].x", "lr, momentum"),
+    ({"epoch": 2}, "train.epoch", "epochs, groups, optimizer"),
+])
+def test_unknown_nested_field_lists_the_fields_of_its_own_level(data, path, fields):
+    with pytest.raises(ConfigError) as info:
+        _Outer.from_dict(data, "train")
+    assert info.value.field == path
+    assert str(info.value).endswith(f"allowed fields here: {fields}")

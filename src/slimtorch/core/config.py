@@ -9,6 +9,7 @@ through an importable dotted path.
 
 from __future__ import annotations
 
+import typing
 from typing import Any, TypeVar
 
 import pydantic
@@ -28,11 +29,11 @@ class FrozenConfig(pydantic.BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    def from_dict(cls, data: Any, where: str = "") -> typing.Self:
         """Validate ``data`` into this config, raising :class:`ConfigError` naming the field."""
         return validate_config(cls, data, where)
 
-    def replace(self: T, **changes: Any) -> T:
+    def replace(self, **changes: Any) -> typing.Self:
         """A copy with some fields changed, validated again."""
         return validate_config(type(self), {**self.to_dict(), **changes})
 
@@ -45,6 +46,32 @@ def _loc_to_path(where: str, loc: tuple) -> str:
         else:
             path += f".{part}" if path else str(part)
     return path or "<root>"
+
+
+def _holder(cls: type[pydantic.BaseModel], loc: tuple) -> type[pydantic.BaseModel] | None:
+    """The (nested) config class whose field list holds the last part of ``loc``; ``None`` if unknown.
+
+    ``("train", "threads")`` in a DistillConfig is looked up in TrainConfig, so an unknown nested
+    key is answered with the fields of its own level, not the top level's.
+    """
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # an item of a list / tuple field: same item type
+        field = cls.model_fields.get(part) or next(
+            (f for f in cls.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return None
+        models = [t for t in _types_in(field.annotation) if isinstance(t, type) and issubclass(t, pydantic.BaseModel)]
+        if len(models) != 1:
+            return None  # a union of configs (or none): which one the user meant is not known here
+        cls = models[0]
+    return cls
+
+
+def _types_in(annotation: Any) -> list[Any]:
+    """``annotation`` and the types inside it (``X | None``, ``tuple[X, ...]``, ``dict[str, X]``)."""
+    args = typing.get_args(annotation)
+    return [annotation] if not args else [t for a in args for t in _types_in(a)]
 
 
 def _join(parent: str, child: str) -> str:
@@ -95,8 +122,9 @@ def validate_config(cls: type[T], data: Any, where: str = "") -> T:
         if isinstance(inner, ConfigError) and inner.field and inner.field != "<root>":
             raise _nested(inner, where, tuple(err["loc"])) from None
         if err["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(f.alias or n for n, f in cls.model_fields.items()))
-            msg = f"unknown field '{path}'; allowed fields here: {allowed}"
+            holder = _holder(cls, tuple(err["loc"]))
+            allowed = ", ".join(sorted(f.alias or n for n, f in holder.model_fields.items())) if holder else ""
+            msg = f"unknown field '{path}'" + (f"; allowed fields here: {allowed}" if allowed else "")
         else:
             got = err.get("input")
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"
