@@ -145,6 +145,19 @@ def _prune(m, x, folder):
     return prune(m, {"sparsity": 0.5})
 
 
+def _prune_iterative(m, x, folder):
+    from slimtorch.prune import prune_iterative
+
+    return prune_iterative(m, {"sparsity": 0.5}, labelled(x, 4), {"epochs": 1, "batch_size": 8}, steps=2,
+                           verbose=False)
+
+
+def _prune_finetune(m, x, folder):
+    from slimtorch.prune.structured import prune_finetune
+
+    return prune_finetune(m, {"ratio": 0.5}, x[:2], labelled(x, 5), {"epochs": 1, "batch_size": 8}, verbose=False)
+
+
 def _prune_channels(m, x, folder):
     from slimtorch.prune.structured import prune_channels
 
@@ -226,7 +239,9 @@ G = {"grid": {"bits": 4, "group_size": 32}}
 
 ROWS = [
     Row("prune", mlp, mlp_batch, _prune, True, io_round_trip(None)),
+    Row("prune_iterative", mlp, mlp_batch, _prune_iterative, True, io_round_trip(None)),
     Row("prune_channels", conv_net, conv_batch, _prune_channels, True, io_round_trip(ConvUserNet)),
+    Row("prune_finetune", conv_net, conv_batch, _prune_finetune, True, io_round_trip(ConvUserNet)),
     Row("quantize_model", mlp, mlp_batch, _quantize_model, False, quantized_round_trip, hooks=True),
     Row("kmeans_share", mlp, mlp_batch, _kmeans_share, False, io_round_trip(None)),
     Row("clip_weights", mlp, mlp_batch, _clip_weights, False, io_round_trip(None)),
@@ -425,7 +440,7 @@ def test_the_table_covers_every_public_transform():
     import slimtorch.prune.structured
     import slimtorch.quantize
 
-    verbs = {"prune", "prune_magnitude_lm", "prune_wanda", "prune_sparsegpt", "prune_channels", "quantize_model",
+    verbs = {"prune", "prune_iterative", "prune_finetune", "prune_magnitude_lm", "prune_wanda", "prune_sparsegpt", "prune_channels", "quantize_model",
              "kmeans_share", "clip_weights", "cross_layer_equalize", "fold_conv_bn", "bias_correct", "adaround",
              "to_int8", "distill"}
     exported = set()

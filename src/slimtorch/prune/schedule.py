@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from slimtorch.core.config import FrozenConfig
+from slimtorch.core.config import FrozenConfig, coerce
 from slimtorch.core.errors import ConfigError
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.criteria import LossFn
@@ -162,7 +163,7 @@ def iterative_progress(config: PruneConfig, steps: int | Sequence[float]) -> lis
     values = [float(s) for s in steps]
     if not values or config.sparsity <= 0:
         raise ConfigError("steps must be a non-empty list of sparsities up to config.sparsity > 0", field="steps")
-    if any(b <= a for a, b in zip(values, values[1:], strict=False)) or values[0] <= 0 or values[-1] > config.sparsity:
+    if any(b <= a for a, b in itertools.pairwise(values)) or values[0] <= 0 or values[-1] > config.sparsity:
         raise ConfigError(
             f"steps must increase strictly within (0, sparsity={config.sparsity}], got {values}", field="steps"
         )
@@ -172,9 +173,9 @@ def iterative_progress(config: PruneConfig, steps: int | Sequence[float]) -> lis
 
 def prune_iterative(
     model: nn.Module,
-    config: PruneConfig,
+    config: PruneConfig | dict | None,
     train_data: Dataset,
-    finetune: TrainConfig,
+    finetune: TrainConfig | dict | None,
     steps: int | Sequence[float] = 3,
     *,
     data: Any = None,
@@ -202,6 +203,7 @@ def prune_iterative(
     Returns:
         The model, still masked (call :func:`slimtorch.prune.finalize` when done).
     """
+    config, finetune = coerce(PruneConfig, config), coerce(TrainConfig, finetune, "finetune")
     fractions = iterative_progress(config, steps)
     for k, c in enumerate(fractions, start=1):
         target = config.at_progress(c)

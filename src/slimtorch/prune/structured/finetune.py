@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from slimtorch.core.config import coerce
 from slimtorch.core.errors import ConfigError
 from slimtorch.prune.structured.api import prune_channels
 from slimtorch.prune.structured.config import StructuredConfig
@@ -30,10 +31,10 @@ def step_ratios(ratio: float, steps: int) -> list[float]:
 
 def prune_finetune(
     model: nn.Module,
-    config: StructuredConfig,
+    config: StructuredConfig | dict | None,
     example_input: torch.Tensor,
     train_data: Dataset,
-    train: TrainConfig,
+    train: TrainConfig | dict | None,
     *,
     steps: int = 1,
     distill: Any = None,
@@ -53,8 +54,10 @@ def prune_finetune(
     """
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}", field="steps")
+    config, train = coerce(StructuredConfig, config), coerce(TrainConfig, train, "train")
     if distill is not None:
-        from slimtorch.distill import DistillConfig, distill as run_distill
+        from slimtorch.distill import DistillConfig
+        from slimtorch.distill import distill as run_distill
 
         kd = DistillConfig.from_dict(distill, "distill") if isinstance(distill, dict) else distill
         kd = kd.replace(train=train.to_dict())
