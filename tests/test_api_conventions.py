@@ -47,6 +47,13 @@ def mlp() -> nn.Module:
         return create_model("mlp", hidden=[32, 32], in_features=16, num_classes=4).eval()
 
 
+def smoothed_mlp() -> nn.Module:
+    """The architecture ``smooth_linears`` leaves (each Linear wrapped): where its files load."""
+    from slimtorch.deploy.smooth import smooth_linears
+
+    return smooth_linears(mlp(), [(mlp_batch(),)])
+
+
 def mlp_batch() -> torch.Tensor:
     return torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
 
@@ -224,6 +231,12 @@ def _distill(m, x, folder):
     return distill(m, teacher, labelled(x, 4), cfg, verbose=False)
 
 
+def _smooth_linears(m, x, folder):
+    from slimtorch.deploy.smooth import smooth_linears
+
+    return smooth_linears(m, [(x,)])
+
+
 def _lm(fn_path: str, config: dict, with_ids: bool):
     def call(m, x, folder):
         import importlib
@@ -249,6 +262,7 @@ ROWS = [
     Row("fold_conv_bn", conv_net, conv_batch, _fold_conv_bn, False, io_round_trip(folded_conv_net)),
     Row("bias_correct", conv_net, conv_batch, _bias_correct, False, io_round_trip(conv_net_with_biases)),
     Row("adaround", conv_net, conv_batch, _adaround, False, io_round_trip(folded_conv_net)),
+    Row("smooth_linears", mlp, mlp_batch, _smooth_linears, False, io_round_trip(smoothed_mlp)),
     Row("to_int8[onnxruntime-static]", conv_net, conv_batch, _to_int8("onnxruntime", "static"), False,
         onnx_round_trip),
     Row("to_int8[onnxruntime-dynamic]", mlp, mlp_batch, _to_int8("onnxruntime", "dynamic"), False, onnx_round_trip),
@@ -267,6 +281,8 @@ ROWS = [
         lm_round_trip),
     Row("quantize_w8a8", llama, lambda: LM_IDS, _lm("slimtorch.quantize.w8a8.quantize_w8a8", {}, True), False,
         None, no_file="a float simulation of W8A8 for perplexity; deployment goes through to_int8"),
+    Row("quantize_embedding", llama, lambda: LM_IDS,
+        _lm("slimtorch.quantize.qembedding.quantize_embedding", {"bits": 8}, False), True, lm_round_trip),
     Row("prune_magnitude_lm", llama, lambda: LM_IDS, _lm("slimtorch.prune.prune_magnitude_lm", {"sparsity": 0.5}, False),
         False, io_round_trip(llama)),
     Row("prune_wanda", llama, lambda: LM_IDS, _lm("slimtorch.prune.prune_wanda", {"sparsity": 0.5}, True), False,
