@@ -28,21 +28,27 @@ def track(items: Iterable[T], description: str, total: int | None = None, every_
         yield from items
         return
     if sys.stderr.isatty():
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, transient=True) as bar:
+        # on stderr, like the plain lines: stdout stays the program's output (and survives redirect_stdout)
+        with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
             task = bar.add_task(description, total=total)
             for item in items:
                 yield item
                 bar.advance(task)
         return
     start = last = time.monotonic()
-    done = 0
-    for item in items:
+    for done, item in enumerate(items, start=1):
         yield item
-        done += 1
         now = time.monotonic()
         if now - last >= every_s or (total is not None and done == total):
             of = f"/{total}" if total is not None else ""

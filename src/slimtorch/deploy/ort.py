@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimtorch.core.progress import track
 from slimtorch.core.quiet import log_level
 from slimtorch.deploy.artifact import Int8Model, reference_outputs
 from slimtorch.deploy.bias_correction import bias_correct
@@ -111,20 +112,22 @@ def _adaround(m: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, .
 
 
 class _Reader:
-    """ONNX Runtime ``CalibrationDataReader`` over our input batches."""
+    """ONNX Runtime ``CalibrationDataReader`` over our input batches (with a progress bar if ``progress``)."""
 
-    def __init__(self, names: list[str], batches: list[tuple[torch.Tensor, ...]]):
-        self.names, self.batches, self.i = names, batches, 0
+    def __init__(self, names: list[str], batches: list[tuple[torch.Tensor, ...]], progress: str | None = None):
+        self.names, self.batches, self.progress = names, batches, progress
+        self._items = None
 
     def get_next(self):
-        if self.i >= len(self.batches):
+        if self._items is None:
+            self._items = iter(track(self.batches, self.progress) if self.progress else self.batches)
+        b = next(self._items, None)
+        if b is None:
             return None
-        b = self.batches[self.i]
-        self.i += 1
         return {n: t.detach().cpu().numpy() for n, t in zip(self.names, b)}
 
     def rewind(self):
-        self.i = 0
+        self._items = None
 
     def __len__(self):
         return len(self.batches)
@@ -209,7 +212,7 @@ def _calibrate(fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[
     if len({b[0].shape[0] for b in calib}) > 1:
         # ORT's histogram collector stacks every batch's outputs, so a ragged last batch breaks it
         calib = [tuple(t[i : i + 1] for t in b) for b in calib for i in range(b[0].shape[0])]
-    reader = _Reader(names, calib)
+    reader = _Reader(names, calib, progress=f"INT8 calibration ({cfg.calibration})")
     method = getattr(q.CalibrationMethod, _CALIB[cfg.calibration])
     with tempfile.TemporaryDirectory(prefix="slimtorch_calib_") as tmp, contextlib.redirect_stdout(io.StringIO()):
         cal = create_calibrator(fp32, ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),

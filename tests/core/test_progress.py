@@ -1,0 +1,72 @@
+"""core.progress.track: a bar on a terminal, plain lines elsewhere, always on stderr; and where it is used."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+
+from slimtorch.core.progress import track
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_lines_when_not_a_terminal(capsys):
+    assert list(track(range(5), "work", every_s=3600)) == [0, 1, 2, 3, 4]
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.strip().splitlines() == ["work: 5/5 (0 s)"]  # only the last one when updates are rare
+
+
+def test_a_bar_on_a_terminal_goes_to_stderr_even_under_redirect_stdout(monkeypatch):
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    swallowed = io.StringIO()
+    with contextlib.redirect_stdout(swallowed):
+        assert sum(track(range(3), "calibrating")) == 3
+    assert "calibrating" in term.getvalue()
+    assert swallowed.getvalue() == ""
+
+
+def test_switched_off_by_environment(monkeypatch, capsys):
+    monkeypatch.setenv("SLIMTORCH_PROGRESS", "0")
+    assert list(track([1, 2], "quiet")) == [1, 2]
+    assert capsys.readouterr().err == ""
+
+
+def test_int8_fallback_reports_its_sensitivity_pass(tmp_path, capsys):
+    from slimtorch.deploy import FidelityTarget, accuracy_aware_fallback
+
+    layers = ["a", "b", "c"]
+    bad = {"a": 0.3, "b": 0.1, "c": 0.05}  # KL each layer adds when quantized
+
+    def quantize(excluded):
+        path = tmp_path / f"{'_'.join(sorted(excluded)) or 'all'}.onnx"
+        path.write_text(",".join(excluded))
+        return path
+
+    def evaluate(path):
+        excluded = [x for x in path.read_text().split(",") if x]
+        return {"mean_kl": sum(v for k, v in bad.items() if k not in excluded)}
+
+    res = accuracy_aware_fallback(quantize, evaluate, layers, [], FidelityTarget(min_agreement=None, max_kl=0.1),
+                                  budget=2)
+    assert res.excluded[:1] == ["a"]  # the most sensitive layer goes first
+    err = capsys.readouterr().err
+    assert "INT8 fallback: sensitivity of each unit: 3/3" in err
+
+
+def test_int8_calibration_reports_progress(tmp_path, capsys):
+    import torch
+
+    from slimtorch.deploy import to_int8
+    from tests.deploy.int8_models import conv_net
+
+    x = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    calibration = "minmax"
+    to_int8(conv_net(), x, {"backend": "onnxruntime", "mode": "static", "calibration": calibration,
+                            "calib_batch_size": 8}, out_dir=tmp_path)
+    assert f"INT8 calibration ({calibration}): 4/4" in capsys.readouterr().err
