@@ -70,3 +70,14 @@ def test_int8_calibration_reports_progress(tmp_path, capsys):
     to_int8(conv_net(), x, {"backend": "onnxruntime", "mode": "static", "calibration": calibration,
                             "calib_batch_size": 8}, out_dir=tmp_path)
     assert f"INT8 calibration ({calibration}): 4/4" in capsys.readouterr().err
+
+
+def test_adaround_reports_each_layer(capsys):
+    import torch
+
+    from slimtorch.deploy import adaround
+    from tests.deploy.int8_models import conv_net
+
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    adaround(conv_net(), [(x,)], iters=2, samples=32)
+    assert "AdaRound: layers rounded: 4/4" in capsys.readouterr().err  # conv1, dw, pw, head

@@ -57,8 +57,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimtorch.core.errors import ConfigError
-from slimtorch.deploy.grid import grid_scale, ort_qmax
+from slimtorch.core.progress import track
 from slimtorch.deploy.graph import conv_bn_pairs
+from slimtorch.deploy.grid import grid_scale, ort_qmax
 
 ZETA, GAMMA = 1.1, -0.1
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -374,14 +375,15 @@ def adaround_report(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], p
     per_call = {n: max(1, math.ceil(samples / (len(batches) * calls[n]))) for n in order}
     rows = _Rows(per_call, {n: seed * 1000 + k for k, n in enumerate(order)})
     qmax = ort_qmax(reduce_range)
-    opts = dict(iters=iters, lam=lam, warmup=warmup, beta=beta, lr=lr)
+    opts = {"iters": iters, "lam": lam, "warmup": warmup, "beta": beta, "lr": lr}
     t0 = time.perf_counter()
     per_layer: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(order, model, rows, calls, len(batches)):
-        targets = _float_targets(ref, chunk, calls, batches, rows)
-        for name in chunk:
-            xq = _inputs(model, name, calls[name], batches, rows)
-            per_layer[name] = _round_layer(model.get_submodule(name), xq, targets.pop(name), per_channel, qmax, opts)
+    todo = [(chunk, name) for chunk in _chunks(order, model, rows, calls, len(batches)) for name in chunk]
+    for chunk, name in track(todo, "AdaRound: layers rounded"):
+        if name == chunk[0]:
+            targets = _float_targets(ref, chunk, calls, batches, rows)  # one float pass per chunk of layers
+        xq = _inputs(model, name, calls[name], batches, rows)
+        per_layer[name] = _round_layer(model.get_submodule(name), xq, targets.pop(name), per_channel, qmax, opts)
     return model, _summary(per_layer, iters, samples, qmax, time.perf_counter() - t0)
 
 
