@@ -48,6 +48,12 @@ class TrainConfig(FrozenConfig):
             affine weights still train). For short fine-tuning on little data, whose batch
             statistics would overwrite those learned on the full training set.
         grad_clip: max global gradient norm, or None.
+        max_norm: after every optimizer step, rescale each unit's incoming weight vector
+            (a row of a ``Linear`` weight, one output filter of a ``Conv`` weight) whose L2
+            norm exceeds this value back onto the ball of that radius; None disables it.
+            The max-norm constraint of Srivastava et al. 2014 ("Dropout", section 5.1, c of
+            about 3-4) that Hinton et al. 2015 used for their MNIST teacher: it bounds the
+            weights, so dropout nets can train with a high learning rate without diverging.
         eval_every: evaluate on the eval set every N epochs (0: only at the end).
     """
 
@@ -60,5 +66,6 @@ class TrainConfig(FrozenConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     freeze_bn: bool = False
     grad_clip: float | None = Field(None, gt=0)
+    max_norm: float | None = Field(None, gt=0)
     eval_every: int = Field(1, ge=0)
     eval_batch_size: int = Field(1000, ge=1)

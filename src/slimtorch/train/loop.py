@@ -26,6 +26,7 @@ from slimtorch.train.batches import iterate_batches
 from slimtorch.train.callbacks import Callback, TrainState
 from slimtorch.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from slimtorch.train.config import TrainConfig
+from slimtorch.train.constraints import apply_max_norm
 from slimtorch.train.evaluate import evaluate
 from slimtorch.train.optim import build_optimizer, build_scheduler
 
@@ -173,6 +174,8 @@ def fit(
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
+            if config.max_norm is not None:
+                apply_max_norm(model, config.max_norm)
             scheduler.step()
             state.step += 1
             loss_sum += loss.item() * len(y)  # this rank's share; rank 0 reports its own
