@@ -62,6 +62,23 @@ def deep_compression(d: dict) -> list[str]:
             f"| {n['load_seconds']['slim'] * 1e3:.1f} ms / {n['load_seconds']['dense_safetensors'] * 1e3:.1f} ms |"
         )
     for key, n in d.get("networks", {}).items():
+        sel = n.get("selection")
+        if sel:
+            sp = n["splits"]
+            cands = "; ".join(f"{c['name']}: {c['slim_bytes'] / 1024:.1f} KB, {c['val_error_pct']:.2f} %"
+                              for c in sel["candidates"])
+            out.append(f"\n* {key}: chosen on validation ({sp['validation']} of the training digits, seed "
+                       f"{sp['validation_seed']}; trained on {sp['train']}): **{sel['chosen']}** by the rule "
+                       f"\"{sel['rule']}\" (dense validation error {sel['dense_val_error_pct']:.2f} %"
+                       f"{'' if sel['met'] else '; no candidate met it, the most accurate was taken'}). "
+                       f"Candidates (size, validation error): {cands}. Test error read once, for the chosen file.")
+    for key, n in d.get("networks", {}).items():
+        steps = n.get("waterfall", [])
+        if steps:
+            out += [f"\n**{key}, size waterfall** (each step re-encodes the same weights; "
+                    "`slimtorch.encode.waterfall`)\n", "| step | bytes | ratio |", "|---|---|---|"]
+            out += [f"| {r['step']} | {r['bytes']:,} | {r['ratio']:.1f}× |" for r in steps]
+    for key, n in d.get("networks", {}).items():
         layers = n.get("layers", [])
         if not layers:
             continue
@@ -698,7 +715,8 @@ def _update_readme() -> None:
     block = []
     dc = _load("deep_compression")
     if dc:
-        block += deep_compression({"networks": {k: {**v, "layers": []} for k, v in dc.get("networks", {}).items()}})
+        block += deep_compression({"networks": {k: {**v, "layers": [], "waterfall": [], "selection": None}
+                                                for k, v in dc.get("networks", {}).items()}})
     st = _load("structured")
     if st:
         block += structured(st)
