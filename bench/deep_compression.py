@@ -1,26 +1,39 @@
-"""Deep Compression (Han, Mao & Dally, ICLR 2016) reproduced on real MNIST, measured on the decoded files.
+"""Deep Compression (Han, Mao & Dally, ICLR 2016) on real MNIST, pushed further, measured on the decoded files.
 
-Runs ``recipes/deep_compression_lenet300.yaml`` and ``recipes/deep_compression_lenet5.yaml``
-(train → iterative prune → k-means share + centroid fine-tune → entropy-code →
-decode → evaluate the decoded model) and writes ``bench/results/deep_compression.json``:
-our per-layer table (like the paper's Tables 2 and 3) and totals next to the paper's.
+For each network the recipe (``recipes/deep_compression_lenet300.yaml``,
+``recipes/deep_compression_lenet5.yaml``) holds 5,000 of the 60,000 training digits
+out as a validation split (``data.validation_size``). The bench
+
+1. trains the dense network once (the recipe's ``train`` stage);
+2. runs the rest of the recipe (prune with fine-tuning → k-means sharing of weights
+   and biases with centroid fine-tuning → entropy coding → decode) from that model
+   once per *candidate* (a few overrides of the recipe: sparsity, bits), each
+   evaluated on the validation split only;
+3. chooses, on validation, the smallest ``.slim`` file whose decoded validation
+   error is within ``TOLERANCE_PP`` of the dense model's validation error (fixed
+   before any run); if none is, the most accurate candidate;
+4. reports the chosen file's test error (the 10,000 test digits, read once for the
+   figure), its per-layer table (the paper's Tables 2 and 3) and the size waterfall
+   (:func:`slimtorch.encode.waterfall.size_waterfall`: which step buys how much).
+
 The compression ratio is dense fp32 size / size of the whole ``.slim`` file
-(codebooks, indices, biases, header included). Decode throughput (restored weights
-per second) and load time of the ``.slim`` vs the dense safetensors file are measured
-in the same process.
+(codebooks, indices, biases, header included). Decode throughput and load time of the
+``.slim`` vs the dense safetensors file are measured in the same process.
 
 Run: ``.venv/bin/python bench/deep_compression.py [lenet300|lenet5 ...]``
-(about 10 min per network on 2 quiet cores).
+(LeNet-300-100 about 15 min, LeNet-5 about an hour, on 2 quiet cores).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "deep_compression.json"
@@ -30,6 +43,28 @@ PAPER = {
     "lenet5": {"dense_kb": 1720, "compressed_kb": 44, "ratio": 39, "error_dense": 0.80, "error_compressed": 0.74},
 }
 RECIPES = {"lenet300": "deep_compression_lenet300.yaml", "lenet5": "deep_compression_lenet5.yaml"}
+# Accuracy the compressed file may lose on the validation split, fixed before the bench
+# ran: a quarter of a point for LeNet-300-100, whose dense error (about 1 % with
+# jitter) leaves that much room under the paper's 1.64 %, and 0.15 pp for LeNet-5,
+# whose dense error (about 0.6 %) leaves less under the paper's 0.80 %. (Exploratory
+# runs before the bench, on validation, showed the validation error of a pruned network
+# moving 2-4 times as much as its test error, so a tenth of a point is within noise.)
+TOLERANCE_PP = {"lenet300": 0.25, "lenet5": 0.15}
+# Overrides of the recipe tried per network (stage 0 is the dense training, shared).
+CANDIDATES = {
+    "lenet300": {
+        "recipe": [],
+        "weights 4-bit": ["stages.2.bits=4", "stages.2.per_layer.fc3=5"],
+        "fc1 96 % pruned": ["stages.1.prune.sparsity=0.96"],
+        "fc1 97 %, fc2 94 % pruned": ["stages.1.prune.sparsity=0.97", "stages.1.prune.per_layer.fc2=0.94"],
+    },
+    "lenet5": {
+        "recipe": [],
+        "weights 4-bit": ["stages.2.bits=4"],
+        "fc1 98 % pruned": ["stages.1.prune.sparsity=0.98"],
+        "fc1 93 %, conv2 88 % pruned": ["stages.1.prune.sparsity=0.93", "stages.1.prune.per_layer.conv2=0.88"],
+    },
+}
 
 
 def _median_seconds(fn, runs: int = 15) -> float:
@@ -41,42 +76,78 @@ def _median_seconds(fn, runs: int = 15) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _run(data: dict, out: Path):
+    from slimtorch.pipeline import recipe_from_dict, run_recipe
+
+    return run_recipe(recipe_from_dict(data), out, force=True, verbose=True)
+
+
+def _error(rec: dict, key: str) -> float:
+    return 100 * (1 - rec[key])
+
+
 def run_one(key: str, out_root: Path) -> dict:
     import slimtorch
     from slimtorch.encode.format import unpack_state
+    from slimtorch.encode.waterfall import size_waterfall
     from slimtorch.io import load_model, save_model
-    from slimtorch.pipeline import load_recipe, run_recipe
+    from slimtorch.pipeline import apply_overrides
 
     # One intra-op thread by default: on a shared 2-core machine, 2 OpenMP threads per
     # process stall at every barrier; accuracy and sizes do not depend on it.
-    threads = os.environ.get("BENCH_THREADS", "1")
-    recipe = load_recipe(ROOT / "recipes" / RECIPES[key], [f"threads={threads}"])
+    threads = int(os.environ.get("BENCH_THREADS", "1"))
+    base = yaml.safe_load((ROOT / "recipes" / RECIPES[key]).read_text())
+    base["threads"] = threads
     t0 = time.perf_counter()
-    res = run_recipe(recipe, out_root / key, force=True, verbose=True)
+    dense_run = _run({**base, "stages": base["stages"][:1]}, out_root / key / "dense")
+    dense = dense_run.records[-1]
+    dense_file = dense_run.out_dir / "model.safetensors"
+    candidates = []
+    for name, overrides in CANDIDATES[key].items():
+        data = apply_overrides(copy.deepcopy(base), overrides)
+        data.update(model={"path": str(dense_file)}, stages=data["stages"][1:], name=f"{base['name']}_{len(candidates)}")
+        res = _run(data, out_root / key / f"candidate{len(candidates)}")
+        final = res.records[-1]
+        slim = Path(res.info["encode"]["file"])
+        candidates.append({
+            "name": name, "overrides": overrides, "val_error_pct": _error(final, "val_accuracy"),
+            "slim_bytes": slim.stat().st_size, "ratio": dense["dense_bytes"] / slim.stat().st_size,
+            "_res": res, "_slim": slim,
+        })  # fmt: skip
     wall = time.perf_counter() - t0
-    recs = {r["name"]: r for r in res.records}
-    trained, final = recs["train"], res.records[-1]
-    slim = Path(res.info["encode"]["file"])
+    tolerance = TOLERANCE_PP[key]
+    budget = _error(dense, "val_accuracy") + tolerance
+    passing = [c for c in candidates if c["val_error_pct"] <= budget + 1e-9]
+    chosen = min(passing, key=lambda c: c["slim_bytes"]) if passing else min(candidates, key=lambda c: c["val_error_pct"])
+    res, slim = chosen["_res"], chosen["_slim"]
+    final = res.records[-1]
     data = slim.read_bytes()
-    dense_file = save_model(load_model(res.out_dir / "model.safetensors"), out_root / f"{key}_dense.safetensors", sparse=False)
+    dense_copy = save_model(load_model(dense_file), out_root / f"{key}_dense.safetensors", sparse=False)
     n_weights = sum(v.numel() for v in slimtorch.load(slim).state_dict().values())
     decode_s = _median_seconds(lambda: unpack_state(data))
     load_slim_s = _median_seconds(lambda: slimtorch.load(slim))
-    load_dense_s = _median_seconds(lambda: slimtorch.load(dense_file))
-    dense_bytes = trained["dense_bytes"]
+    load_dense_s = _median_seconds(lambda: slimtorch.load(dense_copy))
+    dense_bytes = dense["dense_bytes"]
     return {
         "recipe": RECIPES[key],
         "wall_seconds": wall,
-        "error_dense_pct": 100 * (1 - trained["accuracy"]),
-        "error_decoded_pct": 100 * (1 - final["accuracy"]),
-        "stages": [
-            {k: r.get(k) for k in ("name", "accuracy", "params", "nonzero", "size_bytes", "file_bytes")} for r in res.records
-        ],
+        "splits": {"train": 60000 - base["data"]["validation_size"], "validation": base["data"]["validation_size"],
+                   "validation_seed": base["data"].get("validation_seed", 0), "test": 10000},
+        "selection": {"rule": f"smallest .slim with decoded validation error <= dense validation error + {tolerance} pp",
+                      "tolerance_pp": tolerance, "dense_val_error_pct": _error(dense, "val_accuracy"),
+                      "chosen": chosen["name"], "met": bool(passing),
+                      "candidates": [{k: v for k, v in c.items() if not k.startswith("_")} for c in candidates]},
+        "error_dense_pct": _error(dense, "accuracy"),
+        "error_decoded_pct": _error(final, "accuracy"),
+        "val_error_decoded_pct": _error(final, "val_accuracy"),
+        "stages": [{k: r.get(k) for k in ("name", "accuracy", "val_accuracy", "params", "nonzero", "size_bytes", "file_bytes")}
+                   for r in [dense, *res.records[1:]]],
         "dense_bytes": dense_bytes,
         "slim_bytes": len(data),
         "ratio": dense_bytes / len(data),
         "weights_kept_pct": 100 * final["nonzero"] / final["params"],
         "layers": res.info["encode"]["layers"],
+        "waterfall": size_waterfall(data),
         "decode_weights_per_second": n_weights / decode_s,
         "load_seconds": {"slim": load_slim_s, "dense_safetensors": load_dense_s},
         "paper": PAPER[key],
@@ -97,8 +168,9 @@ def main(keys: list[str]) -> None:
         atomic_write_json(RESULTS, results)
         n = results["networks"][key]
         print(f"{key}: {n['dense_bytes'] / 1024:.0f} KB -> {n['slim_bytes'] / 1024:.1f} KB ({n['ratio']:.1f}x), "
-              f"error {n['error_dense_pct']:.2f}% -> {n['error_decoded_pct']:.2f}% "
-              f"(paper {PAPER[key]['ratio']}x, {PAPER[key]['error_dense']}% -> {PAPER[key]['error_compressed']}%)")
+              f"test error {n['error_dense_pct']:.2f}% -> {n['error_decoded_pct']:.2f}% "
+              f"(chosen on validation: {n['selection']['chosen']}; "
+              f"paper {PAPER[key]['ratio']}x, {PAPER[key]['error_dense']}% -> {PAPER[key]['error_compressed']}%)")
 
 
 if __name__ == "__main__":

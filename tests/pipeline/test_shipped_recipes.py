@@ -33,6 +33,8 @@ def tiny(path: Path, lm_dir: Path | None = None) -> dict:
         return data
     if data.get("data"):
         data["data"].update(train_subset=96, test_subset=48, calib_size=32)
+        if data["data"].get("validation_size"):
+            data["data"]["validation_size"] = 16  # (held out of the 96)
     data["measure"] = {"latency_batches": [1], "latency_runs": 1}
     for stage in data.get("stages", []):
         if stage.get("type") == "int8":  # the fallback search and timing are what take minutes
