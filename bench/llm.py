@@ -53,6 +53,9 @@ ROWS: dict[str, tuple[str, dict]] = {
     "rtn_w4g128_mse": ("rtn", {"grid": G128}),
     "rtn_w4_perchannel": ("rtn", {"grid": {"bits": 4, "group_size": None, **PLAIN}}),
     "gptq_w4g128": ("gptq", {"grid": G128}),
+    # layer-streamed: the float model is never loaded; one block at a time from the safetensors (bench/llm_stream_runner.py)
+    "gptq_w4g128_streamed": ("gptq_streamed", {"grid": G128}),
+    "gptq_w4g128_streamed_b4": ("gptq_streamed", {"grid": G128, "batch_size": 4}),
     "gptq_w4g128_sym": ("gptq", {"grid": {**G128, "symmetric": True}}),
     "gptq_w4_perchannel": ("gptq", {"grid": {"bits": 4, "group_size": None}}),
     "awq_w4g128": ("awq", {"grid": G128}),
@@ -128,8 +131,13 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
     from slimtorch.quantize.qlinear import QuantLinear, save_quantized_lm
 
     info, calib, selection, test = tokens(test_windows)
-    model, tok = load_causal_lm(hf_directory())
     row: dict = {"method": method, "config": config}
+    if method == "gptq_streamed":
+        model = _streamed_row(row, config, calib)
+        if "error" in row:
+            return row
+    else:
+        model, tok = load_causal_lm(hf_directory())
     if method == "slim":
         from bench.llm_slim import slim_row
 
@@ -179,10 +187,11 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
         row["peer"] = facts
         if facts.get("error"):
             row["error"] = facts["error"]
-    elif method != "fp32":
+    elif method not in ("fp32", "gptq_streamed"):
         raise SystemExit(f"unknown method {method}")
-    row["calib_seconds"] = round(time.perf_counter() - t0, 2)
-    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if method != "gptq_streamed":  # its figures are the calibration process's own (_streamed_row)
+        row["calib_seconds"] = round(time.perf_counter() - t0, 2)
+        row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if method == "peer":  # the peer's own time and memory where it measured them (llmcompressor's subprocess)
         row["calib_seconds"] = row["peer"].get("calib_seconds", row["calib_seconds"])
         row["peak_rss_mb"] = row["peer"].get("peak_rss_mb") or row["peak_rss_mb"]
@@ -217,7 +226,57 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
     p = perplexity(model, test, WINDOW, progress=False)
     row["perplexity"] = round(p.perplexity, 3)
     row["eval_seconds"] = round(p.seconds, 1)
+    folder = row.pop("_folder", None)
+    if folder:  # the streamed run's own output folder (what size_bytes re-saves from the reloaded model)
+        import shutil
+
+        row["streamed_folder_bytes"] = _dir_bytes(Path(folder) / "q")
+        shutil.rmtree(folder, ignore_errors=True)
     return row
+
+
+# glibc's adaptive mmap threshold lets freed activation buffers fragment the heap (resident memory grew by about
+# 100 MB per block on SmolLM2); a fixed threshold returns them to the OS. Recorded with the row.
+STREAM_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def _streamed_row(row: dict, config: dict, calib):
+    """Run layer-streamed GPTQ in its own process (bench/llm_stream_runner.py); the quantized model it wrote.
+
+    ``peak_rss_mb`` and ``calib_seconds`` are that process's: imports + calibration, the float model
+    never loaded. Evaluation afterwards (in this process) loads the quantized folder.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from slimtorch.measure.env import loaded
+    from slimtorch.models.llm import hf_directory
+    from slimtorch.quantize.qlinear import load_quantized_lm
+
+    threads = torch.get_num_threads()
+    work = Path(tempfile.mkdtemp(prefix="llm_stream_"))
+    save_file({"input_ids": calib.contiguous()}, str(work / "calib.safetensors"))
+    env = {**os.environ, **STREAM_ENV, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, str(REPO / "bench" / "llm_stream_runner.py"), "--model", str(hf_directory()),
+           "--calib", str(work / "calib.safetensors"), "--config", json.dumps(config), "--out", str(work / "q"),
+           "--facts", str(work / "facts.json"), "--threads", str(threads)]
+    load_before = _load_avg()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    load_after = _load_avg()
+    if proc.returncode != 0 or not (work / "facts.json").is_file():
+        row["error"] = f"stream runner exited {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"
+        return None
+    facts = json.loads((work / "facts.json").read_text())
+    row.update(calib_seconds=facts["calib_seconds"], peak_rss_mb=facts["peak_rss_mb"],
+               peak_rss_phase="calibration process only: imports (torch, transformers, accelerate, slimtorch) + "
+                              "layer-streamed GPTQ writing the quantized folder; the float model is never loaded; "
+                              "evaluation runs afterwards in another process and is not included",
+               imports_rss_mb=facts["imports_rss_mb"], threads=facts["threads"], calib_env=STREAM_ENV,
+               calib_load_average=[load_before, load_after],
+               calib_contended=loaded(load_before, load_after, facts["threads"]))
+    model = load_quantized_lm(work / "q")
+    row["_folder"] = str(work)
+    return model
 
 
 def slim_section(row: dict) -> dict:

@@ -59,6 +59,16 @@ class BlockData:
                 outs.append(out[0] if isinstance(out, (tuple, list)) else out)
         return outs
 
+    def advance(self, block: nn.Module) -> None:
+        """Replace every batch by the block's output for it, one batch at a time.
+
+        The same values as ``self.hidden = self.run(block)``, holding one batch more
+        than the hidden states instead of a second copy of them.
+        """
+        with torch.no_grad():
+            for k, kw in enumerate(self.kwargs):
+                out = block(self.hidden[k], **kw)
+                self.hidden[k] = out[0] if isinstance(out, (tuple, list)) else out
 
     def feed(self, block: nn.Module, module: nn.Module, fn: Callable[[torch.Tensor], None]) -> None:
         """Call ``fn`` with ``module``'s input for every batch, stopping the block's forward right there.
@@ -95,8 +105,13 @@ def slice_kwargs(kw: dict, n: int) -> dict:
     return out
 
 
-def capture_inputs(model: nn.Module, blocks: nn.ModuleList, ids: torch.Tensor, batch_size: int) -> BlockData:
-    """Run the model up to its first block on ``ids (N, L)``; keep the first block's inputs."""
+def capture_inputs(model: nn.Module, blocks: nn.ModuleList, ids: torch.Tensor, batch_size: int,
+                   embed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> BlockData:
+    """Run the model up to its first block on ``ids (N, L)``; keep the first block's inputs.
+
+    ``embed`` maps a batch of ids to their embeddings, passed as ``inputs_embeds``
+    (layer-streamed calibration, where the embedding table is not loaded).
+    """
     hidden, kwargs = [], []
 
     def grab(_mod, args, kw):
@@ -109,7 +124,10 @@ def capture_inputs(model: nn.Module, blocks: nn.ModuleList, ids: torch.Tensor, b
         with torch.no_grad():
             for s in range(0, ids.shape[0], batch_size):
                 try:
-                    model(ids[s : s + batch_size], use_cache=False)
+                    if embed is None:
+                        model(ids[s : s + batch_size], use_cache=False)
+                    else:
+                        model(inputs_embeds=embed(ids[s : s + batch_size]), use_cache=False)
                 except _Stop:
                     pass
     finally:

@@ -66,9 +66,10 @@ def hessian_accumulator(cols: int) -> dict:
 
 
 def accumulate(acc: dict, x: torch.Tensor) -> None:
-    # The batch product in float32 (fast), the running sum in float64 (many batches).
+    # The batch product in float32 (fast), the running sum in float64 (many batches). Adding the float32
+    # product in place is exact (every float32 is a float64) and spares a float64 copy of it.
     x = x.reshape(-1, x.shape[-1]).float()
-    acc["H"] += (x.T @ x).double()
+    acc["H"] += x.T @ x
     acc["n"] += x.shape[0]
 
 
@@ -215,17 +216,7 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig | dict | None, ids: torch
     model = target(model, inplace)
     # Names only: holding the modules would keep every replaced float weight alive (2x the model's memory).
     chosen = list(selected_linears(model, config))
-    from slimtorch.models.llm import decoder_blocks
-
-    prefix, _ = decoder_blocks(model)
-
-    def process(i: int, block: nn.Module, data: BlockData) -> None:
-        head = f"{prefix}.{i}."
-        mine = [n[len(head) :] for n in chosen if n.startswith(head)]
-        grids = {n[len(head) :]: _grid_for(n, config) for n in chosen if n.startswith(head)}
-        if mine:
-            quantize_block(block, data, mine, config, grids=grids)
-
+    prefix, process = _block_process(model, config)
     sequential(model, ids, process, config.batch_size, checkpoint_dir, tag="gptq" + config.model_dump_json(),
                save_block=quantized_state, load_block=lambda b, t, m: restore_quantized(b, t, m, "checkpoint"),
                description="GPTQ")
@@ -240,3 +231,66 @@ def _grid_for(name: str, config: GPTQConfig) -> GridConfig:
 
     bits = bits_for(name, config.grid.bits, config.per_layer_bits)
     return config.grid if bits == config.grid.bits else config.grid.replace(bits=bits)
+
+
+def _block_process(model: nn.Module, config: GPTQConfig):
+    """(blocks' prefix, ``process(i, block, data)`` quantizing block ``i``'s selected Linears): both paths share it."""
+    from slimtorch.models.llm import decoder_blocks
+
+    chosen = list(selected_linears(model, config))
+    prefix, _ = decoder_blocks(model)
+
+    def process(i: int, block: nn.Module, data: BlockData) -> None:
+        head = f"{prefix}.{i}."
+        mine = [n[len(head) :] for n in chosen if n.startswith(head)]
+        grids = {n[len(head) :]: _grid_for(n, config) for n in chosen if n.startswith(head)}
+        if mine:
+            quantize_block(block, data, mine, config, grids=grids)
+
+    return prefix, process
+
+
+@torch.no_grad()
+def quantize_gptq_streamed(source, out_dir, config: GPTQConfig | dict | None, ids: torch.Tensor,
+                           checkpoint_dir=None, attn_implementation: str | None = None):
+    """GPTQ of the causal LM in folder ``source`` without loading it: one block in memory at a time.
+
+    Reads each decoder block from ``source``'s safetensors, quantizes it exactly as
+    :func:`quantize_gptq` would (same codes, scales and zeros), writes it out and frees
+    it (:func:`slimtorch.core.streamed.calibrate_streamed`). Peak memory is one block
+    plus the calibration hidden states, not the model.
+
+    Args:
+        source: a Hugging Face causal-LM folder with safetensors weights (e.g.
+            :func:`slimtorch.models.llm.hf_directory`).
+        out_dir: the new quantized model folder (as :func:`~slimtorch.quantize.qlinear.save_quantized_lm`
+            writes; reload with :func:`~slimtorch.quantize.qlinear.load_quantized_lm`).
+        ids: calibration token ids ``(N, L)``.
+        checkpoint_dir: resumable state; a rerun with the same tokens and config continues after
+            the last finished block.
+        attn_implementation: the attention kernel the blocks run with (default: transformers'
+            default, as :func:`~slimtorch.models.llm.load_causal_lm` loads); the result equals
+            :func:`quantize_gptq` on a model loaded with the same kernel.
+
+    Returns:
+        ``out_dir`` as a ``Path``.
+    """
+    from slimtorch.core.streamed import calibrate_streamed
+    from slimtorch.quantize.qlinear import quantized_tensors
+
+    config = coerce(GPTQConfig, config)
+
+    def outside(model: nn.Module):
+        # selected Linears outside the blocks (an lm_head that is not excluded): round-to-nearest, as in memory
+        from slimtorch.models.llm import decoder_blocks
+
+        prefix, _ = decoder_blocks(model)
+        names = [n for n in selected_linears(model, config) if not n.startswith(prefix + ".")]
+        return {n: lambda name, w, b: quantized_tensors(name, rtn_weight(w, _grid_for(name, config)), b)
+                for n in names}
+
+    return calibrate_streamed(source, out_dir, ids, lambda model: _block_process(model, config)[1], quantized_state,
+                              outside=outside,
+                              batch_size=config.batch_size, tag="gptq" + config.model_dump_json(),
+                              checkpoint_dir=checkpoint_dir, attn_implementation=attn_implementation,
+                              description="GPTQ (streamed)")

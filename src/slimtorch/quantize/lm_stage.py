@@ -15,22 +15,36 @@ Each stage takes its method's config fields (:class:`~slimtorch.quantize.gptq.GP
 (:class:`~slimtorch.pipeline.lm.LMStageFields`). The quantized model (integer
 codes, scales, zeros) is written to ``NN_label/model``; its ``model.safetensors``
 is the size reported. GPTQ and AWQ calibrate block by block and resume after the
-last finished block (``slimtorch run --resume``).
+last finished block (``slimtorch run --resume``). ``gptq`` with ``stream: true`` reads
+the blocks from the model's safetensors folder one at a time instead of calibrating
+the loaded model (same result, calibration memory one block plus activations).
 """
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 from slimtorch.pipeline.context import Context
 from slimtorch.pipeline.lm import LMStageFields, run_lm_stage
 from slimtorch.pipeline.registry import register_stage
 from slimtorch.quantize.awq import AWQConfig, quantize_awq
-from slimtorch.quantize.gptq import GPTQConfig, quantize_gptq
+from slimtorch.quantize.gptq import GPTQConfig, quantize_gptq, quantize_gptq_streamed
 from slimtorch.quantize.hqq import HQQConfig, quantize_hqq
 from slimtorch.quantize.rtn import RTNConfig, quantize_rtn
 
 
 class GPTQStageConfig(GPTQConfig, LMStageFields):
-    """:class:`GPTQConfig` + ``calib_windows`` / ``save``."""
+    """:class:`GPTQConfig` + ``calib_windows`` / ``save`` / ``stream``.
+
+    Attributes:
+        stream: calibrate from the model's own safetensors folder, one block in memory at a
+            time (:func:`~slimtorch.quantize.gptq.quantize_gptq_streamed`), instead of on the
+            loaded model; the result is the same. Only as the recipe's first stage (it reads the
+            weights as they are on disk) and for a model loaded from a local folder.
+    """
+
+    stream: bool = False
 
 
 class AWQStageConfig(AWQConfig, LMStageFields):
@@ -47,7 +61,36 @@ class RTNStageConfig(RTNConfig, LMStageFields):
 
 @register_stage("gptq", GPTQStageConfig)
 def gptq_stage(ctx: Context, cfg: GPTQStageConfig) -> None:
-    run_lm_stage(ctx, cfg, "gptq", GPTQConfig, quantize_gptq, calibrated=True, resumable=True)
+    fn = _streamed_gptq(ctx) if cfg.stream else quantize_gptq
+    run_lm_stage(ctx, cfg, "gptq", GPTQConfig, fn, calibrated=True, resumable=True)
+
+
+def _streamed_gptq(ctx: Context):
+    """``quantize_gptq``'s signature over :func:`quantize_gptq_streamed` on the folder ``ctx.model`` came from."""
+    from slimtorch.core.errors import ConfigError
+
+    if ctx.stage_index != 1:
+        raise ConfigError(f"stage '{ctx.stage_name}': stream: true reads the weights from the model's folder, "
+                          "so it must be the recipe's first stage (earlier stages' changes would be lost)",
+                          field="stream")
+    source = Path(getattr(ctx.model, "name_or_path", "") or "")
+    if not (source / "config.json").is_file() or not any(source.glob("*.safetensors")):
+        raise ConfigError(f"stage '{ctx.stage_name}': stream: true needs a model loaded from a local Hugging Face "
+                          f"folder with safetensors (zoo smollm2_135m or model: {{hf: DIR}}); this one came from "
+                          f"{str(source) or 'no folder'!r}", field="stream")
+
+    def fn(model, config, ids, inplace=True, checkpoint_dir=None):
+        from slimtorch.pipeline.lm import reload_into
+
+        out = ctx.stage_dir() / "streamed"
+        shutil.rmtree(out, ignore_errors=True)
+        quantize_gptq_streamed(source, out, config, ids, checkpoint_dir=checkpoint_dir,  # same kernel, same result
+                               attn_implementation=getattr(model.config, "_attn_implementation", None))
+        new = reload_into(model, out)
+        shutil.rmtree(out)  # the stage saves the reloaded model into its own folder
+        return new
+
+    return fn
 
 
 @register_stage("awq", AWQStageConfig)

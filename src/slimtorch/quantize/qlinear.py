@@ -115,6 +115,18 @@ def unpack_codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
 # ---- files --------------------------------------------------------------------------------------------------
 
 
+def quantized_tensors(name: str, qw: QuantizedWeight, bias: torch.Tensor | None = None
+                      ) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, layer info) of one quantized Linear as :func:`quantized_state` stores it."""
+    int_zero = qw.integral_zeros
+    tensors = {f"{name}.qcodes": pack_codes(qw.codes, qw.bits), f"{name}.scales": qw.scales.float().contiguous(),
+               f"{name}.zeros": pack_codes(qw.zeros.to(torch.uint8), qw.bits) if int_zero else qw.zeros.half()}
+    if bias is not None:
+        tensors[f"{name}.bias"] = bias.detach().contiguous()
+    info = {"bits": qw.bits, "group_size": qw.group_size, "shape": list(qw.codes.shape), "integral_zeros": int_zero}
+    return tensors, info
+
+
 def quantized_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, layer metadata) of a model whose Linears may be :class:`QuantLinear`.
 
@@ -126,14 +138,8 @@ def quantized_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
     qnames = {n for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     for name, m in model.named_modules():
         if name in qnames:
-            int_zero = m.quantized().integral_zeros
-            tensors[f"{name}.qcodes"] = pack_codes(m.codes, m.bits)
-            tensors[f"{name}.scales"] = m.scales.contiguous()
-            tensors[f"{name}.zeros"] = pack_codes(m.zeros.to(torch.uint8), m.bits) if int_zero else m.zeros.half()
-            if m.bias is not None:
-                tensors[f"{name}.bias"] = m.bias.detach().contiguous()
-            layers[name] = {"bits": m.bits, "group_size": m.group_size, "shape": list(m.codes.shape),
-                            "integral_zeros": int_zero}
+            t, layers[name] = quantized_tensors(name, m.quantized(), m.bias)
+            tensors.update(t)
     seen: dict[int, str] = {}
     for name, t in model.state_dict(keep_vars=False).items():
         owner = name.rpartition(".")[0]
@@ -188,7 +194,8 @@ def load_quantized_lm(directory: str | os.PathLike) -> nn.Module:
     model = AutoModelForCausalLM.from_config(config).float().eval()
     tensors = load_file(str(directory / "model.safetensors"))
     restore_quantized(model, tensors, meta["layers"], str(directory))
-    if getattr(config, "tie_word_embeddings", False):
+    # a quantized lm_head has its own codes: tying would try to put the embedding's float weight on it
+    if getattr(config, "tie_word_embeddings", False) and not isinstance(model.get_output_embeddings(), QuantLinear):
         model.tie_weights()
     return model
 
