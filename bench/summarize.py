@@ -72,6 +72,12 @@ def deep_compression(d: dict) -> list[str]:
                        f"\"{sel['rule']}\" (dense validation error {sel['dense_val_error_pct']:.2f} %"
                        f"{'' if sel['met'] else '; no candidate met it, the most accurate was taken'}). "
                        f"Candidates (size, validation error): {cands}. Test error read once, for the chosen file.")
+            for e in n.get("earlier_runs") or []:
+                old = "; ".join(f"{c['name']}: {c['slim_bytes'] / 1024:.1f} KB, {c['val_error_pct']:.2f} %"
+                                for c in e["candidates"])
+                out.append(f"  * an earlier run ({e.get('generated_at') or 'date unknown'}, recipe since changed) "
+                           f"{'chose ' + e['chosen'] if e['met'] else 'had no candidate meeting the rule'} "
+                           f"(dense validation error {e['dense_val_error_pct']:.2f} %): {old}.")
     for key, n in d.get("networks", {}).items():
         steps = n.get("waterfall", [])
         if steps:
