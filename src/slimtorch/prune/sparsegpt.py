@@ -244,6 +244,16 @@ def prune_sparsegpt(model: nn.Module, config: SparseGPTConfig | dict | None, ids
     """
     config = coerce(SparseGPTConfig, config)
     model = target(model, inplace)
+    io = {}
+    if config.grid is not None:
+        io = {"save_block": quantized_state,
+              "load_block": lambda b, t, m: restore_quantized(b, t, m, "checkpoint")}
+    return sequential(model, ids, _block_process(model, config), config.batch_size, checkpoint_dir,
+                      tag="sparsegpt" + config.model_dump_json(), description="SparseGPT", **io)
+
+
+def _block_process(model: nn.Module, config: SparseGPTConfig):
+    """``process(i, block, data)`` pruning block ``i``'s selected Linears (the in-memory and streamed paths share it)."""
     prefix, chosen = decoder_linears(model, config)
     chosen = dict.fromkeys(chosen)  # names only: replaced float weights (joint mode) must be freed
 
@@ -252,9 +262,22 @@ def prune_sparsegpt(model: nn.Module, config: SparseGPTConfig | dict | None, ids
         if mine:
             prune_block(block, data, mine, config)
 
-    io = {}
-    if config.grid is not None:
-        io = {"save_block": quantized_state,
-              "load_block": lambda b, t, m: restore_quantized(b, t, m, "checkpoint")}
-    return sequential(model, ids, process, config.batch_size, checkpoint_dir,
-                      tag="sparsegpt" + config.model_dump_json(), description="SparseGPT", **io)
+    return process
+
+
+@torch.no_grad()
+def prune_sparsegpt_streamed(source, out_dir, config: SparseGPTConfig | dict | None, ids: torch.Tensor,
+                             checkpoint_dir=None, attn_implementation: str | None = None):
+    """SparseGPT (and, with ``config.grid``, quantization) of the causal LM in folder ``source``, one block at a time.
+
+    The same weights as :func:`prune_sparsegpt` (see
+    :func:`slimtorch.quantize.gptq.quantize_gptq_streamed` for the arguments); the folder
+    reloads with :func:`~slimtorch.quantize.qlinear.load_quantized_lm`. Returns ``out_dir``.
+    """
+    from slimtorch.core.streamed import calibrate_streamed
+
+    config = coerce(SparseGPTConfig, config)
+    return calibrate_streamed(source, out_dir, ids, lambda model: _block_process(model, config), quantized_state,
+                              batch_size=config.batch_size, tag="sparsegpt" + config.model_dump_json(),
+                              checkpoint_dir=checkpoint_dir, attn_implementation=attn_implementation,
+                              description="SparseGPT (streamed)")

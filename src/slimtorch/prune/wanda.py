@@ -110,6 +110,12 @@ def prune_wanda(model: nn.Module, config: WandaConfig | dict | None, ids: torch.
     """
     config = coerce(WandaConfig, config)
     model = target(model, inplace)
+    return sequential(model, ids, _block_process(model, config), config.batch_size, checkpoint_dir,
+                      tag="wanda" + config.model_dump_json(), description="Wanda")
+
+
+def _block_process(model: nn.Module, config: WandaConfig):
+    """``process(i, block, data)`` pruning block ``i``'s selected Linears (the in-memory and streamed paths share it)."""
     prefix, chosen = decoder_linears(model, config)
 
     def process(i: int, block: nn.Module, data: BlockData) -> None:
@@ -117,5 +123,23 @@ def prune_wanda(model: nn.Module, config: WandaConfig | dict | None, ids: torch.
         if mine:
             prune_block(block, data, mine, config)
 
-    return sequential(model, ids, process, config.batch_size, checkpoint_dir, tag="wanda" + config.model_dump_json(),
-                      description="Wanda")
+    return process
+
+
+@torch.no_grad()
+def prune_wanda_streamed(source, out_dir, config: WandaConfig | dict | None, ids: torch.Tensor, checkpoint_dir=None,
+                         attn_implementation: str | None = None):
+    """Wanda of the causal LM in folder ``source`` without loading it, one block in memory at a time.
+
+    The same pruned weights as :func:`prune_wanda` (see
+    :func:`slimtorch.quantize.gptq.quantize_gptq_streamed` for the arguments); the folder
+    reloads with :func:`~slimtorch.quantize.qlinear.load_quantized_lm`. Returns ``out_dir``.
+    """
+    from slimtorch.core.streamed import calibrate_streamed
+    from slimtorch.quantize.qlinear import quantized_state
+
+    config = coerce(WandaConfig, config)
+    return calibrate_streamed(source, out_dir, ids, lambda model: _block_process(model, config), quantized_state,
+                              batch_size=config.batch_size, tag="wanda" + config.model_dump_json(),
+                              checkpoint_dir=checkpoint_dir, attn_implementation=attn_implementation,
+                              description="Wanda (streamed)")

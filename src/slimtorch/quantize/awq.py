@@ -205,15 +205,7 @@ def quantize_awq(model: nn.Module, config: AWQConfig | dict | None, ids: torch.T
     config = coerce(AWQConfig, config)
     model = target(model, inplace)
     chosen = list(selected_linears(model, config))  # names: replaced float weights must be freed
-    from slimtorch.models.llm import decoder_blocks
-
-    prefix, _ = decoder_blocks(model)
-
-    def process(i: int, block: nn.Module, data: BlockData) -> None:
-        mine = [n[len(f"{prefix}.{i}.") :] for n in chosen if n.startswith(f"{prefix}.{i}.")]
-        if mine:
-            _awq_block(block, data, mine, config)
-
+    prefix, process = _block_process(model, config)
     sequential(model, ids, process, config.batch_size, checkpoint_dir, tag="awq" + config.model_dump_json(),
                save_block=quantized_state, load_block=lambda b, t, m: restore_quantized(b, t, m, "checkpoint"),
                description="AWQ")
@@ -223,3 +215,44 @@ def quantize_awq(model: nn.Module, config: AWQConfig | dict | None, ids: torch.T
         if not n.startswith(prefix + "."):
             replace_linear(model, n, rtn_weight(model.get_submodule(n).weight, config.grid))
     return model
+
+
+def _block_process(model: nn.Module, config: AWQConfig):
+    """(blocks' prefix, ``process(i, block, data)`` for block ``i``): the in-memory and streamed paths share it."""
+    from slimtorch.models.llm import decoder_blocks
+
+    chosen = list(selected_linears(model, config))
+    prefix, _ = decoder_blocks(model)
+
+    def process(i: int, block: nn.Module, data: BlockData) -> None:
+        mine = [n[len(f"{prefix}.{i}.") :] for n in chosen if n.startswith(f"{prefix}.{i}.")]
+        if mine:
+            _awq_block(block, data, mine, config)
+
+    return prefix, process
+
+
+@torch.no_grad()
+def quantize_awq_streamed(source, out_dir, config: AWQConfig | dict | None, ids: torch.Tensor, checkpoint_dir=None,
+                          attn_implementation: str | None = None):
+    """AWQ of the causal LM in folder ``source`` without loading it, one block in memory at a time.
+
+    The same codes, scales and zeros as :func:`quantize_awq` (see
+    :func:`slimtorch.quantize.gptq.quantize_gptq_streamed` for the arguments). Returns ``out_dir``.
+    """
+    from slimtorch.core.streamed import calibrate_streamed
+    from slimtorch.models.llm import decoder_blocks
+    from slimtorch.quantize.qlinear import quantized_tensors
+    from slimtorch.quantize.wgrid import rtn_weight
+
+    config = coerce(AWQConfig, config)
+
+    def outside(model: nn.Module):  # selected Linears outside the blocks: round-to-nearest, as in memory
+        prefix, _ = decoder_blocks(model)
+        return {n: lambda name, w, b: quantized_tensors(name, rtn_weight(w, config.grid), b)
+                for n in selected_linears(model, config) if not n.startswith(prefix + ".")}
+
+    return calibrate_streamed(source, out_dir, ids, lambda model: _block_process(model, config)[1], quantized_state,
+                              outside=outside, batch_size=config.batch_size, tag="awq" + config.model_dump_json(),
+                              checkpoint_dir=checkpoint_dir, attn_implementation=attn_implementation,
+                              description="AWQ (streamed)")
