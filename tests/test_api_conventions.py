@@ -259,12 +259,17 @@ def quantized_mlp() -> nn.Module:
     return _quantize_model(mlp(), mlp_batch(), Path())
 
 
+def verb(path: str) -> Callable:
+    """The public function at ``package.module.name`` (imported when a row runs, not at collection)."""
+    import importlib
+
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
 def _lm(fn_path: str, config: dict, with_ids: bool):
     def call(m, x, folder):
-        import importlib
-
-        module, name = fn_path.rsplit(".", 1)
-        fn = getattr(importlib.import_module(module), name)
+        fn = verb(fn_path)
         return fn(m, config, LM_IDS) if with_ids else fn(m, config)
 
     return call
@@ -541,3 +546,54 @@ def test_to_int8_sets_its_input_model_to_eval_mode_today(tmp_path):
     model = mlp().train()
     to_int8(model, mlp_batch(), {"backend": "torch_fx", "mode": "dynamic"}, out_dir=tmp_path)
     assert not any(m.training for m in model.modules())
+
+
+# ---- one validation path for every config argument ----------------------------------------------------------
+
+BAD = {"no_such_field": 1}
+_TRAIN = {"epochs": 1, "batch_size": 8}
+CONFIG_CALLS = {
+    "prune": lambda: verb("slimtorch.prune.prune")(mlp(), BAD),
+    "prune_iterative": lambda: verb("slimtorch.prune.prune_iterative")(
+        mlp(), BAD, labelled(mlp_batch(), 4), _TRAIN),
+    "prune_channels": lambda: verb("slimtorch.prune.structured.prune_channels")(
+        conv_net(), BAD, conv_batch()[:2]),
+    "prune_finetune": lambda: verb("slimtorch.prune.structured.prune_finetune")(
+        conv_net(), BAD, conv_batch()[:2], labelled(conv_batch(), 5), _TRAIN),
+    "quantize_model": lambda: verb("slimtorch.quantize.quantize_model")(mlp(), BAD),
+    "kmeans_share": lambda: verb("slimtorch.quantize.kmeans_share")(mlp(), BAD),
+    "clip_weights": lambda: verb("slimtorch.quantize.clip_weights")(mlp(), {"threshold": 1, **BAD}),
+    "to_int8": lambda: verb("slimtorch.deploy.to_int8")(mlp(), mlp_batch(), BAD),
+    "distill": lambda: verb("slimtorch.distill.distill")(
+        mlp(), mlp(), labelled(mlp_batch(), 4), BAD),
+    "finetune_pruned_with_kd": lambda: verb("slimtorch.distill.finetune_pruned_with_kd")(
+        mlp(), labelled(mlp_batch(), 4), BAD, teacher=mlp()),
+    "qat_with_teacher": lambda: verb("slimtorch.distill.qat_with_teacher")(
+        mlp(), labelled(mlp_batch(), 4), BAD, teacher=mlp()),
+    "quantize_rtn": lambda: _lm("slimtorch.quantize.rtn.quantize_rtn", BAD, False)(llama(), LM_IDS, Path()),
+    "quantize_hqq": lambda: _lm("slimtorch.quantize.hqq.quantize_hqq", BAD, False)(llama(), LM_IDS, Path()),
+    "quantize_gptq": lambda: _lm("slimtorch.quantize.gptq.quantize_gptq", BAD, True)(llama(), LM_IDS, Path()),
+    "quantize_awq": lambda: _lm("slimtorch.quantize.awq.quantize_awq", BAD, True)(llama(), LM_IDS, Path()),
+    "quantize_w8a8": lambda: _lm("slimtorch.quantize.w8a8.quantize_w8a8", BAD, True)(llama(), LM_IDS, Path()),
+    "quantize_embedding": lambda: _lm("slimtorch.quantize.qembedding.quantize_embedding", BAD, False)(
+        llama(), LM_IDS, Path()),
+    "prune_magnitude_lm": lambda: _lm("slimtorch.prune.prune_magnitude_lm", BAD, False)(llama(), LM_IDS, Path()),
+    "prune_wanda": lambda: _lm("slimtorch.prune.prune_wanda", BAD, True)(llama(), LM_IDS, Path()),
+    "prune_sparsegpt": lambda: _lm("slimtorch.prune.prune_sparsegpt", BAD, True)(llama(), LM_IDS, Path()),
+}
+
+
+@pytest.mark.parametrize("verb", sorted(CONFIG_CALLS))
+def test_a_wrong_config_field_is_a_config_error_naming_it(verb):
+    """Every verb with a config validates its dict form the same way, before any work (docs/api.md)."""
+    from slimtorch.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        CONFIG_CALLS[verb]()
+    assert info.value.field is not None and info.value.field.endswith("no_such_field"), info.value
+
+
+def test_every_row_with_a_config_has_a_validation_case():
+    """Rows whose verb takes a config (the keyword-argument deploy helpers take none; docs/api.md)."""
+    no_config = {"cross_layer_equalize", "fold_conv_bn", "bias_correct", "adaround", "smooth_linears"}
+    assert {r.id.split("[")[0] for r in ROWS} - no_config == set(CONFIG_CALLS)
