@@ -33,10 +33,9 @@ def test_quiet_hides_stderr_logs_and_warnings_then_restores(capsys, caplog):
 
 def test_quiet_restores_on_error_and_keeps_the_silenced_text_as_a_note():
     before = _state()
-    with pytest.raises(RuntimeError) as info:
-        with quiet():
-            print("the runtime said why", file=sys.stderr)
-            raise RuntimeError("conversion failed")
+    with pytest.raises(RuntimeError) as info, quiet():
+        print("the runtime said why", file=sys.stderr)
+        raise RuntimeError("conversion failed")
     assert _state() == before
     assert any("the runtime said why" in n for n in info.value.__notes__)
 
