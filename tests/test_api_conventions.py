@@ -348,15 +348,23 @@ def global_state() -> dict[str, Any]:
     }
 
 
+# Set once, on purpose, when slimtorch first loads a Hugging Face model or tokenizer (docs/api.md): it never
+# downloads, and tokenizers must not fork threads under our worker processes.
+DELIBERATE_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What differs, entry by entry: for maps (loggers, environment) only the keys that changed; loggers
-    created during the call are left out (an import makes its own)."""
+    created during the call are left out (an import makes its own), and so are the documented variables
+    set to their documented values where the user had not set them."""
     out = {}
     for key, old in before.items():
         new = after[key]
         if isinstance(old, dict):
             keys = old.keys() if key.startswith("logger") else old.keys() | new.keys()
             diff = {k: (old.get(k), new.get(k)) for k in keys if new.get(k) != old.get(k)}
+            if key == "environment":
+                diff = {k: v for k, v in diff.items() if not (v[0] is None and DELIBERATE_ENV.get(k) == v[1])}
         else:
             diff = None if new == old else (old, new)
         if diff:
@@ -597,3 +605,30 @@ def test_every_row_with_a_config_has_a_validation_case():
     """Rows whose verb takes a config (the keyword-argument deploy helpers take none; docs/api.md)."""
     no_config = {"cross_layer_equalize", "fold_conv_bn", "bias_correct", "adaround", "smooth_linears"}
     assert {r.id.split("[")[0] for r in ROWS} - no_config == set(CONFIG_CALLS)
+
+
+# ---- the layer-streamed language-model variants: a folder in, a folder out ------------------------------------
+
+# (the column sweeps that switch thread counts are the in-memory ones, checked on two threads above)
+STREAMED = {
+    "quantize_gptq_streamed": ("slimtorch.quantize.gptq.quantize_gptq_streamed", G),
+    "quantize_awq_streamed": ("slimtorch.quantize.awq.quantize_awq_streamed", {**G, "n_grid": 3}),
+    "prune_wanda_streamed": ("slimtorch.prune.wanda.prune_wanda_streamed", {"sparsity": 0.5}),
+    "prune_sparsegpt_streamed": ("slimtorch.prune.sparsegpt.prune_sparsegpt_streamed", {"sparsity": 0.5}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STREAMED))
+def test_streamed_variants_write_a_loadable_folder_and_leave_no_global_state(name, tmp_path, warm):
+    from slimtorch.quantize.qlinear import load_quantized_lm
+    from tests.llm_dirs import tiny_llama_dir
+
+    path, config = STREAMED[name]
+    source = tiny_llama_dir(tmp_path / "lm")
+    ids = tiny_ids(4, 16, seed=3, vocab=256)
+    before = global_state()
+    out = verb(path)(source, tmp_path / "out", config, ids)
+    assert changed(before, global_state()) == {}
+    assert list(source.iterdir())  # the source folder is left in place
+    with torch.no_grad():
+        assert logits(load_quantized_lm(out)(ids)).shape == (4, 16, 260)
