@@ -273,7 +273,10 @@ def _streamed_row(row: dict, config: dict, calib):
                               "evaluation runs afterwards in another process and is not included",
                imports_rss_mb=facts["imports_rss_mb"], threads=facts["threads"], calib_env=STREAM_ENV,
                calib_load_average=[load_before, load_after],
-               calib_contended=loaded(load_before, load_after, facts["threads"]))
+               calib_contended=loaded(load_before, load_after, facts["threads"]),
+               note="same code path per block as the in-memory GPTQ: identical codes at the same torch thread count "
+                    "(tests; and on SmolLM2's first blocks); another thread count changes float32 matmul rounding "
+                    "in the Hessians and so some codes, so compare perplexity with an in-memory row at these threads")
     model = load_quantized_lm(work / "q")
     row["_folder"] = str(work)
     return model
