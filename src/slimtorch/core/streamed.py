@@ -19,10 +19,11 @@ the model never exists in memory:
    the shards and the untouched tensors (embedding, final norm) chunk by chunk.
 
 Files are read with ``seek``/``readinto`` (:mod:`slimtorch.core.stfile`), not
-memory-mapped, so what was read does not stay resident. Peak memory is the
-imports, one block, the method's statistics and the calibration hidden states
-(two or three copies of ``N x L x width`` floats). With ``checkpoint_dir`` the
-work folder keeps the shards, the propagated hidden states and the progress, so
+memory-mapped, so what was read does not stay resident. The calibration
+hidden states live in the work folder too, one file per batch (:class:`DiskHidden`),
+so peak memory is the imports, one block, the method's statistics and the
+activations of one batch, whatever the number of calibration sequences. With
+``checkpoint_dir`` the work folder (shards, hidden states, progress) is kept, so
 a killed calibration resumes after the last finished block.
 
 The blocks see exactly what they see in the in-memory path (same embedding
@@ -42,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from slimtorch.core.blockwise import BlockData, capture_inputs
@@ -240,9 +241,9 @@ def calibrate_streamed(
             raise FormatError(f"{work} holds a calibration of other tokens, model or config; "
                               "use a new checkpoint folder")
         start = state["done"] + 1
-        if start < len(blocks):
-            h = load_file(str(work / "hidden.safetensors"))
-            data.hidden = [h[str(k)] for k in range(len(data.hidden))]
+    # hidden_<i>: the inputs of block i, one file per batch; only the batch in use is in memory
+    data.hidden = (DiskHidden(work / f"hidden_{start}", len(data.hidden)) if start
+                   else DiskHidden.store(work / "hidden_0", data.hidden))
     try:
         # 2. block by block
         for i in track(range(start, len(blocks)), description, total=len(blocks) - start):
@@ -250,7 +251,9 @@ def calibrate_streamed(
             block = blocks[i]
             block.load_state_dict({k: weights.get(head + k) for k in block.state_dict()}, assign=True)
             block_fn(i, block, data)
+            data.hidden.begin(work / f"hidden_{i + 1}")
             data.advance(block)
+            used = data.hidden.end()
             tensors, layers = save_block(block)
             _atomic_save({head + k: v for k, v in tensors.items()}, work / f"block_{i}.safetensors")
             atomic_write_json(work / f"block_{i}.json", {head + k: v for k, v in layers.items()})
@@ -260,9 +263,9 @@ def calibrate_streamed(
                     m.release_cache()
             blocks[i] = block.to("meta")  # frees the block's storage (codes, norms, float leftovers)
             _trim()
-            if checkpoint_dir is not None:
-                _atomic_save({str(k): h for k, h in enumerate(data.hidden)}, work / "hidden.safetensors")
-                atomic_write_json(work / "progress.json", {"done": i, "blocks": len(blocks), "fingerprint": fp})
+            # progress names a complete hidden_<i+1> before the inputs of block i are deleted
+            atomic_write_json(work / "progress.json", {"done": i, "blocks": len(blocks), "fingerprint": fp})
+            shutil.rmtree(used, ignore_errors=True)
         del data
 
         # 3. the output folder: block shards + untouched tensors, copied chunk by chunk
@@ -304,6 +307,54 @@ def calibrate_streamed(
     if checkpoint_dir is not None:  # the finished folder is the resumable state now
         shutil.rmtree(work, ignore_errors=True)
     return out_dir
+
+
+class DiskHidden:
+    """Calibration hidden states on disk, one file per batch, as a list for :class:`BlockData`.
+
+    Reading batch ``k`` reads its file into a fresh tensor; between :meth:`begin` and
+    :meth:`end`, assignments write the next block's inputs to another folder (so a
+    pass can replace each batch by the block's output while the others are still
+    inputs). Memory then holds one batch, not ``N x L x width`` floats.
+    """
+
+    def __init__(self, folder: Path, count: int):
+        if not (folder / f"{count - 1}.safetensors").is_file():
+            raise FormatError(f"{folder} lacks calibration hidden states; use a new checkpoint folder")
+        self.folder, self.count, self._next = folder, count, None
+
+    @classmethod
+    def store(cls, folder: Path, tensors: list[torch.Tensor]) -> DiskHidden:
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, t in enumerate(tensors):
+            write_file(folder / f"{k}.safetensors", [tensor_out("h", t)])
+        return cls(folder, len(tensors))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        if not 0 <= k < self.count:
+            raise IndexError(k)
+        return read_tensor(read_header(self.folder / f"{k}.safetensors")[0]["h"])
+
+    def __iter__(self):
+        return (self[k] for k in range(self.count))
+
+    def __setitem__(self, k: int, t: torch.Tensor) -> None:
+        if self._next is None:
+            raise RuntimeError("DiskHidden: call begin(folder) before replacing batches")
+        write_file(self._next / f"{k}.safetensors", [tensor_out("h", t)])
+
+    def begin(self, folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)  # a pass a kill interrupted
+        folder.mkdir(parents=True)
+        self._next = folder
+
+    def end(self) -> Path:
+        """Read from the folder just written; returns the previous one (for the caller to delete)."""
+        used, self.folder, self._next = self.folder, self._next, None
+        return used
 
 
 def _trim() -> None:
