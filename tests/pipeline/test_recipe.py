@@ -132,9 +132,8 @@ def test_int8_stage_record_shows_the_deployed_artifact(tmp_path):
 
 
 def test_validation_split_is_held_out_of_training_and_recorded(tmp_path, monkeypatch):
-    from slimtorch.pipeline import runner
-
     import slimtorch.pipeline.builtin_stages as bs
+    from slimtorch.pipeline import runner
 
     seen = {}
     original = bs.fit

@@ -29,26 +29,24 @@ import math
 
 import numpy as np
 
-from slimtorch.encode.format import pack_state, read_manifest, unpack_shared
+from slimtorch.encode.format import _raw_entry, pack_state, read_manifest, unpack_shared
 from slimtorch.encode.index_coding import gap_encode
+from slimtorch.encode.report import _payload_bytes
 from slimtorch.encode.tensor import SharedTensor
 
 
 def _fixed_width_bits(t: SharedTensor, value_bits: int | None) -> int:
     """Bits of ``t`` as fixed-width (relative index, value) pairs at the best gap width."""
     k = len(t.codebook)
-    best = None
-    for b in range(2, 9):
-        gaps, _ = gap_encode(np.asarray(t.positions), np.asarray(t.indices), b, k)
-        w = value_bits if value_bits is not None else max(1, math.ceil(math.log2(k + 1)))
-        bits = len(gaps) * (b + w) + (32 * k if value_bits is None else 0)
-        best = bits if best is None else min(best, bits)
-    return best or 0
+    w = value_bits if value_bits is not None else max(1, math.ceil(math.log2(k + 1)))
+    codebook = 32 * k if value_bits is None else 0
+    entries = (len(gap_encode(np.asarray(t.positions), np.asarray(t.indices), b, k)[0]) for b in range(2, 9))
+    return min(n * (b + w) for n, b in zip(entries, range(2, 9), strict=True)) + codebook
 
 
 def _payload(data: bytes) -> int:
     entries, _, _ = read_manifest(data)
-    return sum(np.dtype(dt).itemsize * n for e in entries for _, dt, n in e["layout"])
+    return sum(_payload_bytes(e) for e in entries)
 
 
 def size_waterfall(data: bytes) -> list[dict]:
@@ -64,7 +62,7 @@ def size_waterfall(data: bytes) -> list[dict]:
         else:
             arr = np.asarray(value)
             dense += arr.size * (4 if arr.dtype.kind == "f" else arr.dtype.itemsize)
-            raw += arr.nbytes if arr.dtype != np.float32 or not _half_exact(arr) else arr.size * 2
+            raw += _raw_entry(arr)[1]["data"].nbytes  # as the file stores it (float16 when exact)
     paper = pack_state(state, arch, "huffman", index="gap", version=1)
     ours_v1 = pack_state(state, arch, "auto", index="auto", version=1)
     steps = [
@@ -78,7 +76,3 @@ def size_waterfall(data: bytes) -> list[dict]:
     ]
     return [{"step": s, "bytes": int(b), "ratio": dense / b if b else float("inf")} for s, b in steps]
 
-
-def _half_exact(arr: np.ndarray) -> bool:
-    half = arr.astype(np.float16)
-    return bool(np.array_equal(half.astype(np.float32).view(np.uint32), arr.view(np.uint32)))
