@@ -160,8 +160,8 @@ def dense_lenet5(train, test) -> nn.Module:
     model = create_model("lenet5")
     cfg = TrainConfig(epochs=10, batch_size=64, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9,
                                                            "weight_decay": 5e-4}, schedule={"name": "cosine"},
-                      eval_every=2)
-    fit(model, train, cfg, eval_data=test)
+                      eval_every=0)
+    fit(model, train, cfg)  # no per-epoch test monitoring: the test images are read once, for the figure
     CACHE.mkdir(parents=True, exist_ok=True)
     save_model(model, path)
     return model.eval()
@@ -193,7 +193,7 @@ def bench_lenet(ratios=(0.6, 0.7), ft_epochs: int = 3) -> dict:
             "epochs": ft_epochs, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
             "schedule": {"name": "cosine"}, "eval_every": 0, "seed": 1})
         t0 = time.perf_counter()
-        pruned = distill(pruned, dense, train, kd, eval_data=test, verbose=True)
+        pruned = distill(pruned, dense, train, kd, verbose=True)
         acc1 = evaluate(pruned, test).accuracy
         log(f"{name}: acc {acc0:.4f} pruned -> {acc1:.4f} after {ft_epochs} KD epochs "
             f"({time.perf_counter() - t0:.0f}s); sizes {pruned.slimtorch_structured}")

@@ -68,3 +68,23 @@ def test_registry_names_metadata_and_errors():
         get_dataset("imagenet")
     with pytest.raises(ConfigError, match="batchsize"):
         get_dataset("synthetic", batchsize=3)
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete():
+    from slimtorch.data import holdout_split
+
+    data = list(range(100))
+    rest, held = holdout_split(data, 20, seed=0)
+    assert len(held) == 20 and len(rest) == 80 and not set(held.indices) & set(rest.indices)
+    assert set(held.indices) | set(rest.indices) == set(range(100))
+    assert held.indices == holdout_split(data, 20, seed=0)[1].indices  # the seed decides it...
+    assert held.indices != holdout_split(data, 20, seed=1)[1].indices  # ...another seed moves it
+    assert held.indices == sorted(held.indices)
+
+
+@pytest.mark.parametrize("n, message", [(0, "must be >= 1"), (100, "leaves no training data")])
+def test_holdout_split_refuses_an_empty_side(n, message):
+    from slimtorch.data import holdout_split
+
+    with pytest.raises(ConfigError, match=message):
+        holdout_split(list(range(100)), n)

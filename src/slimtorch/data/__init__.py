@@ -2,7 +2,7 @@
 
 from slimtorch.data.cifar import load_cifar10, read_cifar_binary, read_cifar_python
 from slimtorch.data.idx import load_fashion_mnist, load_idx_folder, read_idx
-from slimtorch.data.loaders import EpochSampler, make_loader, subset
+from slimtorch.data.loaders import EpochSampler, holdout_split, make_loader, subset
 from slimtorch.data.mnist import load_mnist
 from slimtorch.data.photos import UNLABELLED, is_unlabelled, load_photos
 from slimtorch.data.registry import (
@@ -24,6 +24,7 @@ __all__ = [
     "EpochSampler",
     "dataset_info",
     "get_dataset",
+    "holdout_split",
     "list_datasets",
     "load_cifar10",
     "load_fashion_mnist",

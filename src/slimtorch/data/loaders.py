@@ -84,3 +84,20 @@ def subset(dataset: Dataset, n: int, seed: int | None = None) -> Dataset:
     if isinstance(dataset, TensorDataset):
         return TensorDataset(*(t[idx] for t in dataset.tensors))
     return Subset(dataset, idx.tolist())
+
+
+def holdout_split(dataset: Dataset, n: int, seed: int = 0, *, field: str = "validation_size") -> tuple[Dataset, Dataset]:
+    """``(rest, held_out)``: ``n`` examples drawn by a seeded permutation, held out of ``dataset``.
+
+    The rule (the first ``n`` indices of ``torch.randperm(len(dataset))`` seeded with
+    ``seed``; both parts keep the original order) is the one recipes use for
+    ``data.validation_size``, so a benchmark that holds out the same ``n`` with the
+    same seed selects on exactly the images a recipe run monitors.
+    """
+    if n < 1:
+        raise ConfigError(f"{field} must be >= 1 (got {n}); leave it out to hold nothing out", field=field)
+    if n >= len(dataset):
+        raise ConfigError(f"{field} {n} leaves no training data (the data has {len(dataset)} examples); "
+                          "hold out fewer", field=field)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, sorted(order[n:])), Subset(dataset, sorted(order[:n]))

@@ -58,13 +58,9 @@ class RunResult:
 
 def _validation_split(train, n: int | None, seed: int):
     """``(train without the validation examples, validation)``; ``(train, None)`` when ``n`` is None."""
-    if n is None:
-        return train, None
-    if n >= len(train):
-        raise ConfigError(f"validation_size {n} leaves no training data (the training set has {len(train)} examples)",
-                          field="data.validation_size")  # fmt: skip
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(train, sorted(order[n:])), Subset(train, sorted(order[:n]))
+    from slimtorch.data import holdout_split
+
+    return (train, None) if n is None else holdout_split(train, n, seed, field="data.validation_size")
 
 
 def _head(ds, n: int | None):
