@@ -51,7 +51,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -422,74 +421,3 @@ def run_peer(row: str, model: nn.Module, calib_ids: torch.Tensor | None = None, 
     if needs_calib:
         return fn(model, calib_ids, **kw, **kwargs)
     return fn(model, **kw, **kwargs)
-
-
-def restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Put the float decoder weights saved by :func:`decoder_state` back (between peers)."""
-    _write_back(model, state)
-
-
-def decoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: lin.weight.detach().clone() for n, lin in decoder_linears(model)}
-
-
-PROTOCOL = ("SmolLM2-135M-Instruct fp32 (load_smollm2), split_tokens(seed=0); calibration: windows(calibration, 512, "
-            "32, seed=0); test: the first test_windows x 512 tokens of the test stream, perplexity() with disjoint "
-            "512-token windows; one model load, float decoder weights restored between rows")
-
-
-def measure(rows: list[str] | None = None, test_windows: int = 32, out: str | os.PathLike | None = None,
-            fp32: bool = True) -> dict:
-    """Each peer row on real SmolLM2 (calibration: 32 random windows of 512; test: the first windows of
-    the test stream), one model load, float weights restored between rows; results written after each row."""
-    from slimtorch.data.text import split_tokens, windows
-    from slimtorch.measure.perplexity import perplexity
-    from slimtorch.models.llm import load_smollm2
-
-    model, tok = load_smollm2()
-    sp = split_tokens(tok, seed=0)
-    calib = windows(sp.calibration, 512, 32, seed=0)
-    test = sp.test[: 512 * test_windows]
-    state = decoder_state(model)
-    from slimtorch.measure import environment
-
-    results: dict = {"protocol": PROTOCOL, "threads": torch.get_num_threads(), "calib_tokens": int(calib.numel()),
-                     "eval_tokens": int(test.numel()), "rows": {}}
-    out = Path(out) if out else None
-    wanted = rows or list(peers())
-
-    def save():
-        # rows asked for without a perplexity (or an error) yet: an interrupted run says what it lacks
-        results["not_measured"] = {r: "the run stopped before this row was measured" for r in wanted
-                                   if not {"perplexity", "error"} & set(results["rows"].get(r, {}))}
-        results["environment"] = environment()
-        if out:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=2, default=str))
-
-    if fp32:
-        ppl = perplexity(model, test, progress=False)
-        results["fp32"] = {"perplexity": ppl.perplexity, "eval_seconds": round(ppl.seconds, 1)}
-        print(json.dumps({"fp32": results["fp32"]}), flush=True)
-        save()
-    for row in wanted:
-        restore(model, state)
-        model, facts = run_peer(row, model, calib)
-        facts.pop("traceback", None)
-        results["rows"][row] = facts
-        save()  # the peer's own facts survive an interrupted evaluation
-        if not facts.get("error"):
-            p = perplexity(model, test, progress=False)
-            facts["perplexity"], facts["eval_seconds"] = p.perplexity, round(p.seconds, 1)
-        results["rows"][row] = facts
-        print(json.dumps({row: {k: facts.get(k) for k in ("perplexity", "calib_seconds", "peak_rss_mb",
-                                                            "size_bytes", "error")}}, default=str)[:1500], flush=True)
-        save()
-    restore(model, state)
-    return results
-
-
-if __name__ == "__main__":  # python bench/llm_peers.py [ROW ...]  -> bench/results/llm_peers.json
-    torch.set_num_threads(int(os.environ.get("SLIMTORCH_THREADS", "2")))
-    measure(sys.argv[1:] or None, out=os.environ.get("LLM_PEERS_OUT", REPO / "bench" / "results" / "llm_peers.json"),
-            fp32=os.environ.get("LLM_PEERS_FP32", "1") != "0")
