@@ -315,8 +315,8 @@ def main() -> None:
     }
     res["environment"] = environment()
     res["total_seconds"] = round(sum(res[n].get("part_seconds", 0) for n in ("lenet300_100", "lenet5")), 1)
-    res["note"] = ("parts a and b may run as separate processes (--part); total_seconds sums their run times, "
-                   "measured on a machine shared with other jobs (load average above 10 on 2 cores)")
+    res["note"] = ("parts a and b may run as separate processes (--part); total_seconds sums their run times "
+                   "(environment.loadavg says how busy the machine was)")
     out = Path(args.out)
     atomic_write_json(out, res)
     plot(res, out.with_suffix(".png"))

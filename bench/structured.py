@@ -167,11 +167,25 @@ def dense_lenet5(train, test) -> nn.Module:
     return model.eval()
 
 
+def prune_lenet5_with_kd(dense: nn.Module, train, test, x: torch.Tensor, ratio: float, ft_epochs: int = 3):
+    """Channels pruned at ``ratio`` (L2, round_to 8), then KD from the dense model:
+    ``(pruned model, test accuracy before fine-tuning, StructuredConfig, DistillConfig)``."""
+    from slimtorch.distill import DistillConfig, distill
+    from slimtorch.prune.structured import StructuredConfig, prune_channels
+    from slimtorch.train import evaluate
+
+    cfg = StructuredConfig(ratio=ratio, round_to=8, importance="l2")
+    pruned = prune_channels(copy.deepcopy(dense), cfg, x)
+    acc0 = evaluate(pruned, test).accuracy
+    kd = DistillConfig(temperature=4.0, alpha=0.7, train={
+        "epochs": ft_epochs, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+        "schedule": {"name": "cosine"}, "eval_every": 0, "seed": 1})
+    return distill(pruned, dense, train, kd, verbose=True), acc0, cfg, kd
+
+
 def bench_lenet(ratios=(0.6, 0.7), ft_epochs: int = 3) -> dict:
     from slimtorch.data import load_mnist
-    from slimtorch.distill import DistillConfig, distill
     from slimtorch.measure import count_macs, count_parameters
-    from slimtorch.prune.structured import StructuredConfig, prune_channels
     from slimtorch.train import evaluate
 
     load0 = os.getloadavg()
@@ -186,14 +200,8 @@ def bench_lenet(ratios=(0.6, 0.7), ft_epochs: int = 3) -> dict:
                      "accuracy": acc_dense}
     for r in ratios:
         name = f"ratio{r}"
-        cfg = StructuredConfig(ratio=r, round_to=8, importance="l2")
-        pruned = prune_channels(copy.deepcopy(dense), cfg, x)
-        acc0 = evaluate(pruned, test).accuracy
-        kd = DistillConfig(temperature=4.0, alpha=0.7, train={
-            "epochs": ft_epochs, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
-            "schedule": {"name": "cosine"}, "eval_every": 0, "seed": 1})
         t0 = time.perf_counter()
-        pruned = distill(pruned, dense, train, kd, verbose=True)
+        pruned, acc0, cfg, kd = prune_lenet5_with_kd(dense, train, test, x, r, ft_epochs)
         acc1 = evaluate(pruned, test).accuracy
         log(f"{name}: acc {acc0:.4f} pruned -> {acc1:.4f} after {ft_epochs} KD epochs "
             f"({time.perf_counter() - t0:.0f}s); sizes {pruned.slimtorch_structured}")
