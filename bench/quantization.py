@@ -324,5 +324,92 @@ def main() -> None:
     print(json.dumps(res["checks"]))
 
 
+PTQ_LABELS = {
+    "W8A8_per_channel_histogram": "W8A8 per-channel, histogram observer (PTQ)",
+    "W8A8_per_tensor_minmax": "W8A8 per-tensor, min-max observer (PTQ)",
+    "W8A8_per_channel_moving_average": "W8A8 per-channel, moving-average observer (PTQ)",
+    "W8A8_per_channel_mse": "W8A8 per-channel, MSE observer (PTQ)",
+    "W4_per_channel_minmax": "W4 per-channel min-max (PTQ, float activations)",
+    "W4_per_channel_percentile": "W4 per-channel percentile 99.9",
+    "W4_per_channel_mse": "W4 per-channel MSE clipping",
+    "W4_per_tensor_minmax": "W4 per-tensor min-max",
+    "W4A8_per_channel_mse": "W4A8 per-channel MSE (PTQ)",
+    "W2A8_per_channel_mse": "W2A8 per-channel MSE (PTQ)",
+}
+
+
+def render_markdown(res: dict) -> str:
+    """The results section of docs/quantization.md, generated from quantization.json (no typed numbers)."""
+    A, B, env, data = res["lenet300_100"], res["lenet5"], res["environment"], res["data"]
+    out = [f"Figures from `bench/results/quantization.json` (plot: `bench/results/quantization.png`), generated "
+           f"{env.get('generated_at', '?')} from {str(env.get('commit'))[:10]} by `python bench/quantization.py "
+           f"{' '.join(res['command'].split()[1:])}`; {env['cpu']}, {res['args']['threads']} torch thread(s), torch "
+           f"{env['versions']['torch']}. Data: {data['train']:,} training / {data['validation']:,} validation / "
+           f"{data['test']:,} test MNIST images ({data['lenet5_train']:,} for LeNet-5); every choice (mixed precision) "
+           "is made on validation.", ""]
+    k = {r["bits"]: r for r in A["kmeans"]}
+    ft = A["kmeans_finetune"]
+    out += [f"**LeNet-300-100, pruned to {100 * A['pruned']['weight_sparsity']:.1f} % ({A['pruned']['method']}) → "
+            f"k-means sharing** (test error %, float {A['float_error_pct']:.2f} %, pruned float model "
+            f"{A['pruned']['error_pct']:.2f} %; fine-tuning = {ft['epochs']} epoch of the centroids with "
+            f"{ft['optimizer']['name']}, lr {ft['optimizer']['lr']:g}):", "",
+            "| bits | k-means | + centroid fine-tuning |", "|---|---|---|"]
+    for b in sorted(k, reverse=True):
+        f = k[b].get("finetuned_error_pct")
+        out.append(f"| {b} | {k[b]['error_pct']:.2f} | {f'{f:.2f}' if f is not None else '–'} |")
+    init = A["kmeans_init_3bit_no_ft"]
+    best = min(init, key=init.get)
+    mp = A["mixed_precision"]
+    cost6 = k[6]["error_pct"] - A["pruned"]["error_pct"]
+    out += ["", f"6-bit sharing costs {cost6:+.2f} pp (target ≤ 0.1 pp). Initialisation at 3 bits without fine-tuning: "
+            + ", ".join(f"{n} {v:.2f}" for n, v in init.items()) + f" — {best} best here "
+            f"({'as' if best == 'linear' else 'where'} Han et al. found linear best).",
+            f"`select_bits` with a {mp['tolerance_pp_on_validation']} pp tolerance on the validation split chose "
+            + ", ".join(f"{n} {b} bits" for n, b in mp["per_layer"].items())
+            + f" (validation {mp['val_error_pct']:.2f} % vs pruned {mp['val_error_pruned_pct']:.2f} %; test error "
+            f"{mp['test_error_pct']:.2f} %; a 0.1 pp tolerance is {round(data['validation'] * 0.001)} validation images, "
+            "so the choice is noisy).", "",
+            f"**LeNet-5, uniform quantization** (float {B['float_error_pct']:.2f} %):", "",
+            "| configuration | test error % | drop (pp) |", "|---|---|---|"]
+    for key, row in B["ptq"].items():
+        out.append(f"| {PTQ_LABELS.get(key, key)} | {row['error_pct']:.2f} | {row['drop_pp']:+.2f} |")
+    q, lsq = B["qat"]["W4A8_QAT_ste"], B["qat"]["W2A8_LSQ"]
+    out.append(f"| W4A8 + QAT (STE, {q['epochs']} epoch) | {q['error_pct']:.2f} | {q['drop_pp']:+.2f} |")
+    out.append(f"| W2A8 + LSQ ({lsq['epochs']} epochs; {B['qat']['W2A8_LSQ_before_training_error_pct']:.2f} before) "
+               f"| {lsq['error_pct']:.2f} | {lsq['drop_pp']:+.2f} |")
+    sq = [r["sqnr_db"] for r in B["ptq_W8A8_layers"]]
+    w4 = {key: B["ptq"][key]["error_pct"] for key in B["ptq"] if key.startswith("W4_")}
+    out += ["", f"Per-layer SQNR of W8A8 weights: {min(sq):.0f}–{max(sq):.0f} dB. Best 4-bit post-training weight "
+            f"choice in this run: {PTQ_LABELS[min(w4, key=w4.get)]}. A QAT row below the float error means the "
+            "extra epoch also trained the baseline further.", ""]
+    f8, clip = B["seed001_formula_8bit"], B["seed001_clipping_T_p99"]
+    out.append(f"**The request's formulas as written**: its 8-bit \"quantization\" `{f8['formula']}` zeroes "
+               f"{100 * f8['weights_zeroed_fraction']:.0f} % of LeNet-5's weights ({f8['error_pct']:.2f} % error). Its "
+               f"clipping at T = the 99th percentile of |w| ({clip['threshold']:g}) gives "
+               f"{clip['saturate_sign_T_error_pct']:.2f} % error with saturation (`t = sign(w)·T`) and "
+               f"{clip['literal_t_0_error_pct']:.2f} % with a literal `t = 0`: a fixed threshold that ignores the "
+               "quantization grid removes the weights that matter most; choose the clipping ratio by quantization "
+               "error instead.")
+    return "\n".join(out) + "\n"
+
+
+def write_docs(res: dict) -> None:
+    """Replace docs/quantization.md's results section (from its heading to the next ``## `` or the end)."""
+    from slimtorch.core.fileio import atomic_write_text
+
+    doc = ROOT.parent / "docs" / "quantization.md"
+    text = doc.read_text()
+    head = "## Results (bench/quantization.py, real MNIST)\n"
+    a = text.index(head) + len(head)
+    b = text.find("\n## ", a)
+    tail = text[b:] if b >= 0 else ""
+    atomic_write_text(doc, text[:a] + "\n" + render_markdown(res) + tail)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--render"]:
+        print(render_markdown(json.loads((ROOT / "results" / "quantization.json").read_text())))
+    elif sys.argv[1:] == ["--render", "--write"]:
+        write_docs(json.loads((ROOT / "results" / "quantization.json").read_text()))
+    else:
+        main()
