@@ -154,7 +154,7 @@ def slim_row(model, config: dict, calib, selection, test, window: int, fp32_size
                                      selection, window, row, Path(tmp))
         row["embedding_grid"] = emb_grid
         row["embedding_select_seconds"] = round(time.perf_counter() - t0, 2)
-        quantize_embedding(model, emb_grid)
+        model = quantize_embedding(model, emb_grid, inplace=True)
         half_scales(model)
         path = Path(tmp) / "model.slim"
         t0 = time.perf_counter()

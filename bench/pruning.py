@@ -152,7 +152,8 @@ def _headline_long(name: str, config: PruneConfig, dense_info: dict, schedule: s
     else:
         ft = retrain_config(base, 0.5, epochs=epochs(round_epochs))
         rounds: list = []
-        prune_iterative(model, config, train, ft, steps=3, eval_data=val, verbose=False, log=rounds)
+        model = prune_iterative(model, config, train, ft, steps=3, eval_data=val, verbose=False, log=rounds,
+                                inplace=True)
         out = {"schedule": f"iterative: 3 rounds (cubic targets) x {round_epochs} epochs at lr/2", "rounds": rounds,
                "finetune_epochs": 3 * ft.epochs}
     out.update({"config": config.to_dict(), **summary(model, test, dense_err, val), "seconds": time.perf_counter() - t0})

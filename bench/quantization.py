@@ -96,11 +96,9 @@ def part_a(train, test, val, args) -> dict:
     log(f"LeNet-300-100 float error {out['float_error_pct']}%")
 
     def build_pruned():
-        m = copy.deepcopy(dense)
         rounds: list = []
-        prune_iterative(m, PruneConfig(sparsity=args.sparsity, scope="global"), train,
-                        train_cfg(args.prune_epochs, 0.01), steps=3, eval_data=None, verbose=False, log=rounds)
-        return m
+        return prune_iterative(dense, PruneConfig(sparsity=args.sparsity, scope="global"), train,
+                               train_cfg(args.prune_epochs, 0.01), steps=3, eval_data=None, verbose=False, log=rounds)
 
     pruned = cached(cache / f"lenet300_100_pruned{args.sparsity}.safetensors", "lenet300_100", build_pruned,
                     args.fresh)

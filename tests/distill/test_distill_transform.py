@@ -89,7 +89,7 @@ def test_distilled_student_moves_towards_the_teacher():
     student = UserStudent()
     before = agreement(student, teacher, _data())["mean_kl"]
     cfg = _cfg(alpha=1.0, temperature=1.0, train=TrainConfig(epochs=6, batch_size=16, eval_every=0))
-    distill(student, teacher, _data(), cfg, verbose=False)
+    student = distill(student, teacher, _data(), cfg, verbose=False)
     after = agreement(student, teacher, _data())["mean_kl"]
     assert after < 0.7 * before, (before, after)
 
@@ -192,7 +192,7 @@ def test_compressed_teacher_with_parametrized_mask_works():
     teacher = _trained_teacher()
     parametrize.register_parametrization(teacher.head, "weight", Mask((torch.rand_like(teacher.head.weight) > 0.5).float()))
     student = UserStudent()
-    distill(student, teacher, _data(), _cfg(), verbose=False)
+    student = distill(student, teacher, _data(), _cfg(), verbose=False)
     assert parametrize.is_parametrized(teacher.head)
     assert all(p.requires_grad for p in teacher.parameters())  # flags restored to trainable
 

@@ -50,7 +50,8 @@ def test_manual_loop_with_momentum_and_weight_decay():
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    prune(model, PruneConfig(sparsity=0.7, protect=False))  # the optimizer still holds the same Parameter objects
+    # in place: the optimizer holds this model's Parameter objects
+    model = prune(model, PruneConfig(sparsity=0.7, protect=False), inplace=True)
     keep = masks_of(model)
     for _ in range(5):
         opt.zero_grad()
@@ -98,9 +99,12 @@ def test_remove_masks_and_io_fold_agree():
     model = prune(make(), PruneConfig(sparsity=0.5))
     x = torch.randn(4, 16)
     expected = model(x)
-    remove_masks(model)
-    assert torch.equal(model(x), expected)
+    plain = remove_masks(model)
+    assert plain is not model and get_mask(model.get_submodule("mix")) is not None  # a copy by default
+    assert torch.equal(plain(x), expected)
     assert torch.equal(fold(model)(x), expected)
+    assert remove_masks(model, inplace=True) is model
+    assert torch.equal(model(x), expected)
 
 
 def test_sparsity_report_and_totals():

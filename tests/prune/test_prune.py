@@ -53,7 +53,7 @@ def test_global_scope_refuses_to_empty_a_layer_unless_allowed():
         model.mix.weight.mul_(100)
     with pytest.raises(ConfigError, match="every weight of layer"):
         prune(model, PruneConfig(sparsity=0.6, scope="global"))
-    prune(model, PruneConfig(sparsity=0.6, scope="global", allow_full=True))
+    model = prune(model, PruneConfig(sparsity=0.6, scope="global", allow_full=True))
     assert torch.all(model.head.weight == 0)
 
 
@@ -84,7 +84,7 @@ def test_per_layer_overrides_and_global_pool():
 def test_include_exclude_patterns_and_biases_untouched():
     model = make()
     biases = {f: model.get_submodule(f).bias.detach().clone() for f in LINEARS}
-    prune(model, PruneConfig(sparsity=0.9, include=["encoder.*", "mix"], exclude=["mix"]))
+    model = prune(model, PruneConfig(sparsity=0.9, include=["encoder.*", "mix"], exclude=["mix"]))
     assert get_mask(model.encoder[0]) is not None
     assert get_mask(model.mix) is None and get_mask(model.head) is None
     assert zeros_frac(model.mix.weight) == 0.0
@@ -98,9 +98,9 @@ def test_zero_sparsity_is_a_no_op():
     x = model.example_inputs()
     before = model(x)
     out = prune(model, PruneConfig(sparsity=0.0))
-    assert out is model
-    assert torch.equal(model(x), before)
-    assert not any(get_mask(m) for m in model.modules())
+    assert out is not model  # a copy, like every transform by default
+    assert torch.equal(out(x), before)
+    assert not any(get_mask(m) for m in out.modules())
 
 
 def test_full_sparsity_refused_unless_allowed():
@@ -156,18 +156,18 @@ def test_repeated_prune_is_monotone():
     first = {f: get_mask(model.get_submodule(f)).mask.clone() for f in LINEARS}
     with torch.no_grad():  # a pruned weight growing back underneath must not revive it
         model.mix.parametrizations.weight.original.add_(5.0)
-    prune(model, PruneConfig(sparsity=0.7, protect=False))
+    model = prune(model, PruneConfig(sparsity=0.7, protect=False))
     for f in LINEARS:
         now = get_mask(model.get_submodule(f)).mask
         assert not torch.any(now & ~first[f])
         assert int((~now).sum()) == round(0.7 * now.numel())
-    prune(model, PruneConfig(sparsity=0.3, protect=False))  # lower target: nothing is revived
+    model = prune(model, PruneConfig(sparsity=0.3, protect=False))  # lower target: nothing is revived
     assert total_sparsity(model)["weight_sparsity"] == pytest.approx(0.7, abs=0.01)
 
 
 def test_non_monotone_recomputes_masks():
     model = prune(make(), PruneConfig(sparsity=0.7))
-    prune(model, PruneConfig(sparsity=0.3, monotone=False))
+    model = prune(model, PruneConfig(sparsity=0.3, monotone=False))
     for f in LINEARS:
         w = model.get_submodule(f).weight
         assert int((get_mask(model.get_submodule(f)).mask == 0).sum()) == round(0.3 * w.numel())

@@ -88,7 +88,7 @@ def test_prune_iterative_reaches_target_with_rising_sparsity():
     log: list = []
     cfg = PruneConfig(sparsity=0.9, per_layer={"head": 0.5}, protect=False)
     ft = TrainConfig(epochs=1, batch_size=32)
-    prune_iterative(model, cfg, vector_data(), ft, steps=[0.3, 0.6], eval_data=vector_data(32, seed=1),
+    model = prune_iterative(model, cfg, vector_data(), ft, steps=[0.3, 0.6], eval_data=vector_data(32, seed=1),
                     verbose=False, log=log)
     assert [r["target_sparsity"] for r in log] == pytest.approx([0.3, 0.6, 0.9])
     assert all("accuracy" in r for r in log)

@@ -108,7 +108,7 @@ def _prune_gradually(model: nn.Module, pcfg, train: Dataset, ev: Dataset, cfg: A
     from slimtorch.prune.schedule import AGPCallback, AGPConfig
 
     if cfg.finetune == "auto":
-        probe = prune(copy.deepcopy(model), pcfg, train)
+        probe = prune(model, pcfg, train)  # a copy: model goes on to the gradual schedule if this is not enough
         acc = evaluate(probe, ev).accuracy
         info["acc_before_finetune"] = acc
         if acc >= bound:
@@ -150,10 +150,10 @@ def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: 
             from slimtorch.prune import prune_iterative
 
             m = prune_iterative(m, pcfg, train, _train_config(cfg, 1, cfg.finetune_lr), steps=cfg.finetune_epochs,
-                                data=train, loss_fn=kd, verbose=False)
+                                data=train, loss_fn=kd, verbose=False, inplace=True)
             info.update(finetune_epochs=cfg.finetune_epochs, prune_rounds=cfg.finetune_epochs)
         else:
-            m = prune(m, pcfg, train)
+            m = prune(m, pcfg, train, inplace=True)  # m is already this candidate's copy
             _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune", kd)
     m = kmeans_share(m, KMeansConfig(bits=max(params["bits"].values()), per_layer=params["bits"], seed=cfg.seed,
                                      layers=list(params["bits"])), inplace=True)
@@ -189,7 +189,7 @@ def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, e
 
         scfg = StructuredConfig(ratio=params["channel_ratio"], round_to=cfg.round_to, seed=cfg.seed,
                                 importance=cfg.channel_importance, compensate=cfg.channel_compensate)
-        m = prune_channels(m, scfg, torch.cat([x, x]), data=first(train, 64))
+        m = prune_channels(m, scfg, torch.cat([x, x]), data=first(train, 64), inplace=True)
         _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune",
                         teacher_loss(model, cfg))
     m.eval()

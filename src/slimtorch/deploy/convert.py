@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def to_int8(model: nn.Module, calib_data: Any, config: Int8Config | dict | None 
     """Convert ``model`` to INT8 on the backend ``config.backend`` (or the best one, ``auto``).
 
     Args:
-        model: any float ``nn.Module`` (eval mode is set on a copy where needed).
+        model: any float ``nn.Module``; left as it is (converted in eval mode, its flags restored).
         calib_data: calibration inputs: a tensor, a Dataset of ``(x, y)`` or a DataLoader.
         config: :class:`Int8Config` or its dict form.
         check_data: data the fidelity target is checked on (default: ``calib_data``).
@@ -65,7 +67,24 @@ def to_int8(model: nn.Module, calib_data: Any, config: Int8Config | dict | None 
         ConfigError: empty calibration data, unknown backend, or a backend without ``config.mode``.
     """
     cfg = Int8Config.from_dict(config) if not isinstance(config, Int8Config) else config
-    model = model.eval()
+    with _eval_mode(model):
+        return _convert(model, calib_data, cfg, check_data, out_dir)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode while converting, each module's train / eval flag given back afterwards: the input is untouched."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def _convert(model: nn.Module, calib_data: Any, cfg: Int8Config, check_data: Any,
+             out_dir: str | os.PathLike | None) -> Int8Model:
     n_inputs = required_inputs(model)
     calib = input_batches(calib_data, n_inputs, cfg.calib_batch_size, cfg.calib_batches)
     check = input_batches(check_data, n_inputs, cfg.calib_batch_size, what="check data") if check_data is not None else None

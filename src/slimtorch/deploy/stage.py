@@ -82,6 +82,7 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     selection = None
     if calib is not None and cfg.selection_examples and len(calib) > cfg.calib_examples:
         selection = Subset(calib, range(cfg.calib_examples, min(len(calib), cfg.calib_examples + cfg.selection_examples)))
+    ctx.model.eval()  # the float model is the reference, exported and timed below (to_int8 leaves its mode alone)
     q = to_int8(ctx.model, _subset(calib, cfg.calib_examples), icfg, check_data=selection, out_dir=ctx.stage_dir())
     info: dict[str, Any] = q.summary()
     info["fallback_checked_on"] = (f"selection: {len(selection)} examples after the calibration ones"

@@ -98,6 +98,7 @@ def finetune_pruned_with_kd(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     verbose: bool = True,
+    inplace: bool = False,
 ) -> nn.Module:
     """Fine-tune a pruned model with KD from its unpruned self; masks stay applied.
 
@@ -105,10 +106,10 @@ def finetune_pruned_with_kd(
         pruned: a model with pruning masks (parametrizations or ``torch.nn.utils.prune``),
             or a structurally pruned (smaller) model when ``teacher`` is given.
         teacher: the model before pruning; default :func:`dense_copy` of ``pruned``.
-        config / eval_data / callbacks / checkpoint_dir / resume / verbose: as :func:`distill`.
+        config / eval_data / callbacks / checkpoint_dir / resume / verbose / inplace: as :func:`distill`.
 
     Returns:
-        ``pruned``, fine-tuned in place; its zeros are still zero.
+        The fine-tuned copy of ``pruned`` (``pruned`` itself when ``inplace``); its zeros are still zero.
     """
     if teacher is None:
         if not is_compressed(pruned):
@@ -119,7 +120,7 @@ def finetune_pruned_with_kd(
         teacher = dense_copy(pruned)
     return distill(
         pruned, teacher, train_data, config, eval_data,
-        callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume, verbose=verbose,
+        callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume, verbose=verbose, inplace=inplace,
     )
 
 
@@ -134,6 +135,7 @@ def qat_with_teacher(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     verbose: bool = True,
+    inplace: bool = False,
 ) -> nn.Module:
     """Quantization-aware training with a float teacher.
 
@@ -143,9 +145,10 @@ def qat_with_teacher(
         teacher: the float model; default :func:`dense_copy` of ``qat_model`` (works when
             fake quantization is a parametrization; pass it explicitly otherwise).
         callbacks: QAT schedules (observer freezing, batch-norm folding) go here.
+        inplace: train ``qat_model`` itself instead of a deep copy (as :func:`distill`).
 
     Returns:
-        ``qat_model``, trained in place, still fake-quantized.
+        The trained copy of ``qat_model`` (``qat_model`` itself when ``inplace``), still fake-quantized.
     """
     if teacher is None:
         if not is_compressed(qat_model):
@@ -153,5 +156,5 @@ def qat_with_teacher(
         teacher = dense_copy(qat_model)
     return distill(
         qat_model, teacher, train_data, config, eval_data,
-        callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume, verbose=verbose,
+        callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume, verbose=verbose, inplace=inplace,
     )

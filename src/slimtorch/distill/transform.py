@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from slimtorch.core.config import validate_config
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.inplace import working_model
 from slimtorch.distill.cache import build_teacher_cache, with_indices
 from slimtorch.distill.config import DistillConfig
 from slimtorch.distill.features import FeatureCapture, make_adapter
@@ -201,30 +202,38 @@ def distill(
     resume: bool = False,
     cache_path: str | os.PathLike | None = None,
     verbose: bool = True,
+    inplace: bool = False,
 ) -> nn.Module:
-    """Train ``student`` to imitate ``teacher`` (Hinton et al., 2015) and return it.
+    """Train a copy of ``student`` to imitate ``teacher`` (Hinton et al., 2015) and return it.
 
     Args:
-        student: any ``nn.Module`` producing logits; trained in place (callers rebind).
+        student: any ``nn.Module`` producing logits; left as it is unless ``inplace``.
         teacher: any ``nn.Module`` producing logits of the same shape, possibly pruned
             or fake-quantized; frozen while distilling, its state restored afterwards.
         train_data: map-style dataset of ``(input, label)``; the transfer set.
         config: :class:`DistillConfig` (or its dict); default Hinton KL, T=4, alpha=0.9.
         eval_data: labelled data evaluated during training (student accuracy).
-        callbacks: ``fit`` callbacks, e.g. a pruning schedule.
+        callbacks: ``fit`` callbacks, e.g. a pruning schedule. A callback built on the student
+            (``AGPCallback(student, ...)``) changes the object it holds: pass ``inplace=True``.
         checkpoint_dir: per-epoch checkpoints (student + adapters) and the teacher cache.
         resume: continue from ``checkpoint_dir``.
         cache_path: where the teacher cache goes (default: ``checkpoint_dir`` or a temp dir).
         verbose: one line per epoch on stderr.
+        inplace: train ``student`` itself instead of a deep copy.
 
     Returns:
-        The trained student, in eval mode; hint adapters are discarded.
+        The trained student (``student`` itself when ``inplace``), in eval mode; hint
+        adapters are discarded.
     """
+    config = validate_config(DistillConfig, config, "distill")  # before the copy: a wrong field costs nothing
+    if student is teacher:
+        raise ValueError("student and teacher are the same object; pass a copy as teacher (copy.deepcopy)")
+    student = working_model(student, inplace)
     distill_fit(
         student,
         teacher,
         train_data,
-        config if config is not None else DistillConfig(),
+        config,
         eval_data,
         callbacks=callbacks,
         checkpoint_dir=checkpoint_dir,

@@ -63,7 +63,7 @@ def quantize_embedding_stage(ctx: Context, cfg: QuantizeEmbeddingStageConfig) ->
     from slimtorch.quantize.qembedding import quantize_embedding
 
     require_lm(ctx)
-    ctx.model = quantize_embedding(ctx.model, cfg.grid)
+    ctx.model = quantize_embedding(ctx.model, cfg.grid, inplace=True)
     ctx.info.setdefault(ctx.stage_name, {}).update(grid=cfg.grid.to_dict())
 
 

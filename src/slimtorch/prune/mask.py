@@ -97,13 +97,16 @@ def zero_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> 
                 buf.mul_(mask.mask)
 
 
-def remove_masks(model: nn.Module, inplace: bool = True) -> nn.Module:
-    """Remove every parametrization, keeping the effective (masked) weights as plain parameters."""
+def remove_masks(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Remove every parametrization, keeping the effective (masked) weights as plain parameters.
+
+    A copy by default, like every transform (docs/api.md); ``inplace=True`` folds ``model`` itself.
+    """
     return fold(model, inplace=inplace)
 
 
 def finalize(model: nn.Module) -> nn.Module:
-    """Fold the masks in place (alias of :func:`remove_masks`): call once fine-tuning is over."""
+    """Fold the masks in place (``remove_masks(model, inplace=True)``): the last step of a pruning run."""
     return fold(model, inplace=True)
 
 

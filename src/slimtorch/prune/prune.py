@@ -19,6 +19,7 @@ from torch import nn
 
 from slimtorch.core.config import coerce
 from slimtorch.core.errors import ConfigError, UnsupportedModelError
+from slimtorch.core.inplace import working_model
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.criteria import CRITERIA, LossFn
 from slimtorch.prune.mask import get_mask, set_mask
@@ -152,8 +153,9 @@ def prune(
     *,
     loss_fn: LossFn | None = None,
     filter_fn: FilterFn | None = None,
+    inplace: bool = False,
 ) -> nn.Module:
-    """Prune ``model`` in place according to ``config``; returns it.
+    """Prune a copy of ``model`` (or ``model`` itself with ``inplace=True``) according to ``config``.
 
     Args:
         model: any module; its Linear / Conv weights matching the config's patterns
@@ -163,12 +165,15 @@ def prune(
             ``(inputs, targets)`` batches; ``config.batches`` batches are used.
         loss_fn: ``loss_fn(model, x, y) -> scalar`` for ``taylor`` (default cross-entropy).
         filter_fn: ``filter_fn(module, fqn) -> bool`` narrowing the selection further.
+        inplace: mask ``model`` itself and return it, instead of a deep copy.
 
     Returns:
-        The same model object. A layer is only parametrized when something in it
-        is pruned (or it was already masked), so sparsity 0 leaves the model as it was.
+        The pruned model (``model`` itself when ``inplace``). A layer is only parametrized
+        when something in it is pruned (or it was already masked), so sparsity 0 leaves
+        the model as it was.
     """
-    config = PruneConfig.from_dict(config) if not isinstance(config, PruneConfig) else config
+    config = coerce(PruneConfig, config)
+    model = working_model(model, inplace)
     masks = compute_masks(model, config, data, loss_fn=loss_fn, filter_fn=filter_fn)
     recurrent = [f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
     if recurrent and config.include == ["*"]:

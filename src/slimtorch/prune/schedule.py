@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from slimtorch.core.config import FrozenConfig, coerce
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.inplace import working_model
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.criteria import LossFn
 from slimtorch.prune.mask import zero_optimizer_state
@@ -130,7 +131,7 @@ class AGPCallback(Callback):
 
     def _update(self, state: TrainState) -> None:
         target = self.config.at_progress(self.progress(state.step), self.agp.initial_sparsity)
-        prune(self.model, target, self.data, loss_fn=self.loss_fn, filter_fn=self.filter_fn)
+        prune(self.model, target, self.data, loss_fn=self.loss_fn, filter_fn=self.filter_fn, inplace=True)
         zero_optimizer_state(state.optimizer, self.model)
         self.history.append(
             {"step": state.step, "target": target.sparsity, "weight_sparsity": total_sparsity(self.model)["weight_sparsity"]}
@@ -186,6 +187,7 @@ def prune_iterative(
     resume: bool = False,
     verbose: bool = True,
     log: list[dict[str, Any]] | None = None,
+    inplace: bool = False,
 ) -> nn.Module:
     """Han et al.'s iterative pruning: (prune to the next target → fine-tune) × rounds.
 
@@ -199,15 +201,19 @@ def prune_iterative(
         checkpoint_dir: each round checkpoints under ``checkpoint_dir/round_K``;
             with ``resume=True`` finished rounds are skipped, bit-exactly.
         log: if given, one dict per round is appended (target, sparsity, accuracy, epochs).
+        inplace: prune and train ``model`` itself instead of a deep copy.
 
     Returns:
-        The model, still masked (call :func:`slimtorch.prune.finalize` when done).
+        The pruned, fine-tuned model (``model`` itself when ``inplace``), still masked
+        (call :func:`slimtorch.prune.finalize` when done).
     """
     config, finetune = coerce(PruneConfig, config), coerce(TrainConfig, finetune, "finetune")
     fractions = iterative_progress(config, steps)
+    model = working_model(model, inplace)
     for k, c in enumerate(fractions, start=1):
         target = config.at_progress(c)
-        prune(model, target, data if data is not None else train_data, loss_fn=loss_fn, filter_fn=filter_fn)
+        prune(model, target, data if data is not None else train_data, loss_fn=loss_fn, filter_fn=filter_fn,
+              inplace=True)
         ckpt = Path(checkpoint_dir) / f"round_{k}" if checkpoint_dir else None
         result = fit(
             model, train_data, finetune, eval_data=eval_data, loss_fn=loss_fn,

@@ -8,7 +8,6 @@ lower sparsity. :func:`sparsities_for_tolerance` turns the curves into a
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +59,7 @@ def sensitivity(
         fqn, s = point
         if fqn is None:
             return evaluate(model, eval_data).accuracy
-        pruned = prune(copy.deepcopy(model), PruneConfig(method=method, sparsity=s, include=[fqn], protect=False), data)
+        pruned = prune(model, PruneConfig(method=method, sparsity=s, include=[fqn], protect=False), data)  # a copy
         return evaluate(pruned, eval_data).accuracy
 
     run = D.fan_out if distributed else lambda fn, items: [fn(x) for x in items]

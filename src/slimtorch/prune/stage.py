@@ -85,7 +85,7 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
                   file=sys.stderr, flush=True)  # fmt: skip
     epochs = 0
     if cfg.schedule == "one_shot":
-        model = prune(model, cfg.prune, score_data)
+        model = prune(model, cfg.prune, score_data, inplace=True)  # the stage owns ctx.model: no second copy
         if ctx.test_data is not None:
             info["accuracy_pruned"] = evaluate(model, ctx.test_data).accuracy
             drop = info["accuracy_before"] - info["accuracy_pruned"]
@@ -108,7 +108,7 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
         model = prune_iterative(
             model, cfg.prune, ctx.require_train_data(), cfg.finetune, cfg.steps, data=score_data,
             eval_data=ctx.monitor_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
-            verbose=ctx.verbose, log=rounds,
+            verbose=ctx.verbose, log=rounds, inplace=True,
         )
         info["rounds"] = rounds
         epochs = cfg.finetune.epochs * len(rounds)

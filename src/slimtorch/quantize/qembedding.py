@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from slimtorch.core.config import coerce
 from slimtorch.core.errors import UnsupportedModelError
+from slimtorch.core.inplace import working_model
 from slimtorch.quantize.wgrid import (
     GridConfig,
     QuantizedWeight,
@@ -90,13 +92,20 @@ def quantize_table(w: torch.Tensor, grid: GridConfig) -> QuantizedWeight:
 
 
 @torch.no_grad()
-def quantize_embedding(model: nn.Module, grid: EmbeddingGrid | GridConfig | dict) -> nn.Module:
-    """Replace ``model.get_input_embeddings()`` by a :class:`QuantEmbedding` (in place); re-ties ``lm_head``.
+def quantize_embedding(model: nn.Module, config: EmbeddingGrid | GridConfig | dict | None = None, *,
+                       inplace: bool = False) -> nn.Module:
+    """Replace ``model.get_input_embeddings()`` by a :class:`QuantEmbedding`; re-ties ``lm_head``.
+
+    Args:
+        config: the grid: an :class:`EmbeddingGrid` (or any :class:`GridConfig`), its dict, or
+            ``None`` (the defaults).
+        inplace: change ``model`` itself instead of a deep copy.
 
     Raises:
         UnsupportedModelError: the model has no ``nn.Embedding`` input embedding.
     """
-    grid = grid if isinstance(grid, GridConfig) else EmbeddingGrid.from_dict(grid)
+    grid = config if isinstance(config, GridConfig) else coerce(EmbeddingGrid, config)
+    model = working_model(model, inplace)
     old = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if not isinstance(old, nn.Embedding):
         raise UnsupportedModelError(f"{type(model).__name__} has no nn.Embedding input embedding to quantize")

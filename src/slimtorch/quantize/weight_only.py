@@ -8,7 +8,6 @@ algorithm.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 
 import pydantic
@@ -16,6 +15,7 @@ from torch import nn
 
 from slimtorch.core.config import FrozenConfig, coerce  # noqa: F401  (re-exported for the methods)
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.inplace import working_model
 from slimtorch.core.progress import track
 from slimtorch.quantize.qlinear import QuantLinear, replace_linear
 from slimtorch.quantize.wgrid import GridConfig
@@ -61,7 +61,7 @@ def selected_linears(model: nn.Module, config: WeightOnlyConfig) -> dict[str, nn
 
 def target(model: nn.Module, inplace: bool) -> nn.Module:
     """The model to change: ``model`` itself, or a deep copy (the default of every transform)."""
-    return model if inplace else copy.deepcopy(model)
+    return working_model(model, inplace)
 
 
 def quantize_each(model: nn.Module, config: WeightOnlyConfig, inplace: bool, quantize_weight, label: str) -> nn.Module:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from slimtorch.core.config import validate_config
 from slimtorch.core.errors import ConfigError, UnsupportedModelError
+from slimtorch.core.inplace import working_model
 from slimtorch.prune.structured import importance as imp
 from slimtorch.prune.structured.apply import remove_channels
 from slimtorch.prune.structured.compensate import activation_scores, compensate, input_stats
@@ -127,22 +128,24 @@ def prune_channels(
     *,
     loss_fn: LossFn | None = None,
     batch_size: int = 64,
+    inplace: bool = False,
 ) -> nn.Module:
-    """Remove the least important channels (and everything coupled to them) from ``model``.
+    """Remove the least important channels (and everything coupled to them) from a copy of ``model``.
 
     Args:
-        model: any ``nn.Module`` (modified in place and returned; callers rebind). BERT-style
-            encoders (Hugging Face ``BertLayer`` layout) get their attention heads and FFN
-            neurons pruned.
+        model: any ``nn.Module`` (left as it is unless ``inplace``). BERT-style encoders
+            (Hugging Face ``BertLayer`` layout) get their attention heads and FFN neurons pruned.
         config: :class:`StructuredConfig` or its dict.
         example_input: a tensor (or tuple of positional inputs) the model is traced with,
             e.g. ``torch.randn(2, 3, 224, 224)``.
         data: ``(input, label)`` dataset or loader, needed for ``importance="taylor"``.
         loss_fn: ``loss_fn(model, x, y)`` for Taylor scores; default cross-entropy.
         batch_size: batch size for Taylor scores when ``data`` is a dataset.
+        inplace: resize the layers of ``model`` itself instead of a deep copy's.
 
     Returns:
-        The model with smaller layers; ``model.slimtorch_structured`` holds the new sizes.
+        The model with smaller layers (``model`` itself when ``inplace``);
+        ``.slimtorch_structured`` holds the new sizes.
 
     Raises:
         ConfigError: a bad config field.
@@ -152,6 +155,7 @@ def prune_channels(
     for pattern, r in cfg.per_layer.items():
         if not 0.0 <= r < 1.0:
             raise ConfigError(f"per_layer['{pattern}'] must be in [0, 1), got {r}", field=f"per_layer.{pattern}")
+    model = working_model(model, inplace)
     if encoder_layers(model):
         summary = prune_encoder(model, cfg, calib=data if data is not None else example_input)
         model.slimtorch_structured = summary

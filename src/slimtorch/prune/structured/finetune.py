@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from slimtorch.core.config import coerce
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.inplace import working_model
 from slimtorch.prune.structured.api import prune_channels
 from slimtorch.prune.structured.config import StructuredConfig
 from slimtorch.train import TrainConfig, evaluate, fit
@@ -44,6 +45,7 @@ def prune_finetune(
     resume: bool = False,
     verbose: bool = True,
     log: list | None = None,
+    inplace: bool = False,
 ) -> nn.Module:
     """Prune ``config.ratio`` of the channels in ``steps`` rounds, fine-tuning after each.
 
@@ -51,6 +53,10 @@ def prune_finetune(
         distill: a ``DistillConfig`` (or dict) to fine-tune with KD; its ``train`` is replaced
             by ``train``. The teacher is ``teacher`` or a copy of ``model`` before pruning.
         log: if given, one dict per round (sizes, accuracy) is appended.
+        inplace: prune and train ``model`` itself instead of a deep copy.
+
+    Returns:
+        The pruned, fine-tuned model (``model`` itself when ``inplace``).
     """
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}", field="steps")
@@ -62,14 +68,15 @@ def prune_finetune(
         kd = DistillConfig.from_dict(distill, "distill") if isinstance(distill, dict) else distill
         kd = kd.replace(train=train.to_dict())
         teacher = teacher if teacher is not None else copy.deepcopy(model).eval()
+    model = working_model(model, inplace)
     for i, r in enumerate(step_ratios(config.ratio, steps)):
-        model = prune_channels(model, config.replace(ratio=r), example_input, data=train_data)
+        model = prune_channels(model, config.replace(ratio=r), example_input, data=train_data, inplace=True)
         ckpt = Path(checkpoint_dir) / f"round{i}" if checkpoint_dir else None
         if ckpt is not None:
             ckpt.mkdir(parents=True, exist_ok=True)
         if distill is not None:
             model = run_distill(model, teacher, train_data, kd, eval_data=eval_data, checkpoint_dir=ckpt,
-                                resume=resume, verbose=verbose)
+                                resume=resume, verbose=verbose, inplace=True)
         else:
             fit(model, train_data, train, eval_data=eval_data, checkpoint_dir=ckpt, resume=resume, verbose=verbose)
         if log is not None:

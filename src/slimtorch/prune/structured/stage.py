@@ -78,14 +78,14 @@ def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
     if cfg.finetune is None:
         if cfg.steps > 1:
             raise ValueError(f"stage '{ctx.stage_name}': steps > 1 needs 'finetune'")
-        model = prune_channels(model, cfg.prune, x, data=score_data)
+        model = prune_channels(model, cfg.prune, x, data=score_data, inplace=True)  # the stage owns ctx.model
     else:
         rounds: list = []
         model = prune_finetune(
             model, cfg.prune, x, ctx.require_train_data(), cfg.finetune, steps=cfg.steps,
             distill=cfg.distill, teacher=ctx.reference if cfg.distill is not None else None,
             eval_data=ctx.monitor_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
-            verbose=ctx.verbose, log=rounds,
+            verbose=ctx.verbose, log=rounds, inplace=True,
         )
         info["rounds"] = rounds
     info.update(macs_after=count_macs(model, x), params_after=count_parameters(model),
