@@ -588,35 +588,97 @@ def test_to_int8_leaves_a_model_in_training_mode_as_it_was(tmp_path):
 
 BAD = {"no_such_field": 1}
 _TRAIN = {"epochs": 1, "batch_size": 8}
-CONFIG_CALLS = {
-    "prune": lambda: verb("slimtorch.prune.prune")(mlp(), BAD),
-    "prune_iterative": lambda: verb("slimtorch.prune.prune_iterative")(
-        mlp(), BAD, labelled(mlp_batch(), 4), _TRAIN),
-    "prune_channels": lambda: verb("slimtorch.prune.structured.prune_channels")(
-        conv_net(), BAD, conv_batch()[:2]),
-    "prune_finetune": lambda: verb("slimtorch.prune.structured.prune_finetune")(
-        conv_net(), BAD, conv_batch()[:2], labelled(conv_batch(), 5), _TRAIN),
-    "quantize_model": lambda: verb("slimtorch.quantize.quantize_model")(mlp(), BAD),
-    "kmeans_share": lambda: verb("slimtorch.quantize.kmeans_share")(mlp(), BAD),
-    "clip_weights": lambda: verb("slimtorch.quantize.clip_weights")(mlp(), {"threshold": 1, **BAD}),
-    "to_int8": lambda: verb("slimtorch.deploy.to_int8")(mlp(), mlp_batch(), BAD),
-    "distill": lambda: verb("slimtorch.distill.distill")(
-        mlp(), mlp(), labelled(mlp_batch(), 4), BAD),
-    "finetune_pruned_with_kd": lambda: verb("slimtorch.distill.finetune_pruned_with_kd")(
-        mlp(), labelled(mlp_batch(), 4), BAD, teacher=mlp()),
-    "qat_with_teacher": lambda: verb("slimtorch.distill.qat_with_teacher")(
-        mlp(), labelled(mlp_batch(), 4), BAD, teacher=mlp()),
-    "quantize_rtn": lambda: _lm("slimtorch.quantize.rtn.quantize_rtn", BAD, False)(llama(), LM_IDS, Path()),
-    "quantize_hqq": lambda: _lm("slimtorch.quantize.hqq.quantize_hqq", BAD, False)(llama(), LM_IDS, Path()),
-    "quantize_gptq": lambda: _lm("slimtorch.quantize.gptq.quantize_gptq", BAD, True)(llama(), LM_IDS, Path()),
-    "quantize_awq": lambda: _lm("slimtorch.quantize.awq.quantize_awq", BAD, True)(llama(), LM_IDS, Path()),
-    "quantize_w8a8": lambda: _lm("slimtorch.quantize.w8a8.quantize_w8a8", BAD, True)(llama(), LM_IDS, Path()),
-    "quantize_embedding": lambda: _lm("slimtorch.quantize.qembedding.quantize_embedding", BAD, False)(
-        llama(), LM_IDS, Path()),
-    "prune_magnitude_lm": lambda: _lm("slimtorch.prune.prune_magnitude_lm", BAD, False)(llama(), LM_IDS, Path()),
-    "prune_wanda": lambda: _lm("slimtorch.prune.prune_wanda", BAD, True)(llama(), LM_IDS, Path()),
-    "prune_sparsegpt": lambda: _lm("slimtorch.prune.prune_sparsegpt", BAD, True)(llama(), LM_IDS, Path()),
+_KD = {"train": _TRAIN}
+
+
+def _with_data(*args, **kwargs):
+    """``call(fn, model, config)`` for a verb taking ``(model, config, *args, **kwargs)``."""
+    return lambda fn, m, c: fn(m, c, *args, **kwargs)
+
+
+def _distill_call(fn, m, c):
+    return fn(m, mlp(), labelled(mlp_batch(), 4), c, verbose=False)
+
+
+def _kd_call(fn, m, c):
+    return fn(m, labelled(mlp_batch(), 4), c, teacher=mlp(), verbose=False)
+
+
+@dataclass(frozen=True)
+class Configured:
+    """A verb with a config: how to call it, a small valid config, a wrong value and the leaf it must name."""
+
+    path: str
+    model: Callable[[], nn.Module]
+    call: Callable[[Callable, nn.Module, Any], Any]  # call(verb, model, config)
+    good: dict[str, Any]
+    bad: dict[str, Any]
+    leaf: str  # the dotted field a ConfigError for ``bad`` names (after any prefix of the verb's)
+    batch: Callable[[], torch.Tensor] = mlp_batch
+
+
+G8 = {"grid": {"bits": 4, "group_size": 32}}
+CONFIGURED = {
+    "prune": Configured("slimtorch.prune.prune", mlp, _with_data(), {"sparsity": 0.5}, {"sparsity": 1.5},
+                        "sparsity"),
+    "prune_iterative": Configured("slimtorch.prune.prune_iterative", mlp,
+                                  _with_data(labelled(mlp_batch(), 4), _TRAIN, steps=1, verbose=False),
+                                  {"sparsity": 0.5}, {"per_layer": {"head": 2.0}}, "per_layer.head"),
+    "prune_channels": Configured("slimtorch.prune.structured.prune_channels", conv_net, _with_data(conv_batch()[:2]),
+                                 {"ratio": 0.5}, {"ratio": 1.0}, "ratio", conv_batch),
+    "prune_finetune": Configured("slimtorch.prune.structured.prune_finetune", conv_net,
+                                 _with_data(conv_batch()[:2], labelled(conv_batch(), 5), _TRAIN, verbose=False),
+                                 {"ratio": 0.5}, {"round_to": 0}, "round_to", conv_batch),
+    "quantize_model": Configured("slimtorch.quantize.quantize_model", mlp, _with_data(labelled(mlp_batch(), 4)),
+                                 {"weight_bits": 4, "calib_batches": 2, "calib_batch_size": 8}, {"weight_bits": 9},
+                                 "weight_bits"),
+    "kmeans_share": Configured("slimtorch.quantize.kmeans_share", mlp, _with_data(), {"bits": 3, "iters": 10},
+                               {"per_layer": {"head": 0}}, "per_layer.head"),
+    "clip_weights": Configured("slimtorch.quantize.clip_weights", mlp, _with_data(), {"threshold": 0.1},
+                               {"threshold": -1.0}, "threshold"),
+    "to_int8": Configured("slimtorch.deploy.to_int8", mlp, lambda fn, m, c: fn(m, mlp_batch(), c),
+                          {"backend": "torch_fx", "mode": "dynamic"}, {"calib_batches": 0}, "calib_batches"),
+    "distill": Configured("slimtorch.distill.distill", mlp, _distill_call, _KD,
+                          {"train": {**_TRAIN, "optimizer": {"lr": 0}}}, "train.optimizer.lr"),
+    "finetune_pruned_with_kd": Configured("slimtorch.distill.finetune_pruned_with_kd", mlp, _kd_call, _KD,
+                                          {"temperature": 0}, "temperature"),
+    "qat_with_teacher": Configured("slimtorch.distill.qat_with_teacher", quantized_mlp, _kd_call, _KD,
+                                   {"alpha": 2.0}, "alpha"),
+    "quantize_rtn": Configured("slimtorch.quantize.rtn.quantize_rtn", llama, _with_data(), G8,
+                               {"grid": {"bits": 1}}, "grid.bits", lambda: LM_IDS),
+    "quantize_hqq": Configured("slimtorch.quantize.hqq.quantize_hqq", llama, _with_data(), G8,
+                               {"grid": {"group_size": 0}}, "grid.group_size", lambda: LM_IDS),
+    "quantize_gptq": Configured("slimtorch.quantize.gptq.quantize_gptq", llama, _with_data(LM_IDS), G8,
+                                {"damp": -1.0}, "damp", lambda: LM_IDS),
+    "quantize_awq": Configured("slimtorch.quantize.awq.quantize_awq", llama, _with_data(LM_IDS), {**G8, "n_grid": 3},
+                               {"n_grid": 0}, "n_grid", lambda: LM_IDS),
+    "quantize_w8a8": Configured("slimtorch.quantize.w8a8.quantize_w8a8", llama, _with_data(LM_IDS), {},
+                                {"alpha": 2.0}, "alpha", lambda: LM_IDS),
+    "quantize_embedding": Configured("slimtorch.quantize.qembedding.quantize_embedding", llama, _with_data(),
+                                     {"bits": 8}, {"bits": 1}, "bits", lambda: LM_IDS),
+    "prune_magnitude_lm": Configured("slimtorch.prune.prune_magnitude_lm", llama, _with_data(), {"sparsity": 0.5},
+                                     {"sparsity": 1.5}, "sparsity", lambda: LM_IDS),
+    "prune_wanda": Configured("slimtorch.prune.prune_wanda", llama, _with_data(LM_IDS), {"sparsity": 0.5},
+                              {"sparsity": 1.5}, "sparsity", lambda: LM_IDS),
+    "prune_sparsegpt": Configured("slimtorch.prune.prune_sparsegpt", llama, _with_data(LM_IDS), {"sparsity": 0.5},
+                                  {"sparsity": 1.5}, "sparsity", lambda: LM_IDS),
 }
+CONFIG_CALLS = {name: (lambda c=c: c.call(verb(c.path), c.model(), {**c.good, **BAD})) for name, c in CONFIGURED.items()}
+
+
+def config_class(c: Configured) -> type:
+    """The config class a verb's ``config`` annotation names first (``PruneConfig | dict | None``)."""
+    import inspect
+    import sys
+
+    fn = verb(c.path)
+    annotation = str(inspect.signature(fn).parameters["config"].annotation)
+    return vars(sys.modules[fn.__module__])[annotation.split("|")[0].strip()]
+
+
+def outputs(result: Any, batch: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return logits(result(batch))
 
 
 @pytest.mark.parametrize("verb", sorted(CONFIG_CALLS))
@@ -627,6 +689,47 @@ def test_a_wrong_config_field_is_a_config_error_naming_it(verb):
     with pytest.raises(ConfigError) as info:
         CONFIG_CALLS[verb]()
     assert info.value.field is not None and info.value.field.endswith("no_such_field"), info.value
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGURED))
+def test_a_wrong_value_is_a_config_error_naming_the_leaf(name):
+    """One validation path: the dict form and direct construction of the config both name the leaf field."""
+    from slimtorch.core.errors import ConfigError
+
+    c = CONFIGURED[name]
+    with pytest.raises(ConfigError) as info:
+        c.call(verb(c.path), c.model(), {**c.good, **c.bad})
+    assert info.value.field is not None and info.value.field.endswith(c.leaf), (info.value.field, str(info.value))
+    assert c.leaf in str(info.value)
+    with pytest.raises(ConfigError) as direct:
+        config_class(c)(**{**c.good, **c.bad})
+    assert direct.value.field == c.leaf
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGURED))
+def test_object_dict_and_none_give_the_same_model(name, tmp_path):
+    """``config`` as the config object, its dict form, or None (the defaults): the same transform."""
+    c = CONFIGURED[name]
+    fn, cls, x = verb(c.path), config_class(c), c.batch()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        as_dict = outputs(c.call(fn, c.model(), dict(c.good)), x)
+        as_object = outputs(c.call(fn, c.model(), cls(**c.good)), x)
+        torch.testing.assert_close(as_object, as_dict, rtol=1e-5, atol=1e-5)
+        if name == "clip_weights":  # its threshold has no default: None names the missing field
+            from slimtorch.core.errors import ConfigError
+
+            with pytest.raises(ConfigError, match="threshold"):
+                c.call(fn, c.model(), None)
+            return
+        if name in ("distill", "finetune_pruned_with_kd", "qat_with_teacher", "prune_iterative",
+                    "prune_finetune"):
+            return  # their defaults train for many epochs; the dict / object case above covers the path
+        as_none = outputs(c.call(fn, c.model(), None), x)
+        torch.testing.assert_close(as_none, outputs(c.call(fn, c.model(), cls()), x), rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_every_row_with_a_config_has_a_validation_case():

@@ -65,9 +65,10 @@ def test_pruned_finetune_with_kd_keeps_masks_applied_and_teacher_is_dense():
     torch.testing.assert_close(teacher.a.weight, dense_weight)
     before = net.a.weight.detach().clone()
     out = finetune_pruned_with_kd(net, _data(), _cfg(), verbose=False)
-    assert out is net and parametrize.is_parametrized(net.a)
-    assert torch.all(net.a.weight[mask == 0] == 0)
-    assert not torch.equal(net.a.weight, before)
+    assert out is not net and torch.equal(net.a.weight, before)  # a copy: the input is left as it was
+    assert parametrize.is_parametrized(out.a)
+    assert torch.all(out.a.weight[mask == 0] == 0)
+    assert not torch.equal(out.a.weight, before)
 
 
 def test_pruned_finetune_works_with_torch_prune_models():

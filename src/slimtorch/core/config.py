@@ -20,9 +20,22 @@ T = TypeVar("T", bound="FrozenConfig")
 
 
 class FrozenConfig(pydantic.BaseModel):
-    """Base class of all configs: immutable, strict about unknown keys."""
+    """Base class of all configs: immutable, strict about unknown keys.
+
+    Every way in raises the same :class:`ConfigError` naming the leaf field:
+    ``Cls(**fields)``, ``Cls.from_dict(d, where)`` and :func:`coerce` (what the
+    transforms call on their ``config`` argument) all end in :func:`_config_error`.
+    Subclasses raise ``ConfigError`` (or ``ValueError``) from their validators and
+    override none of this.
+    """
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            raise _config_error(type(self), exc, "") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the config."""
@@ -91,6 +104,8 @@ def _nested(inner: ConfigError, where: str, loc: tuple) -> ConfigError:
         full = _join(parent, inner.field)
         if msg.startswith(f"{last}: "):
             msg = f"{_join(parent, last)}: {msg[len(last) + 2:]}"
+        else:
+            msg = msg.replace(f"'{inner.field}'", f"'{full}'", 1)
     else:
         full = _join(path, inner.field)
         msg = msg.replace(f"'{inner.field}'", f"'{full}'", 1)
@@ -110,42 +125,43 @@ def validate_config(cls: type[T], data: Any, where: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{where or cls.__name__}: expected a mapping of fields, got {type(data).__name__}",
-            field=where or None,
+            f"{where or 'config'}: expected a {cls.__name__} or a dict of its fields (None: the defaults), "
+            f"got {type(data).__name__}",
+            field=where or "config",
         )
     try:
         return cls.model_validate(data)
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        path = _loc_to_path(where, tuple(err["loc"]))
-        inner = (err.get("ctx") or {}).get("error")
-        if isinstance(inner, ConfigError) and inner.field and inner.field != "<root>":
-            raise _nested(inner, where, tuple(err["loc"])) from None
-        if err["type"] == "extra_forbidden":
-            holder = _holder(cls, tuple(err["loc"]))
-            allowed = ", ".join(sorted(f.alias or n for n, f in holder.model_fields.items())) if holder else ""
-            msg = f"unknown field '{path}'" + (f"; allowed fields here: {allowed}" if allowed else "")
-        else:
-            got = err.get("input")
-            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-            msg = f"invalid value for '{path}': {err['msg']}{got_s}"
-        if len(exc.errors()) > 1:
-            msg += f" [+{len(exc.errors()) - 1} more problem(s)]"
-        raise ConfigError(msg, field=path) from None
+        raise _config_error(cls, exc, where) from None
+
+
+def _config_error(cls: type[pydantic.BaseModel], exc: pydantic.ValidationError, where: str) -> ConfigError:
+    """Pydantic's first error as one :class:`ConfigError` whose ``field`` is the dotted path of the leaf."""
+    err = exc.errors()[0]
+    path = _loc_to_path(where, tuple(err["loc"]))
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, ConfigError) and inner.field and inner.field != "<root>":
+        return _nested(inner, where, tuple(err["loc"]))
+    if err["type"] == "extra_forbidden":
+        holder = _holder(cls, tuple(err["loc"]))
+        allowed = ", ".join(sorted(f.alias or n for n, f in holder.model_fields.items())) if holder else ""
+        msg = f"unknown field '{path}'" + (f"; allowed fields here: {allowed}" if allowed else "")
+    else:
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        msg = f"invalid value for '{path}': {err['msg']}{got_s}"
+    if len(exc.errors()) > 1:
+        msg += f" [+{len(exc.errors()) - 1} more problem(s)]"
+    return ConfigError(msg, field=path)
 
 
 def coerce(config_cls: type[T], config: Any, where: str = "") -> T:
     """A ``config_cls`` from an instance, a dict or ``None`` (the defaults): what every transform accepts.
 
+    The same path as :func:`validate_config` (one rule, one wording for every verb).
+
     Raises:
         ConfigError: a dict with a wrong field (named), or an object of another type.
     """
-    if config is None:
-        return config_cls()
-    if isinstance(config, dict):
-        return config_cls.from_dict(config, where)
-    if not isinstance(config, config_cls):
-        raise ConfigError(f"expected a {config_cls.__name__} or a dict, got {type(config).__name__}",
-                          field=where or "config")
-    return config
+    return validate_config(config_cls, config, where)
 

@@ -12,9 +12,22 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 
 
 def working_model(model: nn.Module, inplace: bool) -> nn.Module:
-    """The model a transform changes: ``model`` itself when ``inplace``, else a deep copy of it."""
-    return model if inplace else copy.deepcopy(model)
+    """The model a transform changes: ``model`` itself when ``inplace``, else a deep copy of it.
+
+    The copy also works for models that ``copy.deepcopy`` refuses: ``torch.nn.utils.prune``
+    and the old ``weight_norm`` keep the effective ``weight`` as a computed (non-leaf) tensor
+    attribute, which the copy gets detached (their forward hook recomputes it on every call).
+    """
+    if inplace:
+        return model
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)

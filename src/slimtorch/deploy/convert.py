@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimtorch.core.config import coerce
 from slimtorch.core.errors import ConfigError
 from slimtorch.deploy.artifact import Int8Model
 from slimtorch.deploy.backends import BACKENDS
@@ -66,7 +67,7 @@ def to_int8(model: nn.Module, calib_data: Any, config: Int8Config | dict | None 
     Raises:
         ConfigError: empty calibration data, unknown backend, or a backend without ``config.mode``.
     """
-    cfg = Int8Config.from_dict(config) if not isinstance(config, Int8Config) else config
+    cfg = coerce(Int8Config, config)
     with _eval_mode(model):
         return _convert(model, calib_data, cfg, check_data, out_dir)
 

@@ -129,13 +129,9 @@ def _validate_stage(i: int, entry: dict[str, Any]) -> tuple[str, StageSpec, Froz
         )
     spec = STAGES.get(kind)
     try:
+        # validate_config names the leaf under `where` (stages[i].prune.sparsity), also for the ConfigErrors
+        # a stage config's own validators raise
         return label, spec, validate_config(spec.config_cls, fields, where)
-    except ConfigError as exc:
-        if exc.field and (exc.field == where or exc.field.startswith((where + ".", where + "["))):
-            raise
-        # a config class that raises its own ConfigError names the field relative to itself
-        field = f"{where}.{exc.field}" if exc.field and exc.field != "<root>" else where
-        raise ConfigError(f"{where}: {exc}", field=field) from None
     except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
         # a stage config's own validator tripped over a value of a type it did not expect
         raise ConfigError(f"{where}: invalid stage config ({type(exc).__name__}: {str(exc)[:200]})", field=where) from None

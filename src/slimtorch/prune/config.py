@@ -7,12 +7,11 @@ reuse it as the *final* target and derive intermediate targets with
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import pydantic
 from pydantic import Field, field_validator, model_validator
 
-from slimtorch.core.config import FrozenConfig, validate_config
+from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import ConfigError
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -27,26 +26,6 @@ def _check_fraction(value: float, field: str, allow_full: bool) -> None:
             "set allow_full=True if that is really what you want",
             field=field,
         )
-
-
-def _unwrap(exc: pydantic.ValidationError) -> ConfigError | None:
-    """The ConfigError a validator raised, which pydantic wrapped (keeps its exact field)."""
-    for err in exc.errors():
-        inner = (err.get("ctx") or {}).get("error")
-        if isinstance(inner, ConfigError):
-            return inner
-    return None
-
-
-def _as_config_error(exc: pydantic.ValidationError) -> ConfigError:
-    """Same wording as :func:`slimtorch.core.validate_config`, for direct construction."""
-    err = exc.errors()[0]
-    path = ".".join(str(p) for p in err["loc"]) or "<root>"
-    if err["type"] == "extra_forbidden":
-        return ConfigError(f"unknown field '{path}'; allowed fields here: {', '.join(PruneConfig.model_fields)}", path)
-    got = err.get("input")
-    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-    return ConfigError(f"invalid value for '{path}': {err['msg']}{got_s}", field=path)
 
 
 class PruneConfig(FrozenConfig):
@@ -118,29 +97,6 @@ class PruneConfig(FrozenConfig):
         for pat, s in self.per_layer.items():
             _check_fraction(s, f"per_layer.{pat}", self.allow_full)
         return self
-
-    def __init__(self, **data: Any):
-        try:
-            super().__init__(**data)
-        except pydantic.ValidationError as exc:
-            inner = _unwrap(exc)
-            if inner is not None:
-                raise inner from None
-            raise _as_config_error(exc) from None
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "") -> PruneConfig:
-        if isinstance(data, cls):
-            return data
-        if not isinstance(data, dict | None):
-            return validate_config(cls, data, where)  # raises the "expected a mapping" error
-        try:
-            return cls(**(data or {}))
-        except ConfigError as exc:
-            if not where:
-                raise
-            field = f"{where}.{exc.field}" if exc.field else where
-            raise ConfigError(f"{where}: {exc}", field=field) from None
 
     @property
     def nm(self) -> tuple[int, int] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from slimtorch.core.config import FrozenConfig
@@ -30,49 +29,7 @@ def _check_bits(value: int, field: str, lo_hi: tuple[int, int]) -> int:
     return value
 
 
-class _Config(FrozenConfig):
-    """FrozenConfig whose direct construction also raises ConfigError (not pydantic's error)."""
-
-    def __init__(self, **data):
-        try:
-            super().__init__(**data)
-        except pydantic.ValidationError as exc:
-            err = exc.errors()[0]
-            original = (err.get("ctx") or {}).get("error")
-            if isinstance(original, ConfigError):  # our own validators already named the field
-                raise original from None
-            path = ".".join(str(p) for p in err["loc"]) or "<root>"
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown field '{path}'; allowed fields here: {', '.join(sorted(type(self).model_fields))}"
-            else:
-                got = err.get("input")
-                msg = f"invalid value for '{path}': {err['msg']}" + ("" if isinstance(got, dict) else f" (got {got!r})")
-            raise ConfigError(msg, field=path) from None
-
-    @classmethod
-    def model_validate(cls, obj, *args, **kwargs):
-        # core.validate_config calls this; route dicts through __init__ so the error is
-        # a ConfigError naming the field, not a value error wrapped around it
-        if isinstance(obj, dict) and not args and not kwargs:
-            return cls(**obj)
-        return super().model_validate(obj, *args, **kwargs)
-
-    @classmethod
-    def from_dict(cls, data, where: str = ""):
-        if data is None:
-            data = {}
-        if isinstance(data, cls):
-            return data
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where or cls.__name__}: expected a mapping of fields, got {type(data).__name__}", where)
-        try:
-            return cls(**data)
-        except ConfigError as exc:
-            field = f"{where}.{exc.field}" if where else exc.field
-            raise ConfigError(str(exc).replace(f"'{exc.field}'", f"'{field}'"), field) from None
-
-
-class UniformConfig(_Config):
+class UniformConfig(FrozenConfig):
     """A uniform (affine) quantizer of one tensor.
 
     Attributes:
@@ -100,7 +57,7 @@ class UniformConfig(_Config):
         return _check_bits(v, "bits", UNIFORM_BITS)
 
 
-class QuantConfig(_Config):
+class QuantConfig(FrozenConfig):
     """Simulated (fake-quant) quantization of a model's weights and activations.
 
     Attributes:
@@ -169,7 +126,7 @@ class QuantConfig(_Config):
         return self
 
 
-class KMeansConfig(_Config):
+class KMeansConfig(FrozenConfig):
     """k-means weight sharing (Han et al. 2016, "Deep Compression", section 3).
 
     Attributes:
@@ -223,7 +180,7 @@ class KMeansConfig(_Config):
         return v
 
 
-class ClipConfig(_Config):
+class ClipConfig(FrozenConfig):
     """Seed 001's weight clipping (权重裁剪, section 3.1): ``w -> t if |w| > T else w``.
 
     Attributes:
