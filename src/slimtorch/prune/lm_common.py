@@ -21,7 +21,6 @@ reloads as one, and the zeros are what an N:M kernel or the entropy coder reads.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
 
 import pydantic
 import torch
@@ -75,23 +74,6 @@ class LMPruneConfig(FrozenConfig):
     exclude: list[str] = pydantic.Field(default_factory=list)
     true_sequential: bool = True
     batch_size: int = pydantic.Field(8, ge=1)
-
-    def __init__(self, **data: Any):
-        # Direct construction raises the same one-line ConfigError as from_dict does.
-        try:
-            super().__init__(**data)
-        except pydantic.ValidationError as exc:
-            for err in exc.errors():
-                inner = (err.get("ctx") or {}).get("error")
-                if isinstance(inner, ConfigError):
-                    raise inner from None
-            err = exc.errors()[0]
-            path = ".".join(str(p) for p in err["loc"]) or "<root>"
-            if err["type"] == "extra_forbidden":  # worded as core.config.validate_config words it
-                allowed = ", ".join(sorted(type(self).model_fields))
-                raise ConfigError(f"unknown field '{path}'; allowed fields here: {allowed}", field=path) from None
-            raise ConfigError(f"invalid value for '{path}': {err['msg']} (got {err.get('input')!r})",
-                              field=path) from None
 
     @pydantic.model_validator(mode="after")
     def _check(self):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from slimtorch.core.config import FrozenConfig
 from slimtorch.pipeline.context import Context
@@ -56,11 +56,6 @@ class PruneStageConfig(FrozenConfig):
     agp: AGPConfig = AGPConfig()
     finalize: bool = False
     warn_drop: float = Field(0.05, ge=0.0, le=1.0)
-
-    @field_validator("prune", mode="before")
-    @classmethod
-    def _prune(cls, v: Any) -> Any:
-        return PruneConfig.from_dict(v, "prune") if isinstance(v, dict) else v
 
     @model_validator(mode="after")
     def _needs_finetune(self) -> PruneStageConfig:

@@ -44,17 +44,6 @@ class PruneChannelsStageConfig(FrozenConfig):
     finetune: TrainConfig | None = None
     distill: DistillConfig | None = None
 
-    @field_validator("distill", mode="before")
-    @classmethod
-    def _distill(cls, v: Any) -> Any:
-        # validated when the recipe is, not after the first pruning round (its train is replaced per round)
-        return DistillConfig.from_dict(v, "distill") if isinstance(v, dict) else v
-
-    @field_validator("prune", mode="before")
-    @classmethod
-    def _prune(cls, v: Any) -> Any:
-        return StructuredConfig.from_dict(v, "prune") if isinstance(v, dict) else v
-
     @field_validator("steps")
     @classmethod
     def _steps(cls, v: int) -> int:
