@@ -27,7 +27,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,17 +45,24 @@ class _Stop(Exception):
 
 @dataclass
 class BlockData:
-    """Hidden states entering a block, in calibration batches, and the keyword arguments per batch."""
+    """Hidden states entering a block, in calibration batches, and the keyword arguments per batch.
+
+    ``memo_store(name)`` makes the per-batch list that :meth:`settle` records a child's
+    outputs in (default: a Python list; layer-streamed calibration keeps them on disk).
+    """
 
     hidden: list[torch.Tensor]
     kwargs: list[dict]
+    memo_store: Callable[[str], list] | None = None
+    _memo: _Memo | None = field(default=None, repr=False)
 
     def run(self, block: nn.Module) -> list[torch.Tensor]:
         """The block's outputs for every batch (no grad)."""
         outs = []
         with torch.no_grad():
-            for h, kw in zip(self.hidden, self.kwargs):
-                out = block(h, **kw)
+            for k, (h, kw) in enumerate(zip(self.hidden, self.kwargs)):
+                with self._replaying(block, k):
+                    out = block(h, **kw)
                 outs.append(out[0] if isinstance(out, (tuple, list)) else out)
         return outs
 
@@ -67,7 +74,8 @@ class BlockData:
         """
         with torch.no_grad():
             for k, kw in enumerate(self.kwargs):
-                out = block(self.hidden[k], **kw)
+                with self._replaying(block, k):
+                    out = block(self.hidden[k], **kw)
                 self.hidden[k] = out[0] if isinstance(out, (tuple, list)) else out
 
     def feed(self, block: nn.Module, module: nn.Module, fn: Callable[[torch.Tensor], None]) -> None:
@@ -83,13 +91,137 @@ class BlockData:
         handle = module.register_forward_pre_hook(hook)
         try:
             with torch.no_grad():
-                for h, kw in zip(self.hidden, self.kwargs):
+                for k, (h, kw) in enumerate(zip(self.hidden, self.kwargs)):
                     try:
-                        block(h, **kw)
+                        with self._replaying(block, k):
+                            block(h, **kw)
                     except _Stop:
                         pass
         finally:
             handle.remove()
+
+    def settle(self, block: nn.Module, pending: Iterable[nn.Module]) -> None:
+        """Declare that only the ``pending`` modules of ``block`` will still change: frozen outputs are reused.
+
+        A direct child of the block that holds no pending module, and runs after
+        children that hold none either, sees the same input and weights in every
+        later pass over the same batches: the next pass records its outputs, and
+        the passes after it (:meth:`feed`, :meth:`run`, :meth:`advance` on this
+        block) return them instead of running it. In a pre-norm decoder, once q/k/v
+        and o are final, the attention runs once more instead of three more times;
+        the results are the same values (same inputs, same operations). Only
+        children holding an ``nn.Linear`` or ``QuantLinear`` (the costly ones) and
+        returning tensors (or tuples of tensors and ``None``) are reused; the memo
+        is dropped by :meth:`forget` or when another block runs.
+        """
+        memo = self._memo if self._memo is not None and self._memo.block is block else _Memo(block, self)
+        self._memo = memo
+        memo.settle({id(m) for m in pending})
+
+    def forget(self) -> None:
+        """Drop the recorded outputs of :meth:`settle` (the block changed or is done)."""
+        self._memo = None
+
+    @contextmanager
+    def _replaying(self, block: nn.Module, k: int):
+        memo = self._memo
+        if memo is None or memo.block is not block:
+            yield
+            return
+        with memo.batch(k):
+            yield
+
+
+class _Memo:
+    """Per-batch outputs of a block's frozen children (see :meth:`BlockData.settle`)."""
+
+    def __init__(self, block: nn.Module, data: BlockData):
+        self.block = block
+        self.batches = len(data.hidden)
+        self.store = data.memo_store or (lambda _name: MemoList())
+        self.order = _child_order(block, data)  # direct children's names in call order; None: a child runs twice
+        self.recording: dict[str, list] = {}
+        self.recorded: dict[str, list] = {}
+        self.refused: set[str] = set()
+
+    def settle(self, pending: set[int]) -> None:
+        if self.order is None:
+            return
+        for name in self.order:
+            child = self.block.get_submodule(name)
+            if any(id(m) in pending for m in child.modules()):
+                break  # this child still changes, so every later one may see another input
+            if name in self.recorded or name in self.recording or name in self.refused or not _costly(child):
+                continue
+            self.recording[name] = self.store(name)
+
+    @contextmanager
+    def batch(self, k: int):
+        patched, handles, ran = [], [], set()
+        for name, outs in self.recorded.items():
+            child = self.block.get_submodule(name)
+            child.forward = lambda *_a, _o=outs, **_kw: _o[k]  # the instance attribute shadows the method
+            patched.append(child)
+        for name, outs in self.recording.items():
+            def hook(_m, _i, out, name=name, outs=outs):
+                ran.add(name)
+                if _memoizable(out):
+                    outs.append(out)
+                else:
+                    self.refused.add(name)
+            handles.append(self.block.get_submodule(name).register_forward_hook(hook))
+        try:
+            yield
+        finally:  # also when a feed pass stops the forward (after the children before its module ran)
+            for child in patched:
+                del child.forward
+            for h in handles:
+                h.remove()
+            for name in list(self.recording):
+                if name in self.refused:
+                    del self.recording[name]
+                elif name not in ran or len(self.recording[name]) != k + 1:
+                    self.recording[name] = self.store(name)  # not run in every batch: record in a later pass
+                elif k + 1 == self.batches:
+                    self.recorded[name] = self.recording.pop(name)
+
+
+class MemoList(list):
+    """A frozen child's outputs per batch in memory; copies in and out, so no in-place use can change them."""
+
+    def append(self, out) -> None:
+        super().append(_clone(out))
+
+    def __getitem__(self, k):
+        return _clone(super().__getitem__(k))
+
+
+def _clone(out):
+    if isinstance(out, torch.Tensor):
+        return out.detach().clone()
+    return tuple(None if o is None else o.detach().clone() for o in out)
+
+
+def _memoizable(out) -> bool:
+    return isinstance(out, torch.Tensor) or (
+        isinstance(out, tuple) and all(o is None or isinstance(o, torch.Tensor) for o in out))
+
+
+def _costly(child: nn.Module) -> bool:
+    return any(isinstance(m, nn.Linear) or type(m).__name__ == "QuantLinear" for m in child.modules())
+
+
+def _child_order(block: nn.Module, data: BlockData) -> list[str] | None:
+    """Names of ``block``'s direct children in the order one sequence calls them (``None`` if one is called twice)."""
+    calls: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda _m, _i, n=n: calls.append(n)) for n, m in block.named_children()]
+    try:
+        with torch.no_grad():
+            block(data.hidden[0][:1], **slice_kwargs(data.kwargs[0], 1))
+    finally:
+        for h in handles:
+            h.remove()
+    return calls if len(calls) == len(set(calls)) else None
 
 
 def slice_kwargs(kw: dict, n: int) -> dict:
@@ -223,6 +355,7 @@ def sequential(
     for i in track(range(start, len(blocks)), description, total=len(blocks) - start):
         process(i, blocks[i], data)
         data.hidden = data.run(blocks[i])
+        data.forget()
         # A finished block is not run again during calibration: drop what its layers cached for speed
         # (QuantLinear's dequantized weight), so peak memory does not grow by a float model.
         for m in blocks[i].modules():
