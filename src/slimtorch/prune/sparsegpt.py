@@ -225,6 +225,7 @@ def _solve(block: nn.Module, mods: dict[str, nn.Module], group: list[str], acc: 
         W, _, qw = sparsegpt_weight(mods[n].weight, acc["H"] / acc["n"], config)
         if qw is not None:
             replace_linear(block, n, qw)
+            del mods[n]  # the float Linear is out of the block: let its weight go
         else:
             mods[n].weight.copy_(W.to(mods[n].weight.dtype))
 

@@ -200,6 +200,7 @@ def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: 
                 qw = method(mods[n].weight, acc["H"] / acc["n"], grid, config.damp, config.act_order,
                             config.block_size)
             replace_linear(block, n, qw)
+            del mods[n]  # the float Linear is out of the block: let its weight go (the rest of the block's passes)
 
     if config.true_sequential:
         for k, group in enumerate(sets):
