@@ -139,17 +139,28 @@ class _Memo:
         self.block = block
         self.batches = len(data.hidden)
         self.store = data.memo_store or (lambda _name: MemoList())
-        self.order = _child_order(block, data)  # direct children's names in call order; None: a child runs twice
+        # direct children's names in call order (None: a child runs twice), and the children whose output is
+        # their last Linear's output object, with that Linear's name and the output's layout
+        self.order, self.tails = _child_order(block, data)
         self.recording: dict[str, list] = {}
         self.recorded: dict[str, list] = {}
         self.refused: set[str] = set()
+        # "tail" reuse: a child whose only changing module is its last Linear, which makes its output, is
+        # replayed as that Linear applied to its recorded input (the attention while o_proj is being compressed)
+        self.tail_recording: dict[str, list] = {}
+        self.tail_recorded: dict[str, list] = {}
 
     def settle(self, pending: set[int]) -> None:
         if self.order is None:
             return
         for name in self.order:
             child = self.block.get_submodule(name)
-            if any(id(m) in pending for m in child.modules()):
+            changing = [m for m in child.modules() if id(m) in pending]
+            if changing:
+                tail = self.tails.get(name)
+                if (tail is not None and all(m is self.block.get_submodule(tail[0]) for m in changing)
+                        and name not in self.tail_recorded and name not in self.tail_recording):
+                    self.tail_recording[name] = self.store(name + ".tail_input")
                 break  # this child still changes, so every later one may see another input
             if name in self.recorded or name in self.recording or name in self.refused or not _costly(child):
                 continue
@@ -162,6 +173,13 @@ class _Memo:
             child = self.block.get_submodule(name)
             child.forward = lambda *_a, _o=outs, **_kw: _o[k]  # the instance attribute shadows the method
             patched.append(child)
+        for name, ins in self.tail_recorded.items():
+            if name in self.recorded:
+                continue
+            child, (tail, layout) = self.block.get_submodule(name), self.tails[name]
+            linear = self.block.get_submodule(tail)  # as it is now (it may have been replaced since)
+            child.forward = lambda *_a, _l=linear, _x=ins, _n=layout, **_kw: _tail_output(_l(_x[k]), _n)
+            patched.append(child)
         for name, outs in self.recording.items():
             def hook(_m, _i, out, name=name, outs=outs):
                 ran.add(name)
@@ -170,6 +188,12 @@ class _Memo:
                 else:
                     self.refused.add(name)
             handles.append(self.block.get_submodule(name).register_forward_hook(hook))
+        for name, ins in self.tail_recording.items():
+            def pre(_m, inp, name=name, ins=ins):
+                ran.add(name + ".tail")
+                ins.append(inp[0])
+            # prepended: a feed pass that stops at this Linear raises in its own pre-hook
+            handles.append(self.block.get_submodule(self.tails[name][0]).register_forward_pre_hook(pre, prepend=True))
         try:
             yield
         finally:  # also when a feed pass stops the forward (after the children before its module ran)
@@ -184,6 +208,15 @@ class _Memo:
                     self.recording[name] = self.store(name)  # not run in every batch: record in a later pass
                 elif k + 1 == self.batches:
                     self.recorded[name] = self.recording.pop(name)
+            for name in list(self.tail_recording):
+                if name + ".tail" not in ran or len(self.tail_recording[name]) != k + 1:
+                    self.tail_recording[name] = self.store(name + ".tail_input")
+                elif k + 1 == self.batches:
+                    self.tail_recorded[name] = self.tail_recording.pop(name)
+
+
+def _tail_output(out: torch.Tensor, layout: int | None):
+    return out if layout is None else (out,) + (None,) * layout
 
 
 class MemoList(list):
@@ -211,17 +244,39 @@ def _costly(child: nn.Module) -> bool:
     return any(isinstance(m, nn.Linear) or type(m).__name__ == "QuantLinear" for m in child.modules())
 
 
-def _child_order(block: nn.Module, data: BlockData) -> list[str] | None:
-    """Names of ``block``'s direct children in the order one sequence calls them (``None`` if one is called twice)."""
+def _child_order(block: nn.Module, data: BlockData) -> tuple[list[str] | None, dict[str, tuple[str, int | None]]]:
+    """Call order of ``block``'s direct children on one sequence (``None`` if one is called twice), and their tails.
+
+    A child's *tail* is its last-called ``nn.Linear`` when the child returns that Linear's
+    output object itself (alone, or first in a tuple whose other items are ``None``): then
+    the child's output is exactly that Linear applied to its input. The layout is ``None``
+    for a bare tensor, else the number of ``None`` items after it.
+    """
     calls: list[str] = []
-    handles = [m.register_forward_pre_hook(lambda _m, _i, n=n: calls.append(n)) for n, m in block.named_children()]
+    outputs: dict[str, object] = {}
+    last: dict[str, tuple[str, torch.Tensor]] = {}
+    handles = []
+    for n, m in block.named_children():
+        handles.append(m.register_forward_pre_hook(lambda _m, _i, n=n: calls.append(n)))
+        handles.append(m.register_forward_hook(lambda _m, _i, out, n=n: outputs.setdefault(n, out)))
+        for sub, lin in m.named_modules():
+            if isinstance(lin, nn.Linear):
+                handles.append(lin.register_forward_hook(
+                    lambda _m, _i, out, n=n, sub=f"{n}.{sub}": last.__setitem__(n, (sub, out))))
     try:
         with torch.no_grad():
             block(data.hidden[0][:1], **slice_kwargs(data.kwargs[0], 1))
     finally:
         for h in handles:
             h.remove()
-    return calls if len(calls) == len(set(calls)) else None
+    tails = {}
+    for n, (sub, lin_out) in last.items():
+        out = outputs.get(n)
+        if out is lin_out:
+            tails[n] = (sub, None)
+        elif isinstance(out, tuple) and out and out[0] is lin_out and all(o is None for o in out[1:]):
+            tails[n] = (sub, len(out) - 1)
+    return (calls if len(calls) == len(set(calls)) else None), tails
 
 
 def slice_kwargs(kw: dict, n: int) -> dict:
