@@ -10,7 +10,7 @@ is not calibration), runs :func:`slimtorch.quantize.gptq.quantize_gptq_streamed`
 and writes its facts: ``calib_seconds`` (wall time of the call),
 ``peak_rss_mb`` (``ru_maxrss`` at its end: imports + calibration, the float model
 never loaded) and ``imports_rss_mb`` (``ru_maxrss`` before the call: torch, transformers,
-accelerate, slimtorch and the ids).
+accelerate, slimtorch, the model's modeling code and the ids).
 """
 
 from __future__ import annotations
@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> None:
     import accelerate  # noqa: F401  (imported by the call anyway: counted with the imports)
     import transformers  # noqa: F401
     from transformers import AutoConfig, AutoModelForCausalLM  # noqa: F401
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     from slimtorch.quantize.gptq import quantize_gptq_streamed
+
+    # The model's modeling code (transformers imports it lazily, on first use: seconds): an import like the
+    # others, not calibration (llmcompressor's calib_seconds starts with its model already built).
+    MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(args.model))]
 
     torch.set_num_threads(args.threads)
     ids = load_file(args.calib)["input_ids"]

@@ -77,3 +77,51 @@ def test_finished_blocks_release_their_dequantized_weights():
     with torch.no_grad():
         q(tiny_ids(1, 8))
     assert all(m._weight is not None for m in layers)  # rebuilt from the codes on use
+
+
+@pytest.mark.parametrize("method", ["gptq", "sparsegpt", "wanda"])
+def test_settled_children_are_reused_with_the_same_result(method, monkeypatch):
+    # True-sequential methods re-run a block once per input set; BlockData.settle lets the passes after the
+    # attention's last set (gate/up, down, the propagation) reuse its recorded outputs instead of recomputing
+    # them. The weights and the propagated hidden states must be exactly those of recomputing.
+    from slimtorch.core.blockwise import BlockData
+    from slimtorch.prune import prune_sparsegpt, prune_wanda
+
+    fns = {"gptq": lambda m, ids: quantize_gptq(m, {"grid": {"bits": 3, "group_size": 32}, "batch_size": 2}, ids),
+           "sparsegpt": lambda m, ids: prune_sparsegpt(m, {"sparsity": 0.5, "batch_size": 2}, ids),
+           "wanda": lambda m, ids: prune_wanda(m, {"sparsity": 0.5, "batch_size": 2}, ids)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from transformers.models.llama.modeling_llama import LlamaAttention
+
+        model, ids = tiny_llama(layers=2), tiny_ids(6, 16)
+        calls = []
+        attention = LlamaAttention.forward  # counts computations: a reused output shadows the instance's forward
+        monkeypatch.setattr(LlamaAttention, "forward", lambda self, *a, **k: (calls.append(1), attention(self, *a, **k))[1])
+        reused = fns[method](model, ids)
+        n_reused, calls[:] = len(calls), []
+        monkeypatch.setattr(BlockData, "settle", lambda self, block, pending: None)
+        recomputed = fns[method](model, ids)
+    finally:
+        torch.set_num_threads(threads)
+    a, b = reused.state_dict(), recomputed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # per block (2) and batch (3 of 2 sequences): the gate/up feed runs o_proj on its recorded input instead of
+    # the attention, the down feed and the propagation reuse the attention's outputs; learning the children's
+    # call order costs one one-sequence forward per block
+    assert len(calls) - n_reused == 2 * (3 * 3 - 1), (n_reused, len(calls))
+
+
+def test_linears_reading_one_tensor_form_one_input_set():
+    # q/k/v read one tensor, gate/up another: one Hessian (one pass) each. Grouping by the id of a
+    # temporary (a detached view) split every Linear into its own set: the same results, 7 passes, not 4.
+    from slimtorch.core.blockwise import capture_inputs
+    from slimtorch.quantize.gptq import input_sets
+
+    model = tiny_llama(layers=1)
+    data = capture_inputs(model, model.model.layers, tiny_ids(2, 8), 2)
+    names = [n for n, m in model.model.layers[0].named_modules() if isinstance(m, torch.nn.Linear)]
+    assert input_sets(model.model.layers[0], data, names) == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]]

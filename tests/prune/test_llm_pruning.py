@@ -169,6 +169,51 @@ def test_sparsegpt_reconstructs_a_layer_better_than_magnitude_and_wanda(dense, l
     assert sgpt < 0.9 * min(errors.values()), (sgpt, errors)
 
 
+def _reference_sparsegpt(w: torch.Tensor, H: torch.Tensor, sparsity: float, block: int, damp: float) -> torch.Tensor:
+    """The reference loop (Frantar & Alistarh's code, as llmcompressor 0.14's ``sparsify_weight`` has it), row-major.
+
+    One change: the block mask prunes exactly ``round(sparsity · numel)`` weights (the reference's
+    ``saliency <= sorted[int(sparsity · numel)]`` prunes one more, and every tie).
+    """
+    W, H = w.clone().float(), H.clone().float()
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0])
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    for i1 in range(0, W.shape[1], block):
+        i2 = min(i1 + block, W.shape[1])
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        sal = W1**2 / torch.diag(Hinv1).reshape(1, -1) ** 2
+        mask1 = torch.zeros(sal.numel(), dtype=torch.bool)
+        mask1[torch.sort(sal.T.reshape(-1), stable=True).indices[: round(sparsity * sal.numel())]] = True
+        mask1 = mask1.reshape(sal.T.shape).T
+        for i in range(i2 - i1):
+            q = W1[:, i].clone()
+            q[mask1[:, i]] = 0
+            Q1[:, i] = q
+            err1 = (W1[:, i] - q) / Hinv1[i, i]
+            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
+            Err1[:, i] = err1
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    return W
+
+
+@pytest.mark.parametrize("block", [128, 48])
+def test_sparsegpt_weight_is_the_reference_algorithm(block):
+    # Pins the per-weight algorithm to the paper's code (and so to llmcompressor's SparseGPT): the same
+    # damped inverse-Hessian factor, the adaptive mask per block of columns by w²/[H⁻¹]_jj², the OBS
+    # updates inside the block and the lazy update after it. A partial last block (200 = 128 + 72) too.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 200, generator=g) * torch.rand(200, generator=g) * 3
+    x[:, 7] *= 20  # an outlier input channel, as decoders have
+    w = torch.randn(96, 200, generator=g)
+    H = x.double().T @ x.double()
+    ref = _reference_sparsegpt(w, H, 0.5, block, 0.01)
+    new, keep, _ = sparsegpt_weight(w, H, SparseGPTConfig(sparsity=0.5, block_size=block))
+    assert torch.equal(keep, ref != 0)
+    torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-4)
+
+
 # ---- joint sparse + quantized --------------------------------------------------------------------------------
 
 

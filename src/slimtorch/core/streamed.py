@@ -244,6 +244,7 @@ def calibrate_streamed(
     # hidden_<i>: the inputs of block i, one file per batch; only the batch in use is in memory
     data.hidden = (DiskHidden(work / f"hidden_{start}", len(data.hidden)) if start
                    else DiskHidden.store(work / "hidden_0", data.hidden))
+    data.memo_store = lambda name: DiskList(work / f"memo_{name}")  # reused outputs: on disk too
     try:
         # 2. block by block
         for i in track(range(start, len(blocks)), description, total=len(blocks) - start):
@@ -253,6 +254,7 @@ def calibrate_streamed(
             block_fn(i, block, data)
             data.hidden.begin(work / f"hidden_{i + 1}")
             data.advance(block)
+            data.forget()
             used = data.hidden.end()
             tensors, layers = save_block(block)
             _atomic_save({head + k: v for k, v in tensors.items()}, work / f"block_{i}.safetensors")
@@ -355,6 +357,32 @@ class DiskHidden:
         """Read from the folder just written; returns the previous one (for the caller to delete)."""
         used, self.folder, self._next = self.folder, self._next, None
         return used
+
+
+class DiskList:
+    """Outputs of a frozen block child per batch (:meth:`BlockData.settle`), one file each, read back on use."""
+
+    def __init__(self, folder: Path):
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier block's or an abandoned recording
+        folder.mkdir(parents=True)
+        self.folder, self.layout = folder, []  # per batch: None (a tensor) or which tuple items were None
+
+    def __len__(self) -> int:
+        return len(self.layout)
+
+    def append(self, out) -> None:
+        items = [out] if isinstance(out, torch.Tensor) else [o for o in out if o is not None]
+        write_file(self.folder / f"{len(self.layout)}.safetensors",
+                   [tensor_out(str(j), t.detach()) for j, t in enumerate(items)])
+        self.layout.append(None if isinstance(out, torch.Tensor) else [o is None for o in out])
+
+    def __getitem__(self, k: int):
+        entries = read_header(self.folder / f"{k}.safetensors")[0]
+        tensors = [read_tensor(entries[str(j)]) for j in range(len(entries))]
+        if self.layout[k] is None:
+            return tensors[0]
+        it = iter(tensors)
+        return tuple(None if none else next(it) for none in self.layout[k])
 
 
 def _trim() -> None:

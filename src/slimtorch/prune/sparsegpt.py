@@ -204,7 +204,8 @@ def prune_block(block: nn.Module, data: BlockData, names: list[str], config: Spa
     sets = input_sets(block, data, names)
     mods = {n: block.get_submodule(n) for n in names}
     if config.true_sequential:
-        for group in sets:
+        for k, group in enumerate(sets):
+            data.settle(block, [mods[n] for g in sets[k:] for n in g])  # reuse what is final (same values)
             acc = hessian_accumulator(mods[group[0]].in_features)
             data.feed(block, mods[group[0]], lambda x, acc=acc: accumulate(acc, x))
             _solve(block, mods, group, acc, config)
@@ -224,6 +225,7 @@ def _solve(block: nn.Module, mods: dict[str, nn.Module], group: list[str], acc: 
         W, _, qw = sparsegpt_weight(mods[n].weight, acc["H"] / acc["n"], config)
         if qw is not None:
             replace_linear(block, n, qw)
+            del mods[n]  # the float Linear is out of the block: let its weight go
         else:
             mods[n].weight.copy_(W.to(mods[n].weight.dtype))
 

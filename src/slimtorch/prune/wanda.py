@@ -82,7 +82,8 @@ def prune_block(block: nn.Module, data: BlockData, names: list[str], config: Wan
     sets = input_sets(block, data, names)
     mods = {n: block.get_submodule(n) for n in names}
     if config.true_sequential:
-        for group in sets:
+        for k, group in enumerate(sets):
+            data.settle(block, [mods[n] for g in sets[k:] for n in g])  # reuse what is final (same values)
             acc: list[torch.Tensor] = []
             data.feed(block, mods[group[0]], lambda x, acc=acc: acc.append(_sq_sum(x)))
             norms = torch.stack(acc).sum(0) if acc else _unknown(mods[group[0]])

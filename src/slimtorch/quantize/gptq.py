@@ -129,14 +129,15 @@ def _column_loop(W, Hinv, col_scale, col_zero, maxq: int, block_size: int) -> to
             W1 = WT[i1:i2].clone()
             Err1 = torch.zeros_like(W1)
             Hinv1 = Hinv[i1:i2, i1:i2]
+            S1, Z1, Q1 = ST[i1:i2], ZT[i1:i2], QT[i1:i2]
+            d = torch.diagonal(Hinv1).tolist()
+            # In place into the rows of Q1 / Err1 and one fused rank-1 update: the same values as
+            # the textbook expressions, with a third fewer temporaries per column.
             for i in range(i2 - i1):
-                w = W1[i]
-                sc, z = ST[i1 + i], ZT[i1 + i]
-                q = (torch.clamp(torch.round(w / sc) + z, 0, maxq) - z) * sc
-                QT[i1 + i] = q
-                err = (w - q) / Hinv1[i, i]
-                W1[i:].sub_(Hinv1[i, i:, None] * err[None, :])
-                Err1[i] = err
+                w, sc, z, q, err = W1[i], S1[i], Z1[i], Q1[i], Err1[i]
+                torch.div(w, sc, out=q).round_().add_(z).clamp_(0, maxq).sub_(z).mul_(sc)
+                torch.sub(w, q, out=err).div_(d[i])
+                W1[i:].addr_(Hinv1[i, i:], err, alpha=-1)
             torch.set_num_threads(threads)
             WT[i2:] -= Hinv[i1:i2, i2:].T @ Err1
             torch.set_num_threads(1)
@@ -150,14 +151,23 @@ def input_sets(block: nn.Module, data: BlockData, names: list[str]) -> list[list
     order: list[tuple[str, int]] = []
     mods = {n: block.get_submodule(n) for n in names}
     seen: set[str] = set()
+    alive: list[torch.Tensor] = []
 
     def rec(n, x):
         if n not in seen:
             seen.add(n)
+            # The input object itself, kept alive until the grouping is done: an id of a temporary (such as
+            # a detached view) is new for every Linear, and a freed tensor's id can be reused by the next.
+            alive.append(x)
             order.append((n, id(x)))
 
-    with input_hooks(mods, rec), torch.no_grad():
-        block(data.hidden[0][:1], **slice_kwargs(data.kwargs[0], 1))
+    handles = [m.register_forward_pre_hook(lambda _m, inp, n=n: rec(n, inp[0])) for n, m in mods.items()]
+    try:
+        with torch.no_grad():
+            block(data.hidden[0][:1], **slice_kwargs(data.kwargs[0], 1))
+    finally:
+        for h in handles:
+            h.remove()
     sets: list[list[str]] = []
     last = None
     for n, key in order:
@@ -190,9 +200,12 @@ def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: 
                 qw = method(mods[n].weight, acc["H"] / acc["n"], grid, config.damp, config.act_order,
                             config.block_size)
             replace_linear(block, n, qw)
+            del mods[n]  # the float Linear is out of the block: let its weight go (the rest of the block's passes)
 
     if config.true_sequential:
-        for group in sets:
+        for k, group in enumerate(sets):
+            # what the earlier sets feed is final now: its outputs are reused, not recomputed (same values)
+            data.settle(block, [mods[n] for g in sets[k:] for n in g])
             acc = hessian_accumulator(mods[group[0]].in_features)
             data.feed(block, mods[group[0]], lambda x: accumulate(acc, x))
             solve(group, acc)

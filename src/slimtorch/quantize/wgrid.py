@@ -98,13 +98,23 @@ def search_params(
         return fit_params(w, grid)
     shrinks = torch.linspace(1.0, min_shrink, steps + 1)
     scale, zero = fit_params(w, grid, shrinks[:, None])  # (S, rows)
-    q = torch.clamp(torch.round(w[None] / scale[..., None]) + zero[..., None], 0, grid.maxq)
-    e = ((q - zero[..., None]) * scale[..., None] - w[None]).abs_().pow_(norm)
-    if weight is not None:
-        e = e * weight
-    best = e.sum(dim=2).argmin(dim=0)  # (rows,)
-    rows = torch.arange(w.shape[0])
-    return scale[best, rows], zero[best, rows]
+    rows = w.shape[0]
+    best = torch.empty(rows, dtype=torch.long)
+    # A few rows at a time, in place: the (S, rows, cols) errors of a whole group are ~10 MB, and
+    # streaming them through memory once per elementwise op cost 3x more than this cache-sized
+    # loop (GPTQ spent ~10 % of its calibration here). Same values: every element and every
+    # row's sum are computed by the same operations in the same order.
+    chunk = max(1, 8192 // max(1, w.shape[1]))
+    for r in range(0, rows, chunk):
+        wr = w[None, r : r + chunk]
+        sc, zr = scale[:, r : r + chunk, None], zero[:, r : r + chunk, None]
+        e = torch.div(wr, sc).round_().add_(zr).clamp_(0, grid.maxq)
+        e.sub_(zr).mul_(sc).sub_(wr).abs_().pow_(norm)
+        if weight is not None:
+            e.mul_(weight)
+        best[r : r + chunk] = e.sum(dim=2).argmin(dim=0)
+    index = torch.arange(rows)
+    return scale[best, index], zero[best, index]
 
 
 @dataclass
