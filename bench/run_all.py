@@ -48,6 +48,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str] | str]] = {
     "distributed": ("distributed.json", ["distributed.py"], "no small mode: DDP training under torchrun"),
     "llm": ("llm.json", ["llm.py"], ["llm.py", "--quick", "--no-peers", "--rows", "fp32,rtn_w4g128",
                                      "--test-windows", "2"]),
+    "llm_sparsegpt_select": ("llm_sparsegpt_select.json", ["llm_sparsegpt_select.py"],
+                             "no small mode: eight SparseGPT runs on SmolLM2 scored on the selection split (~1 h)"),
     # the deploy section of llm.json (installs the onnxruntime-genai peer into .venv when missing)
     "llm_deploy": ("llm.json", ["llm_deploy.py"], ["llm_deploy.py", "--quick", "--no-peer"]),
 }
