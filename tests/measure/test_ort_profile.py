@@ -85,3 +85,15 @@ def test_parse_trace_drops_warmup_runs_and_counts_outside_kernels():
     assert p["ops"]["Conv (depthwise)"]["nodes"] == 1
     with pytest.raises(ValueError, match="warm-up"):
         parse_trace(events, warmup=3)
+
+
+def test_amdahl_bound_from_category_shares():
+    import math
+
+    from slimtorch.measure.ort_profile import amdahl
+
+    p = {"total_ms": 10.0, "categories": {"integer_kernels": {"ms": 5.0}, "layout": {"ms": 3.0}, "other": {"ms": 2.0}}}
+    assert amdahl(p, {"layout": math.inf}, speedup=1.4) == pytest.approx(1.4 * 10 / 7)
+    assert amdahl(p, {"integer_kernels": 2.0}) == pytest.approx(10 / 7.5)
+    with pytest.raises(ValueError, match="unknown profile categories"):
+        amdahl(p, {"qdq": math.inf})

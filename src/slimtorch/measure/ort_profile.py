@@ -197,3 +197,18 @@ def profile_onnx(path: str | os.PathLike, inputs: Any, runs: int = 20, threads: 
     out = parse_trace(events, warmup, depthwise_nodes(path, threads))
     return {**out, "warmup": warmup, "threads": threads, "onnxruntime": ort.__version__,
             "inputs": {k: list(v.shape) for k, v in feed.items()}}
+
+
+def amdahl(profile: Mapping[str, Any], faster: Mapping[str, float], speedup: float = 1.0) -> float:
+    """What ``speedup`` (this model's, over some baseline) becomes when categories of ``profile`` get faster.
+
+    ``faster`` maps a category to the factor its time shrinks by (``math.inf``: removed). The other
+    categories keep their share of ``profile["total_ms"]``: Amdahl's law, so the result is an upper bound
+    for a change that only touches those categories.
+    """
+    cats = profile["categories"]
+    unknown = set(faster) - set(cats)
+    if unknown:
+        raise ValueError(f"unknown profile categories {sorted(unknown)}; known: {', '.join(cats)}")
+    left = sum(c["ms"] / faster.get(name, 1.0) for name, c in cats.items())
+    return speedup * profile["total_ms"] / left
