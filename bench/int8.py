@@ -669,8 +669,9 @@ def _profile_pair(fp32: Path, int8: Path, runners: dict, data: tuple[torch.Tenso
     """fp32 vs INT8 per-operator profiles at each batch size, next to their unprofiled interleaved speed-up.
 
     The profiles' shares are what the diagnosis reads (load on the machine inflates every kernel alike,
-    and the variants alternate); the speed-up the Amdahl bounds start from is the interleaved median of
-    the same two sessions without the profiler, as the latency tables measure it.
+    and the variants alternate). The Amdahl bounds start from the profiled speed-up, so that shares and
+    base come from the same runs; the unprofiled speed-up of the same two files, timed interleaved as the
+    latency tables time them, is recorded next to it.
     """
     import math
 
@@ -686,8 +687,8 @@ def _profile_pair(fp32: Path, int8: Path, runners: dict, data: tuple[torch.Tenso
                 tries[k].append(profile_onnx(path, x, runs=runs, threads=1, warmup=3))
         prof = {k: sorted(v, key=lambda p: p["total_ms"])[len(v) // 2] for k, v in tries.items()}
         lat = time_variants(runners, x, rounds=ROUNDS)
-        s = lat["ort_fp32"] / lat["slimtorch_int8"]
         q = prof["slimtorch_int8"]
+        s = prof["ort_fp32"]["total_ms"] / q["total_ms"]
         inf = math.inf
         scenarios = {
             "quantize_dequantize removed": {"quantize_dequantize": inf},
@@ -704,8 +705,8 @@ def _profile_pair(fp32: Path, int8: Path, runners: dict, data: tuple[torch.Tenso
         f_int = sum(q["categories"][c]["pct"] for c in ("integer_kernels", "depthwise_int8")) / 100
         out[f"b{bs}"] = {
             "batch": bs, "profile_runs": runs, "profile_rounds": PROFILE_ROUNDS,
-            "latency_ms_unprofiled": lat, "speedup_unprofiled_vs_ort_fp32": s,
-            "speedup_profiled_vs_ort_fp32": prof["ort_fp32"]["total_ms"] / q["total_ms"],
+            "latency_ms_unprofiled": lat, "speedup_unprofiled_vs_ort_fp32": lat["ort_fp32"] / lat["slimtorch_int8"],
+            "speedup_profiled_vs_ort_fp32": s,
             "ort_fp32": prof["ort_fp32"], "slimtorch_int8": q,
             "amdahl_speedup_vs_ort_fp32": {k: amdahl(q, v, s) for k, v in scenarios.items()},
             "target_speedup": TARGET_SPEEDUP, "int8_share_to_remove_for_target": need,
