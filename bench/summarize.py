@@ -825,9 +825,9 @@ def _diagnosis(mb: dict | None, lm: dict | None, ceiling: dict | None) -> list[s
             f"- Bounds: Q/DQ, layout and float MatMuls removed gives at most "
             f"{_pcts(lm, b, bound('Q/DQ, layout and float islands removed'))}; 2.5× needs "
             + _pcts(lm, b, lambda r: f"{r['int8_share_to_remove_for_target'] * 100:.0f} %")
-            + " of the INT8 time to go, so the elementwise float ops (SkipLayerNormalization, GELU's unfused Erf / "
-            "Mul / Add / Div, Softmax, the SmoothQuant `Mul`s) have to get cheaper, in INT8 and not just in the "
-            "GEMMs; faster integer GEMMs alone cannot reach it (2× faster: "
+            + " of the INT8 time to go, so the float elementwise ops (LayerNorm, GELU, Softmax, the SmoothQuant "
+            "`Mul`s) have to get cheaper, in INT8 and not just in the GEMMs; faster integer GEMMs alone cannot "
+            "reach it (2× faster: "
             f"{_pcts(lm, b, bound('integer kernels (incl. depthwise) 2x faster'))}).",
         ]
     return out + [""]
