@@ -868,9 +868,16 @@ def _opset_ab(ab: dict) -> list[str]:
         same = (f"{r['speedup_b1_vs_ort_fp32_same_opset']:.2f}× / {r['speedup_b32_vs_ort_fp32_same_opset']:.2f}×"
                 if "speedup_b1_vs_ort_fp32_same_opset" in r else "")
         f = r.get("fidelity_test") or {}
-        fid = f"{f['cosine_mean']:.4f} / {f.get('cosine_min', float('nan')):.4f}" if "cosine_mean" in f else "reference"
+        fid = ("reference" if "cosine_mean" not in f else f"{f['cosine_mean']:.5f}"
+               + (f" / {f['cosine_min']:.5f}" if "cosine_min" in f else ""))
         out.append(f"| {k} | {r.get('latency_ms_b1', float('nan')):.2f} | {r.get('latency_ms_b32', float('nan')):.1f} | "
                    f"{sp} | {same} | {fid} | {', '.join(r.get('float_layers') or []) if 'float_layers' in r else ''} |")
+    a, b = rows.get("slimtorch_int8_opset18", {}), rows.get("slimtorch_int8_opset20", {})
+    if "latency_ms_b1" in a and "latency_ms_b1" in b:
+        less = [100 * (1 - b[k] / a[k]) for k in ("latency_ms_b1", "latency_ms_b32")]
+        out += ["", f"INT8 at opset 20 takes {less[0]:.0f} % / {less[1]:.0f} % less time than at opset 18 (batch 1 / 32) "
+                f"(test cosine mean {a['fidelity_test']['cosine_mean']:.5f} → {b['fidelity_test']['cosine_mean']:.5f}); "
+                "the bench's MiniLM recipe now exports at opset 20 (`MINILM_OPSET`)."]
     out += ["", f"_{_when(ab.get('environment'))}; {_loadavg(ab)}._\n"]
     return out
 
