@@ -9,7 +9,8 @@ Writes ``bench/results/int8.json``.
 
 ``mobilenet_adaround`` (fidelity only) sets just its own key in the results file; ``profile`` (per-operator
 ONNX Runtime profiles of fp32 vs slimtorch INT8, :mod:`slimtorch.measure.ort_profile`) sets
-``mobilenet_profile`` and ``minilm_profile``.
+``mobilenet_profile`` and ``minilm_profile``; ``minilm_opset_ab`` (the first fix that profile pointed to,
+measured) sets ``minilm_opset_ab``.
 """
 
 from __future__ import annotations
