@@ -7,7 +7,10 @@ Writes ``bench/results/int8.json``.
 
     .venv/bin/python bench/int8.py [--quick] [section ...]   # sections: see ``every`` at the bottom
 
-``mobilenet_adaround`` (fidelity only) sets just its own key in the results file.
+``mobilenet_adaround`` (fidelity only) sets just its own key in the results file; ``profile`` (per-operator
+ONNX Runtime profiles of fp32 vs slimtorch INT8, :mod:`slimtorch.measure.ort_profile`) sets
+``mobilenet_profile`` and ``minilm_profile``; ``minilm_opset_ab`` (the first fix that profile pointed to,
+measured) sets ``minilm_opset_ab``.
 """
 
 from __future__ import annotations
@@ -162,24 +165,50 @@ def _rtn8(w: torch.Tensor) -> torch.Tensor:
     return round_to_grid(w, per_channel=True, qmax=127)
 
 
-def mobilenet():
-    from slimtorch.models import mobilenet_v2
-
+def mobilenet_setup():
+    """MobileNetV2 (ImageNet weights), its calibration / selection / test crops and the split record."""
     from slimtorch.data.photos import photo_splits
+    from slimtorch.models import mobilenet_v2
 
     model = mobilenet_v2(pretrained=True).eval()
     calib, sel, ev, split = photo_splits(16, 24, 44)
-    cal_q = calib[:64]
-    load_start = os.getloadavg()
+    return model, calib[:64], sel, ev, split
+
+
+def mobilenet_fp32_onnx(model, ev, path):
+    """The fp32 ONNX file every MobileNetV2 INT8 variant is compared with; returns its parity record."""
+    return export_onnx(model, ev[:16], path)
+
+
+def _mobilenet_chosen() -> dict | None:
+    """The settings ``mobilenet_sweep`` chose on the selection photos, if its record is of the held-out split."""
     choice = RESULT.get("mobilenet_sweep_choice") or {}
-    chosen = choice.get("settings") if choice.get("eval_split", {}).get("disjoint") else None
+    return choice.get("settings") if choice.get("eval_split", {}).get("disjoint") else None
+
+
+def mobilenet_slimtorch_int8(model, cal_q, sel, out_dir):
+    """slimtorch's headline MobileNetV2 INT8: the settings ``mobilenet_sweep`` chose on the selection photos
+    (defaults if none recorded), the fallback ranked and checked on the selection photos.
+
+    Returns ``(Int8Model, config, chosen settings or None)``.
+    """
+    chosen = _mobilenet_chosen()
+    cfg = Int8Config(**{"calibration": "percentile", **(chosen or {}), "max_float_layers": 4 if QUICK else 6,
+                        "calib_batches": 4})
+    return to_int8(model, cal_q, cfg, check_data=sel, out_dir=out_dir), cfg, chosen
+
+
+def mobilenet():
+    model, cal_q, sel, ev, split = mobilenet_setup()
+    load_start = os.getloadavg()
+    chosen = _mobilenet_chosen()
     RESULT["mobilenet_data"] = {**split, "calib_images_used": len(cal_q),
                                 "settings_from": "mobilenet_sweep_choice (selection photos)" if chosen else
                                 "Int8Config defaults: no sweep on the selection photos recorded"}
     RESULT["mobilenet_noise_floor"] = noise_floor(model, ev)
     print("noise floor", RESULT["mobilenet_noise_floor"], flush=True)
     fp32 = WORK / "mb_fp32.onnx"
-    parity = export_onnx(model, ev[:16], fp32)
+    parity = mobilenet_fp32_onnx(model, ev, fp32)
     RESULT["mobilenet_export_parity"] = parity.to_dict()
     runners = {"torch_fp32": torch_runner(model), "ort_fp32": ort_runner(fp32)}
     sizes = {"torch_fp32": sum(p.numel() * 4 for p in model.parameters()), "ort_fp32": size(fp32)}
@@ -212,11 +241,9 @@ def mobilenet():
 
     # the activation-range method and the data-free fixes chosen by mobilenet_sweep on the selection photos,
     # the fallback ranked and checked on them too; the table reports the test photos only
-    cfg = Int8Config(**{"calibration": "percentile", **(chosen or {}), "max_float_layers": 4 if QUICK else 6,
-                        "calib_batches": 4})
     label = "slimtorch_int8"
     t = time.time()
-    qm = to_int8(model, cal_q, cfg, check_data=sel, out_dir=WORK / label)
+    qm, cfg, _ = mobilenet_slimtorch_int8(model, cal_q, sel, WORK / label)
     runners[label], sizes[label] = qm.runner, qm.size_bytes
     notes[label] = {"convert_s": time.time() - t, "float_layers": qm.float_layers,
                     "fidelity_on_selection": qm.info.get("fidelity_checked"),
@@ -479,6 +506,9 @@ def _weights_only(model, batches, ev, ref_ev, adaround_report, fold_conv_bn) -> 
 
 # ---------------------------------------------------------------- MiniLM
 MINILM_ALPHAS = (None, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)  # SmoothQuant strengths tried on the selection sentences
+# opset 20 writes GELU as one Gelu node; at 18 it is five ops ORT does not fuse back: INT8 7-8 % faster
+# at batch 1 and 32, cosine on the test sentences unchanged (``minilm_opset_ab``)
+MINILM_OPSET = 20
 
 
 def _minilm_encoder():
@@ -556,6 +586,38 @@ def minilm_noise_floor(enc: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) 
     return {k: {m: v[m] for m in ("cosine_mean", "cosine_min", "n")} for k, v in out.items()}
 
 
+def minilm_fp32_onnx(enc, cal, path, opset: int = MINILM_OPSET):
+    """The fp32 ONNX file every MiniLM INT8 variant is compared with; returns its parity record."""
+    return export_onnx(enc, tuple(t[:4] for t in cal), path, opset=opset, check_inputs=tuple(t[:32] for t in cal))
+
+
+def minilm_slimtorch_int8(enc, cal, sel, out_dir, opset: int = MINILM_OPSET):
+    """slimtorch's headline MiniLM INT8: SmoothQuant's alpha swept all-INT8 on the selection sentences, then
+    the fallback ranked and checked on them.
+
+    Returns ``(Int8Model, config, alpha sweep, chosen alpha, seconds of the final conversion)``.
+    """
+    base = Int8Config(mode="dynamic", per_channel=True, reduce_range=False, cle=False,
+                      target=FidelityTarget(min_agreement=None, max_kl=None, min_cosine=0.998),
+                      calib_batches=len(cal[0]) // 32, calib_batch_size=32, opset=opset)
+    calib_set = torch.utils.data.TensorDataset(*cal)
+    # selection: SmoothQuant strength, all-INT8 (no fallback), scored on the selection sentences only
+    ref_sel = predict(torch_runner(enc), sel)
+    sweep = {}
+    for alpha in (None, 0.8) if QUICK else MINILM_ALPHAS:
+        qm = to_int8(enc, calib_set, base.replace(smooth_alpha=alpha, max_float_layers=0),
+                     out_dir=Path(out_dir) / f"alpha_{alpha}")
+        f = fidelity(ref_sel, predict(qm.runner, sel))
+        sweep[str(alpha)] = {"cosine_mean": f["cosine_mean"], "cosine_min": f["cosine_min"], "n": f["n"]}
+        print("minilm alpha", alpha, sweep[str(alpha)], flush=True)
+    best = max((None, 0.8) if QUICK else MINILM_ALPHAS, key=lambda a: sweep[str(a)]["cosine_mean"])
+    cfg = base.replace(smooth_alpha=best, max_float_layers=0 if QUICK else 8)  # the fallback's ranking: ~4 min
+    # the fallback's sensitivity ranking and its target check run on the selection sentences
+    t0 = time.time()
+    qm = to_int8(enc, calib_set, cfg, check_data=torch.utils.data.TensorDataset(*sel), out_dir=Path(out_dir) / "final")
+    return qm, cfg, sweep, best, time.time() - t0
+
+
 def minilm():
     """MiniLM INT8: SmoothQuant strength and the fallback chosen on the selection sentences, every
     reported fidelity on the test sentences (real text; no document in two splits)."""
@@ -563,7 +625,7 @@ def minilm():
     enc, data, split = minilm_data((64, 256, 1000) if QUICK else (128, 512, 1200))
     cal, sel, test = data["calibration"], data["selection"], data["test"]
     fp32 = WORK / "minilm_fp32.onnx"
-    parity = export_onnx(enc, tuple(t[:4] for t in cal), fp32, check_inputs=tuple(t[:32] for t in cal))
+    parity = minilm_fp32_onnx(enc, cal, fp32)
     RESULT["minilm_export_parity"] = parity.to_dict()
     runners = {"torch_fp32": torch_runner(enc), "ort_fp32": ort_runner(fp32)}
     sizes = {"torch_fp32": sum(p.numel() * 4 for p in enc.parameters()), "ort_fp32": size(fp32)}
@@ -581,26 +643,9 @@ def minilm():
         tao = copy.deepcopy(enc)
         quantize_(tao, Int8WeightOnlyConfig())
         runners["torchao_int8_weight_only"] = torch_runner(tao)
-    base = Int8Config(mode="dynamic", per_channel=True, reduce_range=False, cle=False,
-                      target=FidelityTarget(min_agreement=None, max_kl=None, min_cosine=0.998),
-                      calib_batches=len(cal[0]) // 32, calib_batch_size=32)
-    calib_set = torch.utils.data.TensorDataset(*cal)
-    # selection: SmoothQuant strength, all-INT8 (no fallback), scored on the selection sentences only
-    ref_sel = predict(torch_runner(enc), sel)
-    sweep = {}
-    for alpha in (None, 0.8) if QUICK else MINILM_ALPHAS:
-        qm = to_int8(enc, calib_set, base.replace(smooth_alpha=alpha, max_float_layers=0),
-                     out_dir=WORK / f"minilm_alpha_{alpha}")
-        f = fidelity(ref_sel, predict(qm.runner, sel))
-        sweep[str(alpha)] = {"cosine_mean": f["cosine_mean"], "cosine_min": f["cosine_min"], "n": f["n"]}
-        print("minilm alpha", alpha, sweep[str(alpha)], flush=True)
-    best = max((None, 0.8) if QUICK else MINILM_ALPHAS, key=lambda a: sweep[str(a)]["cosine_mean"])
-    cfg = base.replace(smooth_alpha=best, max_float_layers=0 if QUICK else 8)  # the fallback's ranking: ~4 min
-    t0 = time.time()
-    # the fallback's sensitivity ranking and its target check run on the selection sentences
-    qm = to_int8(enc, calib_set, cfg, check_data=torch.utils.data.TensorDataset(*sel), out_dir=WORK / "minilm_slim")
+    qm, cfg, sweep, best, convert_s = minilm_slimtorch_int8(enc, cal, sel, WORK / "minilm_slim")
     runners["slimtorch_int8_dynamic"], sizes["slimtorch_int8_dynamic"] = qm.runner, qm.size_bytes
-    notes["slimtorch_int8_dynamic"] = {"convert_s": time.time() - t0, "float_layers": qm.float_layers,
+    notes["slimtorch_int8_dynamic"] = {"convert_s": convert_s, "float_layers": qm.float_layers,
                                        "fidelity_on_selection": qm.info.get("fidelity_checked"),
                                        "fidelity_all_int8_on_selection": qm.info.get("fidelity_all_int8"),
                                        "target_met_on_selection": qm.info.get("target_met"),
@@ -617,6 +662,146 @@ def minilm():
     RESULT.pop("minilm_data", None)  # the templated-sentence record of earlier runs; eval_split replaces it
     save()
     print("minilm noise floor", RESULT["minilm"]["noise_floor"], flush=True)
+
+
+# ---------------------------------------------------------------- where the time goes
+PROFILE_ROUNDS = 3  # each variant profiled this often, alternating; the round with the median total is kept
+TARGET_SPEEDUP = 2.5  # issue 23's target at every batch size
+
+
+def _profile_pair(fp32: Path, int8: Path, runners: dict, data: tuple[torch.Tensor, ...], batches: list[int]) -> dict:
+    """fp32 vs INT8 per-operator profiles at each batch size, next to their unprofiled interleaved speed-up.
+
+    The profiles' shares are what the diagnosis reads (load on the machine inflates every kernel alike,
+    and the variants alternate). The Amdahl bounds apply those shares to the unprofiled speed-up of the
+    same two files, timed interleaved as the latency tables time them: the profiler adds a few µs per
+    node (counted in ``between_kernels``), which at batch 1 lowers the profiled speed-up of a model with
+    hundreds of small nodes; the shares of the other categories are understated by as much, so the
+    bounds err low.
+    """
+    import math
+
+    from slimtorch.measure.ort_profile import amdahl, profile_onnx
+
+    out = {}
+    for bs in batches:
+        x = tuple(t[:bs] for t in data)
+        runs = 40 if bs == 1 else 12
+        tries: dict[str, list] = {"ort_fp32": [], "slimtorch_int8": []}
+        for _ in range(PROFILE_ROUNDS):
+            for k, path in (("ort_fp32", fp32), ("slimtorch_int8", int8)):
+                tries[k].append(profile_onnx(path, x, runs=runs, threads=1, warmup=3))
+        prof = {k: sorted(v, key=lambda p: p["total_ms"])[len(v) // 2] for k, v in tries.items()}
+        lat = time_variants(runners, x, rounds=ROUNDS)
+        q = prof["slimtorch_int8"]
+        s = lat["ort_fp32"] / lat["slimtorch_int8"]
+        inf = math.inf
+        scenarios = {
+            "quantize_dequantize removed": {"quantize_dequantize": inf},
+            "layout removed": {"layout": inf},
+            "float islands removed (float compute in the INT8 model)": {"float_compute": inf, "depthwise_float": inf},
+            "depthwise int8 convs free": {"depthwise_int8": inf},
+            "Q/DQ, layout and float islands removed": {"quantize_dequantize": inf, "layout": inf,
+                                                        "float_compute": inf, "depthwise_float": inf},
+            "integer kernels (incl. depthwise) 2x faster": {"integer_kernels": 2.0, "depthwise_int8": 2.0},
+            "only integer kernels left (everything else free)": {c: inf for c in q["categories"]
+                                                                  if c not in ("integer_kernels", "depthwise_int8")},
+        }
+        need = 1 - s / TARGET_SPEEDUP  # share of the INT8 time that has to go for the target
+        f_int = sum(q["categories"][c]["pct"] for c in ("integer_kernels", "depthwise_int8")) / 100
+        out[f"b{bs}"] = {
+            "batch": bs, "profile_runs": runs, "profile_rounds": PROFILE_ROUNDS,
+            "latency_ms_unprofiled": lat, "speedup_unprofiled_vs_ort_fp32": s,
+            "speedup_profiled_vs_ort_fp32": prof["ort_fp32"]["total_ms"] / q["total_ms"],
+            "ort_fp32": prof["ort_fp32"], "slimtorch_int8": q,
+            "amdahl_speedup_vs_ort_fp32": {k: amdahl(q, v, s) for k, v in scenarios.items()},
+            "target_speedup": TARGET_SPEEDUP, "int8_share_to_remove_for_target": need,
+            # integer kernels k times faster, nothing else changed, reach the target iff k >= this (None: never)
+            "integer_kernel_speedup_needed_alone": (1 / (1 - need / f_int)) if 0 < need < f_int else (
+                1.0 if need <= 0 else None),
+        }
+        print(f"b{bs}", {k: round(v["pct"], 1) for k, v in q["categories"].items()}, "speed-up", round(s, 2), flush=True)
+    return out
+
+
+def minilm_opset_ab():
+    """A/B of the fix the profile points to first: MiniLM exported at ONNX opset 20 instead of 18.
+
+    At opset 18 the exporter writes GELU as Div / Erf / Add / Mul / Mul, which ONNX Runtime does not fuse
+    back (``minilm_profile``: Erf, Div, Mul and Add among the largest INT8 costs); at opset 20 it is one
+    ``Gelu`` node, which ORT runs as one kernel (``BiasGelu`` with the bias folded in, in fp32). Same
+    recipe otherwise (alpha sweep and fallback on the selection sentences), fp32 exported at both opsets
+    too, all four timed interleaved at batch 1 and 32, fidelity on the test sentences. Sets only
+    ``minilm_opset_ab``.
+    """
+    t0, load_start = time.time(), os.getloadavg()
+    enc, data, _ = minilm_data((64, 256, 1000) if QUICK else (128, 512, 1200))
+    cal, sel, test = data["calibration"], data["selection"], data["test"]
+    runners, rows = {"torch_fp32": torch_runner(enc)}, {"torch_fp32": {}}
+    ref = predict(torch_runner(enc), test)
+    for opset in (18, 20):
+        fp32 = WORK / f"ab_minilm_fp32_opset{opset}.onnx"
+        minilm_fp32_onnx(enc, cal, fp32, opset=opset)
+        qm, cfg, sweep, alpha, convert_s = minilm_slimtorch_int8(enc, cal, sel, WORK / f"ab_minilm_opset{opset}",
+                                                                 opset=opset)
+        runners[f"ort_fp32_opset{opset}"], runners[f"slimtorch_int8_opset{opset}"] = ort_runner(fp32), qm.runner
+        rows[f"ort_fp32_opset{opset}"] = {"fidelity_test": _fid(fidelity(ref, predict(runners[f"ort_fp32_opset{opset}"], test)))}
+        f = fidelity(ref, predict(qm.runner, test))
+        rows[f"slimtorch_int8_opset{opset}"] = {
+            "float_layers": qm.float_layers, "smooth_alpha_chosen": alpha, "convert_s": convert_s,
+            "fidelity_test": {**_fid(f), "cosine_min": f["cosine_min"]}, "size_bytes": qm.size_bytes}
+        print(opset, rows[f"slimtorch_int8_opset{opset}"], flush=True)
+    for bs in (1, 32):
+        lat = time_variants(runners, tuple(t[:bs] for t in test), rounds=ROUNDS)
+        for k, v in lat.items():
+            rows[k][f"latency_ms_b{bs}"] = v
+        fastest = min(lat["torch_fp32"], lat["ort_fp32_opset18"], lat["ort_fp32_opset20"])  # over both opsets
+        for o in (18, 20):
+            r = rows[f"slimtorch_int8_opset{o}"]
+            r[f"speedup_b{bs}_vs_fastest_fp32"] = fastest / lat[f"slimtorch_int8_opset{o}"]
+            r[f"speedup_b{bs}_vs_ort_fp32_same_opset"] = lat[f"ort_fp32_opset{o}"] / lat[f"slimtorch_int8_opset{o}"]
+        print(bs, lat, flush=True)
+    merge_key("minilm_opset_ab", {"environment": environment(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+                                  "rounds": ROUNDS, "threads": 1, "rows": rows, "seconds": time.time() - t0,
+                                  "fidelity_on": "the MiniLM test sentences (cosine vs torch fp32)"})
+
+
+def profile():
+    """Where the time goes: per-operator ONNX Runtime profiles of ORT fp32 and slimtorch's headline INT8
+    (built as ``mobilenet`` / ``minilm`` build it), MobileNetV2 at batch 1 and 8, MiniLM at 1 and 32, 1 thread.
+
+    Sets only ``mobilenet_profile`` and ``minilm_profile``. Fidelity is not measured here: the INT8 files
+    are the headline ones (same config, data and fallback), and ``float_layers`` is recorded to check it.
+    """
+    from slimtorch.measure.ort_profile import CATEGORIES
+
+    t0, load_start = time.time(), os.getloadavg()
+    model, cal_q, sel, ev, _ = mobilenet_setup()
+    fp32 = WORK / "profile_mb_fp32.onnx"
+    mobilenet_fp32_onnx(model, ev, fp32)
+    qm, cfg, _ = mobilenet_slimtorch_int8(model, cal_q, sel, WORK / "profile_mb_int8")
+    headline = (RESULT.get("mobilenet_v2") or {}).get("slimtorch_int8", {}).get("float_layers")
+    rec = {"environment": environment(), "loadavg_start": load_start, "threads": 1, "categories": CATEGORIES,
+           "float_layers": qm.float_layers, "float_layers_as_headline": headline == qm.float_layers,
+           "config": cfg.to_dict(), "data": "the first crops of the MobileNetV2 test split",
+           **_profile_pair(fp32, qm.path, {"ort_fp32": ort_runner(fp32), "slimtorch_int8": qm.runner}, (ev,), [1, 8])}
+    rec["loadavg_end"], rec["seconds"] = os.getloadavg(), time.time() - t0
+    merge_key("mobilenet_profile", rec)
+
+    t0, load_start = time.time(), os.getloadavg()
+    enc, data, _ = minilm_data((64, 256, 1000) if QUICK else (128, 512, 1200))
+    fp32 = WORK / "profile_minilm_fp32.onnx"
+    minilm_fp32_onnx(enc, data["calibration"], fp32)
+    qm, cfg, _, alpha, _ = minilm_slimtorch_int8(enc, data["calibration"], data["selection"], WORK / "profile_minilm")
+    headline = (RESULT.get("minilm") or {}).get("slimtorch_int8_dynamic", {}).get("float_layers")
+    rec = {"environment": environment(), "loadavg_start": load_start, "threads": 1, "categories": CATEGORIES,
+           "float_layers": qm.float_layers, "float_layers_as_headline": headline == qm.float_layers,
+           "smooth_alpha_chosen": alpha, "config": cfg.to_dict(),
+           "data": "the first sentences of the MiniLM test split (32 tokens, padded)",
+           **_profile_pair(fp32, qm.path, {"ort_fp32": ort_runner(fp32), "slimtorch_int8": qm.runner},
+                           data["test"], [1, 32])}
+    rec["loadavg_end"], rec["seconds"] = os.getloadavg(), time.time() - t0
+    merge_key("minilm_profile", rec)
 
 
 # ---------------------------------------------------------------- LeNet-5
@@ -668,8 +853,9 @@ def lenet():
 if __name__ == "__main__":
     warnings.simplefilter("ignore")
     every = ["gemm", "lenet", "minilm", "mobilenet_sweep", "mobilenet", "mobilenet_adaround",
-             "mobilenet_activation_floor", "mobilenet_fallback_frontier"]
-    merged = {"mobilenet_adaround", "mobilenet_activation_floor", "mobilenet_fallback_frontier"}  # sections that set only their own key in the results file
+             "mobilenet_activation_floor", "mobilenet_fallback_frontier", "profile", "minilm_opset_ab"]
+    merged = {"mobilenet_adaround", "mobilenet_activation_floor", "mobilenet_fallback_frontier", "profile",
+              "minilm_opset_ab"}  # sections that set only their own key in the results file
     only = [a for a in sys.argv[1:] if not a.startswith("--")] or every
     if OUT.exists() and set(only) != set(every):
         # re-running some sections: keep the others' figures from the previous run
@@ -680,7 +866,8 @@ if __name__ == "__main__":
             {"gemm": gemm_ceiling, "mobilenet": mobilenet, "mobilenet_sweep": mobilenet_sweep, "minilm": minilm,
              "lenet": lenet, "mobilenet_adaround": mobilenet_adaround,
              "mobilenet_activation_floor": mobilenet_activation_floor,
-             "mobilenet_fallback_frontier": mobilenet_fallback_frontier}[name]()
+             "mobilenet_fallback_frontier": mobilenet_fallback_frontier, "profile": profile,
+             "minilm_opset_ab": minilm_opset_ab}[name]()
         except Exception as exc:  # noqa: BLE001 - record and go on with the other models
             import traceback
 

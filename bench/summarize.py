@@ -701,6 +701,199 @@ def int8_headline(d: dict) -> list[str]:
     return out
 
 
+_PROFILE_LABELS = {"integer_kernels": "integer kernels (non-depthwise)", "depthwise_int8": "depthwise convs, int8",
+                   "quantize_dequantize": "Quantize / Dequantize (incl. dynamic)", "float_compute":
+                   "float Conv / MatMul / Gemm (non-depthwise)", "depthwise_float": "depthwise convs, float",
+                   "layout": "layout (Transpose, Reorder, Reshape, ...)", "elementwise_other":
+                   "elementwise and other", "between_kernels": "between kernels (executor, profiler)"}
+
+
+def _cell(c: dict) -> str:
+    return f"{c['ms']:.2f} ({c['pct']:.0f} %, {c['nodes']})" if c["nodes"] or c["ms"] > 0.005 else "–"
+
+
+def _profile_model(name: str, p: dict) -> list[str]:
+    """One model's per-category table (fp32 and INT8 at each batch), its slowest INT8 operators, its bounds."""
+    batches = [k for k in p if k.startswith("b") and k[1:].isdigit()]
+    head = " | ".join(f"ORT fp32 b{p[b]['batch']} | slimtorch INT8 b{p[b]['batch']}" for b in batches)
+    out = [f"**{name}** (INT8 float layers: {', '.join(p.get('float_layers') or []) or 'none'}; the same as the "
+           f"headline row: {p.get('float_layers_as_headline')})\n",
+           f"| category | {head} |", "|---|" + "---|" * (2 * len(batches))]
+    for cat in p[batches[0]]["ort_fp32"]["categories"]:
+        cells = " | ".join(f"{_cell(p[b]['ort_fp32']['categories'][cat])} | {_cell(p[b]['slimtorch_int8']['categories'][cat])}"
+                           for b in batches)
+        out.append(f"| {_PROFILE_LABELS.get(cat, cat)} | {cells} |")
+    out.append("| **total per run (profiled)** | " + " | ".join(
+        f"**{p[b]['ort_fp32']['total_ms']:.2f}** | **{p[b]['slimtorch_int8']['total_ms']:.2f}**" for b in batches) + " |")
+    out.append("| INT8 speed-up over ORT fp32: profiled / unprofiled, interleaved | " + " | ".join(
+        f"{p[b]['speedup_profiled_vs_ort_fp32']:.2f}× | {p[b]['speedup_unprofiled_vs_ort_fp32']:.2f}×" for b in batches) + " |")
+    out.append("")
+    for b in batches:
+        ops = list(p[b]["slimtorch_int8"]["ops"].items())[:6]
+        out.append(f"Slowest INT8 operators at batch {p[b]['batch']}: " + ", ".join(
+            f"{k} {o['pct']:.0f} % ({o['nodes']})" for k, o in ops) + ".\n")
+    rows = list(p[batches[0]]["amdahl_speedup_vs_ort_fp32"])
+    out += ["Amdahl bounds: the INT8 speed-up over ORT fp32 (unprofiled, interleaved) if only the named time went "
+            "away or got faster, every other operator keeping its profiled share:\n",
+            "| change | " + " | ".join(f"batch {p[b]['batch']}" for b in batches) + " |",
+            "|---|" + "---|" * len(batches)]
+    out.append("| as measured | " + " | ".join(f"{p[b]['speedup_unprofiled_vs_ort_fp32']:.2f}×" for b in batches) + " |")
+    for r in rows:
+        out.append(f"| {r} | " + " | ".join(f"{p[b]['amdahl_speedup_vs_ort_fp32'][r]:.2f}×" for b in batches) + " |")
+    need = []
+    for b in batches:
+        k = p[b]["integer_kernel_speedup_needed_alone"]
+        need.append(f"batch {p[b]['batch']}: {p[b]['int8_share_to_remove_for_target'] * 100:.0f} % of the INT8 time "
+                    f"must go; integer kernels alone would have to get "
+                    + (f"{k:.1f}× faster" if k is not None else "faster than free: impossible"))
+    out += ["", f"For {p[batches[0]]['target_speedup']}× ({'; '.join(need)}).\n"]
+    return out
+
+
+def _ratio(fp: dict, q: dict, float_cat: str, int_cat: str) -> float:
+    """How much faster the integer kernels of ``int_cat`` run than the fp32 ops they replace: the fp32 model's
+    ``float_cat`` time less what the INT8 model still spends on float layers of that kind (taken to cost the same)."""
+    f, i = fp["categories"], q["categories"]
+    return (f[float_cat]["ms"] - i[float_cat]["ms"]) / i[int_cat]["ms"] if i[int_cat]["ms"] else float("nan")
+
+
+def _ceiling(g: dict | None) -> str:
+    r = [v["u8s8_MatMulInteger"]["gop_s"] / v["fp32_MatMul"]["gop_s"] for v in (g or {}).values()
+         if "u8s8_MatMulInteger" in v and "fp32_MatMul" in v]
+    return f"{min(r):.1f}–{max(r):.1f}×" if r else "not measured"
+
+
+def _pcts(p: dict, batches: list[str], fn) -> str:
+    return " / ".join(fn(p[b]) for b in batches)
+
+
+def _diagnosis(mb: dict | None, lm: dict | None, ceiling: dict | None) -> list[str]:
+    """The profile read out: which operators eat the INT8 time and what each speed item can gain at most."""
+    out = ["**Diagnosis** (computed from the tables above; batch 1 / large batch):\n"]
+    share = (lambda cats: lambda r: f"{sum(r['slimtorch_int8']['categories'][c]['pct'] for c in cats):.0f} %")
+    bound = (lambda key: lambda r: f"{r['amdahl_speedup_vs_ort_fp32'][key]:.2f}×")
+    speed = (lambda fc, ic: lambda r: f"{_ratio(r['ort_fp32'], r['slimtorch_int8'], fc, ic):.1f}×")
+    if mb:
+        b = [k for k in mb if k.startswith("b") and k[1:].isdigit()]
+        island = "Q/DQ, layout and float islands removed"
+        first = [(r["slowest_nodes"][0], k) for k in b for r in [mb[k]["slimtorch_int8"]]]
+        out += [
+            f"- MobileNetV2: the integer pointwise / full convs take {_pcts(mb, b, share(['integer_kernels']))} of the "
+            f"INT8 time and run {_pcts(mb, b, speed('float_compute', 'integer_kernels'))} "
+            "faster than the fp32 convs they replace (float-kept layers taken to cost the same in both; the u8s8 "
+            f"`MatMulInteger` over fp32 `MatMul` ceiling, `gemm_ceiling`, is {_ceiling(ceiling)}). The int8 **depthwise convs** take "
+            f"{_pcts(mb, b, share(['depthwise_int8']))} for only "
+            f"{_pcts(mb, b, speed('depthwise_float', 'depthwise_int8'))} "
+            "over fp32 depthwise: they are the weakest integer kernel.",
+            f"- The fallback's **float islands** cost {_pcts(mb, b, share(['float_compute', 'depthwise_float']))} of the "
+            f"INT8 time in float convs, plus {_pcts(mb, b, share(['quantize_dequantize', 'layout']))} in the "
+            "Quantize / Dequantize, Reorder (NCHWc ↔ NCHW) and Transpose (NCHW ↔ NHWC, ORT runs QLinearConv "
+            "channels-last) nodes at their borders; the slowest single node is "
+            + ", ".join(f"`{n['node']}` ({n['op']}, {n['pct']:.0f} % at batch {mb[k]['batch']})" for n, k in first)
+            + (" (ORT's name for the first Conv + ReLU6, `features.0.0`, kept float with the first depthwise conv: "
+               "both at 112×112)" if all(n["node"] == "hardtanh_nchwc" for n, _ in first) else "") + ".",
+            f"- Bounds: removing all Q/DQ, layout and float-island time gives at most {_pcts(mb, b, bound(island))}; "
+            f"integer kernels alone (everything else free) {_pcts(mb, b, bound('only integer kernels left (everything else free)'))}; "
+            "2.5× needs " + _pcts(mb, b, lambda r: f"{r['int8_share_to_remove_for_target'] * 100:.0f} %")
+            + " of the INT8 time to go. So: at the large batch, getting the float islands to int8 (fidelity "
+            "recovered by training, not by float layers) with their borders is enough on paper; at batch 1 it is "
+            "not, and the depthwise and small pointwise integer kernels have to get faster too.",
+        ]
+    if lm:
+        b = [k for k in lm if k.startswith("b") and k[1:].isdigit()]
+        ops = lambda r: r["slimtorch_int8"]["ops"]  # noqa: E731
+        mul = lambda r: (ops(r).get("Mul", {}).get("nodes", 0) - r["ort_fp32"]["ops"].get("Mul", {}).get("nodes", 0),  # noqa: E731
+                         100 * (ops(r).get("Mul", {}).get("ms", 0) - r["ort_fp32"]["ops"].get("Mul", {}).get("ms", 0))
+                         / r["slimtorch_int8"]["total_ms"])
+        top_other = lambda r: ", ".join(f"{k} {o['pct']:.0f} %" for k, o in ops(r).items()  # noqa: E731
+                                        if o["category"] == "elementwise_other" and o["pct"] >= 1)
+        out += [
+            f"- MiniLM: the integer GEMMs (`DynamicQuantizeMatMul`, activation quantization fused in) take only "
+            f"{_pcts(lm, b, share(['integer_kernels']))} of the INT8 time and run "
+            f"{_pcts(lm, b, speed('float_compute', 'integer_kernels'))} "
+            "faster than the fp32 MatMuls they replace: the kernels are not the problem. The float ops around them "
+            f"are: elementwise and other {_pcts(lm, b, share(['elementwise_other']))} (at the large batch: "
+            f"{top_other(lm[b[-1]])}), float MatMuls {_pcts(lm, b, share(['float_compute']))} (the attention "
+            "products, activation × activation, and the fallback's float layer), layout "
+            f"{_pcts(lm, b, share(['layout']))}.",
+            f"- SmoothQuant's per-channel input scaling is an explicit `Mul` before every smoothed Linear: "
+            f"{mul(lm[b[0]])[0]} more `Mul` nodes than fp32, {_pcts(lm, b, lambda r: f'{mul(r)[1]:.0f} %')} of the INT8 "
+            "time, pure INT8 overhead. BERT is post-LN: a LayerNorm's output is also the residual, so the scales "
+            "cannot fold into it as in pre-LN decoders; one scale shared by Q, K and V and the attention output "
+            "projection's folded into V's output rows (exact: the context is linear in V) leave 3 `Mul`s per layer "
+            "of 6, so at most half of that share.",
+            f"- Bounds: Q/DQ, layout and float MatMuls removed gives at most "
+            f"{_pcts(lm, b, bound('Q/DQ, layout and float islands removed'))}; 2.5× needs "
+            + _pcts(lm, b, lambda r: f"{r['int8_share_to_remove_for_target'] * 100:.0f} %")
+            + " of the INT8 time to go, so the float elementwise ops (LayerNorm, GELU, Softmax, the SmoothQuant "
+            "`Mul`s) have to get cheaper, in INT8 and not just in the GEMMs; faster integer GEMMs alone cannot "
+            "reach it (2× faster: "
+            f"{_pcts(lm, b, bound('integer kernels (incl. depthwise) 2x faster'))}).",
+        ]
+    return out + [""]
+
+
+def int8_profile(d: dict) -> list[str]:
+    """Where the time goes (``bench/int8.py profile``): per-category ORT profiles and the bounds they imply."""
+    out = []
+    for key, name in (("mobilenet_profile", "MobileNetV2"), ("minilm_profile", "all-MiniLM-L6-v2")):
+        p = d.get(key)
+        if not p or "error" in p:
+            continue
+        out += _profile_model(name, p)
+        out.append(f"_{_when(p.get('environment'))}; {_loadavg(p)}._\n")
+    ok = {k: d[k] for k in ("mobilenet_profile", "minilm_profile") if d.get(k) and "error" not in d[k]}
+    if ok:
+        out += _diagnosis(ok.get("mobilenet_profile"), ok.get("minilm_profile"), d.get("gemm_ceiling"))
+    ab = d.get("minilm_opset_ab")
+    if ab and "rows" in ab:
+        out += _opset_ab(ab)
+    return out
+
+
+def _opset_ab(ab: dict) -> list[str]:
+    """The first fix the profile points to, A/B: MiniLM exported at opset 20 (one ``Gelu`` node) vs 18."""
+    rows = ab["rows"]
+    out = ["**First fix, measured** (`bench/int8.py minilm_opset_ab`): MiniLM exported at ONNX opset 20, where "
+           "GELU is one `Gelu` node ORT runs as one kernel, instead of opset 18's Div / Erf / Add / Mul / Mul that "
+           "ORT does not fuse back; fp32 exported both ways too, everything else the headline recipe (alpha "
+           "sweep and fallback on the selection sentences), all timed interleaved in one process; speed-up against "
+           "the fastest fp32 of the run (either opset or torch), cosine vs torch fp32 on "
+           f"{rows['slimtorch_int8_opset18']['fidelity_test'].get('n')} test sentences:\n",
+           "| variant | latency b1 ms | latency b32 ms | speed-up b1 / b32 vs fastest fp32 | vs ORT fp32 of the same "
+           "opset | test cosine mean / min | float layers |", "|---|---|---|---|---|---|---|"]
+    for k, r in rows.items():
+        sp = (f"{r['speedup_b1_vs_fastest_fp32']:.2f}× / {r['speedup_b32_vs_fastest_fp32']:.2f}×"
+              if "speedup_b1_vs_fastest_fp32" in r else "")
+        same = (f"{r['speedup_b1_vs_ort_fp32_same_opset']:.2f}× / {r['speedup_b32_vs_ort_fp32_same_opset']:.2f}×"
+                if "speedup_b1_vs_ort_fp32_same_opset" in r else "")
+        f = r.get("fidelity_test") or {}
+        fid = ("reference" if "cosine_mean" not in f else f"{f['cosine_mean']:.5f}"
+               + (f" / {f['cosine_min']:.5f}" if "cosine_min" in f else ""))
+        out.append(f"| {k} | {r.get('latency_ms_b1', float('nan')):.2f} | {r.get('latency_ms_b32', float('nan')):.1f} | "
+                   f"{sp} | {same} | {fid} | {', '.join(r.get('float_layers') or []) if 'float_layers' in r else ''} |")
+    a, b = rows.get("slimtorch_int8_opset18", {}), rows.get("slimtorch_int8_opset20", {})
+    if "latency_ms_b1" in a and "latency_ms_b1" in b:
+        less = [100 * (1 - b[k] / a[k]) for k in ("latency_ms_b1", "latency_ms_b32")]
+        out += ["", f"INT8 at opset 20 takes {less[0]:.0f} % / {less[1]:.0f} % less time than at opset 18 (batch 1 / 32) "
+                f"(test cosine mean {a['fidelity_test']['cosine_mean']:.5f} → {b['fidelity_test']['cosine_mean']:.5f}); "
+                "the bench's MiniLM recipe now exports at opset 20 (`MINILM_OPSET`)."]
+    out += ["", f"_{_when(ab.get('environment'))}; {_loadavg(ab)}._\n"]
+    return out
+
+
+def _update_int8_doc() -> None:
+    """Replace the block between the profile markers in docs/int8.md with :func:`int8_profile`'s tables."""
+    doc = ROOT / "docs" / "int8.md"
+    text, d = doc.read_text(), _load("int8")
+    begin, end = "<!-- profile:begin -->", "<!-- profile:end -->"
+    if d is None or begin not in text or end not in text:
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(head + begin + "\n" + "\n".join(int8_profile(d)) + "\n" + end + tail)
+
+
 def main() -> None:
     lines = ["# Benchmark results\n",
              "Generated by `bench/summarize.py` from `bench/results/*.json`; do not edit by hand "
@@ -721,6 +914,7 @@ def main() -> None:
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
     _update_readme()
+    _update_int8_doc()
 
 
 def _update_readme() -> None:

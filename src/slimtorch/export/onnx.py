@@ -173,8 +173,9 @@ def export_onnx(
     return parity
 
 
-def ort_session(path: str | os.PathLike, threads: int = 1):
-    """An ONNX Runtime CPU session with all graph optimizations and ``threads`` intra-op threads."""
+def session_options(threads: int = 1):
+    """The options of every slimtorch ONNX Runtime session: all graph optimizations, ``threads`` intra-op
+    threads, sequential execution, warnings off (profiling adds to these, :mod:`slimtorch.measure.ort_profile`)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -183,6 +184,14 @@ def ort_session(path: str | os.PathLike, threads: int = 1):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    return so
+
+
+def ort_session(path: str | os.PathLike, threads: int = 1, options=None):
+    """An ONNX Runtime CPU session with :func:`session_options` (or ``options``, built from them)."""
+    import onnxruntime as ort
+
+    so = options if options is not None else session_options(threads)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
