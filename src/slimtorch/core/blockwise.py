@@ -263,12 +263,7 @@ def _child_order(block: nn.Module, data: BlockData) -> tuple[list[str] | None, d
             if isinstance(lin, nn.Linear):
                 handles.append(lin.register_forward_hook(
                     lambda _m, _i, out, n=n, sub=f"{n}.{sub}": last.__setitem__(n, (sub, out))))
-    try:
-        with torch.no_grad():
-            block(data.hidden[0][:1], **slice_kwargs(data.kwargs[0], 1))
-    finally:
-        for h in handles:
-            h.remove()
+    probe(block, data, handles)
     tails = {}
     for n, (sub, lin_out) in last.items():
         out = outputs.get(n)
@@ -277,6 +272,16 @@ def _child_order(block: nn.Module, data: BlockData) -> tuple[list[str] | None, d
         elif isinstance(out, tuple) and out and out[0] is lin_out and all(o is None for o in out[1:]):
             tails[n] = (sub, len(out) - 1)
     return (calls if len(calls) == len(set(calls)) else None), tails
+
+
+def probe(block: nn.Module, data: BlockData, handles: list) -> None:
+    """One example through ``block`` (no grad) so its hooks see the call order; the hooks are removed after."""
+    try:
+        with torch.no_grad():
+            block(data.hidden[0][:1], **slice_kwargs(data.kwargs[0], 1))
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def slice_kwargs(kw: dict, n: int) -> dict:

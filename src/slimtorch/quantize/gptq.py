@@ -27,7 +27,7 @@ import pydantic
 import torch
 from torch import nn
 
-from slimtorch.core.blockwise import BlockData, input_hooks, sequential, slice_kwargs
+from slimtorch.core.blockwise import BlockData, input_hooks, probe, sequential
 from slimtorch.quantize.qlinear import quantized_state, replace_linear, restore_quantized
 from slimtorch.quantize.weight_only import WeightOnlyConfig, coerce, selected_linears, target
 from slimtorch.quantize.wgrid import (
@@ -161,13 +161,7 @@ def input_sets(block: nn.Module, data: BlockData, names: list[str]) -> list[list
             alive.append(x)
             order.append((n, id(x)))
 
-    handles = [m.register_forward_pre_hook(lambda _m, inp, n=n: rec(n, inp[0])) for n, m in mods.items()]
-    try:
-        with torch.no_grad():
-            block(data.hidden[0][:1], **slice_kwargs(data.kwargs[0], 1))
-    finally:
-        for h in handles:
-            h.remove()
+    probe(block, data, [m.register_forward_pre_hook(lambda _m, inp, n=n: rec(n, inp[0])) for n, m in mods.items()])
     sets: list[list[str]] = []
     last = None
     for n, key in order:
