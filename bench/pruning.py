@@ -171,7 +171,7 @@ def headline(name: str, schedule: str, dense_info: dict) -> dict:
     return _headline_long(name, HEAD5, dense_info, schedule, agp_epochs=8, agp_end=4, round_epochs=3)
 
 
-def choose(candidates: dict[str, dict], dense: dict, target: dict) -> dict:
+def choose(candidates: dict[str, dict], target: dict) -> dict:
     """The headline: the candidate with the lower validation error (ties: fewer fine-tuning epochs)."""
     key = min(candidates, key=lambda k: (round(candidates[k]["val_error"], 6), candidates[k]["finetune_epochs"]))
     h = candidates[key]
@@ -300,14 +300,14 @@ def main() -> None:
     r300 = {
         "dense": dense300,
         # Both schedules prune to the same targets and are reported; the headline is chosen on validation.
-        "headline": choose(c300, dense300, TARGETS["lenet300_100"]),
+        "headline": choose(c300, TARGETS["lenet300_100"]),
         "headline_candidates": c300,
         "at_95_percent": {"config": S95.to_dict(), "one_shot_no_retrain": one["one_shot_no_retrain"],
                           "one_shot": one["one_shot"], "iterative": r["it"], "agp": r["agp"]},
         "criteria_80_percent_no_retrain": one["criteria_80_percent_no_retrain"],
         "nm_2_4": one["nm_2_4"],
     }
-    r5 = {"dense": dense5, "headline": choose(c5, dense5, TARGETS["lenet5"]), "headline_candidates": c5,
+    r5 = {"dense": dense5, "headline": choose(c5, TARGETS["lenet5"]), "headline_candidates": c5,
           "sensitivity": r["sens"]}
     checks = {name: res["headline"]["checks"] for name, res in (("lenet300_100", r300), ("lenet5", r5))}
     env = environment()
