@@ -127,23 +127,36 @@ def run_one(key: str, out_root: Path) -> dict:
     candidates = []
     for name, overrides in CANDIDATES[key].items():
         data = apply_overrides(copy.deepcopy(base), overrides)
-        data.update(model={"path": str(dense_file)}, stages=data["stages"][1:], name=f"{base['name']}_{len(candidates)}")
+        data.update(
+            model={"path": str(dense_file)}, stages=data["stages"][1:], name=f"{base['name']}_{len(candidates)}"
+        )
         # quiet: the runner's progress lines show test accuracy, which must not steer anything
         res = _run(data, out_root / key / f"candidate{len(candidates)}", verbose=False)
         final = res.records[-1]
         slim = Path(res.info["encode"]["file"])
-        print(f"{key} candidate {name!r}: {slim.stat().st_size} B, validation error "
-              f"{_error(final, 'val_accuracy'):.2f} %", flush=True)
-        candidates.append({
-            "name": name, "overrides": overrides, "val_error_pct": _error(final, "val_accuracy"),
-            "slim_bytes": slim.stat().st_size, "ratio": dense["dense_bytes"] / slim.stat().st_size,
-            "_res": res, "_slim": slim,
-        })  # fmt: skip
+        print(
+            f"{key} candidate {name!r}: {slim.stat().st_size} B, validation error "
+            f"{_error(final, 'val_accuracy'):.2f} %",
+            flush=True,
+        )
+        candidates.append(
+            {
+                "name": name,
+                "overrides": overrides,
+                "val_error_pct": _error(final, "val_accuracy"),
+                "slim_bytes": slim.stat().st_size,
+                "ratio": dense["dense_bytes"] / slim.stat().st_size,
+                "_res": res,
+                "_slim": slim,
+            }
+        )
     wall = time.perf_counter() - t0
     tolerance = TOLERANCE_PP[key]
     budget = _error(dense, "val_accuracy") + tolerance
     passing = [c for c in candidates if c["val_error_pct"] <= budget + 1e-9]
-    chosen = min(passing, key=lambda c: c["slim_bytes"]) if passing else min(candidates, key=lambda c: c["val_error_pct"])
+    chosen = (
+        min(passing, key=lambda c: c["slim_bytes"]) if passing else min(candidates, key=lambda c: c["val_error_pct"])
+    )
     res, slim = chosen["_res"], chosen["_slim"]
     final = res.records[-1]
     data = slim.read_bytes()
@@ -157,17 +170,27 @@ def run_one(key: str, out_root: Path) -> dict:
         "recipe": RECIPES[key],
         "recipe_sha256": _recipe_sha(key),
         "wall_seconds": wall,
-        "splits": {"train": 60000 - base["data"]["validation_size"], "validation": base["data"]["validation_size"],
-                   "validation_seed": base["data"].get("validation_seed", 0), "test": 10000},
-        "selection": {"rule": f"smallest .slim with decoded validation error <= dense validation error + {tolerance} pp",
-                      "tolerance_pp": tolerance, "dense_val_error_pct": _error(dense, "val_accuracy"),
-                      "chosen": chosen["name"], "met": bool(passing),
-                      "candidates": [{k: v for k, v in c.items() if not k.startswith("_")} for c in candidates]},
+        "splits": {
+            "train": 60000 - base["data"]["validation_size"],
+            "validation": base["data"]["validation_size"],
+            "validation_seed": base["data"].get("validation_seed", 0),
+            "test": 10000,
+        },
+        "selection": {
+            "rule": f"smallest .slim with decoded validation error <= dense validation error + {tolerance} pp",
+            "tolerance_pp": tolerance,
+            "dense_val_error_pct": _error(dense, "val_accuracy"),
+            "chosen": chosen["name"],
+            "met": bool(passing),
+            "candidates": [{k: v for k, v in c.items() if not k.startswith("_")} for c in candidates],
+        },
         "error_dense_pct": _error(dense, "accuracy"),
         "error_decoded_pct": _error(final, "accuracy"),
         "val_error_decoded_pct": _error(final, "val_accuracy"),
-        "stages": [{k: r.get(k) for k in ("name", "accuracy", "val_accuracy", "params", "nonzero", "size_bytes", "file_bytes")}
-                   for r in [dense, *res.records[1:]]],
+        "stages": [
+            {k: r.get(k) for k in ("name", "accuracy", "val_accuracy", "params", "nonzero", "size_bytes", "file_bytes")}
+            for r in [dense, *res.records[1:]]
+        ],
         "dense_bytes": dense_bytes,
         "slim_bytes": len(data),
         "ratio": dense_bytes / len(data),
@@ -192,11 +215,17 @@ def _earlier_runs(old: dict | None, new_sha: str, env: dict | None) -> list[dict
         return []
     runs = list(old.get("earlier_runs", []))
     if old.get("selection") and old.get("recipe_sha256") != new_sha:
-        runs.append({"recipe_sha256": old.get("recipe_sha256"), "chosen": old["selection"]["chosen"],
-                     "met": old["selection"]["met"], "ratio": old["ratio"],
-                     "dense_val_error_pct": old["selection"]["dense_val_error_pct"],
-                     "candidates": old["selection"]["candidates"],
-                     "generated_at": old.get("generated_at") or (env or {}).get("generated_at")})
+        runs.append(
+            {
+                "recipe_sha256": old.get("recipe_sha256"),
+                "chosen": old["selection"]["chosen"],
+                "met": old["selection"]["met"],
+                "ratio": old["ratio"],
+                "dense_val_error_pct": old["selection"]["dense_val_error_pct"],
+                "candidates": old["selection"]["candidates"],
+                "generated_at": old.get("generated_at") or (env or {}).get("generated_at"),
+            }
+        )
     return runs[-3:]
 
 
@@ -209,17 +238,20 @@ def main(keys: list[str]) -> None:
         network = run_one(key, out_root)
         # re-read just before writing: another run may have added the other network meanwhile
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        network["earlier_runs"] = _earlier_runs(results.get("networks", {}).get(key), network["recipe_sha256"],
-                                                results.get("environment"))
+        network["earlier_runs"] = _earlier_runs(
+            results.get("networks", {}).get(key), network["recipe_sha256"], results.get("environment")
+        )
         network["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         results.setdefault("networks", {})[key] = network
         results["environment"] = environment()
         atomic_write_json(RESULTS, results)
         n = results["networks"][key]
-        print(f"{key}: {n['dense_bytes'] / 1024:.0f} KB -> {n['slim_bytes'] / 1024:.1f} KB ({n['ratio']:.1f}x), "
-              f"test error {n['error_dense_pct']:.2f}% -> {n['error_decoded_pct']:.2f}% "
-              f"(chosen on validation: {n['selection']['chosen']}; "
-              f"paper {PAPER[key]['ratio']}x, {PAPER[key]['error_dense']}% -> {PAPER[key]['error_compressed']}%)")
+        print(
+            f"{key}: {n['dense_bytes'] / 1024:.0f} KB -> {n['slim_bytes'] / 1024:.1f} KB ({n['ratio']:.1f}x), "
+            f"test error {n['error_dense_pct']:.2f}% -> {n['error_decoded_pct']:.2f}% "
+            f"(chosen on validation: {n['selection']['chosen']}; "
+            f"paper {PAPER[key]['ratio']}x, {PAPER[key]['error_dense']}% -> {PAPER[key]['error_compressed']}%)"
+        )
 
 
 if __name__ == "__main__":

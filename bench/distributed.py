@@ -36,7 +36,7 @@ RESULTS = ROOT / "bench" / "results" / "distributed.json"
 EPOCHS = 3
 TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
-DDP_WORKER = r'''
+DDP_WORKER = r"""
 import json, sys, time, torch
 from slimtorch.data import load_mnist
 from slimtorch.models import create_model
@@ -57,14 +57,14 @@ seconds = time.perf_counter() - t0
 if D.is_main():
     json.dump({"train_seconds": seconds, "accuracy": evaluate(model, test).accuracy}, open(out, "w"))
 D.shutdown()
-'''
+"""
 
 # Sensitivity setup: LeNet-5 trained for one epoch on the first TRAIN_N digits, then every
 # layer alone pruned to each sparsity and evaluated on the 10,000 test digits.
 TRAIN_N = 20_000
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)
 
-SENS_WORKER = r'''
+SENS_WORKER = r"""
 import sys, time, torch
 from safetensors.torch import load_file
 from slimtorch.core.fileio import atomic_write_json
@@ -72,7 +72,8 @@ from slimtorch.data import load_mnist
 from slimtorch.models import create_model
 from slimtorch.prune import sensitivity
 from slimtorch.train import distributed as D
-out, threads, weights, sparsities = sys.argv[1], int(sys.argv[2]), sys.argv[3], [float(s) for s in sys.argv[4].split(",")]
+out, threads, weights = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sparsities = [float(s) for s in sys.argv[4].split(",")]
 torch.set_num_threads(threads)
 D.init_from_env("cpu")
 _, test = load_mnist()
@@ -86,7 +87,7 @@ seconds = time.perf_counter() - t0  # on rank 0 this includes waiting for the ga
 if D.is_main():
     atomic_write_json(out, {"sweep_seconds": seconds, "curves": {k: [list(p) for p in v] for k, v in curves.items()}})
 D.shutdown()
-'''
+"""
 
 
 def _run(cmd: list[str], out: Path) -> dict:
@@ -105,7 +106,10 @@ def ddp_section(tmp: Path) -> dict:
     script.write_text(DDP_WORKER)
     runs = {}
     load_start = os.getloadavg()
-    for name, prefix, threads in [("1_process_2_threads", [sys.executable], 2), ("2_processes_1_thread", TORCHRUN_2, 1)]:
+    for name, prefix, threads in [
+        ("1_process_2_threads", [sys.executable], 2),
+        ("2_processes_1_thread", TORCHRUN_2, 1),
+    ]:
         out = tmp / f"{name}.json"
         runs[name] = _run([*prefix, str(script), str(out), str(threads), str(EPOCHS)], out)
         print(name, runs[name])
@@ -114,9 +118,10 @@ def ddp_section(tmp: Path) -> dict:
         "task": f"fine-tune 80%-pruned LeNet-300-100 on real MNIST, {EPOCHS} epochs, global batch 128",
         "runs": runs,
         "speedup_2_vs_1": one["train_seconds"] / two["train_seconds"],
-        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
         "environment": environment(),
-    }  # fmt: skip
+    }
 
 
 def _train_lenet5(path: Path) -> float:
@@ -132,8 +137,12 @@ def _train_lenet5(path: Path) -> float:
     torch.manual_seed(0)
     train, test = load_mnist()
     model = create_model("lenet5")
-    fit(model, Subset(train, range(TRAIN_N)), TrainConfig(epochs=1, batch_size=64, optimizer=OptimizerConfig(lr=0.05)),
-        verbose=False)  # fmt: skip
+    fit(
+        model,
+        Subset(train, range(TRAIN_N)),
+        TrainConfig(epochs=1, batch_size=64, optimizer=OptimizerConfig(lr=0.05)),
+        verbose=False,
+    )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return evaluate(model, test).accuracy
 
@@ -147,8 +156,11 @@ def sensitivity_section(tmp: Path) -> dict:
     args = [str(weights), ",".join(str(s) for s in SPARSITIES)]
     runs = {}
     load_start = os.getloadavg()
-    configs = [("1_process_1_thread", [sys.executable], 1), ("1_process_2_threads", [sys.executable], 2),
-               ("2_processes_1_thread", TORCHRUN_2, 1)]  # fmt: skip
+    configs = [
+        ("1_process_1_thread", [sys.executable], 1),
+        ("1_process_2_threads", [sys.executable], 2),
+        ("2_processes_1_thread", TORCHRUN_2, 1),
+    ]
     for name, prefix, threads in configs:
         out = tmp / f"sens_{name}.json"
         runs[name] = _run([*prefix, str(script), str(out), str(threads), *args], out)
@@ -156,9 +168,11 @@ def sensitivity_section(tmp: Path) -> dict:
     layers = list(runs["1_process_1_thread"]["curves"])
     two = runs["2_processes_1_thread"]
     return {
-        "task": (f"pruning sensitivity of LeNet-5 (1 epoch on {TRAIN_N} MNIST digits, test accuracy {dense_acc:.4f}): "
-                 f"{len(layers)} layers x {len(SPARSITIES) - 1} sparsities + the dense point, each evaluated on the "
-                 "10,000 test digits"),
+        "task": (
+            f"pruning sensitivity of LeNet-5 (1 epoch on {TRAIN_N} MNIST digits, test accuracy {dense_acc:.4f}): "
+            f"{len(layers)} layers x {len(SPARSITIES) - 1} sparsities + the dense point, each evaluated on the "
+            "10,000 test digits"
+        ),
         "points": len(layers) * (len(SPARSITIES) - 1) + 1,
         "sparsities": list(SPARSITIES),
         "runs": {name: {k: v for k, v in r.items() if k != "curves"} for name, r in runs.items()},
@@ -166,17 +180,22 @@ def sensitivity_section(tmp: Path) -> dict:
         "curves_2_processes_equal_1_process_1_thread": two["curves"] == runs["1_process_1_thread"]["curves"],
         "speedup_2_vs_1_thread": runs["1_process_1_thread"]["sweep_seconds"] / two["sweep_seconds"],
         "speedup_2_vs_2_threads": runs["1_process_2_threads"]["sweep_seconds"] / two["sweep_seconds"],
-        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
         "environment": environment(),
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     from slimtorch.core.fileio import atomic_write_json
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=["ddp", "sensitivity"], action="append",
-                   help="run only this section (repeatable); default: both")  # fmt: skip
+    p.add_argument(
+        "--section",
+        choices=["ddp", "sensitivity"],
+        action="append",
+        help="run only this section (repeatable); default: both",
+    )
     sections = p.parse_args(argv).section or ["ddp", "sensitivity"]
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     tmp = Path(tempfile.mkdtemp())

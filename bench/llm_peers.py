@@ -72,6 +72,7 @@ ORT_CONFIGS = ("default_asym", "default_sym", "hqq", "rtn", "rtn_sym")
 
 # ---------------------------------------------------------------------------- helpers
 
+
 def decoder_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """``(qualified name, module)`` of every ``nn.Linear`` inside the decoder blocks (not ``lm_head``)."""
     prefix, _ = decoder_blocks(model)
@@ -129,7 +130,10 @@ def _finish(model, facts, weights, t0) -> tuple[nn.Module, dict]:
 
 # ---------------------------------------------------------------------------- hqq
 
-def peer_hqq(model: nn.Module, config: str = "default", nbits: int = 4, group_size: int = 128) -> tuple[nn.Module, dict]:
+
+def peer_hqq(
+    model: nn.Module, config: str = "default", nbits: int = 4, group_size: int = 128
+) -> tuple[nn.Module, dict]:
     """hqq 0.2.8's ``HQQLinear`` on every decoder Linear (CPU, float32); weights dequantized by hqq.
 
     Args:
@@ -186,14 +190,20 @@ def peer_hqq(model: nn.Module, config: str = "default", nbits: int = 4, group_si
 
 # ---------------------------------------------------------------------------- ONNX Runtime
 
+
 def _matmul_model(b: np.ndarray):
     from onnx import TensorProto, helper, numpy_helper
 
     k, n = b.shape
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["M", k])
     y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])
-    graph = helper.make_graph([helper.make_node("MatMul", ["X", "B"], ["Y"], name="linear")], "linear", [x], [y],
-                              [numpy_helper.from_array(np.ascontiguousarray(b, dtype=np.float32), "B")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "B"], ["Y"], name="linear")],
+        "linear",
+        [x],
+        [y],
+        [numpy_helper.from_array(np.ascontiguousarray(b, dtype=np.float32), "B")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -215,8 +225,9 @@ def _ort_config(config: str, block_size: int, bits: int):
     raise ValueError(f"ONNX Runtime config must be one of {ORT_CONFIGS}, got {config!r}")
 
 
-def ort_quantize_weight(w: torch.Tensor, config: str = "default_asym", block_size: int = 128, bits: int = 4
-                        ) -> tuple[torch.Tensor, int, dict]:
+def ort_quantize_weight(
+    w: torch.Tensor, config: str = "default_asym", block_size: int = 128, bits: int = 4
+) -> tuple[torch.Tensor, int, dict]:
     """ONNX Runtime's weight-only quantizer on one Linear weight ``w (out, in)``.
 
     ``w.T`` is the ``B (K, N)`` of a one-node MatMul graph, exactly as the exported
@@ -233,14 +244,20 @@ def ort_quantize_weight(w: torch.Tensor, config: str = "default_asym", block_siz
     b = w.detach().float().T.contiguous().numpy()
     k = b.shape[0]
     # block_size / is_symmetric also go to the quantizer itself: the RTN config reads them from there.
-    quantizer = mq.MatMulNBitsQuantizer(_matmul_model(b), block_size=block_size, bits=bits,
-                                        is_symmetric=_ort_symmetric(config),
-                                        algo_config=_ort_config(config, block_size, bits))
+    quantizer = mq.MatMulNBitsQuantizer(
+        _matmul_model(b),
+        block_size=block_size,
+        bits=bits,
+        is_symmetric=_ort_symmetric(config),
+        algo_config=_ort_config(config, block_size, bits),
+    )
     quantizer.process()
     qmodel = quantizer.model.model
     nodes = [n for n in qmodel.graph.node if n.op_type == "MatMulNBits"]
     if len(nodes) != 1:
-        raise RuntimeError(f"ONNX Runtime did not produce one MatMulNBits node (got {[n.op_type for n in qmodel.graph.node]})")
+        raise RuntimeError(
+            f"ONNX Runtime did not produce one MatMulNBits node (got {[n.op_type for n in qmodel.graph.node]})"
+        )
     attrs = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
     size = sum(numpy_helper.to_array(t).nbytes for t in qmodel.graph.initializer if t.name in set(nodes[0].input))
     opts = ort.SessionOptions()
@@ -258,8 +275,9 @@ def _quiet_ort_logger():
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def peer_ort(model: nn.Module, config: str = "default_asym", block_size: int = 128, bits: int = 4
-             ) -> tuple[nn.Module, dict]:
+def peer_ort(
+    model: nn.Module, config: str = "default_asym", block_size: int = 128, bits: int = 4
+) -> tuple[nn.Module, dict]:
     """ONNX Runtime's ``matmul_nbits_quantizer`` on every decoder Linear (see :func:`ort_quantize_weight`).
 
     Args:
@@ -283,12 +301,16 @@ def peer_ort(model: nn.Module, config: str = "default_asym", block_size: int = 1
             if lin.in_features % block_size:
                 padded += 1
         facts["size_bytes"] = size
-        facts["notes"].append("size_bytes: the MatMulNBits initializers (packed 4-bit B incl. block padding, "
-                              "scales, zero points if any) as ORT writes them")
+        facts["notes"].append(
+            "size_bytes: the MatMulNBits initializers (packed 4-bit B incl. block padding, "
+            "scales, zero points if any) as ORT writes them"
+        )
         facts["notes"].append("dequantized by ONNX Runtime itself: the MatMulNBits node run on an identity input")
         if padded:
-            facts["notes"].append(f"{padded} Linears with K % {block_size} != 0: K zero-padded to a multiple "
-                                  "of the block by ORT's own quantizer (576 -> 640); MatMulNBits keeps K=576")
+            facts["notes"].append(
+                f"{padded} Linears with K % {block_size} != 0: K zero-padded to a multiple "
+                "of the block by ORT's own quantizer (576 -> 640); MatMulNBits keeps K=576"
+            )
         return _finish(model, facts, weights, t0)
     except Exception as exc:  # noqa: BLE001
         facts["error"] = f"{layer}: {_error_text(exc)}"
@@ -297,13 +319,15 @@ def peer_ort(model: nn.Module, config: str = "default_asym", block_size: int = 1
                 "ORT's neural-compressor RTN path pads K to whole blocks itself, then packs the N*k_blocks 4-bit "
                 "zero points two per byte over the flattened array and reshapes to (N, -1): that fails when "
                 "k_blocks is odd (K=576, block 128 -> 5 blocks). More zero padding to a multiple of the block "
-                "would not change the block count, so no padded run was made.")
+                "would not change the block count, so no padded run was made."
+            )
         facts["traceback"] = traceback.format_exc(limit=6)
         facts["calib_seconds"] = round(time.perf_counter() - t0, 3)
         return model, facts
 
 
 # ---------------------------------------------------------------------------- llmcompressor (own venv)
+
 
 def llmcompressor_python(venv: str | os.PathLike | None = None) -> Path | None:
     """The python of llmcompressor's virtual environment, or ``None`` if it is not set up."""
@@ -352,16 +376,29 @@ def peer_llmcompressor(
         out = Path(tmp.name)
         calib_path = out / "calib.safetensors"
         save_file({"input_ids": calib_ids.to(torch.long).contiguous()}, str(calib_path))
-        cmd = [str(py), str(LLMC_RUNNER), "--model", str(hf_dir), "--calib", str(calib_path),
-               "--config", config, "--out", str(out), "--threads", str(threads or torch.get_num_threads())]
+        cmd = [
+            str(py),
+            str(LLMC_RUNNER),
+            "--model",
+            str(hf_dir),
+            "--calib",
+            str(calib_path),
+            "--config",
+            config,
+            "--out",
+            str(out),
+            "--threads",
+            str(threads or torch.get_num_threads()),
+        ]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                   TOKENIZERS_PARALLELISM="false")
+        env.update(
+            HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false"
+        )
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired as exc:
             facts["error"] = f"timed out after {timeout:.0f} s"
-            facts["log_tail"] = ((exc.stderr or b"")[-3000:] if isinstance(exc.stderr, str) else "")
+            facts["log_tail"] = (exc.stderr or b"")[-3000:] if isinstance(exc.stderr, str) else ""
             return model, facts
         facts["total_seconds"] = round(time.perf_counter() - t0, 3)
         facts_path = out / "facts.json"
@@ -395,6 +432,7 @@ def peer_llmcompressor(
 
 # ---------------------------------------------------------------------------- registry
 
+
 def peers(include_llmcompressor: bool = True) -> dict[str, tuple]:
     """Row name (``peer_<name>_<config>``) -> ``(function, kwargs, needs_calibration)``, in run order."""
     rows: dict[str, tuple] = {
@@ -407,11 +445,13 @@ def peers(include_llmcompressor: bool = True) -> dict[str, tuple]:
         "peer_ort_rtn_sym_w4g128": (peer_ort, {"config": "rtn_sym"}, False),
     }
     if include_llmcompressor:
-        rows.update({
-            "peer_llmcompressor_gptq_w4g128": (peer_llmcompressor, {"config": "gptq_w4g128"}, True),
-            "peer_llmcompressor_gptq_w4g64": (peer_llmcompressor, {"config": "gptq_w4g64"}, True),
-            "peer_llmcompressor_sparsegpt_50": (peer_llmcompressor, {"config": "sparsegpt_50"}, True),
-        })
+        rows.update(
+            {
+                "peer_llmcompressor_gptq_w4g128": (peer_llmcompressor, {"config": "gptq_w4g128"}, True),
+                "peer_llmcompressor_gptq_w4g64": (peer_llmcompressor, {"config": "gptq_w4g64"}, True),
+                "peer_llmcompressor_sparsegpt_50": (peer_llmcompressor, {"config": "sparsegpt_50"}, True),
+            }
+        )
     return rows
 
 

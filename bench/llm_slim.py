@@ -36,15 +36,21 @@ import torch
 
 # integer zero point with range search (as the decoder's grid), and Q4_1-style float zero (min-max, float16 zero):
 # SmolLM2's float weights were dequantized from Q4_1 at group 32, which the float-zero grid reproduces
-EMBEDDING_CANDIDATES = [{"bits": 4, "group_size": 64}, {"bits": 4, "group_size": 128},
-                        {"bits": 4, "group_size": 32, "float_zero": True},
-                        {"bits": 4, "group_size": 64, "float_zero": True},
-                        {"bits": 4, "group_size": 128, "float_zero": True},
-                        {"bits": 3, "group_size": 32, "float_zero": True}]  # fmt: skip
+EMBEDDING_CANDIDATES = [
+    {"bits": 4, "group_size": 64},
+    {"bits": 4, "group_size": 128},
+    {"bits": 4, "group_size": 32, "float_zero": True},
+    {"bits": 4, "group_size": 64, "float_zero": True},
+    {"bits": 4, "group_size": 128, "float_zero": True},
+    {"bits": 3, "group_size": 32, "float_zero": True},
+]
 
 
 def _packed_bytes(model: torch.nn.Module) -> int:
-    """The model as plain bit-packed integers: b bits per code, float16 scales, b-bit zeros; other tensors as float32."""
+    """The model as plain bit-packed integers.
+
+    b bits per code, float16 scales, b-bit zeros; other tensors as float32.
+    """
     from slimtorch.quantize.qembedding import QuantEmbedding
     from slimtorch.quantize.qlinear import QuantLinear
 
@@ -95,21 +101,34 @@ def _choose_embedding(model, candidates, budget, selection, window, row, tmp: Pa
                 emb.weight.copy_(qw.dequantize())  # tied: lm_head sees it too
             ppl = perplexity(model, selection, window, progress=False).perplexity
             coded = int(sum(v.nbytes for v in sections.values()))
-            table.append({**cand, "coded_bytes": coded, "file_bytes_estimate": rest + coded,
-                          "fits": rest + coded <= budget, "selection_perplexity": round(ppl, 3)})
-            print(f"[slim] embedding {cand}: {coded} B, file ~{rest + coded} B, selection perplexity {ppl:.3f}",
-                  flush=True)
+            table.append(
+                {
+                    **cand,
+                    "coded_bytes": coded,
+                    "file_bytes_estimate": rest + coded,
+                    "fits": rest + coded <= budget,
+                    "selection_perplexity": round(ppl, 3),
+                }
+            )
+            print(
+                f"[slim] embedding {cand}: {coded} B, file ~{rest + coded} B, selection perplexity {ppl:.3f}",
+                flush=True,
+            )
     finally:
         with torch.no_grad():
             emb.weight.copy_(original)
     row["embedding_candidates"] = table
     row["decoder_and_rest_bytes"] = rest
     fits = [c for c in table if c["fits"]]
-    chosen = (min(fits, key=lambda c: (c["selection_perplexity"], c["coded_bytes"])) if fits
-              else min(table, key=lambda c: c["file_bytes_estimate"]))
-    row["embedding_rule"] = (f"lowest selection perplexity among candidates whose file fits {budget} bytes "
-                             "(decoder coded once + the candidate's coded embedding)"
-                             + ("" if fits else "; none fits: the smallest file"))
+    chosen = (
+        min(fits, key=lambda c: (c["selection_perplexity"], c["coded_bytes"]))
+        if fits
+        else min(table, key=lambda c: c["file_bytes_estimate"])
+    )
+    row["embedding_rule"] = (
+        f"lowest selection perplexity among candidates whose file fits {budget} bytes "
+        "(decoder coded once + the candidate's coded embedding)" + ("" if fits else "; none fits: the smallest file")
+    )
     return {k: chosen[k] for k in ("bits", "group_size", "float_zero") if k in chosen}
 
 
@@ -123,8 +142,7 @@ def _compress_decoder(model, config: dict, calib):
     return prune_sparsegpt(model, {"sparsity": config["sparsity"], "grid": config["grid"]}, calib, inplace=True)
 
 
-def slim_row(model, config: dict, calib, selection, test, window: int, fp32_size: int,
-             keep: str | None = None) -> dict:
+def slim_row(model, config: dict, calib, selection, test, window: int, fp32_size: int, keep: str | None = None) -> dict:
     """Run the pipeline of the module docstring on ``model`` (SmolLM2 in float32); returns the row's fields.
 
     Args:
@@ -150,8 +168,9 @@ def slim_row(model, config: dict, calib, selection, test, window: int, fp32_size
     row["calib_seconds"] = round(time.perf_counter() - t0, 2)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        emb_grid = _choose_embedding(model, config.get("embedding_candidates", EMBEDDING_CANDIDATES), budget,
-                                     selection, window, row, Path(tmp))
+        emb_grid = _choose_embedding(
+            model, config.get("embedding_candidates", EMBEDDING_CANDIDATES), budget, selection, window, row, Path(tmp)
+        )
         row["embedding_grid"] = emb_grid
         row["embedding_select_seconds"] = round(time.perf_counter() - t0, 2)
         model = quantize_embedding(model, emb_grid, inplace=True)
@@ -170,7 +189,8 @@ def slim_row(model, config: dict, calib, selection, test, window: int, fp32_size
             shutil.copyfile(path, keep)
         row["size_bytes"] = path.stat().st_size
         row["int4_safetensors_bytes"] = sum(
-            f.stat().st_size for f in save_quantized_lm(model, Path(tmp) / "int4").glob("*.safetensors"))
+            f.stat().st_size for f in save_quantized_lm(model, Path(tmp) / "int4").glob("*.safetensors")
+        )
     row["bit_exact"] = _bit_exact(model, loaded, test[:window])
     del loaded
     row["packed_bytes"] = _packed_bytes(model)
@@ -178,8 +198,10 @@ def slim_row(model, config: dict, calib, selection, test, window: int, fp32_size
     n = row["breakdown_bytes"]["weights"]
     row["coded_weights"] = n
     row["bits_per_weight"] = round(8 * row["size_bytes"] / n, 4)
-    row["bits_per_weight_definition"] = ("8 x .slim file bytes / (elements of the quantized decoder Linears + "
-                                         "elements of the embedding); norms, container and manifest are included")
+    row["bits_per_weight_definition"] = (
+        "8 x .slim file bytes / (elements of the quantized decoder Linears + "
+        "elements of the embedding); norms, container and manifest are included"
+    )
     row["nonzero_fraction"] = round(row["breakdown_bytes"]["nonzero_weights"] / n, 4)
     row["selection_perplexity"] = round(perplexity(model, selection, window, progress=False).perplexity, 3)
     p = perplexity(model, test, window, progress=False)
@@ -196,12 +218,19 @@ def _bit_exact(model, loaded, ids) -> dict:
     a, _ = slim_state(model)
     b, _ = slim_state(loaded)
     same = list(a) == list(b) and all(
-        (va == b[k]) if type(va).__name__ == "QuantTensor" else torch.equal(va, b[k]) for k, va in a.items())
+        (va == b[k]) if type(va).__name__ == "QuantTensor" else torch.equal(va, b[k]) for k, va in a.items()
+    )
     mods_a, mods_b = dict(model.named_modules()), dict(loaded.named_modules())
     weights = all(
         torch.equal(m.weight.view(torch.int32), mods_b[n].weight.view(torch.int32))
-        for n, m in mods_a.items() if hasattr(m, "codes"))
+        for n, m in mods_a.items()
+        if hasattr(m, "codes")
+    )
     x = ids.reshape(1, -1)
     logits = torch.equal(model(x).logits, loaded(x).logits)
-    return {"tensors": bool(same), "dequantized_weights": bool(weights), "logits": bool(logits),
-            "tensors_compared": len(a)}
+    return {
+        "tensors": bool(same),
+        "dequantized_weights": bool(weights),
+        "logits": bool(logits),
+        "tensors_compared": len(a),
+    }

@@ -33,12 +33,12 @@ RESULTS = REPO / "bench" / "results" / "llm_sparsegpt_select.json"
 
 BASE = {"sparsity": 0.5}
 VARIANTS: dict[str, dict] = {
-    "default": {},                                  # true-sequential, damp 0.01, block 128 (the row's config)
-    "ts_off": {"true_sequential": False},           # llmcompressor's order inside a block
+    "default": {},  # true-sequential, damp 0.01, block 128 (the row's config)
+    "ts_off": {"true_sequential": False},  # llmcompressor's order inside a block
     "damp_0.001": {"damp": 0.001},
     "damp_0.05": {"damp": 0.05},
     "block_64": {"block_size": 64},
-    "block_576": {"block_size": 576},               # one mask over each layer's whole rows x 576 columns
+    "block_576": {"block_size": 576},  # one mask over each layer's whole rows x 576 columns
     "damp_0.003": {"damp": 0.003},
     "damp_0.0003": {"damp": 0.0003},
     # the same settings, 4 sequences per forward instead of 8: only float32 summation orders change, so the
@@ -74,15 +74,22 @@ def main(argv=None) -> None:
         model = prune_sparsegpt(model, cfg, calib, inplace=True)
         seconds = time.perf_counter() - t0
         sel = perplexity(model, selection, WINDOW, progress=False).perplexity
-        row = {"config": cfg, "selection_perplexity": round(sel, 3), "calib_seconds": round(seconds, 1),
-               "threads": torch.get_num_threads(), "commit": _git_commit(),
-               "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        row = {
+            "config": cfg,
+            "selection_perplexity": round(sel, 3),
+            "calib_seconds": round(seconds, 1),
+            "threads": torch.get_num_threads(),
+            "commit": _git_commit(),
+            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         print(f"[sparsegpt-select] {name}: selection perplexity {sel:.3f} ({seconds:.0f} s)", flush=True)
         current = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         current.setdefault("variants", {})[name] = row
-        current.update(tokens={k: info[k] for k in ("window", "calib_windows", "selection_windows")},
-                       rule="lowest selection perplexity; the test split is not scored by this script",
-                       environment=environment())
+        current.update(
+            tokens={k: info[k] for k in ("window", "calib_windows", "selection_windows")},
+            rule="lowest selection perplexity; the test split is not scored by this script",
+            environment=environment(),
+        )
         atomic_write_json(RESULTS, current)
         del model
 

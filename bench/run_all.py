@@ -39,17 +39,29 @@ BENCHES: dict[str, tuple[str, list[str], list[str] | str]] = {
     "user_models": ("user_models.json", ["user_models.py"], ["user_models.py", "--quick"]),
     "distill": ("distill.json", ["distill.py"], ["distill.py", "--quick"]),
     "pruning": ("pruning.json", ["pruning.py"], ["pruning.py"]),  # PRUNING_BENCH_SMOKE=1 in quick mode
-    "deep_compression": ("deep_compression.json", ["deep_compression.py"],
-                         "no small mode: it trains and retrains two networks to the paper's recipe (~20 min)"),
-    "structured": ("structured.json", ["structured.py"],
-                   "no small mode: trains LeNet-5 and times three models (~30 min)"),
+    "deep_compression": (
+        "deep_compression.json",
+        ["deep_compression.py"],
+        "no small mode: it trains and retrains two networks to the paper's recipe (~20 min)",
+    ),
+    "structured": (
+        "structured.json",
+        ["structured.py"],
+        "no small mode: trains LeNet-5 and times three models (~30 min)",
+    ),
     "quantization": ("quantization.json", ["quantization.py"], "no small mode: trains and fine-tunes (~40 min)"),
     "auto": ("auto.json", ["auto.py", "lenet5", "--budget", "50m"], ["auto.py", "lenet5", "--quick"]),
     "distributed": ("distributed.json", ["distributed.py"], "no small mode: DDP training under torchrun"),
-    "llm": ("llm.json", ["llm.py"], ["llm.py", "--quick", "--no-peers", "--rows", "fp32,rtn_w4g128",
-                                     "--test-windows", "2"]),
-    "llm_sparsegpt_select": ("llm_sparsegpt_select.json", ["llm_sparsegpt_select.py"],
-                             "no small mode: eight SparseGPT runs on SmolLM2 scored on the selection split (~1 h)"),
+    "llm": (
+        "llm.json",
+        ["llm.py"],
+        ["llm.py", "--quick", "--no-peers", "--rows", "fp32,rtn_w4g128", "--test-windows", "2"],
+    ),
+    "llm_sparsegpt_select": (
+        "llm_sparsegpt_select.json",
+        ["llm_sparsegpt_select.py"],
+        "no small mode: eight SparseGPT runs on SmolLM2 scored on the selection split (~1 h)",
+    ),
     # the deploy section of llm.json (installs the onnxruntime-genai peer into .venv when missing)
     "llm_deploy": ("llm.json", ["llm_deploy.py"], ["llm_deploy.py", "--quick", "--no-peer"]),
 }
@@ -62,18 +74,30 @@ def _scratch(workdir: Path) -> Path:
     # tests: fuzz.py imports its harness from there; examples: user_models.py builds its model from there
     for part in ("bench", "recipes", "docs", "tests", "examples"):
         if (ROOT / part).is_dir():
-            shutil.copytree(ROOT / part, workdir / part, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.png"))
+            shutil.copytree(
+                ROOT / part, workdir / part, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.png")
+            )
     shutil.copy2(ROOT / "README.md", workdir / "README.md")
     return workdir
 
 
 def run(names: list[str], quick: bool, workdir: Path | None, nice: int) -> dict:
     base = _scratch(workdir or Path(tempfile.mkdtemp(prefix="slimtorch_bench_quick_"))) if quick else ROOT
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    log = {"quick": quick, "root": str(base), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "loadavg_start": os.getloadavg(), "benches": {}}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = {
+        "quick": quick,
+        "root": str(base),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg_start": os.getloadavg(),
+        "benches": {},
+    }
     for name in names:
         results, full, small = BENCHES[name]
         cmd = small if quick else full
@@ -86,8 +110,13 @@ def run(names: list[str], quick: bool, workdir: Path | None, nice: int) -> dict:
         t0 = time.time()
         rc = subprocess.call(argv, cwd=base, env={**env, **(QUICK_ENV.get(name, {}) if quick else {})})
         out = QUICK_OUT[name] if quick and name in QUICK_OUT else base / "bench" / "results" / results
-        log["benches"][name] = {"command": argv[3:], "returncode": rc, "seconds": round(time.time() - t0, 1),
-                                "results": str(out), "written": out.is_file() and out.stat().st_mtime >= t0}
+        log["benches"][name] = {
+            "command": argv[3:],
+            "returncode": rc,
+            "seconds": round(time.time() - t0, 1),
+            "results": str(out),
+            "written": out.is_file() and out.stat().st_mtime >= t0,
+        }
         print(f"[run_all] {name}: exit {rc} after {time.time() - t0:.0f} s", flush=True)
     log["loadavg_end"] = os.getloadavg()
     subprocess.call([sys.executable, str(base / "bench" / "summarize.py")], cwd=base, env=env)
@@ -104,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     log = run(args.only or list(BENCHES), args.quick, args.workdir, args.nice)
     failed = [k for k, v in log["benches"].items() if v.get("returncode")]
-    print(f"[run_all] done: {len(log['benches'])} benchmarks, failed: {failed or 'none'}; log in "
-          f"{log['root']}/bench/results/run_all.json", flush=True)
+    print(
+        f"[run_all] done: {len(log['benches'])} benchmarks, failed: {failed or 'none'}; log in "
+        f"{log['root']}/bench/results/run_all.json",
+        flush=True,
+    )
     return 1 if failed else 0
 
 

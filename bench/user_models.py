@@ -82,8 +82,11 @@ def input_sensitivity(model: torch.nn.Module) -> dict:
         for name, extra in {"all_int8": {"max_float_layers": 0}, "with_fallback": {}}.items():
             cfg = {"mode": "dynamic", "target": {"min_agreement": None, "max_kl": None, "min_cosine": 0.998}, **extra}
             q = to_int8(model, calib, Int8Config.from_dict(cfg), out_dir=WORK / f"sens_{std}_{name}")
-            row[name] = {"cosine_mean": fidelity(ref, q.runner((held,)))["cosine_mean"],
-                         "float_layers": q.float_layers, "size_bytes": q.size_bytes}  # fmt: skip
+            row[name] = {
+                "cosine_mean": fidelity(ref, q.runner((held,)))["cosine_mean"],
+                "float_layers": q.float_layers,
+                "size_bytes": q.size_bytes,
+            }
         out[f"log_std_{std}"] = row
     return out
 
@@ -140,15 +143,25 @@ def main() -> None:
         "torch_int8_fbgemm": {"backend": "torch_fx"},
     }.items():
         t0 = time.perf_counter()
-        q = to_int8(model, calib, Int8Config.from_dict({"mode": "dynamic", "target": target, **cfg}),
-                    check_data=calib, out_dir=WORK / name)  # fmt: skip
+        q = to_int8(
+            model,
+            calib,
+            Int8Config.from_dict({"mode": "dynamic", "target": target, **cfg}),
+            check_data=calib,
+            out_dir=WORK / name,
+        )
         variants[name], sizes[name] = q.runner, q.size_bytes
-        infos[name] = {"float_layers": q.float_layers, "convert_s": round(time.perf_counter() - t0, 1),
-                       "fidelity_calib": q.info["fidelity_checked"]}  # fmt: skip
+        infos[name] = {
+            "float_layers": q.float_layers,
+            "convert_s": round(time.perf_counter() - t0, 1),
+            "fidelity_calib": q.info["fidelity_checked"],
+        }
 
     ref = eager((held_out,))
-    fid = {k: fidelity(ref, torch.cat([run((held_out[i : i + 32],)) for i in range(0, len(held_out), 32)]))
-           for k, run in {"ort_fp32": ort_fp32, **variants}.items()}  # fmt: skip
+    fid = {
+        k: fidelity(ref, torch.cat([run((held_out[i : i + 32],)) for i in range(0, len(held_out), 32)]))
+        for k, run in {"ort_fp32": ort_fp32, **variants}.items()
+    }
     fp32_runs = {"torch_fp32": eager, "ort_fp32": ort_fp32}
     latency = {}
     for bs, rounds in ROUNDS.items():
@@ -168,7 +181,8 @@ def main() -> None:
         "model": "examples/my_models.py:SpeakerEncoder (Resemblyzer VoiceEncoder shape)",
         "weights": weights,
         "params": params,
-        "inputs": f"mel power exp(log-mel field), {FRAMES} frames x {MELS} mels; calib 64 (seed 1), held out 256 (seed 2)",
+        "inputs": f"mel power exp(log-mel field), {FRAMES} frames x {MELS} mels; "
+        "calib 64 (seed 1), held out 256 (seed 2)",
         "int8_variant": main_variant,
         "fp32_onnx_bytes": fp32_onnx_bytes,
         "fp32_state_bytes": fp32_state_bytes,
@@ -198,14 +212,18 @@ def main() -> None:
         "environment": environment(),
         "loadavg_start": load_start,
         "loadavg_end": load_end,
-        "load_note": ("machine busy during timing (1-min load average above 1.5 on 2 cores): "
-                      "latencies are noisier than usual" if max(load_start[0], load_end[0]) > 1.5 else
-                      "machine quiet during timing"),  # fmt: skip
+        "load_note": (
+            "machine busy during timing (1-min load average above 1.5 on 2 cores): latencies are noisier than usual"
+            if max(load_start[0], load_end[0]) > 1.5
+            else "machine quiet during timing"
+        ),
     }
     atomic_write_json(OUT, result)
-    print(f"lstm: size {lstm['int8_size_ratio']:.1%} of fp32, speed-up b1 {speedup['b1']:.2f}x / b32 "
-          f"{speedup['b32']:.2f}x vs fastest fp32 ({best_fp32['b1']} / {best_fp32['b32']}), cosine "
-          f"{lstm['cosine_mean']:.5f} (min {lstm['cosine_min']:.5f}); load {load_start[0]:.2f} -> {load_end[0]:.2f}")
+    print(
+        f"lstm: size {lstm['int8_size_ratio']:.1%} of fp32, speed-up b1 {speedup['b1']:.2f}x / b32 "
+        f"{speedup['b32']:.2f}x vs fastest fp32 ({best_fp32['b1']} / {best_fp32['b32']}), cosine "
+        f"{lstm['cosine_mean']:.5f} (min {lstm['cosine_min']:.5f}); load {load_start[0]:.2f} -> {load_end[0]:.2f}"
+    )
     print(f"wrote {OUT}")
 
 

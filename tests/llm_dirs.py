@@ -48,5 +48,11 @@ def tiny_lm_recipe(lm_dir: Path, stages: list[dict], name: str = "tiny_lm"):
     """A validated recipe running ``stages`` on the tiny Llama directory with the recipes' text data."""
     from slimtorch.pipeline import recipe_from_dict
 
-    return recipe_from_dict({"name": name, "model": {"hf": str(lm_dir), "task": "causal-lm"},
-                             "data": {"name": "text", "kwargs": TINY_TEXT}, "stages": stages})
+    return recipe_from_dict(
+        {
+            "name": name,
+            "model": {"hf": str(lm_dir), "task": "causal-lm"},
+            "data": {"name": "text", "kwargs": TINY_TEXT},
+            "stages": stages,
+        }
+    )

@@ -67,7 +67,10 @@ def folded_conv_net() -> nn.Module:
 
 
 def folded_trained_like_conv_net() -> nn.Module:
-    """``conv_net`` (random BatchNorm statistics) with BatchNorm folded: conv pairs ``cross_layer_equalize`` can scale."""
+    """``conv_net`` (random BatchNorm statistics) with BatchNorm folded.
+
+    Its conv pairs are ones ``cross_layer_equalize`` can scale.
+    """
     from slimtorch.deploy import fold_conv_bn
 
     return fold_conv_bn(conv_net())
@@ -166,15 +169,15 @@ def _prune(m, x, folder, **kw):
 def _prune_iterative(m, x, folder, **kw):
     from slimtorch.prune import prune_iterative
 
-    return prune_iterative(m, {"sparsity": 0.5}, labelled(x, 4), {"epochs": 1, "batch_size": 8}, steps=2,
-                           verbose=False, **kw)
+    return prune_iterative(
+        m, {"sparsity": 0.5}, labelled(x, 4), {"epochs": 1, "batch_size": 8}, steps=2, verbose=False, **kw
+    )
 
 
 def _prune_finetune(m, x, folder, **kw):
     from slimtorch.prune.structured import prune_finetune
 
-    return prune_finetune(m, {"ratio": 0.5}, x[:2], labelled(x, 5), {"epochs": 1, "batch_size": 8}, verbose=False,
-                          **kw)
+    return prune_finetune(m, {"ratio": 0.5}, x[:2], labelled(x, 5), {"epochs": 1, "batch_size": 8}, verbose=False, **kw)
 
 
 def _prune_channels(m, x, folder, **kw):
@@ -186,8 +189,9 @@ def _prune_channels(m, x, folder, **kw):
 def _quantize_model(m, x, folder, **kw):
     from slimtorch.quantize import quantize_model
 
-    return quantize_model(m, {"weight_bits": 4, "act_bits": 8, "calib_batches": 2, "calib_batch_size": 8},
-                          labelled(x, 4), **kw)
+    return quantize_model(
+        m, {"weight_bits": 4, "act_bits": 8, "calib_batches": 2, "calib_batch_size": 8}, labelled(x, 4), **kw
+    )
 
 
 def _kmeans_share(m, x, folder, **kw):
@@ -253,15 +257,17 @@ def _finetune_pruned_with_kd(m, x, folder, **kw):
     from slimtorch.distill import finetune_pruned_with_kd
 
     pruned = _prune(m, x, folder, **kw)
-    return finetune_pruned_with_kd(pruned, labelled(x, 4), {"train": {"epochs": 1, "batch_size": 8}}, verbose=False,
-                                   **kw)
+    return finetune_pruned_with_kd(
+        pruned, labelled(x, 4), {"train": {"epochs": 1, "batch_size": 8}}, verbose=False, **kw
+    )
 
 
 def _qat_with_teacher(m, x, folder, **kw):
     from slimtorch.distill import qat_with_teacher
 
-    return qat_with_teacher(m, labelled(x, 4), {"train": {"epochs": 1, "batch_size": 8}}, teacher=mlp(),
-                            verbose=False, **kw)
+    return qat_with_teacher(
+        m, labelled(x, 4), {"train": {"epochs": 1, "batch_size": 8}}, teacher=mlp(), verbose=False, **kw
+    )
 
 
 def quantized_mlp() -> nn.Module:
@@ -302,33 +308,81 @@ ROWS = [
     Row("smooth_linears", mlp, mlp_batch, _smooth_linears, io_round_trip(smoothed_mlp)),
     Row("to_int8[onnxruntime-static]", conv_net, conv_batch, _to_int8("onnxruntime", "static"), onnx_round_trip),
     Row("to_int8[onnxruntime-dynamic]", mlp, mlp_batch, _to_int8("onnxruntime", "dynamic"), onnx_round_trip),
-    Row("to_int8[torchao-dynamic]", mlp, mlp_batch, _to_int8("torchao", "dynamic"), None,
-        no_file="PyTorch-eager INT8: the Int8Model runs in this process and writes no file"),
-    Row("to_int8[torch_fx-static]", conv_net, conv_batch, _to_int8("torch_fx", "static"), None,
-        no_file="PyTorch-eager INT8: the Int8Model runs in this process and writes no file"),
-    Row("to_int8[torch_fx-dynamic]", mlp, mlp_batch, _to_int8("torch_fx", "dynamic"), None,
-        no_file="PyTorch-eager INT8: the Int8Model runs in this process and writes no file"),
+    Row(
+        "to_int8[torchao-dynamic]",
+        mlp,
+        mlp_batch,
+        _to_int8("torchao", "dynamic"),
+        None,
+        no_file="PyTorch-eager INT8: the Int8Model runs in this process and writes no file",
+    ),
+    Row(
+        "to_int8[torch_fx-static]",
+        conv_net,
+        conv_batch,
+        _to_int8("torch_fx", "static"),
+        None,
+        no_file="PyTorch-eager INT8: the Int8Model runs in this process and writes no file",
+    ),
+    Row(
+        "to_int8[torch_fx-dynamic]",
+        mlp,
+        mlp_batch,
+        _to_int8("torch_fx", "dynamic"),
+        None,
+        no_file="PyTorch-eager INT8: the Int8Model runs in this process and writes no file",
+    ),
     Row("distill", mlp, mlp_batch, _distill, io_round_trip(None)),
     Row("finetune_pruned_with_kd", mlp, mlp_batch, _finetune_pruned_with_kd, io_round_trip(None)),
     Row("qat_with_teacher", quantized_mlp, mlp_batch, _qat_with_teacher, quantized_round_trip, hooks=True),
-    Row("quantize_rtn", llama, lambda: LM_IDS, _lm("slimtorch.quantize.rtn.quantize_rtn", G, False),
-        lm_round_trip),
-    Row("quantize_hqq", llama, lambda: LM_IDS, _lm("slimtorch.quantize.hqq.quantize_hqq", G, False),
-        lm_round_trip),
-    Row("quantize_gptq", llama, lambda: LM_IDS, _lm("slimtorch.quantize.gptq.quantize_gptq", G, True),
-        lm_round_trip, threads=2),
-    Row("quantize_awq", llama, lambda: LM_IDS, _lm("slimtorch.quantize.awq.quantize_awq", G, True),
-        lm_round_trip),
-    Row("quantize_w8a8", llama, lambda: LM_IDS, _lm("slimtorch.quantize.w8a8.quantize_w8a8", {}, True),
-        None, no_file="a float simulation of W8A8 for perplexity; deployment goes through to_int8"),
-    Row("quantize_embedding", llama, lambda: LM_IDS,
-        _lm("slimtorch.quantize.qembedding.quantize_embedding", {"bits": 8}, False), lm_round_trip),
-    Row("prune_magnitude_lm", llama, lambda: LM_IDS, _lm("slimtorch.prune.prune_magnitude_lm", {"sparsity": 0.5}, False),
-        io_round_trip(llama)),
-    Row("prune_wanda", llama, lambda: LM_IDS, _lm("slimtorch.prune.prune_wanda", {"sparsity": 0.5}, True),
-        io_round_trip(llama)),
-    Row("prune_sparsegpt", llama, lambda: LM_IDS, _lm("slimtorch.prune.prune_sparsegpt", {"sparsity": 0.5}, True),
-        io_round_trip(llama), threads=2),
+    Row("quantize_rtn", llama, lambda: LM_IDS, _lm("slimtorch.quantize.rtn.quantize_rtn", G, False), lm_round_trip),
+    Row("quantize_hqq", llama, lambda: LM_IDS, _lm("slimtorch.quantize.hqq.quantize_hqq", G, False), lm_round_trip),
+    Row(
+        "quantize_gptq",
+        llama,
+        lambda: LM_IDS,
+        _lm("slimtorch.quantize.gptq.quantize_gptq", G, True),
+        lm_round_trip,
+        threads=2,
+    ),
+    Row("quantize_awq", llama, lambda: LM_IDS, _lm("slimtorch.quantize.awq.quantize_awq", G, True), lm_round_trip),
+    Row(
+        "quantize_w8a8",
+        llama,
+        lambda: LM_IDS,
+        _lm("slimtorch.quantize.w8a8.quantize_w8a8", {}, True),
+        None,
+        no_file="a float simulation of W8A8 for perplexity; deployment goes through to_int8",
+    ),
+    Row(
+        "quantize_embedding",
+        llama,
+        lambda: LM_IDS,
+        _lm("slimtorch.quantize.qembedding.quantize_embedding", {"bits": 8}, False),
+        lm_round_trip,
+    ),
+    Row(
+        "prune_magnitude_lm",
+        llama,
+        lambda: LM_IDS,
+        _lm("slimtorch.prune.prune_magnitude_lm", {"sparsity": 0.5}, False),
+        io_round_trip(llama),
+    ),
+    Row(
+        "prune_wanda",
+        llama,
+        lambda: LM_IDS,
+        _lm("slimtorch.prune.prune_wanda", {"sparsity": 0.5}, True),
+        io_round_trip(llama),
+    ),
+    Row(
+        "prune_sparsegpt",
+        llama,
+        lambda: LM_IDS,
+        _lm("slimtorch.prune.prune_sparsegpt", {"sparsity": 0.5}, True),
+        io_round_trip(llama),
+        threads=2,
+    ),
 ]
 
 
@@ -390,8 +444,11 @@ def fingerprint(model: nn.Module) -> dict[str, Any]:
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return (a["modules"] == b["modules"] and a["state"].keys() == b["state"].keys()
-            and all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"]))
+    return (
+        a["modules"] == b["modules"]
+        and a["state"].keys() == b["state"].keys()
+        and all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    )
 
 
 def logits(out: Any) -> torch.Tensor:
@@ -408,7 +465,9 @@ class Ran:
     result: Any
     state_changes: dict[str, Any]
     batch: torch.Tensor
-    inplace: tuple[nn.Module, dict[str, Any], Any] | None  # a second run with inplace=True: (input, its snapshot, result)
+    inplace: (
+        tuple[nn.Module, dict[str, Any], Any] | None
+    )  # a second run with inplace=True: (input, its snapshot, result)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -502,8 +561,9 @@ def test_inplace_true_returns_the_input_model_changed(ran):
 def test_inplace_true_gives_the_same_model_as_the_copy(ran):
     """The keyword changes where the result lives, not what it is."""
     with torch.no_grad():
-        torch.testing.assert_close(logits(ran.inplace[2](ran.batch)), logits(ran.result(ran.batch)),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            logits(ran.inplace[2](ran.batch)), logits(ran.result(ran.batch)), rtol=1e-4, atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("ran", FILE_ROWS, ids=[r.id for r in FILE_ROWS], indirect=True)
@@ -552,11 +612,22 @@ def test_the_table_covers_every_public_transform():
     import importlib
     import inspect
 
-    packages = ["slimtorch.prune", "slimtorch.prune.structured", "slimtorch.quantize", "slimtorch.deploy",
-                "slimtorch.distill"]
-    lm_modules = ["slimtorch.quantize.rtn", "slimtorch.quantize.hqq", "slimtorch.quantize.gptq",
-                  "slimtorch.quantize.awq", "slimtorch.quantize.w8a8", "slimtorch.quantize.qembedding",
-                  "slimtorch.deploy.smooth"]
+    packages = [
+        "slimtorch.prune",
+        "slimtorch.prune.structured",
+        "slimtorch.quantize",
+        "slimtorch.deploy",
+        "slimtorch.distill",
+    ]
+    lm_modules = [
+        "slimtorch.quantize.rtn",
+        "slimtorch.quantize.hqq",
+        "slimtorch.quantize.gptq",
+        "slimtorch.quantize.awq",
+        "slimtorch.quantize.w8a8",
+        "slimtorch.quantize.qembedding",
+        "slimtorch.deploy.smooth",
+    ]
     public = set()
     for name in packages + lm_modules:
         mod = importlib.import_module(name)
@@ -569,8 +640,11 @@ def test_the_table_covers_every_public_transform():
                 continue  # imported there from elsewhere
             sig = inspect.signature(fn)
             params = list(sig.parameters)
-            if params and params[0] in TAKES_A_MODEL and sig.return_annotation in ("nn.Module", "Int8Model",
-                                                                                    "FitResult"):
+            if (
+                params
+                and params[0] in TAKES_A_MODEL
+                and sig.return_annotation in ("nn.Module", "Int8Model", "FitResult")
+            ):
                 public.add(n)
     rows = {r.id.split("[")[0] for r in ROWS}
     assert {"prune", "quantize_model", "to_int8", "distill", "quantize_gptq"} <= public  # the scan finds verbs
@@ -622,51 +696,147 @@ class Configured:
 
 G8 = {"grid": {"bits": 4, "group_size": 32}}
 CONFIGURED = {
-    "prune": Configured("slimtorch.prune.prune", mlp, _with_data(), {"sparsity": 0.5}, {"sparsity": 1.5},
-                        "sparsity"),
-    "prune_iterative": Configured("slimtorch.prune.prune_iterative", mlp,
-                                  _with_data(labelled(mlp_batch(), 4), _TRAIN, steps=1, verbose=False),
-                                  {"sparsity": 0.5}, {"per_layer": {"head": 2.0}}, "per_layer.head"),
-    "prune_channels": Configured("slimtorch.prune.structured.prune_channels", conv_net, _with_data(conv_batch()[:2]),
-                                 {"ratio": 0.5}, {"ratio": 1.0}, "ratio", conv_batch),
-    "prune_finetune": Configured("slimtorch.prune.structured.prune_finetune", conv_net,
-                                 _with_data(conv_batch()[:2], labelled(conv_batch(), 5), _TRAIN, verbose=False),
-                                 {"ratio": 0.5}, {"round_to": 0}, "round_to", conv_batch),
-    "quantize_model": Configured("slimtorch.quantize.quantize_model", mlp, _with_data(labelled(mlp_batch(), 4)),
-                                 {"weight_bits": 4, "calib_batches": 2, "calib_batch_size": 8}, {"weight_bits": 9},
-                                 "weight_bits"),
-    "kmeans_share": Configured("slimtorch.quantize.kmeans_share", mlp, _with_data(), {"bits": 3, "iters": 10},
-                               {"per_layer": {"head": 0}}, "per_layer.head"),
-    "clip_weights": Configured("slimtorch.quantize.clip_weights", mlp, _with_data(), {"threshold": 0.1},
-                               {"threshold": -1.0}, "threshold"),
-    "to_int8": Configured("slimtorch.deploy.to_int8", mlp, lambda fn, m, c: fn(m, mlp_batch(), c),
-                          {"backend": "torch_fx", "mode": "dynamic"}, {"calib_batches": 0}, "calib_batches"),
-    "distill": Configured("slimtorch.distill.distill", mlp, _distill_call, _KD,
-                          {"train": {**_TRAIN, "optimizer": {"lr": 0}}}, "train.optimizer.lr"),
-    "finetune_pruned_with_kd": Configured("slimtorch.distill.finetune_pruned_with_kd", mlp, _kd_call, _KD,
-                                          {"temperature": 0}, "temperature"),
-    "qat_with_teacher": Configured("slimtorch.distill.qat_with_teacher", quantized_mlp, _kd_call, _KD,
-                                   {"alpha": 2.0}, "alpha"),
-    "quantize_rtn": Configured("slimtorch.quantize.rtn.quantize_rtn", llama, _with_data(), G8,
-                               {"grid": {"bits": 1}}, "grid.bits", lambda: LM_IDS),
-    "quantize_hqq": Configured("slimtorch.quantize.hqq.quantize_hqq", llama, _with_data(), G8,
-                               {"grid": {"group_size": 0}}, "grid.group_size", lambda: LM_IDS),
-    "quantize_gptq": Configured("slimtorch.quantize.gptq.quantize_gptq", llama, _with_data(LM_IDS), G8,
-                                {"damp": -1.0}, "damp", lambda: LM_IDS),
-    "quantize_awq": Configured("slimtorch.quantize.awq.quantize_awq", llama, _with_data(LM_IDS), {**G8, "n_grid": 3},
-                               {"n_grid": 0}, "n_grid", lambda: LM_IDS),
-    "quantize_w8a8": Configured("slimtorch.quantize.w8a8.quantize_w8a8", llama, _with_data(LM_IDS), {},
-                                {"alpha": 2.0}, "alpha", lambda: LM_IDS),
-    "quantize_embedding": Configured("slimtorch.quantize.qembedding.quantize_embedding", llama, _with_data(),
-                                     {"bits": 8}, {"bits": 1}, "bits", lambda: LM_IDS),
-    "prune_magnitude_lm": Configured("slimtorch.prune.prune_magnitude_lm", llama, _with_data(), {"sparsity": 0.5},
-                                     {"sparsity": 1.5}, "sparsity", lambda: LM_IDS),
-    "prune_wanda": Configured("slimtorch.prune.prune_wanda", llama, _with_data(LM_IDS), {"sparsity": 0.5},
-                              {"sparsity": 1.5}, "sparsity", lambda: LM_IDS),
-    "prune_sparsegpt": Configured("slimtorch.prune.prune_sparsegpt", llama, _with_data(LM_IDS), {"sparsity": 0.5},
-                                  {"sparsity": 1.5}, "sparsity", lambda: LM_IDS),
+    "prune": Configured("slimtorch.prune.prune", mlp, _with_data(), {"sparsity": 0.5}, {"sparsity": 1.5}, "sparsity"),
+    "prune_iterative": Configured(
+        "slimtorch.prune.prune_iterative",
+        mlp,
+        _with_data(labelled(mlp_batch(), 4), _TRAIN, steps=1, verbose=False),
+        {"sparsity": 0.5},
+        {"per_layer": {"head": 2.0}},
+        "per_layer.head",
+    ),
+    "prune_channels": Configured(
+        "slimtorch.prune.structured.prune_channels",
+        conv_net,
+        _with_data(conv_batch()[:2]),
+        {"ratio": 0.5},
+        {"ratio": 1.0},
+        "ratio",
+        conv_batch,
+    ),
+    "prune_finetune": Configured(
+        "slimtorch.prune.structured.prune_finetune",
+        conv_net,
+        _with_data(conv_batch()[:2], labelled(conv_batch(), 5), _TRAIN, verbose=False),
+        {"ratio": 0.5},
+        {"round_to": 0},
+        "round_to",
+        conv_batch,
+    ),
+    "quantize_model": Configured(
+        "slimtorch.quantize.quantize_model",
+        mlp,
+        _with_data(labelled(mlp_batch(), 4)),
+        {"weight_bits": 4, "calib_batches": 2, "calib_batch_size": 8},
+        {"weight_bits": 9},
+        "weight_bits",
+    ),
+    "kmeans_share": Configured(
+        "slimtorch.quantize.kmeans_share",
+        mlp,
+        _with_data(),
+        {"bits": 3, "iters": 10},
+        {"per_layer": {"head": 0}},
+        "per_layer.head",
+    ),
+    "clip_weights": Configured(
+        "slimtorch.quantize.clip_weights", mlp, _with_data(), {"threshold": 0.1}, {"threshold": -1.0}, "threshold"
+    ),
+    "to_int8": Configured(
+        "slimtorch.deploy.to_int8",
+        mlp,
+        lambda fn, m, c: fn(m, mlp_batch(), c),
+        {"backend": "torch_fx", "mode": "dynamic"},
+        {"calib_batches": 0},
+        "calib_batches",
+    ),
+    "distill": Configured(
+        "slimtorch.distill.distill",
+        mlp,
+        _distill_call,
+        _KD,
+        {"train": {**_TRAIN, "optimizer": {"lr": 0}}},
+        "train.optimizer.lr",
+    ),
+    "finetune_pruned_with_kd": Configured(
+        "slimtorch.distill.finetune_pruned_with_kd", mlp, _kd_call, _KD, {"temperature": 0}, "temperature"
+    ),
+    "qat_with_teacher": Configured(
+        "slimtorch.distill.qat_with_teacher", quantized_mlp, _kd_call, _KD, {"alpha": 2.0}, "alpha"
+    ),
+    "quantize_rtn": Configured(
+        "slimtorch.quantize.rtn.quantize_rtn",
+        llama,
+        _with_data(),
+        G8,
+        {"grid": {"bits": 1}},
+        "grid.bits",
+        lambda: LM_IDS,
+    ),
+    "quantize_hqq": Configured(
+        "slimtorch.quantize.hqq.quantize_hqq",
+        llama,
+        _with_data(),
+        G8,
+        {"grid": {"group_size": 0}},
+        "grid.group_size",
+        lambda: LM_IDS,
+    ),
+    "quantize_gptq": Configured(
+        "slimtorch.quantize.gptq.quantize_gptq", llama, _with_data(LM_IDS), G8, {"damp": -1.0}, "damp", lambda: LM_IDS
+    ),
+    "quantize_awq": Configured(
+        "slimtorch.quantize.awq.quantize_awq",
+        llama,
+        _with_data(LM_IDS),
+        {**G8, "n_grid": 3},
+        {"n_grid": 0},
+        "n_grid",
+        lambda: LM_IDS,
+    ),
+    "quantize_w8a8": Configured(
+        "slimtorch.quantize.w8a8.quantize_w8a8", llama, _with_data(LM_IDS), {}, {"alpha": 2.0}, "alpha", lambda: LM_IDS
+    ),
+    "quantize_embedding": Configured(
+        "slimtorch.quantize.qembedding.quantize_embedding",
+        llama,
+        _with_data(),
+        {"bits": 8},
+        {"bits": 1},
+        "bits",
+        lambda: LM_IDS,
+    ),
+    "prune_magnitude_lm": Configured(
+        "slimtorch.prune.prune_magnitude_lm",
+        llama,
+        _with_data(),
+        {"sparsity": 0.5},
+        {"sparsity": 1.5},
+        "sparsity",
+        lambda: LM_IDS,
+    ),
+    "prune_wanda": Configured(
+        "slimtorch.prune.prune_wanda",
+        llama,
+        _with_data(LM_IDS),
+        {"sparsity": 0.5},
+        {"sparsity": 1.5},
+        "sparsity",
+        lambda: LM_IDS,
+    ),
+    "prune_sparsegpt": Configured(
+        "slimtorch.prune.prune_sparsegpt",
+        llama,
+        _with_data(LM_IDS),
+        {"sparsity": 0.5},
+        {"sparsity": 1.5},
+        "sparsity",
+        lambda: LM_IDS,
+    ),
 }
-CONFIG_CALLS = {name: (lambda c=c: c.call(verb(c.path), c.model(), {**c.good, **BAD})) for name, c in CONFIGURED.items()}
+CONFIG_CALLS = {
+    name: (lambda c=c: c.call(verb(c.path), c.model(), {**c.good, **BAD})) for name, c in CONFIGURED.items()
+}
 
 
 def config_class(c: Configured) -> type:
@@ -726,8 +896,7 @@ def test_object_dict_and_none_give_the_same_model(name, tmp_path):
             with pytest.raises(ConfigError, match="threshold"):
                 c.call(fn, c.model(), None)
             return
-        if name in ("distill", "finetune_pruned_with_kd", "qat_with_teacher", "prune_iterative",
-                    "prune_finetune"):
+        if name in ("distill", "finetune_pruned_with_kd", "qat_with_teacher", "prune_iterative", "prune_finetune"):
             return  # their defaults train for many epochs; the dict / object case above covers the path
         as_none = outputs(c.call(fn, c.model(), None), x)
         torch.testing.assert_close(as_none, outputs(c.call(fn, c.model(), cls()), x), rtol=1e-5, atol=1e-5)

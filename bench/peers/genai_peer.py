@@ -66,8 +66,14 @@ KINDS: dict[str, tuple[str, dict[str, str]]] = {
     "int4_all": ("int4", {"block_size": str(BLOCK_SIZE)}),
 }
 # Hugging Face files the builder reads from the input folder (weights, config, tokenizer)
-_INPUT_FILES = ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-                "generation_config.json", "special_tokens_map.json")
+_INPUT_FILES = (
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "special_tokens_map.json",
+)
 
 
 def cache_root() -> Path:
@@ -83,20 +89,40 @@ def require_genai():
         raise ImportError("onnxruntime-genai is not installed: run `bash bench/peers/setup_genai.sh`") from exc
     version = importlib.metadata.version("onnxruntime-genai")
     if version != GENAI_VERSION:
-        raise ImportError(f"onnxruntime-genai {version} is installed, this peer is written for {GENAI_VERSION} "
-                          "(builder option names and defaults move between releases): run "
-                          "`bash bench/peers/setup_genai.sh`")
+        raise ImportError(
+            f"onnxruntime-genai {version} is installed, this peer is written for {GENAI_VERSION} "
+            "(builder option names and defaults move between releases): run "
+            "`bash bench/peers/setup_genai.sh`"
+        )
     return og
 
 
-def builder_command(kind: str, input_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                    cache_dir: str | os.PathLike, python: str = sys.executable) -> list[str]:
+def builder_command(
+    kind: str,
+    input_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    python: str = sys.executable,
+) -> list[str]:
     """The exact model-builder command line for ``kind``."""
     if kind not in KINDS:
         raise ValueError(f"unknown genai build kind {kind!r}; choose from {', '.join(KINDS)}")
     precision, extra = KINDS[kind]
-    cmd = [python, "-m", "onnxruntime_genai.models.builder", "-i", str(input_dir), "-o", str(out_dir),
-           "-p", precision, "-e", "cpu", "-c", str(cache_dir)]
+    cmd = [
+        python,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(input_dir),
+        "-o",
+        str(out_dir),
+        "-p",
+        precision,
+        "-e",
+        "cpu",
+        "-c",
+        str(cache_dir),
+    ]
     if extra:
         cmd += ["--extra_options", *(f"{k}={v}" for k, v in extra.items())]
     return cmd
@@ -111,8 +137,10 @@ def builder_config(hf_config: dict) -> dict:
     cfg = dict(hf_config)
     if not cfg.get("architectures"):
         if cfg.get("model_type") != "llama":
-            raise ValueError(f"cannot name the architecture of a {cfg.get('model_type')!r} config without "
-                             "'architectures'; only Llama-type folders (SmolLM2) are handled")
+            raise ValueError(
+                f"cannot name the architecture of a {cfg.get('model_type')!r} config without "
+                "'architectures'; only Llama-type folders (SmolLM2) are handled"
+            )
         cfg["architectures"] = ["LlamaForCausalLM"]
     return cfg
 
@@ -130,12 +158,16 @@ def stage_input(hf_dir: Path, stage: Path) -> Path:
 
 def model_bytes(model_dir: str | os.PathLike) -> int:
     """Bytes of the ONNX graph and its external weights (``*.onnx``, ``*.onnx.data``, ``*.data``)."""
-    return sum(f.stat().st_size for f in Path(model_dir).iterdir()
-               if f.is_file() and (f.suffix == ".onnx" or f.name.endswith(".data")))
+    return sum(
+        f.stat().st_size
+        for f in Path(model_dir).iterdir()
+        if f.is_file() and (f.suffix == ".onnx" or f.name.endswith(".data"))
+    )
 
 
-def build(kind: str, out_dir: str | os.PathLike | None = None, hf_dir: str | os.PathLike | None = None,
-          nice: int = 10) -> dict:
+def build(
+    kind: str, out_dir: str | os.PathLike | None = None, hf_dir: str | os.PathLike | None = None, nice: int = 10
+) -> dict:
     """Build ``kind`` into ``out_dir`` (default ``cache_root()/kind``) unless it is there; return facts.
 
     The folder is written atomically (a finished build or none), and ``build.json``
@@ -151,6 +183,7 @@ def build(kind: str, out_dir: str | os.PathLike | None = None, hf_dir: str | os.
         require_genai()
         if hf_dir is None:
             from slimtorch.models.llm import hf_directory
+
             hf_dir = hf_directory()
         precision, extra = KINDS[kind]
         with tempfile.TemporaryDirectory(prefix="genai_build_") as tmp, atomic_dir(out) as dest:
@@ -158,24 +191,33 @@ def build(kind: str, out_dir: str | os.PathLike | None = None, hf_dir: str | os.
             cmd = builder_command(kind, stage, dest, Path(tmp) / "cache")
             t0 = time.perf_counter()
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-            proc = subprocess.run(["nice", "-n", str(nice), *cmd] if nice else cmd, capture_output=True, text=True,
-                                  env=env, check=False)  # its output goes into the error below
+            proc = subprocess.run(
+                ["nice", "-n", str(nice), *cmd] if nice else cmd, capture_output=True, text=True, env=env, check=False
+            )  # its output goes into the error below
             if proc.returncode != 0 or not (dest / "model.onnx").is_file():
-                raise RuntimeError(f"onnxruntime-genai builder failed for {kind} (exit {proc.returncode}):\n"
-                                   f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+                raise RuntimeError(
+                    f"onnxruntime-genai builder failed for {kind} (exit {proc.returncode}):\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                )
             facts = {
-                "kind": kind, "precision": precision, "extra_options": extra, "execution_provider": "cpu",
+                "kind": kind,
+                "precision": precision,
+                "extra_options": extra,
+                "execution_provider": "cpu",
                 "command": "python -m onnxruntime_genai.models.builder -i <hf_directory> -o <out> "
-                           + " ".join(cmd[cmd.index("-p"):cmd.index("-c")])
-                           + ("" if not extra else " --extra_options " + " ".join(f"{k}={v}" for k, v in extra.items())),
-                "input": str(hf_dir), "onnxruntime_genai": importlib.metadata.version("onnxruntime-genai"),
+                + " ".join(cmd[cmd.index("-p") : cmd.index("-c")])
+                + ("" if not extra else " --extra_options " + " ".join(f"{k}={v}" for k, v in extra.items())),
+                "input": str(hf_dir),
+                "onnxruntime_genai": importlib.metadata.version("onnxruntime-genai"),
                 "build_seconds": round(time.perf_counter() - t0, 1),
             }
             (dest / "build.json").write_text(json.dumps(facts, indent=2) + "\n")
     facts = json.loads((out / "build.json").read_text())
     if (facts.get("precision"), facts.get("extra_options")) != KINDS[kind]:
-        raise ValueError(f"{out} holds a {facts.get('precision')} build with {facts.get('extra_options')}, not "
-                         f"{kind} = {KINDS[kind]}: delete the folder to rebuild it")
+        raise ValueError(
+            f"{out} holds a {facts.get('precision')} build with {facts.get('extra_options')}, not "
+            f"{kind} = {KINDS[kind]}: delete the folder to rebuild it"
+        )
     return {**facts, "model_dir": str(out), "size_bytes": model_bytes(out), **graph_facts(out)}
 
 
@@ -199,19 +241,24 @@ def graph_facts(model_dir: str | os.PathLike) -> dict:
         if node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             zero_points = len(node.input) > 3 and bool(node.input[3])
-            quant.add((node.op_type, attrs.get("bits", 4), attrs.get("block_size"), attrs.get("accuracy_level"),
-                       zero_points))
+            quant.add(
+                (node.op_type, attrs.get("bits", 4), attrs.get("block_size"), attrs.get("accuracy_level"), zero_points)
+            )
     keys = ("op", "bits", "block_size", "accuracy_level", "zero_points")
-    return {"ops": dict(sorted(ops.items())), "lm_head_op": lm_head,
-            "quantized": [dict(zip(keys, q)) for q in sorted(quant, key=str)]}
+    return {
+        "ops": dict(sorted(ops.items())),
+        "lm_head_op": lm_head,
+        "quantized": [dict(zip(keys, q)) for q in sorted(quant, key=str)],
+    }
 
 
 def session_overlay(threads: int) -> dict:
     """The genai_config overlay that sets the decoder session's intra-op threads (and one inter-op thread)."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    return {"model": {"decoder": {"session_options": {"intra_op_num_threads": int(threads),
-                                                       "inter_op_num_threads": 1}}}}
+    return {
+        "model": {"decoder": {"session_options": {"intra_op_num_threads": int(threads), "inter_op_num_threads": 1}}}
+    }
 
 
 def load_genai(model_dir: str | os.PathLike, threads: int):
@@ -224,8 +271,14 @@ def load_genai(model_dir: str | os.PathLike, threads: int):
     return og.Model(config)
 
 
-def decode_tokens_per_s(model_dir: str | os.PathLike, prompt_ids, new_tokens: int = 64, threads: int = 2,
-                        force_length: bool = True, model=None) -> dict:
+def decode_tokens_per_s(
+    model_dir: str | os.PathLike,
+    prompt_ids,
+    new_tokens: int = 64,
+    threads: int = 2,
+    force_length: bool = True,
+    model=None,
+) -> dict:
     """Greedy batch-1 generation with the genai API; times the prompt and the cached decode steps apart.
 
     Returns ``decode_tokens_per_s`` (KV-cached steps per second), ``prefill_seconds``
@@ -256,9 +309,14 @@ def decode_tokens_per_s(model_dir: str | os.PathLike, prompt_ids, new_tokens: in
     steps = len(out) - 1
     return {
         "decode_tokens_per_s": round(steps / (t2 - t1), 2) if steps else None,
-        "prefill_seconds": round(t1 - t0, 4), "decode_seconds": round(t2 - t1, 4),
-        "prompt_tokens": int(prompt.size), "new_tokens": len(out), "decode_steps": steps,
-        "threads": threads, "min_length_forced": force_length, "generated_ids": out,
+        "prefill_seconds": round(t1 - t0, 4),
+        "decode_seconds": round(t2 - t1, 4),
+        "prompt_tokens": int(prompt.size),
+        "new_tokens": len(out),
+        "decode_steps": steps,
+        "threads": threads,
+        "min_length_forced": force_length,
+        "generated_ids": out,
     }
 
 
@@ -327,8 +385,14 @@ def perplexity(model_dir: str | os.PathLike, windows, threads: int = 1) -> dict:
         s, c = window_nll(logits[0], ids)
         total, count = total + s, count + c
     nll = total / count
-    return {"perplexity": round(math.exp(nll), 3), "nll": nll, "tokens_scored": count,
-            "windows": len(windows), "seconds": round(time.perf_counter() - t0, 1), "threads": threads}
+    return {
+        "perplexity": round(math.exp(nll), 3),
+        "nll": nll,
+        "tokens_scored": count,
+        "windows": len(windows),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "threads": threads,
+    }
 
 
 def deploy_keys(kinds: dict[str, dict]) -> dict:
@@ -374,8 +438,11 @@ def main(argv: list[str] | None = None) -> None:
     wins = test_windows(args.test_windows)
     prompt = np.asarray(wins[0][: args.prompt_tokens])
     kinds = args.kinds.split(",")
-    report: dict = {"onnxruntime_genai": importlib.metadata.version("onnxruntime-genai"),
-                    "onnxruntime": importlib.metadata.version("onnxruntime"), "kinds": {k: build(k) for k in kinds}}
+    report: dict = {
+        "onnxruntime_genai": importlib.metadata.version("onnxruntime-genai"),
+        "onnxruntime": importlib.metadata.version("onnxruntime"),
+        "kinds": {k: build(k) for k in kinds},
+    }
     models = {k: load_genai(report["kinds"][k]["model_dir"], args.threads) for k in kinds}
     for _ in range(args.rounds):  # rounds interleave the kinds, so a burst of load hits all of them alike
         for k in kinds:

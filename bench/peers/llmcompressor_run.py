@@ -59,17 +59,31 @@ def recipe_for(config: str):
     if config.startswith("gptq_w4g"):
         from llmcompressor.modifiers.quantization import GPTQModifier
 
-        group = int(config[len("gptq_w4g"):])
-        scheme = {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int", "symmetric": True,
-                                                     "strategy": "group", "group_size": group}}
-        desc = {"modifier": "GPTQModifier", "num_bits": 4, "symmetric": True, "strategy": "group",
-                "group_size": group, "ignore": ["lm_head"], "defaults": "actorder static, dampening 0.01, block 128"}
+        group = int(config[len("gptq_w4g") :])
+        scheme = {
+            "targets": ["Linear"],
+            "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": group},
+        }
+        desc = {
+            "modifier": "GPTQModifier",
+            "num_bits": 4,
+            "symmetric": True,
+            "strategy": "group",
+            "group_size": group,
+            "ignore": ["lm_head"],
+            "defaults": "actorder static, dampening 0.01, block 128",
+        }
         return GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"]), desc
     if config == "sparsegpt_50":
         from llmcompressor.modifiers.pruning import SparseGPTModifier
 
-        desc = {"modifier": "SparseGPTModifier", "sparsity": 0.5, "mask_structure": "0:0",
-                "ignore": ["re:.*lm_head"], "defaults": "dampening 0.01, block 128"}
+        desc = {
+            "modifier": "SparseGPTModifier",
+            "sparsity": 0.5,
+            "mask_structure": "0:0",
+            "ignore": ["re:.*lm_head"],
+            "defaults": "dampening 0.01, block 128",
+        }
         return SparseGPTModifier(sparsity=0.5, mask_structure="0:0", ignore=["re:.*lm_head"]), desc
     raise SystemExit(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
 
@@ -145,14 +159,14 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     try:
         facts["version"] = importlib.metadata.version("llmcompressor")
-        facts["environment"] = {d: importlib.metadata.version(d)
-                                for d in ("torch", "transformers", "compressed-tensors")}
+        facts["environment"] = {
+            d: importlib.metadata.version(d) for d in ("torch", "transformers", "compressed-tensors")
+        }
         import torch
         from datasets import Dataset
+        from llmcompressor import oneshot
         from safetensors.torch import load_file, save_file
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from llmcompressor import oneshot
 
         torch.set_num_threads(args.threads)
         facts["threads"] = args.threads
@@ -166,8 +180,15 @@ def main(argv=None) -> int:
         facts["rss_before_oneshot_mb"] = round(rss_now_mb(), 1)
         t0 = time.perf_counter()
         try:
-            oneshot(model=model, tokenizer=tokenizer, dataset=ds, recipe=recipe, num_calibration_samples=int(n),
-                    max_seq_length=int(length), shuffle_calibration_samples=False)
+            oneshot(
+                model=model,
+                tokenizer=tokenizer,
+                dataset=ds,
+                recipe=recipe,
+                num_calibration_samples=int(n),
+                max_seq_length=int(length),
+                shuffle_calibration_samples=False,
+            )
         finally:
             facts["calib_seconds"] = round(time.perf_counter() - t0, 3)
             facts["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -178,8 +199,10 @@ def main(argv=None) -> int:
             weights[name + ".weight"] = w.contiguous()
             drift = max(drift, d or 0.0)
         if args.config.startswith("gptq"):
-            facts["notes"].append(f"weights written as compressed-tensors' fake_quantize(weight, scale, zero_point); "
-                                  f"max |that - module.weight| = {drift:.3g}")
+            facts["notes"].append(
+                f"weights written as compressed-tensors' fake_quantize(weight, scale, zero_point); "
+                f"max |that - module.weight| = {drift:.3g}"
+            )
         else:
             zeros = sum(int((w == 0).sum()) for w in weights.values())
             facts["sparsity"] = round(zeros / sum(w.numel() for w in weights.values()), 4)

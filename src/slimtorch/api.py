@@ -60,8 +60,11 @@ def example_input(model: nn.Module, batch: int = 1):
 
     shape = getattr(model, "example_input_shape", None)
     if shape is None:
-        raise ConfigError(f"{type(model).__name__} declares no example_input_shape; give data to take inputs from "
-                          "(e.g. --data mnist) or set model.example_input_shape", field="data")  # fmt: skip
+        raise ConfigError(
+            f"{type(model).__name__} declares no example_input_shape; give data to take inputs from "
+            "(e.g. --data mnist) or set model.example_input_shape",
+            field="data",
+        )
     shape = (batch, *tuple(shape)[1:])
     dtype = getattr(model, "input_dtype", torch.float32)
     if dtype.is_floating_point:

@@ -31,7 +31,9 @@ def _bounded(kind: type, low: float, inclusive: bool = True):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if value != value or (value < low if inclusive else value <= low):  # NaN fails too
             raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low:g}, got {text}")
         return value
@@ -59,12 +61,19 @@ def _json_object(text: str) -> dict:
 def add_model_args(p: argparse.ArgumentParser, what: str = "model file, run folder or zoo name") -> None:
     """``MODEL`` plus ``--class/--kwargs`` (your own class) and ``--hf/--task`` (a checkpoint directory)."""
     p.add_argument("model", nargs="?", help=f"{what}; with --class: its weights file")
-    p.add_argument("--class", dest="class_ref", metavar="MODULE:CLASS",
-                   help="your model class, 'pkg.module:Name' or 'path/file.py:Name' (imported: runs that code)")
+    p.add_argument(
+        "--class",
+        dest="class_ref",
+        metavar="MODULE:CLASS",
+        help="your model class, 'pkg.module:Name' or 'path/file.py:Name' (imported: runs that code)",
+    )
     p.add_argument("--kwargs", type=_json_object, help="the class's constructor arguments as JSON")
     p.add_argument("--hf", metavar="DIR", help="a Hugging Face checkpoint directory on disk (offline)")
-    p.add_argument("--task", choices=["sequence-classification", "sentence-embedding", "causal-lm"],
-                   help="with --hf (default sequence-classification)")  # fmt: skip
+    p.add_argument(
+        "--task",
+        choices=["sequence-classification", "sentence-embedding", "causal-lm"],
+        help="with --hf (default sequence-classification)",
+    )
 
 
 def model_from_args(args: argparse.Namespace):
@@ -74,8 +83,12 @@ def model_from_args(args: argparse.Namespace):
 
 
 def _add_data_args(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
-    p.add_argument("--data", default=default, help="dataset name (see `slimtorch list`)"
-                   + ("; default mnist, text for a language model" if default is None else ""))
+    p.add_argument(
+        "--data",
+        default=default,
+        help="dataset name (see `slimtorch list`)"
+        + ("; default mnist, text for a language model" if default is None else ""),
+    )
     p.add_argument("--data-folder", help="folder for datasets read from files (idx, cifar10)")
 
 
@@ -93,8 +106,16 @@ def _relaunch_with_torchrun(nproc: int) -> int:
     argv = sys.argv[1:]
     i = argv.index("--nproc")
     argv = argv[:i] + argv[i + 2 :]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "slimtorch", *argv]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "slimtorch",
+        *argv,
+    ]
     return subprocess.call(cmd)
 
 
@@ -161,12 +182,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.force and not args.resume:
         raise SlimtorchError(f"'{out}' exists; pass --force to overwrite it or --resume to continue")
-    cfg = TrainConfig.from_dict({
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "optimizer": OptimizerConfig.from_dict({"lr": args.lr, "weight_decay": args.weight_decay, "nesterov": True}),
-    })  # fmt: skip
+    cfg = TrainConfig.from_dict(
+        {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "optimizer": OptimizerConfig.from_dict(
+                {"lr": args.lr, "weight_decay": args.weight_decay, "nesterov": True}
+            ),
+        }
+    )
     seed_everything(args.seed)
     set_threads(args.threads)
     model = model_from_args(args)
@@ -179,11 +204,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from slimtorch.cli_lm import eval_lm, load_model_arg
+    from slimtorch.cli_lm import eval_lm, load_model_arg, load_onnx_arg
     from slimtorch.measure.lm import is_causal_lm
     from slimtorch.train import evaluate
-
-    from slimtorch.cli_lm import load_onnx_arg
 
     _, onnx_module = load_onnx_arg(args)
     if onnx_module is not None:  # an exported decoder: perplexity computed by ONNX Runtime
@@ -192,8 +215,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if is_causal_lm(model):  # perplexity on held-out text (slimtorch.cli_lm)
         return eval_lm(args, model)
     if args.data == "text":
-        raise ConfigError("--data text is for causal language models; this model is a "
-                          f"{type(model).__name__}", field="data")
+        raise ConfigError(
+            f"--data text is for causal language models; this model is a {type(model).__name__}", field="data"
+        )
     args.data = args.data or "mnist"
     _, test = _data(args)
     res = evaluate(model, test)
@@ -282,8 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in its folder")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--nproc", type=_nonneg_int, default=0,
-                   help="train with N local processes (DistributedDataParallel via torchrun; gloo on CPU)")
+    p.add_argument(
+        "--nproc",
+        type=_nonneg_int,
+        default=0,
+        help="train with N local processes (DistributedDataParallel via torchrun; gloo on CPU)",
+    )
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a recipe without running it")
@@ -305,8 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1 accuracy of a model file, run folder or zoo model; perplexity of a "
-                       "language model (compressed LM folder, LM run folder, zoo LM)")
+    p = sub.add_parser(
+        "eval",
+        help="top-1 accuracy of a model file, run folder or zoo model; perplexity of a "
+        "language model (compressed LM folder, LM run folder, zoo LM)",
+    )
     add_model_args(p, "model file, run folder, compressed LM folder or zoo name")
     _add_data_args(p, default=None)
     from slimtorch.cli_lm import add_export_parser, add_generate_parser, add_lm_eval_args
@@ -382,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     except pydantic.ValidationError as exc:  # a config built without from_dict: still one line
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or exc.title
-        print(f"slimtorch: error: invalid value for '{where}': {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
+        print(
+            f"slimtorch: error: invalid value for '{where}': {err['msg']} (got {err.get('input')!r})", file=sys.stderr
+        )
         return 2
     except FileNotFoundError as exc:
         print(f"slimtorch: error: {exc}", file=sys.stderr)

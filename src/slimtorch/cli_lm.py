@@ -97,16 +97,27 @@ def eval_lm(args: argparse.Namespace, model) -> int:
     from slimtorch.lm import evaluate_lm
 
     if args.data not in (None, "text"):
-        raise ConfigError(f"--data {args.data}: a language model is evaluated on text (leave --data out)",
-                          field="data")
+        raise ConfigError(f"--data {args.data}: a language model is evaluated on text (leave --data out)", field="data")
     if args.stride is not None and args.stride > args.window:
         raise ConfigError(f"--stride {args.stride} is larger than --window {args.window}", field="stride")
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
-    res = evaluate_lm(model, window=args.window, stride=args.stride, windows=args.windows, sources=sources,
-                      seed=args.text_seed)
-    print(json.dumps({"perplexity": res["perplexity"], "nll": res["nll"], "tokens_scored": res["tokens_scored"],
-                      "windows": res["windows"], "window": res["window"], "stride": res["stride"],
-                      "seconds": round(res["seconds"], 2), "text": res["text"]}))
+    res = evaluate_lm(
+        model, window=args.window, stride=args.stride, windows=args.windows, sources=sources, seed=args.text_seed
+    )
+    print(
+        json.dumps(
+            {
+                "perplexity": res["perplexity"],
+                "nll": res["nll"],
+                "tokens_scored": res["tokens_scored"],
+                "windows": res["windows"],
+                "window": res["window"],
+                "stride": res["stride"],
+                "seconds": round(res["seconds"], 2),
+                "text": res["text"],
+            }
+        )
+    )
     return 0
 
 
@@ -120,18 +131,30 @@ def generate_onnx_cli(args: argparse.Namespace, lm, sampled: bool) -> int:
     from slimtorch.lm import prompt_ids
 
     ids = prompt_ids(tok, args.prompt, args.chat)
-    stops = [t for t in {tok.eos_token_id, *(getattr(tok, "all_special_ids", []) if args.chat else [])}
-             if t is not None]
-    g = generate_onnx(lm, [ids], args.max_new_tokens, greedy=not sampled,
-                      temperature=args.temperature if args.temperature is not None else 1.0,
-                      top_k=args.top_k or 0, top_p=args.top_p if args.top_p is not None else 1.0, seed=args.seed,
-                      stop_tokens=stops)
+    stops = [
+        t for t in {tok.eos_token_id, *(getattr(tok, "all_special_ids", []) if args.chat else [])} if t is not None
+    ]
+    g = generate_onnx(
+        lm,
+        [ids],
+        args.max_new_tokens,
+        greedy=not sampled,
+        temperature=args.temperature if args.temperature is not None else 1.0,
+        top_k=args.top_k or 0,
+        top_p=args.top_p if args.top_p is not None else 1.0,
+        seed=args.seed,
+        stop_tokens=stops,
+    )
     new = tok.decode(g.tokens[0], skip_special_tokens=True)
     print(new if args.only_new else args.prompt + new, flush=True)
     threads = args.threads or "default"
-    print(f"[generate] {len(g.tokens[0])} new tokens after a {len(ids)}-token prompt: prefill {g.prefill_s * 1e3:.0f} ms, "
-          f"decode {g.decode_tokens_per_s:.1f} tokens/s (ONNX Runtime, {threads} threads, KV cache)",
-          file=sys.stderr, flush=True)
+    print(
+        f"[generate] {len(g.tokens[0])} new tokens after a {len(ids)}-token prompt: "
+        f"prefill {g.prefill_s * 1e3:.0f} ms, "
+        f"decode {g.decode_tokens_per_s:.1f} tokens/s (ONNX Runtime, {threads} threads, KV cache)",
+        file=sys.stderr,
+        flush=True,
+    )
     if args.json:
         from slimtorch.core.fileio import atomic_write_json
 
@@ -146,29 +169,45 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     sampled = args.temperature is not None or args.top_p is not None or args.top_k is not None
     if args.greedy and sampled:
-        raise ConfigError("--greedy decodes without sampling; drop --temperature/--top-p/--top-k (or --greedy)",
-                          field="greedy")
+        raise ConfigError(
+            "--greedy decodes without sampling; drop --temperature/--top-p/--top-k (or --greedy)", field="greedy"
+        )
     lm, _ = load_onnx_arg(args)
     if lm is not None:
         return generate_onnx_cli(args, lm, sampled)
     if args.top_k is not None:
-        raise ConfigError("--top-k is for exported ONNX models; PyTorch generation here samples with "
-                          "--temperature / --top-p", field="top_k")
+        raise ConfigError(
+            "--top-k is for exported ONNX models; PyTorch generation here samples with --temperature / --top-p",
+            field="top_k",
+        )
     set_threads(args.threads)
     model = load_model_arg(args)
     if not is_causal_lm(model):
-        raise ConfigError(f"generate needs a causal language model; '{args.model or args.hf}' is a "
-                          f"{type(model).__name__}", field="model")
-    g = generate(model, args.prompt, max_new_tokens=args.max_new_tokens, greedy=not sampled,
-                 temperature=args.temperature if args.temperature is not None else 1.0,
-                 top_p=args.top_p if args.top_p is not None else 1.0, seed=args.seed, chat=args.chat)
+        raise ConfigError(
+            f"generate needs a causal language model; '{args.model or args.hf}' is a {type(model).__name__}",
+            field="model",
+        )
+    g = generate(
+        model,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        greedy=not sampled,
+        temperature=args.temperature if args.temperature is not None else 1.0,
+        top_p=args.top_p if args.top_p is not None else 1.0,
+        seed=args.seed,
+        chat=args.chat,
+    )
     print(g.text if args.only_new else args.prompt + g.text, flush=True)
     import torch
 
     mode = "greedy" if not sampled else f"sampling T={g.sampling['temperature']:g} top-p={g.sampling['top_p']:g}"
-    print(f"[generate] {g.new_tokens} new tokens after a {g.prompt_tokens}-token prompt in {g.seconds:.2f} s: "
-          f"{g.tokens_per_s:.1f} tokens/s ({mode}; PyTorch eager with KV cache, {torch.get_num_threads()} threads, "
-          "prefill included)", file=sys.stderr, flush=True)
+    print(
+        f"[generate] {g.new_tokens} new tokens after a {g.prompt_tokens}-token prompt in {g.seconds:.2f} s: "
+        f"{g.tokens_per_s:.1f} tokens/s ({mode}; PyTorch eager with KV cache, {torch.get_num_threads()} threads, "
+        "prefill included)",
+        file=sys.stderr,
+        flush=True,
+    )
     if args.json:
         from slimtorch.core.fileio import atomic_write_json
 
@@ -201,15 +240,21 @@ def cmd_export_lm(args: argparse.Namespace) -> int:
     from slimtorch.deploy.lm import LMExportConfig, export_onnx, onnx_size_bytes
     from slimtorch.measure.lm import is_causal_lm
 
-    cfg = LMExportConfig.from_dict({
-        "embedding_bits": None if args.embedding_bits == "none" else int(args.embedding_bits),
-        "embedding_group_size": args.embedding_group_size, "accuracy_level": args.accuracy_level,
-        **({"max_positions": args.max_positions} if args.max_positions else {}),
-    }, "export-lm")
+    cfg = LMExportConfig.from_dict(
+        {
+            "embedding_bits": None if args.embedding_bits == "none" else int(args.embedding_bits),
+            "embedding_group_size": args.embedding_group_size,
+            "accuracy_level": args.accuracy_level,
+            **({"max_positions": args.max_positions} if args.max_positions else {}),
+        },
+        "export-lm",
+    )
     model = load_model_arg(args)
     if not is_causal_lm(model):
-        raise ConfigError(f"export-lm needs a causal language model; '{args.model or args.hf}' is a "
-                          f"{type(model).__name__}", field="model")
+        raise ConfigError(
+            f"export-lm needs a causal language model; '{args.model or args.hf}' is a {type(model).__name__}",
+            field="model",
+        )
     from slimtorch.data.lm_text import tokenizer_of
 
     try:
@@ -230,19 +275,38 @@ def cmd_export_lm(args: argparse.Namespace) -> int:
 def add_export_parser(sub) -> argparse.ArgumentParser:
     from slimtorch.cli import _pos_int, add_model_args
 
-    p = sub.add_parser("export-lm", help="export a (compressed) causal LM to ONNX Runtime: int4/int8 MatMulNBits, "
-                       "KV cache; run it with slimtorch generate / eval")
+    p = sub.add_parser(
+        "export-lm",
+        help="export a (compressed) causal LM to ONNX Runtime: int4/int8 MatMulNBits, "
+        "KV cache; run it with slimtorch generate / eval",
+    )
     add_model_args(p, "compressed LM folder, run folder, Hugging Face causal-LM folder or zoo LM")
-    p.add_argument("out", help="new folder for model.onnx (+ weights, tokenizer), or a new .gguf file with "
-                   "--format gguf; never overwritten")
-    p.add_argument("--format", choices=["onnx", "gguf"], default="onnx",
-                   help="onnx: ONNX Runtime int4/int8 decoder (default); gguf: llama.cpp file (Q4_1 / Q8_0 blocks "
-                   "holding the same codes), which transformers also loads")
-    p.add_argument("--embedding-bits", choices=["4", "8", "none"], default="8",
-                   help="bits of the (tied) embedding / lm_head table; none keeps it float32 (default 8)")
+    p.add_argument(
+        "out",
+        help="new folder for model.onnx (+ weights, tokenizer), or a new .gguf file with "
+        "--format gguf; never overwritten",
+    )
+    p.add_argument(
+        "--format",
+        choices=["onnx", "gguf"],
+        default="onnx",
+        help="onnx: ONNX Runtime int4/int8 decoder (default); gguf: llama.cpp file (Q4_1 / Q8_0 blocks "
+        "holding the same codes), which transformers also loads",
+    )
+    p.add_argument(
+        "--embedding-bits",
+        choices=["4", "8", "none"],
+        default="8",
+        help="bits of the (tied) embedding / lm_head table; none keeps it float32 (default 8)",
+    )
     p.add_argument("--embedding-group-size", type=_pos_int, default=32)
-    p.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4], default=4,
-                   help="MatMulNBits compute: 4 = int8 activations (fast), 0 = float (exact to the stored weights)")
+    p.add_argument(
+        "--accuracy-level",
+        type=int,
+        choices=[0, 1, 2, 3, 4],
+        default=4,
+        help="MatMulNBits compute: 4 = int8 activations (fast), 0 = float (exact to the stored weights)",
+    )
     p.add_argument("--max-positions", type=_pos_int, help="longest prompt + generation (rotary cache length)")
     p.set_defaults(fn=cmd_export_lm)
     return p

@@ -52,8 +52,9 @@ def load_lm_folder(path: str | os.PathLike) -> nn.Module:
     """
     folder = lm_folder(path)
     if folder is None:
-        raise FileNotFoundError(f"'{path}' is not a language-model folder (no slimtorch_quant.json, model/ or "
-                                "causal-LM config.json)")
+        raise FileNotFoundError(
+            f"'{path}' is not a language-model folder (no slimtorch_quant.json, model/ or causal-LM config.json)"
+        )
     if (folder / "slimtorch_quant.json").is_file():
         from slimtorch.quantize.qlinear import load_quantized_lm
 
@@ -70,8 +71,16 @@ def load_lm_folder(path: str | os.PathLike) -> nn.Module:
     return model
 
 
-def evaluate_lm(model: nn.Module, *, window: int = 512, stride: int | None = None, windows: int | None = 16,
-                sources: list[str] | None = None, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+def evaluate_lm(
+    model: nn.Module,
+    *,
+    window: int = 512,
+    stride: int | None = None,
+    windows: int | None = 16,
+    sources: list[str] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Perplexity of ``model`` on the first ``windows`` windows of the offline text's test split.
 
     The split is the one recipes use (same sources and seed → same tokens).
@@ -79,8 +88,13 @@ def evaluate_lm(model: nn.Module, *, window: int = 512, stride: int | None = Non
     from slimtorch.data.lm_text import lm_text, tokenizer_of
     from slimtorch.measure.perplexity import perplexity
 
-    kwargs: dict[str, Any] = {"window": window, "stride": stride, "test_windows": windows, "seed": seed,
-                              "calib_windows": 1}
+    kwargs: dict[str, Any] = {
+        "window": window,
+        "stride": stride,
+        "test_windows": windows,
+        "seed": seed,
+        "calib_windows": 1,
+    }
     if sources:
         kwargs["sources"] = list(sources)
     text = lm_text(tokenizer_of(model), kwargs)
@@ -113,8 +127,9 @@ def prompt_ids(tok, prompt: str, chat: bool = False) -> list[int]:
     if chat:
         if not getattr(tok, "chat_template", None):
             raise ConfigError("this tokenizer has no chat template; drop --chat", field="chat")
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      return_dict=True)["input_ids"]
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True
+        )["input_ids"]
     else:
         ids = tok(prompt)["input_ids"]
     if not len(ids):
@@ -123,8 +138,17 @@ def prompt_ids(tok, prompt: str, chat: bool = False) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model: nn.Module, prompt: str, *, max_new_tokens: int = 64, greedy: bool = True,
-             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, chat: bool = False) -> Generation:
+def generate(
+    model: nn.Module,
+    prompt: str,
+    *,
+    max_new_tokens: int = 64,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    chat: bool = False,
+) -> Generation:
     """Continue ``prompt`` with ``model.generate`` (KV cache); tokens/s counts new tokens over the whole call.
 
     Args:
@@ -145,9 +169,21 @@ def generate(model: nn.Module, prompt: str, *, max_new_tokens: int = 64, greedy:
     with torch.random.fork_rng(devices=[]):  # sampling is seeded; the caller's RNG state is left as it was
         torch.manual_seed(seed)
         t0 = time.perf_counter()
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             use_cache=True, pad_token_id=eos, **sampling)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            use_cache=True,
+            pad_token_id=eos,
+            **sampling,
+        )
         seconds = time.perf_counter() - t0
-    new = out[0, ids.shape[1]:]
-    return Generation(tok.decode(new, skip_special_tokens=True), int(ids.shape[1]), int(new.numel()), seconds,
-                      new.numel() / seconds if seconds > 0 else float("inf"), sampling)
+    new = out[0, ids.shape[1] :]
+    return Generation(
+        tok.decode(new, skip_special_tokens=True),
+        int(ids.shape[1]),
+        int(new.numel()),
+        seconds,
+        new.numel() / seconds if seconds > 0 else float("inf"),
+        sampling,
+    )

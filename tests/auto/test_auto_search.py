@@ -12,8 +12,13 @@ from slimtorch.auto import AutoConfig, auto_compress, selection_split
 from slimtorch.train import TrainConfig, evaluate, fit
 from tests.user_models import UserNet
 
-FAST = dict(latency_runs=2, batch_size=32, finetune_lr=0.02, sensitivity_samples=128,
-            sensitivity_sparsities=(0.5, 0.8, 0.9, 0.95, 0.98))
+FAST = dict(
+    latency_runs=2,
+    batch_size=32,
+    finetune_lr=0.02,
+    sensitivity_samples=128,
+    sensitivity_sparsities=(0.5, 0.8, 0.9, 0.95, 0.98),
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +35,9 @@ def trained():
 
 def test_best_model_on_disk_meets_the_budget(trained, tmp_path):
     model, train, test = trained
-    res = auto_compress(model, train, test, AutoConfig(max_drop=2.0, max_candidates=4, **FAST), tmp_path / "a",
-                        verbose=False)
+    res = auto_compress(
+        model, train, test, AutoConfig(max_drop=2.0, max_candidates=4, **FAST), tmp_path / "a", verbose=False
+    )
     assert res.met and res.best is not None
     best = json.loads((tmp_path / "a" / "best.json").read_text())
     assert best["met"] is True and best["candidate"]["name"] == res.best["name"]
@@ -61,8 +67,9 @@ def test_best_model_on_disk_meets_the_budget(trained, tmp_path):
 def test_nothing_meets_the_budget_saves_the_closest_with_a_message(trained, tmp_path, capsys):
     model, train, test = trained
     # 1-bit codebooks everywhere, no fine-tuning and zero tolerated disagreement: every candidate misses
-    cfg = AutoConfig(max_drop=0.0, metric="agreement", bits=(1,), small_layer_bits=1, finetune="never",
-                     max_candidates=3, **FAST)
+    cfg = AutoConfig(
+        max_drop=0.0, metric="agreement", bits=(1,), small_layer_bits=1, finetune="never", max_candidates=3, **FAST
+    )
     res = auto_compress(model, train, test, cfg, tmp_path / "n")
     assert all(c["accuracy"] < 1.0 for c in res.candidates)
     assert not res.met and "NO candidate met the budget" in res.message
@@ -78,8 +85,15 @@ def test_time_budget_is_respected(trained, tmp_path):
     budget = 5.0
     # enough fine-tuning that a candidate costs a visible fraction of the budget, and
     # enough bit widths that the whole search would not fit in it
-    cfg = AutoConfig(max_drop=50.0, budget_s=budget, bits=tuple(range(16, 0, -1)), finetune="always",
-                     finetune_epochs=3, kmeans_epochs=3, **FAST)
+    cfg = AutoConfig(
+        max_drop=50.0,
+        budget_s=budget,
+        bits=tuple(range(16, 0, -1)),
+        finetune="always",
+        finetune_epochs=3,
+        kmeans_epochs=3,
+        **FAST,
+    )
     # a clock that advances a fixed step per reading: the outcome does not depend on how busy the machine is
     ticks = iter(range(10**6))
     res = auto_compress(model, train, test, cfg, tmp_path / "b", verbose=False, clock=lambda: 0.25 * next(ticks))
@@ -144,8 +158,15 @@ def test_existing_folder_needs_resume_or_force(trained, tmp_path):
 
 def test_latency_target_removes_channels_and_keeps_budget(trained, tmp_path):
     model, train, test = trained
-    cfg = AutoConfig(target="latency", max_drop=3.0, int8=False, channel_ratios=(0.25, 0.5, 0.75), round_to=1,
-                     max_candidates=3, **FAST)
+    cfg = AutoConfig(
+        target="latency",
+        max_drop=3.0,
+        int8=False,
+        channel_ratios=(0.25, 0.5, 0.75),
+        round_to=1,
+        max_candidates=3,
+        **FAST,
+    )
     res = auto_compress(model, train, test, cfg, tmp_path / "l", verbose=False)
     ratios = [c["config"]["channel_ratio"] for c in res.candidates]
     assert ratios[0] == 0.5 and all(r > 0 for r in ratios)  # bisection starts mid-ladder
@@ -165,8 +186,26 @@ def test_cli_parser_builds_the_config(tmp_path, monkeypatch):
 
     parser = argparse.ArgumentParser()
     cli.add_auto_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["auto", "lenet300_100", "--data", "synthetic", "--max-drop", "0.2", "--target",
-                              "size", "--budget", "20m", "--bits", "6,5", "--distill-alpha", "0", "-o", str(tmp_path / "o")])
+    args = parser.parse_args(
+        [
+            "auto",
+            "lenet300_100",
+            "--data",
+            "synthetic",
+            "--max-drop",
+            "0.2",
+            "--target",
+            "size",
+            "--budget",
+            "20m",
+            "--bits",
+            "6,5",
+            "--distill-alpha",
+            "0",
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
     seen = {}
 
     def fake(model, train, test, cfg, out, force, resume):
@@ -231,12 +270,16 @@ def test_refinement_candidates_get_the_larger_training_set(trained):
     from slimtorch.auto.search import _prepare_data
 
     model, train, test = trained
-    screen, refine, sel, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, refine_epochs=3,
-                                                                             **FAST))
+    screen, refine, sel, _, _ = _prepare_data(
+        model, train, test, AutoConfig(finetune_samples=64, refine_epochs=3, **FAST)
+    )
     assert (len(screen), len(refine), len(sel)) == (64, len(train) - len(sel), round(0.1 * len(train)))
     screen, refine, _, ev, metric = _prepare_data(
-        model, train, test, AutoConfig(finetune_samples=64, refine_samples=128, refine_epochs=3, metric="agreement",
-                                       **FAST))
+        model,
+        train,
+        test,
+        AutoConfig(finetune_samples=64, refine_samples=128, refine_epochs=3, metric="agreement", **FAST),
+    )
     assert (len(screen), len(refine), metric) == (64, 128, "agreement")
     # agreement: both sets are labelled with the original's predictions
     xs = torch.stack([refine[i][0] for i in range(len(refine))])

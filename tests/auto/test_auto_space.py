@@ -81,7 +81,9 @@ def test_size_plan_refines_the_rungs_above_the_best_with_longer_finetuning():
     assert max(c.knobs["rung"] for c in refined if oracle(c)) == len(ladder) - 2
     assert len({c.key for c in cands}) == len(cands)
     # without refine_epochs the plan stops after the cheap search
-    assert all("finetune_epochs" not in c.knobs for c in drive(size_plan(ladder, sizes, cfg.replace(refine_epochs=0)), oracle))
+    assert all(
+        "finetune_epochs" not in c.knobs for c in drive(size_plan(ladder, sizes, cfg.replace(refine_epochs=0)), oracle)
+    )
 
 
 def test_latency_plan_single_knobs_first_then_both():

@@ -24,11 +24,11 @@ def test_builder_command_pins_the_lm_head_choice_per_kind(tmp_path):
     assert fp32[fp32.index("-p") + 1] == "fp32" and fp32[fp32.index("-e") + 1] == "cpu"
     assert "--extra_options" not in fp32
     int4 = G.builder_command("int4", "in", "out", "c")
-    extra = int4[int4.index("--extra_options") + 1:]
+    extra = int4[int4.index("--extra_options") + 1 :]
     assert int4[int4.index("-p") + 1] == "int4"
     assert sorted(extra) == ["block_size=128", "nodes_to_exclude=/lm_head/MatMul"]
     int4_all = G.builder_command("int4_all", "in", "out", "c")
-    assert int4_all[int4_all.index("--extra_options") + 1:] == ["block_size=128"]
+    assert int4_all[int4_all.index("--extra_options") + 1 :] == ["block_size=128"]
     with pytest.raises(ValueError, match="unknown genai build kind"):
         G.builder_command("int8", "in", "out", "c")
 
@@ -44,7 +44,9 @@ def test_builder_config_names_a_llama_only_when_missing():
 def test_stage_input_links_weights_and_patches_only_the_copy(tmp_path):
     src = tmp_path / "hf"
     src.mkdir()
-    (src / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": None, "tie_word_embeddings": True}))
+    (src / "config.json").write_text(
+        json.dumps({"model_type": "llama", "architectures": None, "tie_word_embeddings": True})
+    )
     (src / "model.safetensors").write_bytes(b"w" * 10)
     (src / "tokenizer.json").write_text("{}")
     (src / "notes.txt").write_text("not for the builder")
@@ -80,8 +82,12 @@ def test_session_overlay_sets_decoder_threads():
 
 
 def test_feeds_have_an_empty_cache_of_the_configured_heads():
-    inputs = [("input_ids", "tensor(int64)"), ("attention_mask", "tensor(int64)"),
-              ("past_key_values.0.key", "tensor(float)"), ("past_key_values.0.value", "tensor(float)")]
+    inputs = [
+        ("input_ids", "tensor(int64)"),
+        ("attention_mask", "tensor(int64)"),
+        ("past_key_values.0.key", "tensor(float)"),
+        ("past_key_values.0.value", "tensor(float)"),
+    ]
     feeds = G.feeds_for(inputs, np.arange(5), kv_heads=3, head_size=64)
     assert feeds["input_ids"].shape == (1, 5) and feeds["input_ids"].dtype == np.int64
     assert feeds["attention_mask"].sum() == 5

@@ -66,10 +66,14 @@ def test_lenet5_int8_accuracy_reproduces(tmp_path):
             opt.step()
     model.eval()
     cal = torch.stack([train[i][0] for i in range(512)])
-    qm = to_int8(model, cal, Int8Config(cle=True, cle_relu6="skip", calibration="percentile", max_float_layers=0),
-                 out_dir=tmp_path)
+    qm = to_int8(
+        model,
+        cal,
+        Int8Config(cle=True, cle_relu6="skip", calibration="percentile", max_float_layers=0),
+        out_dir=tmp_path,
+    )
     xs = torch.stack([test[i][0] for i in range(len(test))])
     ys = torch.tensor([int(test[i][1]) for i in range(len(test))])
-    pred = torch.cat([qm(xs[i:i + 500]) for i in range(0, len(xs), 500)]).argmax(1)
+    pred = torch.cat([qm(xs[i : i + 500]) for i in range(0, len(xs), 500)]).argmax(1)
     acc = float((pred == ys).float().mean())
     assert acc == pytest.approx(rec["rows"]["slimtorch_int8"]["test_accuracy"], abs=1.5e-3)

@@ -38,6 +38,8 @@ def test_profile_render_puts_every_category_in_the_table(summarize):
         pytest.skip("bench/int8.py profile has not been run")
     lines = summarize.int8_profile({"minilm_profile": data["minilm_profile"]})
     rows = [line for line in lines if line.startswith("| ")]
-    assert sum(any(line.startswith(f"| {label} |") for line in rows)
-               for label in (summarize._PROFILE_LABELS[c] for c in CATEGORIES)) == len(CATEGORIES)
+    assert sum(
+        any(line.startswith(f"| {label} |") for line in rows)
+        for label in (summarize._PROFILE_LABELS[c] for c in CATEGORIES)
+    ) == len(CATEGORIES)
     assert any(line.startswith("**Diagnosis**") for line in lines)

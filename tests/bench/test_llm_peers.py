@@ -27,9 +27,16 @@ def tiny_llama(seed: int = 0):
     """2 blocks, width 64 (4 heads, 2 KV heads), MLP 128, tied embeddings; float32, eval."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return LlamaForCausalLM(cfg).float().eval()
@@ -129,8 +136,7 @@ def test_peer_hqq_groups_the_flattened_weight(config):
 def test_llmcompressor_without_its_venv_is_an_error_not_a_crash(tmp_path):
     model = tiny_llama()
     before = _snapshot(model)
-    out, facts = P.peer_llmcompressor(model, tiny_ids(2, 16), "gptq_w4g64", hf_dir=tmp_path,
-                                      venv=tmp_path / "no-venv")
+    out, facts = P.peer_llmcompressor(model, tiny_ids(2, 16), "gptq_w4g64", hf_dir=tmp_path, venv=tmp_path / "no-venv")
     assert out is model and "setup_llmcompressor.sh" in facts["error"]
     assert _changed(model, before) == set()
     with pytest.raises(ValueError):
@@ -140,6 +146,9 @@ def test_llmcompressor_without_its_venv_is_an_error_not_a_crash(tmp_path):
 def test_peer_rows_are_named_as_the_benchmark_expects():
     rows = P.peers()
     assert all(r.startswith("peer_") for r in rows)
-    assert all("w4" in r for r, (fn, kw, _) in rows.items() if fn is not P.peer_llmcompressor
-               or kw["config"].startswith("gptq"))
+    assert all(
+        "w4" in r
+        for r, (fn, kw, _) in rows.items()
+        if fn is not P.peer_llmcompressor or kw["config"].startswith("gptq")
+    )
     assert {kw["config"] for fn, kw, _ in rows.values() if fn is P.peer_llmcompressor} == set(P.LLMC_CONFIGS)

@@ -17,11 +17,20 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 WRITERS = {
-    "auto": ["auto.py"], "deep_compression": ["deep_compression.py"], "distill": ["distill.py"],
-    "distributed": ["distributed.py"], "fuzz": ["fuzz.py"], "int8": ["int8.py"], "llm": ["llm.py", "llm_deploy.py"],
-    "llm_sparsegpt_select": ["llm_sparsegpt_select.py"], "pruning": ["pruning.py"], "quantization": ["quantization.py"],
-    "structured": ["structured.py"], "user_models": ["user_models.py"], "run_all": ["run_all.py"],
-}  # fmt: skip
+    "auto": ["auto.py"],
+    "deep_compression": ["deep_compression.py"],
+    "distill": ["distill.py"],
+    "distributed": ["distributed.py"],
+    "fuzz": ["fuzz.py"],
+    "int8": ["int8.py"],
+    "llm": ["llm.py", "llm_deploy.py"],
+    "llm_sparsegpt_select": ["llm_sparsegpt_select.py"],
+    "pruning": ["pruning.py"],
+    "quantization": ["quantization.py"],
+    "structured": ["structured.py"],
+    "user_models": ["user_models.py"],
+    "run_all": ["run_all.py"],
+}
 RESULTS = sorted((BENCH / "results").glob("*.json"))
 
 

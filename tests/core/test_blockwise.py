@@ -87,9 +87,11 @@ def test_settled_children_are_reused_with_the_same_result(method, monkeypatch):
     from slimtorch.core.blockwise import BlockData
     from slimtorch.prune import prune_sparsegpt, prune_wanda
 
-    fns = {"gptq": lambda m, ids: quantize_gptq(m, {"grid": {"bits": 3, "group_size": 32}, "batch_size": 2}, ids),
-           "sparsegpt": lambda m, ids: prune_sparsegpt(m, {"sparsity": 0.5, "batch_size": 2}, ids),
-           "wanda": lambda m, ids: prune_wanda(m, {"sparsity": 0.5, "batch_size": 2}, ids)}
+    fns = {
+        "gptq": lambda m, ids: quantize_gptq(m, {"grid": {"bits": 3, "group_size": 32}, "batch_size": 2}, ids),
+        "sparsegpt": lambda m, ids: prune_sparsegpt(m, {"sparsity": 0.5, "batch_size": 2}, ids),
+        "wanda": lambda m, ids: prune_wanda(m, {"sparsity": 0.5, "batch_size": 2}, ids),
+    }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -98,7 +100,9 @@ def test_settled_children_are_reused_with_the_same_result(method, monkeypatch):
         model, ids = tiny_llama(layers=2), tiny_ids(6, 16)
         calls = []
         attention = LlamaAttention.forward  # counts computations: a reused output shadows the instance's forward
-        monkeypatch.setattr(LlamaAttention, "forward", lambda self, *a, **k: (calls.append(1), attention(self, *a, **k))[1])
+        monkeypatch.setattr(
+            LlamaAttention, "forward", lambda self, *a, **k: (calls.append(1), attention(self, *a, **k))[1]
+        )
         reused = fns[method](model, ids)
         n_reused, calls[:] = len(calls), []
         monkeypatch.setattr(BlockData, "settle", lambda self, block, pending: None)
@@ -123,5 +127,8 @@ def test_linears_reading_one_tensor_form_one_input_set():
     data = capture_inputs(model, model.model.layers, tiny_ids(2, 8), 2)
     names = [n for n, m in model.model.layers[0].named_modules() if isinstance(m, torch.nn.Linear)]
     assert input_sets(model.model.layers[0], data, names) == [
-        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
-        ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]]
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"],
+        ["mlp.down_proj"],
+    ]

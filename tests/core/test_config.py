@@ -55,11 +55,14 @@ class _Outer(FrozenConfig):
     groups: tuple[_Inner, ...] = ()
 
 
-@pytest.mark.parametrize("data, path, fields", [
-    ({"optimizer": {"mom": 0.5}}, "train.optimizer.mom", "lr, momentum"),
-    ({"groups": [{"lr": 1.0}, {"x": 1}]}, "train.groups[1].x", "lr, momentum"),
-    ({"epoch": 2}, "train.epoch", "epochs, groups, optimizer"),
-])
+@pytest.mark.parametrize(
+    "data, path, fields",
+    [
+        ({"optimizer": {"mom": 0.5}}, "train.optimizer.mom", "lr, momentum"),
+        ({"groups": [{"lr": 1.0}, {"x": 1}]}, "train.groups[1].x", "lr, momentum"),
+        ({"epoch": 2}, "train.epoch", "epochs, groups, optimizer"),
+    ],
+)
 def test_unknown_nested_field_lists_the_fields_of_its_own_level(data, path, fields):
     with pytest.raises(ConfigError) as info:
         _Outer.from_dict(data, "train")

@@ -52,8 +52,9 @@ def test_int8_fallback_reports_its_sensitivity_pass(tmp_path, capsys):
         excluded = [x for x in path.read_text().split(",") if x]
         return {"mean_kl": sum(v for k, v in bad.items() if k not in excluded)}
 
-    res = accuracy_aware_fallback(quantize, evaluate, layers, [], FidelityTarget(min_agreement=None, max_kl=0.1),
-                                  budget=2)
+    res = accuracy_aware_fallback(
+        quantize, evaluate, layers, [], FidelityTarget(min_agreement=None, max_kl=0.1), budget=2
+    )
     assert res.excluded[:1] == ["a"]  # the most sensitive layer goes first
     err = capsys.readouterr().err
     assert "INT8 fallback: sensitivity of each unit: 3/3" in err
@@ -67,8 +68,12 @@ def test_int8_calibration_reports_progress(tmp_path, capsys):
 
     x = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     calibration = "minmax"
-    to_int8(conv_net(), x, {"backend": "onnxruntime", "mode": "static", "calibration": calibration,
-                            "calib_batch_size": 8}, out_dir=tmp_path)
+    to_int8(
+        conv_net(),
+        x,
+        {"backend": "onnxruntime", "mode": "static", "calibration": calibration, "calib_batch_size": 8},
+        out_dir=tmp_path,
+    )
     assert f"INT8 calibration ({calibration}): 4/4" in capsys.readouterr().err
 
 

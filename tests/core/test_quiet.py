@@ -13,8 +13,15 @@ from slimtorch.core.quiet import log_level, num_threads, quantized_engine, quiet
 
 
 def _state():
-    return (logging.getLogger().level, logging.getLogger("torch.onnx").level, sys.stderr, sys.stdout,
-            len(warnings.filters), torch.backends.quantized.engine, torch.get_num_threads())
+    return (
+        logging.getLogger().level,
+        logging.getLogger("torch.onnx").level,
+        sys.stderr,
+        sys.stdout,
+        len(warnings.filters),
+        torch.backends.quantized.engine,
+        torch.get_num_threads(),
+    )
 
 
 def test_quiet_hides_stderr_logs_and_warnings_then_restores(capsys, caplog):

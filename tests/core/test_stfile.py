@@ -12,9 +12,13 @@ from slimtorch.core.stfile import copy_out, read_header, read_rows, read_tensor,
 
 def _tensors():
     g = torch.Generator().manual_seed(0)
-    return {"a.weight": torch.randn(7, 5, generator=g), "b": torch.randint(0, 255, (13,), generator=g).to(torch.uint8),
-            "c.half": torch.randn(3, 4, generator=g).half(), "d.bf16": torch.randn(6, 2, generator=g).bfloat16(),
-            "e.empty": torch.zeros(0, 4)}
+    return {
+        "a.weight": torch.randn(7, 5, generator=g),
+        "b": torch.randint(0, 255, (13,), generator=g).to(torch.uint8),
+        "c.half": torch.randn(3, 4, generator=g).half(),
+        "d.bf16": torch.randn(6, 2, generator=g).bfloat16(),
+        "e.empty": torch.zeros(0, 4),
+    }
 
 
 def test_reads_what_safetensors_wrote_and_writes_what_it_reads(tmp_path):
@@ -27,8 +31,10 @@ def test_reads_what_safetensors_wrote_and_writes_what_it_reads(tmp_path):
     rows = torch.tensor([0, 2, 3, 6])  # runs [0], [2, 3], [6]
     assert torch.equal(read_rows(entries["a.weight"], rows), ref["a.weight"][rows])
     # copied (and one converted) chunk by chunk, next to an in-memory tensor
-    outs = [copy_out(k, e) for k, e in entries.items()] + [copy_out("d.as_f32", entries["d.bf16"], torch.float32),
-                                                            tensor_out("z", torch.arange(5))]
+    outs = [copy_out(k, e) for k, e in entries.items()] + [
+        copy_out("d.as_f32", entries["d.bf16"], torch.float32),
+        tensor_out("z", torch.arange(5)),
+    ]
     write_file(tmp_path / "out.safetensors", outs, {"format": "x"})
     got = load_file(str(tmp_path / "out.safetensors"))
     assert set(got) == set(ref) | {"d.as_f32", "z"}

@@ -19,8 +19,11 @@ def _methods():
     return {
         "awq": (quantize_awq, quantize_awq_streamed, {"grid": {"bits": 4, "group_size": 48}, "n_grid": 3}),
         "wanda": (prune_wanda, prune_wanda_streamed, {"sparsity": 0.5}),
-        "sparsegpt_w4": (prune_sparsegpt, prune_sparsegpt_streamed,
-                         {"pattern": "2:4", "grid": {"bits": 4, "group_size": 32}}),
+        "sparsegpt_w4": (
+            prune_sparsegpt,
+            prune_sparsegpt_streamed,
+            {"pattern": "2:4", "grid": {"bits": 4, "group_size": 32}},
+        ),
     }
 
 

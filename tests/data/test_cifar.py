@@ -36,8 +36,8 @@ def check(train, test, batches):
     assert x.shape == (5 * N, 3, 32, 32) and test.tensors[0].shape == (N, 3, 32, 32)
     data, labels = batches["data_batch_2"]
     # record layout is R plane, G plane, B plane of 32x32
-    np.testing.assert_allclose(x[N:2 * N].numpy(), data.reshape(N, 3, 32, 32) / 255.0, rtol=1e-6)
-    np.testing.assert_array_equal(y[N:2 * N].numpy(), labels)
+    np.testing.assert_allclose(x[N : 2 * N].numpy(), data.reshape(N, 3, 32, 32) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y[N : 2 * N].numpy(), labels)
     np.testing.assert_array_equal(test.tensors[1].numpy(), batches["test_batch"][1])
     assert 0.0 <= x.min() and x.max() <= 1.0
 

@@ -12,9 +12,11 @@ SOURCES = ("gsm8k", "licenses")  # always present after setup (PyPI wheel, Debia
 
 
 def test_sentences_are_cut_from_prose_and_markup_is_left_out():
-    text = ("Question: Tom has 3 apples. He buys 2 more at the store today. 1 2 3 4 5 6 7 8 9. "
-            "See https://example.org for the whole text of it. <<2+3=5>>5 apples are left in the bag. "
-            "The   bag is\n red. Then he goes home")
+    text = (
+        "Question: Tom has 3 apples. He buys 2 more at the store today. 1 2 3 4 5 6 7 8 9. "
+        "See https://example.org for the whole text of it. <<2+3=5>>5 apples are left in the bag. "
+        "The   bag is\n red. Then he goes home"
+    )
     # GSM8K's field label dropped; the number run, the URL, the calculator markup and the
     # unfinished last sentence are left out; whitespace is collapsed
     assert _sentences_of(text, 4, 40) == ["Tom has 3 apples.", "The bag is red."]

@@ -13,8 +13,8 @@ from torch.nn import functional as F
 from slimtorch.core.errors import ConfigError
 from slimtorch.deploy import Int8Config, bias_correct, fold_conv_bn, prepare_float, to_int8
 from slimtorch.deploy.adaround import LAYER_TYPES, adaround, adaround_report
-from slimtorch.deploy.grid import grid_scale, ort_qmax
 from slimtorch.deploy.data import input_batches
+from slimtorch.deploy.grid import grid_scale, ort_qmax
 from tests.deploy.int8_models import conv_net
 from tests.user_models import UserNet
 
@@ -77,8 +77,9 @@ def test_ort_keeps_the_adaround_integers(tmp_path):
     for name, mod in _layers(prepared).items():
         w = mod.weight.detach()
         ours = (w / grid_scale(w, True, 127).view(-1, *[1] * (w.ndim - 1))).round().to(torch.int8).numpy()
-        assert any(a.shape == ours.shape and np.array_equal(a, ours) for a in int8) or \
-            any(a.shape == ours.T.shape and np.array_equal(a, ours.T) for a in int8), f"{name}: ORT re-rounded it"
+        assert any(a.shape == ours.shape and np.array_equal(a, ours) for a in int8) or any(
+            a.shape == ours.T.shape and np.array_equal(a, ours.T) for a in int8
+        ), f"{name}: ORT re-rounded it"
         w_float = fold_conv_bn(model).get_submodule(name).weight.detach()
         rtn = (w_float / grid_scale(w_float, True, 127).view(-1, *[1] * (w.ndim - 1))).round().to(torch.int8)
         moved += int((rtn.numpy() != ours).sum())
@@ -92,8 +93,11 @@ def _layer_errors(model, ref, batches):
     def hook(store, name):
         return lambda _m, _i, o: store.__setitem__(name, torch.cat([store[name], o]) if name in store else o)
 
-    handles = [mod.register_forward_hook(hook(outs[k], n)) for k, net in (("m", model), ("r", ref))
-               for n, mod in _layers(net).items()]
+    handles = [
+        mod.register_forward_hook(hook(outs[k], n))
+        for k, net in (("m", model), ("r", ref))
+        for n, mod in _layers(net).items()
+    ]
     with torch.no_grad():
         for b in batches:
             model(*b), ref(*b)
@@ -118,8 +122,9 @@ def test_reconstruction_error_is_lower_than_round_to_nearest():
     assert report["mean_mse_adaround"] < report["mean_mse_rtn"]
 
 
-@pytest.mark.parametrize("conv", [nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Conv2d(4, 4, (3, 2), padding=(1, 2), dilation=2,
-                                                                               groups=2)])
+@pytest.mark.parametrize(
+    "conv", [nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Conv2d(4, 4, (3, 2), padding=(1, 2), dilation=2, groups=2)]
+)
 def test_sampled_patches_are_unfold_rows(conv):
     from slimtorch.deploy.adaround import _patches, _positions
 
@@ -166,8 +171,10 @@ def test_user_model_with_own_forward_and_batchnorm():
     ada = adaround(model, calib, iters=200, layers=["stem", "block.*"])
     folded = fold_conv_bn(model)
     assert isinstance(ada.bn, nn.Identity), "BN folded first: the exporter would fold it and move the weights"
-    _assert_on_grid(nn.ModuleDict({"stem": ada.stem, "block": ada.block}),
-                    nn.ModuleDict({"stem": folded.stem, "block": folded.block}))
+    _assert_on_grid(
+        nn.ModuleDict({"stem": ada.stem, "block": ada.block}),
+        nn.ModuleDict({"stem": folded.stem, "block": folded.block}),
+    )
     assert torch.equal(ada.head.weight, model.head.weight), "layers outside `layers` are left alone"
     x = _images(8, seed=3, shape=(1, 28, 28))
     assert F.cosine_similarity(ada(x), model(x), dim=1).min() > 0.99

@@ -46,7 +46,9 @@ def test_cle_leaves_float_outputs_unchanged(make):
 def test_cle_equalizes_channel_ranges():
     model = fold_conv_bn(scaled_dw_net())
     eq = cross_layer_equalize(model)
-    spread = lambda w: float(w.abs().reshape(w.shape[0], -1).amax(1).max() / w.abs().reshape(w.shape[0], -1).amax(1).min())  # noqa: E731
+    spread = lambda w: float(
+        w.abs().reshape(w.shape[0], -1).amax(1).max() / w.abs().reshape(w.shape[0], -1).amax(1).min()
+    )  # noqa: E731
     assert spread(eq.conv1.weight) < spread(model.conv1.weight) / 10
     assert ("conv1", "dw") in equalized_pairs(model)
 

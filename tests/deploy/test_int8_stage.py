@@ -17,8 +17,17 @@ def test_int8_stage_sets_artifact_and_info(tmp_path):
     x = torch.rand(48, 3, 12, 12, generator=g)
     data = TensorDataset(x, torch.randint(0, 5, (48,), generator=g))
     model = conv_net()
-    ctx = Context(model=model, train_data=data, test_data=data, out_dir=tmp_path, example_input=x[:1],
-                  calib_data=data, reference=model, stage_index=1, stage_name="int8")
+    ctx = Context(
+        model=model,
+        train_data=data,
+        test_data=data,
+        out_dir=tmp_path,
+        example_input=x[:1],
+        calib_data=data,
+        reference=model,
+        stage_index=1,
+        stage_name="int8",
+    )
     int8_stage(ctx, Int8StageConfig(max_float_layers=0, timing_rounds=2))
     path = ctx.artifacts["int8"]
     assert path.suffix == ".onnx" and path.exists()
@@ -44,8 +53,17 @@ def test_int8_stage_checks_its_fallback_on_a_selection_split_not_the_test_data(t
 
     monkeypatch.setattr(stage, "to_int8", spy)
     model = conv_net()
-    ctx = Context(model=model, train_data=data, test_data=test, out_dir=tmp_path, example_input=x[:1],
-                  calib_data=data, reference=model, stage_index=1, stage_name="int8")
+    ctx = Context(
+        model=model,
+        train_data=data,
+        test_data=test,
+        out_dir=tmp_path,
+        example_input=x[:1],
+        calib_data=data,
+        reference=model,
+        stage_index=1,
+        stage_name="int8",
+    )
     int8_stage(ctx, Int8StageConfig(max_float_layers=1, timing_rounds=2, calib_examples=24, selection_examples=10))
     assert seen == {"calib": list(range(24)), "check": list(range(24, 34))}
     assert ctx.info["int8"]["fallback_checked_on"].startswith("selection: 10 examples")

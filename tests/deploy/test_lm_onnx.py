@@ -71,8 +71,15 @@ def test_right_padded_batch_rows_match_their_own_runs(tmp_path):
     assert seq[0, 4:].tolist() == alone[1]
 
 
-@pytest.mark.parametrize("grid", [{"bits": 4, "group_size": 32}, {"bits": 8, "group_size": 16},
-                                  {"bits": 4, "group_size": None}, {"bits": 3, "group_size": 32}])
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"bits": 4, "group_size": 32},
+        {"bits": 8, "group_size": 16},
+        {"bits": 4, "group_size": None},
+        {"bits": 3, "group_size": 32},
+    ],
+)
 def test_quantized_export_carries_exact_integers(tmp_path, grid):
     import onnx
     from onnx import numpy_helper
@@ -91,8 +98,17 @@ def test_quantized_export_carries_exact_integers(tmp_path, grid):
             continue
         fused = next((k for k in meta["nbits"] if name in k.split("+")), None)
         info = meta["nbits"][fused]
-        back = from_nbits(inits[f"{fused}.qweight"], inits[f"{fused}.scales"], inits[f"{fused}.qzeros"], info["K"],
-                          info["N"], info["bits"], info["block_size"], info["code_bits"], info["group_size"])
+        back = from_nbits(
+            inits[f"{fused}.qweight"],
+            inits[f"{fused}.scales"],
+            inits[f"{fused}.qzeros"],
+            info["K"],
+            info["N"],
+            info["bits"],
+            info["block_size"],
+            info["code_bits"],
+            info["group_size"],
+        )
         start = 0
         for part, rows in meta["fused"].get(fused, {"parts": [[name, info["N"]]]})["parts"]:
             if part == name:
@@ -126,8 +142,9 @@ def test_quantized_embedding_is_shared_with_the_tied_lm_head(tmp_path, bits, gro
         model.get_input_embeddings().weight.copy_(table.dequantize())
     ids = tiny_ids(2, 8)
     assert torch.allclose(lm.logits(ids), model(ids).logits.detach(), atol=1e-4)
-    float_bytes = onnx_size_bytes(export_onnx(tiny_llama(hidden=48, heads=3, kv_heads=1, intermediate=96),
-                                              tmp_path / "f", EXACT))
+    float_bytes = onnx_size_bytes(
+        export_onnx(tiny_llama(hidden=48, heads=3, kv_heads=1, intermediate=96), tmp_path / "f", EXACT)
+    )
     assert onnx_size_bytes(tmp_path / "m") < float_bytes
 
 
@@ -183,8 +200,10 @@ def test_bad_inputs_are_refused_clearly(tmp_path):
 def test_q4_1_style_float_zero_embedding_is_exported_exactly(tmp_path, bits):
     from slimtorch.quantize.qembedding import QuantEmbedding, quantize_embedding
 
-    model = quantize_embedding(tiny_llama(hidden=48, heads=3, kv_heads=1, intermediate=96),
-                               {"bits": bits, "group_size": 16, "float_zero": True})
+    model = quantize_embedding(
+        tiny_llama(hidden=48, heads=3, kv_heads=1, intermediate=96),
+        {"bits": bits, "group_size": 16, "float_zero": True},
+    )
     emb = model.get_input_embeddings()
     assert isinstance(emb, QuantEmbedding) and not emb.quantized().integral_zeros
     if bits == 8:  # no such CPU kernel: refused with the reason, nothing written
@@ -206,6 +225,7 @@ def test_float_zero_option_quantizes_a_float_table_that_way(tmp_path):
 
     inits = {i.name: numpy_helper.to_array(i) for i in load(str(tmp_path / "m" / "model.onnx")).graph.initializer}
     assert inits["embed.qzeros"].dtype == np.float32  # fractional zeros, looked up without GatherBlockQuantized
-    cos = torch.nn.functional.cosine_similarity(lm.logits(tiny_ids(1, 8)).flatten(), model(tiny_ids(1, 8)).logits.flatten(),
-                                                dim=0)
+    cos = torch.nn.functional.cosine_similarity(
+        lm.logits(tiny_ids(1, 8)).flatten(), model(tiny_ids(1, 8)).logits.flatten(), dim=0
+    )
     assert cos > 0.98

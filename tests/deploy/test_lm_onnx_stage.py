@@ -17,9 +17,17 @@ def _recipe(lm_dir, stages):
 
 def test_exact_export_reports_the_same_perplexity_as_pytorch(tmp_path):
     lm_dir = tiny_llama_dir(tmp_path / "lm")
-    stages = [{"type": "rtn_weight_only", "grid": G32},
-              {"type": "onnx_lm", "embedding_bits": None, "accuracy_level": 0, "speed_rounds": 1, "new_tokens": 4,
-               "threads": 1}]
+    stages = [
+        {"type": "rtn_weight_only", "grid": G32},
+        {
+            "type": "onnx_lm",
+            "embedding_bits": None,
+            "accuracy_level": 0,
+            "speed_rounds": 1,
+            "new_tokens": 4,
+            "threads": 1,
+        },
+    ]
     res = run_recipe(_recipe(lm_dir, stages), tmp_path / "run", verbose=False)
     _, rtn, deployed = res.records
     assert deployed["runtime"].startswith("onnxruntime")
@@ -32,9 +40,11 @@ def test_exact_export_reports_the_same_perplexity_as_pytorch(tmp_path):
 
 def test_quantized_embedding_makes_the_file_smaller(tmp_path):
     lm_dir = tiny_llama_dir(tmp_path / "lm")
-    stages = [{"type": "rtn_weight_only", "grid": G32},
-              {"type": "onnx_lm", "embedding_bits": None, "speed_rounds": 0},
-              {"type": "onnx_lm", "embedding_bits": 4, "embedding_group_size": 32, "speed_rounds": 0}]
+    stages = [
+        {"type": "rtn_weight_only", "grid": G32},
+        {"type": "onnx_lm", "embedding_bits": None, "speed_rounds": 0},
+        {"type": "onnx_lm", "embedding_bits": 4, "embedding_group_size": 32, "speed_rounds": 0},
+    ]
     res = run_recipe(_recipe(lm_dir, stages), tmp_path / "run", verbose=False)
     float_emb, int4_emb = res.records[2], res.records[3]
     assert int4_emb["size_bytes"] < float_emb["size_bytes"]
@@ -62,14 +72,49 @@ def test_cli_exports_generates_and_evaluates_the_onnx_file(tmp_path):
     import json
 
     lm_dir = tiny_llama_dir(tmp_path / "lm")
-    rc, out, _ = _cli(["export-lm", "--hf", str(lm_dir), "--task", "causal-lm", str(tmp_path / "onnx"),
-                       "--embedding-bits", "none", "--accuracy-level", "0"])
+    rc, out, _ = _cli(
+        [
+            "export-lm",
+            "--hf",
+            str(lm_dir),
+            "--task",
+            "causal-lm",
+            str(tmp_path / "onnx"),
+            "--embedding-bits",
+            "none",
+            "--accuracy-level",
+            "0",
+        ]
+    )
     assert rc == 0 and json.loads(out)["size_bytes"] > 0
-    rc, text, err = _cli(["generate", str(tmp_path / "onnx"), "--prompt", "The licence", "--max-new-tokens", "5",
-                          "--only-new", "--threads", "1"])
+    rc, text, err = _cli(
+        [
+            "generate",
+            str(tmp_path / "onnx"),
+            "--prompt",
+            "The licence",
+            "--max-new-tokens",
+            "5",
+            "--only-new",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0 and "tokens/s (ONNX Runtime" in err
-    rc_pt, text_pt, _ = _cli(["generate", "--hf", str(lm_dir), "--task", "causal-lm", "--prompt", "The licence",
-                              "--max-new-tokens", "5", "--only-new"])
+    rc_pt, text_pt, _ = _cli(
+        [
+            "generate",
+            "--hf",
+            str(lm_dir),
+            "--task",
+            "causal-lm",
+            "--prompt",
+            "The licence",
+            "--max-new-tokens",
+            "5",
+            "--only-new",
+        ]
+    )
     assert rc_pt == 0 and text.strip() == text_pt.strip()  # greedy: the same continuation as PyTorch
     args = ["--window", "32", "--windows", "2", "--sources", "licenses"]
     rc, onnx_eval, _ = _cli(["eval", str(tmp_path / "onnx"), *args])

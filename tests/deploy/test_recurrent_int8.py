@@ -80,7 +80,10 @@ def test_gru_stays_float_on_onnxruntime_and_says_so(tmp_path):
 
 def test_fbgemm_backend_quantizes_gru_lstm_and_embedding():
     torch.manual_seed(0)
-    for model, x in [(GruTagger().eval(), torch.randint(0, 500, (16, 10))), (LstmEncoder().eval(), torch.randn(16, 12, 16))]:
+    for model, x in [
+        (GruTagger().eval(), torch.randint(0, 500, (16, 10))),
+        (LstmEncoder().eval(), torch.randn(16, 12, 16)),
+    ]:
         fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
         q = to_int8(model, x, Int8Config(mode="dynamic", backend="torch_fx", target=COSINE))
         assert q.size_bytes < 0.5 * fp32_bytes
@@ -90,8 +93,9 @@ def test_fbgemm_backend_quantizes_gru_lstm_and_embedding():
 def test_auto_backend_weighs_every_backend_against_fp32_on_onnxruntime(tmp_path, capsys):
     torch.manual_seed(0)
     model = LstmEncoder().eval()
-    q = to_int8(model, torch.randn(16, 12, 16), Int8Config(mode="dynamic", backend="auto", target=COSINE),
-                out_dir=tmp_path)  # fmt: skip
+    q = to_int8(
+        model, torch.randn(16, 12, 16), Int8Config(mode="dynamic", backend="auto", target=COSINE), out_dir=tmp_path
+    )
     auto = q.info["auto"]
     assert {"onnxruntime", "torch_fx", "ort_fp32"} <= set(auto["latency_ms"])
     assert auto["picked"] in auto["latency_ms"]

@@ -91,8 +91,15 @@ def test_quantizing_without_a_region_leaves_its_tensor_float(tmp_path):
             return next(self.it, None)
 
     out = tmp_path / "q.onnx"
-    q.quantize_static(str(tmp_path / "m.onnx"), str(out), Reader(), nodes_to_exclude=region,
-                      activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, per_channel=True)
+    q.quantize_static(
+        str(tmp_path / "m.onnx"),
+        str(out),
+        Reader(),
+        nodes_to_exclude=region,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+        per_channel=True,
+    )
     graph = onnx.load(str(out)).graph
     quantized_inputs = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     assert tensor not in quantized_inputs

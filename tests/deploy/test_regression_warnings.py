@@ -11,25 +11,35 @@ from slimtorch.pipeline import recipe_from_dict, run_recipe
 
 
 def test_regressions_name_the_batch_the_fastest_baseline_and_the_size():
-    lat = {1: {"int8": 2.0, "torch_fp32": 1.0, "ort_fp32": 1.5}, 32: {"int8": 10.0, "torch_fp32": 30.0, "ort_fp32": 20.0}}
+    lat = {
+        1: {"int8": 2.0, "torch_fp32": 1.0, "ort_fp32": 1.5},
+        32: {"int8": 10.0, "torch_fp32": 30.0, "ort_fp32": 20.0},
+    }
     msgs = regressions("int8 (onnxruntime)", lat, "int8", ("torch_fp32", "ort_fp32"), 900, 800)
     assert msgs == [
         "int8 (onnxruntime) is slower than fp32 on torch_fp32 at batch 1: 2 ms vs 1 ms (0.50x)",
         "int8 (onnxruntime) is not smaller than fp32: 900 B vs 800 B",
     ]
-    assert regressions("int8", {1: {"int8": 1.0, "torch_fp32": 2.0, "ort_fp32": 3.0}}, "int8",
-                       ("torch_fp32", "ort_fp32"), 100, 400) == []  # fmt: skip
+    assert (
+        regressions(
+            "int8", {1: {"int8": 1.0, "torch_fp32": 2.0, "ort_fp32": 3.0}}, "int8", ("torch_fp32", "ort_fp32"), 100, 400
+        )
+        == []
+    )
 
 
 def test_an_unpruned_slim_file_warns_on_screen_and_in_the_report(tmp_path, capsys):
     """Entropy coding 32-bit floats that were neither pruned nor shared cannot make them smaller."""
     torch.manual_seed(0)
-    recipe = recipe_from_dict({
-        "name": "no_gain", "model": {"name": "mlp", "kwargs": {"hidden": [32], "in_features": 784}},
-        "data": {"name": "synthetic", "kwargs": {"n_train": 64, "n_test": 32}},
-        "measure": {"latency_batches": [1], "latency_runs": 1},
-        "stages": [{"type": "encode"}],
-    })  # fmt: skip
+    recipe = recipe_from_dict(
+        {
+            "name": "no_gain",
+            "model": {"name": "mlp", "kwargs": {"hidden": [32], "in_features": 784}},
+            "data": {"name": "synthetic", "kwargs": {"n_train": 64, "n_test": 32}},
+            "measure": {"latency_batches": [1], "latency_runs": 1},
+            "stages": [{"type": "encode"}],
+        }
+    )
     res = run_recipe(recipe, tmp_path / "run", force=True, verbose=True)
     err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(err) == 1 and ".slim file is not smaller than the dense fp32 tensors" in err[0]
@@ -49,10 +59,24 @@ def test_int8_stage_times_both_fp32_runtimes_and_flags_a_float_gru(tmp_path, cap
     ids = torch.randint(0, 500, (40, 10))
     data = TensorDataset(ids, torch.zeros(40, dtype=torch.long) - 1)  # unlabelled
     model = GruTagger().eval()
-    ctx = Context(model=model, train_data=data, test_data=data, out_dir=tmp_path, example_input=ids[:1],
-                  calib_data=data, reference=model, stage_index=1, stage_name="int8", verbose=True)  # fmt: skip
-    cfg = Int8StageConfig(mode="dynamic", target={"min_agreement": None, "max_kl": None, "min_cosine": 0.99},
-                          timing_rounds=2, timing_batch=8)  # fmt: skip
+    ctx = Context(
+        model=model,
+        train_data=data,
+        test_data=data,
+        out_dir=tmp_path,
+        example_input=ids[:1],
+        calib_data=data,
+        reference=model,
+        stage_index=1,
+        stage_name="int8",
+        verbose=True,
+    )
+    cfg = Int8StageConfig(
+        mode="dynamic",
+        target={"min_agreement": None, "max_kl": None, "min_cosine": 0.99},
+        timing_rounds=2,
+        timing_batch=8,
+    )
     int8_stage(ctx, cfg)
     info = ctx.info["int8"]
     assert set(info["latency_ms"]) == {"b1", "b8"}
@@ -72,8 +96,16 @@ def test_structured_stage_times_the_model_before_and_after(tmp_path):
 
     torch.manual_seed(0)
     _, test = get_dataset("synthetic", n_train=8, n_test=32)
-    ctx = Context(model=create_model("lenet5"), train_data=None, test_data=test, out_dir=tmp_path,
-                  example_input=test[0][0][None], stage_index=1, stage_name="prune_channels", verbose=False)  # fmt: skip
+    ctx = Context(
+        model=create_model("lenet5"),
+        train_data=None,
+        test_data=test,
+        out_dir=tmp_path,
+        example_input=test[0][0][None],
+        stage_index=1,
+        stage_name="prune_channels",
+        verbose=False,
+    )
     prune_channels_stage(ctx, PruneChannelsStageConfig.from_dict({"prune": {"ratio": 0.5}}))
     info = ctx.info["prune_channels"]
     assert set(info["latency_ms_b1"]) == {"before", "pruned"} and info["macs_after"] < info["macs_before"]

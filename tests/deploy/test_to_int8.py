@@ -38,8 +38,12 @@ def test_keep_float_leaves_named_layers_unquantized(tmp_path):
     q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
     assert set(q.float_layers) == {"pw", "head"}
     graph = onnx.load(str(q.path)).graph
-    float_weights = {n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in
-                     {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}}
+    float_weights = {
+        n.input[1]
+        for n in graph.node
+        if n.op_type in ("Conv", "Gemm")
+        and n.input[1] in {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    }
     assert len(float_weights) == 2  # exactly the two kept layers read float weights directly
 
 
@@ -61,8 +65,9 @@ def test_fallback_keeps_layers_float_until_target(tmp_path):
 
 
 def test_fallback_regions_off_ranks_single_layers_only(tmp_path):
-    cfg = Int8Config(target=FidelityTarget(min_agreement=1.0, max_kl=0.0), max_float_layers=1, cle=False,
-                     fallback_regions=False)
+    cfg = Int8Config(
+        target=FidelityTarget(min_agreement=1.0, max_kl=0.0), max_float_layers=1, cle=False, fallback_regions=False
+    )
     q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
     assert all(len(u["layers"]) == 1 and not u["unit"].startswith("tensor ") for u in q.info["sensitivity"])
     assert len(q.info["sensitivity"]) == 4 and len(q.float_layers) <= 1
@@ -72,8 +77,8 @@ def test_float_kept_layers_drop_bias_correction(tmp_path):
     """Bias correction offsets int8 weight rounding: a layer left in float must keep its exact bias."""
     from onnx import numpy_helper
 
-    from slimtorch.deploy.ort import exact_float, prepare_float
     from slimtorch.deploy.data import input_batches
+    from slimtorch.deploy.ort import exact_float, prepare_float
 
     model, x = conv_net(), _images()
     cfg = Int8Config(keep_float=("dw",), max_float_layers=0, cle=False, bias_correction=True)

@@ -45,7 +45,9 @@ def _data():
 
 
 def _cfg():
-    return DistillConfig(temperature=2.0, train=TrainConfig(epochs=2, batch_size=32, optimizer=OptimizerConfig(lr=0.05)))
+    return DistillConfig(
+        temperature=2.0, train=TrainConfig(epochs=2, batch_size=32, optimizer=OptimizerConfig(lr=0.05))
+    )
 
 
 def _trained():

@@ -14,7 +14,10 @@ def test_default_is_hinton_kl():
 
 def test_round_trips_through_a_plain_dict():
     cfg = DistillConfig(
-        loss="mse", temperature=2.0, alpha=0.5, features=(FeaturePair(student="a", teacher="b", weight=0.1),),
+        loss="mse",
+        temperature=2.0,
+        alpha=0.5,
+        features=(FeaturePair(student="a", teacher="b", weight=0.1),),
         train=TrainConfig(epochs=3),
     )
     assert DistillConfig.from_dict(cfg.to_dict()) == cfg

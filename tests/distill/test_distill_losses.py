@@ -83,7 +83,9 @@ def test_mixing_with_labels_missing_raises(logits):
 def test_mse_mode_equals_f_mse_loss(logits):
     s, t, y = logits
     torch.testing.assert_close(logit_mse_loss(s, t, y, alpha=1.0), F.mse_loss(s, t))
-    torch.testing.assert_close(logit_mse_loss(s, t, y, alpha=0.25), 0.25 * F.mse_loss(s, t) + 0.75 * F.cross_entropy(s, y))
+    torch.testing.assert_close(
+        logit_mse_loss(s, t, y, alpha=0.25), 0.25 * F.mse_loss(s, t) + 0.75 * F.cross_entropy(s, y)
+    )
 
 
 def test_teacher_logits_get_no_gradient_through_the_loss(logits):

@@ -17,8 +17,16 @@ def _ctx(tmp_path, reference):
     torch.manual_seed(0)
     model = create_model("mlp", hidden=[16], in_features=64)
     data = synthetic_classification(n=64, shape=(1, 8, 8), seed=0)
-    return Context(model=model, train_data=data, test_data=data, out_dir=tmp_path,
-                   example_input=torch.zeros(1, 1, 8, 8), reference=reference, stage_name="kd", stage_index=2)
+    return Context(
+        model=model,
+        train_data=data,
+        test_data=data,
+        out_dir=tmp_path,
+        example_input=torch.zeros(1, 1, 8, 8),
+        reference=reference,
+        stage_name="kd",
+        stage_index=2,
+    )
 
 
 def _cfg(**kw):
@@ -88,8 +96,11 @@ def test_a_users_own_class_can_be_the_teacher(tmp_path):
     spec.loader.exec_module(mod)
     torch.manual_seed(1)
     torch.save(mod.Teacher(hidden=24).state_dict(), tmp_path / "teacher.pth")  # a plain state dict
-    teacher = {"class": f"{tmp_path / 'mine.py'}:Teacher", "kwargs": {"hidden": 24},
-               "weights": str(tmp_path / "teacher.pth")}
+    teacher = {
+        "class": f"{tmp_path / 'mine.py'}:Teacher",
+        "kwargs": {"hidden": 24},
+        "weights": str(tmp_path / "teacher.pth"),
+    }
     ctx = _ctx(tmp_path, None)
     before = copy.deepcopy(ctx.model.state_dict())
     STAGES.get("distill").fn(ctx, _cfg(teacher=teacher))

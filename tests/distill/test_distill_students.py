@@ -20,8 +20,11 @@ def _params(m):
         ("lenet300_100", 0.5, {"name": "mlp", "kwargs": {"hidden": [150, 50]}}),
         ({"name": "mlp", "kwargs": {"hidden": [64, 32]}}, 0.25, {"name": "mlp", "kwargs": {"hidden": [16, 8]}}),
         ("resnet20", 0.5, {"name": "resnet_cifar", "kwargs": {"depth": 20, "width": 8}}),
-        ({"name": "mobilenet_v2", "kwargs": {"width_mult": 1.0, "pretrained": True}}, 0.5,
-         {"name": "mobilenet_v2", "kwargs": {"width_mult": 0.5}}),
+        (
+            {"name": "mobilenet_v2", "kwargs": {"width_mult": 1.0, "pretrained": True}},
+            0.5,
+            {"name": "mobilenet_v2", "kwargs": {"width_mult": 0.5}},
+        ),
     ],
 )
 def test_thinner_spec_scales_widths(name, factor, expected):

@@ -121,7 +121,9 @@ def test_cache_gives_identical_losses_and_weights_to_no_cache(tmp_path):
     init = UserStudent()
     a, b = copy.deepcopy(init), copy.deepcopy(init)
     ra = distill_fit(a, teacher, _data(), _cfg(), verbose=False)
-    rb = distill_fit(b, teacher, _data(), _cfg(cache_teacher=True), cache_path=tmp_path / "c.safetensors", verbose=False)
+    rb = distill_fit(
+        b, teacher, _data(), _cfg(cache_teacher=True), cache_path=tmp_path / "c.safetensors", verbose=False
+    )
     assert [h["train_loss"] for h in ra.history] == pytest.approx([h["train_loss"] for h in rb.history], rel=1e-5)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, msg=k)
@@ -143,8 +145,9 @@ def test_cache_is_reused_when_valid_and_rebuilt_when_the_teacher_changes(tmp_pat
 
 
 def test_cache_with_jitter_raises_config_error():
-    cfg = DistillConfig.model_construct(cache_teacher=True, train=TrainConfig(jitter=2), features=(), loss="kl",
-                                        temperature=4.0, alpha=0.9)
+    cfg = DistillConfig.model_construct(
+        cache_teacher=True, train=TrainConfig(jitter=2), features=(), loss="kl", temperature=4.0, alpha=0.9
+    )
     with pytest.raises(ConfigError, match="jitter"):
         distill(UserStudent(), _trained_teacher(), _data(), cfg, verbose=False)
 
@@ -167,8 +170,11 @@ def test_feature_hints_reduce_the_hint_loss():
     teacher = _trained_teacher()
     torch.manual_seed(1)
     student = UserStudent(width=4)
-    cfg = _cfg(features=(FeaturePair(student="conv", teacher="body", weight=10.0),), alpha=0.0,
-               train=TrainConfig(epochs=4, batch_size=32, optimizer=OptimizerConfig(lr=0.05), eval_every=0))
+    cfg = _cfg(
+        features=(FeaturePair(student="conv", teacher="body", weight=10.0),),
+        alpha=0.0,
+        train=TrainConfig(epochs=4, batch_size=32, optimizer=OptimizerConfig(lr=0.05), eval_every=0),
+    )
     res = distill_fit(student, teacher, _data(), cfg, verbose=False)
     # alpha=0 -> CE + hint; CE alone on this data starts ~2.3, so the drop includes the hint term
     assert res.history[-1]["train_loss"] < 0.5 * res.history[0]["train_loss"]
@@ -190,7 +196,9 @@ def test_compressed_teacher_with_parametrized_mask_works():
             return w * self.mask
 
     teacher = _trained_teacher()
-    parametrize.register_parametrization(teacher.head, "weight", Mask((torch.rand_like(teacher.head.weight) > 0.5).float()))
+    parametrize.register_parametrization(
+        teacher.head, "weight", Mask((torch.rand_like(teacher.head.weight) > 0.5).float())
+    )
     student = UserStudent()
     student = distill(student, teacher, _data(), _cfg(), verbose=False)
     assert parametrize.is_parametrized(teacher.head)
@@ -220,5 +228,7 @@ def test_cache_works_for_datasets_that_are_not_tensor_datasets(tmp_path):
     init = UserStudent()
     a, b = copy.deepcopy(init), copy.deepcopy(init)
     ra = distill_fit(a, teacher, _data(), _cfg(), verbose=False)
-    rb = distill_fit(b, teacher, ListData(_data()), _cfg(cache_teacher=True), cache_path=tmp_path / "c.st", verbose=False)
+    rb = distill_fit(
+        b, teacher, ListData(_data()), _cfg(cache_teacher=True), cache_path=tmp_path / "c.st", verbose=False
+    )
     assert ra.history[-1]["train_loss"] == pytest.approx(rb.history[-1]["train_loss"], rel=1e-5)

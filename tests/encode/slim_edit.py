@@ -45,7 +45,10 @@ def resigned(data: bytes, doc, tensors: dict | None = None) -> bytes:
     if meta.get("version") == "1":
         arch = doc.get("arch") if isinstance(doc, dict) else None
         meta["arch"] = json.dumps(arch, sort_keys=True, allow_nan=True)
-        manifest = {"arch_sha256": _sha(meta["arch"].encode()), "tensors": doc.get("tensors") if isinstance(doc, dict) else doc}
+        manifest = {
+            "arch_sha256": _sha(meta["arch"].encode()),
+            "tensors": doc.get("tensors") if isinstance(doc, dict) else doc,
+        }
         meta["manifest"] = json.dumps(manifest, allow_nan=True)
         meta["manifest_sha256"] = _sha(meta["manifest"].encode())
     else:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tests.encode.encode_strategies import make_shared
 from slimtorch.encode import compression_report, pack_state, render_report
+from tests.encode.encode_strategies import make_shared
 
 
 @pytest.fixture(scope="module")

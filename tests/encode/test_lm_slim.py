@@ -165,8 +165,10 @@ def test_corrupt_header_and_foreign_files_are_named(slim_file, tmp_path):
 def test_manifest_lacking_a_tensor_is_refused(slim_file, tmp_path):
     from tests.encode.slim_edit import with_manifest
 
-    data = with_manifest(slim_file.read_bytes(), lambda entries: entries.remove(
-        next(e for e in entries if e["name"] == "model.norm.weight")))
+    data = with_manifest(
+        slim_file.read_bytes(),
+        lambda entries: entries.remove(next(e for e in entries if e["name"] == "model.norm.weight")),
+    )
     bad = tmp_path / "lack.slim"
     bad.write_bytes(data)
     with pytest.raises(FormatError, match="lacks tensors .*model.norm.weight"):
@@ -195,8 +197,16 @@ def test_attention_implementation_is_kept_so_logits_match_bit_for_bit(tmp_path):
 def test_quantized_linears_with_biases_round_trip(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, attention_bias=True, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        attention_bias=True,
+        tie_word_embeddings=False,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         m = LlamaForCausalLM(cfg).float().eval()

@@ -1,4 +1,7 @@
-"""Recipe stages quantize_embedding and slim_lm on a tiny Llama: the .slim file is the artifact and the run continues from it."""
+"""Recipe stages quantize_embedding and slim_lm on a tiny Llama.
+
+The .slim file is the artifact and the run continues from it.
+"""
 
 import json
 
@@ -20,9 +23,11 @@ def _recipe(lm_dir, stages):
 
 def test_slim_stage_writes_a_file_that_reloads_to_the_run_model(tmp_path):
     lm_dir = tiny_llama_dir(tmp_path / "lm")
-    stages = [{"type": "sparsegpt", "sparsity": 0.5, "grid": G32, "save": False},
-              {"type": "quantize_embedding", "grid": {"bits": 4, "group_size": 32, "float_zero": True}},
-              {"type": "slim_lm"}]
+    stages = [
+        {"type": "sparsegpt", "sparsity": 0.5, "grid": G32, "save": False},
+        {"type": "quantize_embedding", "grid": {"bits": 4, "group_size": 32, "float_zero": True}},
+        {"type": "slim_lm"},
+    ]
     res = run_recipe(_recipe(lm_dir, stages), tmp_path / "run", verbose=False)
     path = res.out_dir / "03_slim_lm" / "model.slim"
     last = res.records[-1]

@@ -37,8 +37,17 @@ def test_every_index_scheme_round_trips_bit_exactly(index, coder):
     assert meta["nnz"] == int(t.nonzero_mask().sum()) < t.codes.size  # pruned codes are not counted
 
 
-@pytest.mark.parametrize("kw", [{"group": None}, {"bits": 3, "group": 16}, {"bits": 8, "sparsity": 0.0},
-                                {"sparsity": 1.0}, {"half": False}, {"rows": 0}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"group": None},
+        {"bits": 3, "group": 16},
+        {"bits": 8, "sparsity": 0.0},
+        {"sparsity": 1.0},
+        {"half": False},
+        {"rows": 0},
+    ],
+)
 def test_grid_shapes_and_edge_cases_round_trip_through_the_container(kw):
     t = make_quant(**kw)
     back, _ = unpack_shared(pack_state({"w": t}, {}, "auto"))
@@ -83,16 +92,19 @@ def _resign(edit):
     return with_manifest(pack_state({"w": make_quant()}, {}), lambda entries: edit(entries[0]))
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda e: e.update(bits=2), "zero above|outside|code"),
-    (lambda e: e.update(nnz=e["nnz"] + 1), "non-zero count"),
-    (lambda e: e.update(index="zigzag"), "unknown index scheme"),
-    (lambda e: e.update(shape=[24, 72, 1]), "2-D"),
-    (lambda e: e.update(shape=[24, 71]), "length|symbols|differ|position|values"),
-    (lambda e: e["scales"].update(stored="float64"), "float16 or float32"),
-    (lambda e: e.update(zeros_kind="other"), "zeros kind"),
-    (lambda e: e.update(group_size=0), "group_size"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda e: e.update(bits=2), "zero above|outside|code"),
+        (lambda e: e.update(nnz=e["nnz"] + 1), "non-zero count"),
+        (lambda e: e.update(index="zigzag"), "unknown index scheme"),
+        (lambda e: e.update(shape=[24, 72, 1]), "2-D"),
+        (lambda e: e.update(shape=[24, 71]), "length|symbols|differ|position|values"),
+        (lambda e: e["scales"].update(stored="float64"), "float16 or float32"),
+        (lambda e: e.update(zeros_kind="other"), "zeros kind"),
+        (lambda e: e.update(group_size=0), "group_size"),
+    ],
+)
 def test_inconsistent_manifests_raise_format_errors_naming_the_field(edit, match):
     with pytest.raises(FormatError, match=match):
         unpack_shared(_resign(edit))

@@ -131,7 +131,13 @@ def test_absurd_declared_shapes_are_rejected_quickly(packed, shape):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("nnz", 10**9), ("codebook_size", 7), ("index", "zigzag"), ("bits", 60), ("layout", [["codebook", "float32", 10**12]])],
+    [
+        ("nnz", 10**9),
+        ("codebook_size", 7),
+        ("index", "zigzag"),
+        ("bits", 60),
+        ("layout", [["codebook", "float32", 10**12]]),
+    ],
 )
 def test_inconsistent_signed_manifest_is_rejected(packed, field, value):
     with pytest.raises(FormatError):
@@ -175,10 +181,12 @@ def test_v2_manifest_tensor_problems_are_named(packed):
     del tensors["manifest"]
     with pytest.raises(FormatError, match="no manifest tensor"):
         unpack_state(save(tensors, metadata=_header(packed)["__metadata__"]))
-    for blob, match in [(b"not zlib at all", "not valid zlib"),
-                        (zlib.compress(b"[1, 2]"), "no tensor list"),
-                        (zlib.compress(b"{" * 10), "not valid JSON"),
-                        (zlib.compress(b" " * (80 << 20)), "inflate to one zlib stream")]:
+    for blob, match in [
+        (b"not zlib at all", "not valid zlib"),
+        (zlib.compress(b"[1, 2]"), "no tensor list"),
+        (zlib.compress(b"{" * 10), "not valid JSON"),
+        (zlib.compress(b" " * (80 << 20)), "inflate to one zlib stream"),
+    ]:
         t = dict(load(packed))
         t["manifest"] = np.frombuffer(blob, dtype=np.uint8)
         meta = dict(_header(packed)["__metadata__"], manifest_sha256=hashlib.sha256(blob).hexdigest())

@@ -18,8 +18,15 @@ def _reload(path):
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
 
 
-@pytest.mark.parametrize("grid", [{"bits": 4, "group_size": 32}, {"bits": 4, "group_size": 64},
-                                  {"bits": 3, "group_size": None}, {"bits": 8, "group_size": 32, "symmetric": True}])
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"bits": 4, "group_size": 32},
+        {"bits": 4, "group_size": 64},
+        {"bits": 3, "group_size": None},
+        {"bits": 8, "group_size": 32, "symmetric": True},
+    ],
+)
 def test_quantized_model_reloads_in_transformers(tmp_path, grid):
     model = quantize_rtn(tiny_llama(), {"grid": grid})
     back = _reload(export_gguf(model, tmp_path / "m.gguf"))
@@ -28,7 +35,7 @@ def test_quantized_model_reloads_in_transformers(tmp_path, grid):
     for name in ("self_attn.q_proj", "self_attn.k_proj", "mlp.down_proj"):
         ours = model.model.layers[1].get_submodule(name)
         theirs = back.model.layers[1].get_submodule(name).weight
-        tol = 2e-3 * float(ours.scales.abs().max()) * 2**grid["bits"]
+        tol = 2e-3 * float(ours.scales.abs().max()) * 2 ** grid["bits"]
         assert torch.allclose(theirs, ours.weight, atol=tol)
     assert torch.allclose(back(ids).logits, model(ids).logits, atol=5e-3)
 

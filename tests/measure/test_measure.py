@@ -35,7 +35,9 @@ def test_counts_see_masked_zeros():
 
 def test_measure_record_has_every_field(tiny_data, user_net):
     _, test = tiny_data
-    rec = measure(user_net, test[0][0].unsqueeze(0), data=test, reference=user_net, latency_batches=(1, 4), latency_runs=3)
+    rec = measure(
+        user_net, test[0][0].unsqueeze(0), data=test, reference=user_net, latency_batches=(1, 4), latency_runs=3
+    )
     d = rec.to_dict()
     assert 0 <= d["accuracy"] <= 1 and d["agreement"] == 1.0
     assert d["params"] == sum(p.numel() for p in user_net.parameters())

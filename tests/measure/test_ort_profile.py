@@ -74,9 +74,16 @@ def test_parse_trace_drops_warmup_runs_and_counts_outside_kernels():
     def node(name, op, ts, dur):
         return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
 
-    events = [run(0, 1000), node("a", "Conv", 10, 900),  # warm-up
-              run(2000, 100), node("a", "Conv", 2010, 50), node("q", "QuantizeLinear", 2070, 20),
-              run(3000, 100), node("a", "Conv", 3010, 30), node("q", "QuantizeLinear", 3050, 20)]
+    events = [
+        run(0, 1000),
+        node("a", "Conv", 10, 900),  # warm-up
+        run(2000, 100),
+        node("a", "Conv", 2010, 50),
+        node("q", "QuantizeLinear", 2070, 20),
+        run(3000, 100),
+        node("a", "Conv", 3010, 30),
+        node("q", "QuantizeLinear", 3050, 20),
+    ]
     p = parse_trace(events, warmup=1, depthwise={"a"})
     assert p["runs"] == 2 and p["total_ms"] == pytest.approx(0.1)
     assert p["categories"]["depthwise_float"]["ms"] == pytest.approx(0.04)

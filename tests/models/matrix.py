@@ -144,8 +144,15 @@ def hf_bert() -> nn.Module:
 
     from slimtorch.models.hf import HFSequenceClassifier
 
-    cfg = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=16, num_labels=4)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=4,
+    )
     return HFSequenceClassifier(BertForSequenceClassification(cfg).eval(), pad_id=0)
 
 
@@ -163,8 +170,15 @@ class CausalLMLogits(nn.Module):
 def hf_llama() -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
+    )
     return CausalLMLogits(LlamaForCausalLM(cfg).eval())
 
 
@@ -312,8 +326,9 @@ def _int8(mode):
         from slimtorch.deploy import Int8Config, to_int8
 
         target = {"min_agreement": None, "max_kl": None, "min_cosine": 0.9}
-        q = to_int8(model, x, Int8Config(mode=mode, target=target, max_float_layers=0, calib_batch_size=8),
-                    out_dir=tmp / mode)  # fmt: skip
+        q = to_int8(
+            model, x, Int8Config(mode=mode, target=target, max_float_layers=0, calib_batch_size=8), out_dir=tmp / mode
+        )
         cos = _cos(q.runner((x,)), _out(model, x))
         _check(cos > 0.9, f"INT8 output far from float (cosine {cos:.3f})")
         _check(q.info.get("quantized_layers", 1) > 0, "no layer was quantized")
@@ -342,8 +357,19 @@ def onnx_export(case, model, x, tmp):
     _check(parity.max_abs_diff <= 1e-3 * max(scale, 1.0), f"ONNX Runtime differs by {parity.max_abs_diff:.3g}")
 
 
-TECHNIQUES: list[Callable] = [unstructured, nm_2_4, structured, fake_quant_ptq, qat, kmeans, slim_round_trip,
-                              _int8("static"), _int8("dynamic"), distill, onnx_export]  # fmt: skip
+TECHNIQUES: list[Callable] = [
+    unstructured,
+    nm_2_4,
+    structured,
+    fake_quant_ptq,
+    qat,
+    kmeans,
+    slim_round_trip,
+    _int8("static"),
+    _int8("dynamic"),
+    distill,
+    onnx_export,
+]
 
 
 def run_cell(case: Case, technique: Callable) -> tuple[str, str]:

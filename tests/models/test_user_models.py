@@ -145,12 +145,26 @@ def _tiny_bert_dir(tmp_path: Path, task: str) -> Path:
 
     torch.manual_seed(0)
     if task == "causal-lm":
-        cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)  # fmt: skip
+        cfg = LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=32,
+        )
         model = LlamaForCausalLM(cfg)
     else:
-        cfg = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=32, num_labels=3)  # fmt: skip
+        cfg = BertConfig(
+            vocab_size=64,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+            num_labels=3,
+        )
         model = BertForSequenceClassification(cfg) if task == "sequence-classification" else BertModel(cfg)
     out = tmp_path / task
     model.save_pretrained(out)
@@ -187,9 +201,28 @@ def test_hf_recipe_source_and_bad_directory(tmp_path):
 def test_cli_auto_searches_a_user_class_from_a_state_dict(tmp_path, capsys):
     _, path = _cnn_state(tmp_path, width=8)
     out = tmp_path / "auto"
-    rc = main(["auto", str(path), "--class", CNN, "--kwargs", '{"width": 8}', "--data", "synthetic",
-               "--max-candidates", "1", "--finetune-epochs", "0", "--kmeans-epochs", "0", "--max-drop", "100",
-               "-o", str(out)])  # fmt: skip
+    rc = main(
+        [
+            "auto",
+            str(path),
+            "--class",
+            CNN,
+            "--kwargs",
+            '{"width": 8}',
+            "--data",
+            "synthetic",
+            "--max-candidates",
+            "1",
+            "--finetune-epochs",
+            "0",
+            "--kmeans-epochs",
+            "0",
+            "--max-drop",
+            "100",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0 and (out / "best.slim").exists()
     capsys.readouterr()
     # the search's files record the class; loading them names it explicitly
@@ -207,8 +240,14 @@ def test_hf_sequence_classifier_runs_a_recipe_end_to_end(tmp_path):
     from slimtorch.pipeline import run_recipe
 
     folder = _tiny_bert_dir(tmp_path, "sequence-classification")
-    recipe = recipe_from_dict({"name": "hf_prune", "model": {"hf": str(folder)}, "data": None,
-                               "stages": [{"type": "prune", "prune": {"method": "magnitude", "sparsity": 0.5}}]})
+    recipe = recipe_from_dict(
+        {
+            "name": "hf_prune",
+            "model": {"hf": str(folder)},
+            "data": None,
+            "stages": [{"type": "prune", "prune": {"method": "magnitude", "sparsity": 0.5}}],
+        }
+    )
     res = run_recipe(recipe, tmp_path / "run", verbose=False)
     first, last = res.records[0], res.records[-1]
     assert last["nonzero"] < first["nonzero"]

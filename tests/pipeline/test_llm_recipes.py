@@ -32,10 +32,14 @@ def text():
 
 
 def _recipe(lm_dir, stages, data=True):
-    return recipe_from_dict({
-        "name": "tiny_lm", "model": {"hf": str(lm_dir), "task": "causal-lm"},
-        "data": {"name": "text", "kwargs": TINY_TEXT} if data else None, "stages": stages,
-    })  # fmt: skip
+    return recipe_from_dict(
+        {
+            "name": "tiny_lm",
+            "model": {"hf": str(lm_dir), "task": "causal-lm"},
+            "data": {"name": "text", "kwargs": TINY_TEXT} if data else None,
+            "stages": stages,
+        }
+    )
 
 
 def _cli(argv):
@@ -70,22 +74,34 @@ def test_gptq_recipe_records_perplexity_size_and_time_and_its_folder_reloads(lm_
     assert rc == 0 and json.loads(out)["perplexity"] == pytest.approx(last["perplexity"], rel=1e-6)
 
 
-@pytest.mark.parametrize("kind, fields", [
-    ("gptq", {"grid": G32, "calib_windows": 2}),
-    ("awq", {"grid": G32, "n_grid": 2, "clip_search": False}),
-    ("hqq", {"grid": G32}),
-    ("rtn_weight_only", {"grid": {**G32, "symmetric": True}}),
-    ("wanda", {"sparsity": 0.5}),
-    ("sparsegpt", {"pattern": "2:4"}),
-    ("magnitude_lm", {"sparsity": 0.5}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind, fields",
+    [
+        ("gptq", {"grid": G32, "calib_windows": 2}),
+        ("awq", {"grid": G32, "n_grid": 2, "clip_search": False}),
+        ("hqq", {"grid": G32}),
+        ("rtn_weight_only", {"grid": {**G32, "symmetric": True}}),
+        ("wanda", {"sparsity": 0.5}),
+        ("sparsegpt", {"pattern": "2:4"}),
+        ("magnitude_lm", {"sparsity": 0.5}),
+    ],
+)
 def test_every_lm_stage_compresses_in_place_and_saves(kind, fields, lm_dir, text, tmp_path):
     from slimtorch.lm import load_lm_folder
     from slimtorch.measure.lm import linear_stats
 
     spec = STAGES.get(kind)
-    ctx = Context(model=load_lm_folder(lm_dir), train_data=None, test_data=None, out_dir=tmp_path,
-                  example_input=text.calibration[:1], text=text, stage_index=1, stage_name=kind, verbose=False)
+    ctx = Context(
+        model=load_lm_folder(lm_dir),
+        train_data=None,
+        test_data=None,
+        out_dir=tmp_path,
+        example_input=text.calibration[:1],
+        text=text,
+        stage_index=1,
+        stage_name=kind,
+        verbose=False,
+    )
     spec.fn(ctx, spec.config_cls.from_dict(fields))
     info = ctx.info[kind]
     assert info["calib_seconds"] >= 0 and info["config"]
@@ -101,8 +117,9 @@ def test_every_lm_stage_compresses_in_place_and_saves(kind, fields, lm_dir, text
         assert info["calib_windows"] == 2
 
 
-def test_a_killed_calibration_resumes_after_its_last_block_and_a_finished_stage_reloads(lm_dir, text, tmp_path,
-                                                                                         monkeypatch):
+def test_a_killed_calibration_resumes_after_its_last_block_and_a_finished_stage_reloads(
+    lm_dir, text, tmp_path, monkeypatch
+):
     import slimtorch.quantize.gptq as gptq
     from slimtorch.lm import load_lm_folder
 
@@ -110,9 +127,18 @@ def test_a_killed_calibration_resumes_after_its_last_block_and_a_finished_stage_
     cfg = spec.config_cls.from_dict({"grid": G32})
 
     def ctx_(resume):
-        return Context(model=load_lm_folder(lm_dir), train_data=None, test_data=None, out_dir=tmp_path,
-                       example_input=text.calibration[:1], text=text, stage_index=1, stage_name="gptq",
-                       resume=resume, verbose=False)
+        return Context(
+            model=load_lm_folder(lm_dir),
+            train_data=None,
+            test_data=None,
+            out_dir=tmp_path,
+            example_input=text.calibration[:1],
+            text=text,
+            stage_index=1,
+            stage_name="gptq",
+            resume=resume,
+            verbose=False,
+        )
 
     real, calls = gptq.quantize_block, []
 
@@ -146,28 +172,58 @@ def test_a_killed_calibration_resumes_after_its_last_block_and_a_finished_stage_
 
 def test_lm_stages_and_text_data_refuse_what_they_cannot_use(lm_dir, tmp_path):
     with pytest.raises(ConfigError, match="compresses causal language models"):
-        run_recipe(recipe_from_dict({"name": "x", "model": {"name": "mlp_784_128_10"},
-                                     "data": {"name": "synthetic", "test_subset": 8},
-                                     "stages": [{"type": "gptq"}]}), tmp_path / "a", verbose=False)  # fmt: skip
+        run_recipe(
+            recipe_from_dict(
+                {
+                    "name": "x",
+                    "model": {"name": "mlp_784_128_10"},
+                    "data": {"name": "synthetic", "test_subset": 8},
+                    "stages": [{"type": "gptq"}],
+                }
+            ),
+            tmp_path / "a",
+            verbose=False,
+        )
     with pytest.raises(ConfigError, match="for causal language models"):
-        run_recipe(recipe_from_dict({"name": "x", "model": {"name": "mlp_784_128_10"}, "data": {"name": "text"},
-                                     "stages": []}), tmp_path / "b", verbose=False)  # fmt: skip
+        run_recipe(
+            recipe_from_dict(
+                {"name": "x", "model": {"name": "mlp_784_128_10"}, "data": {"name": "text"}, "stages": []}
+            ),
+            tmp_path / "b",
+            verbose=False,
+        )
     with pytest.raises(ConfigError, match="needs calibration text"):
         run_recipe(_recipe(lm_dir, [{"type": "wanda"}], data=False), tmp_path / "c", verbose=False)
     with pytest.raises(ConfigError, match="stages\\[0\\].*sparsity"):
         _recipe(lm_dir, [{"type": "wanda", "sparsity": 1.0}])
     with pytest.raises(ConfigError, match="data.kwargs.stride"):
-        recipe_from_dict({"name": "x", "model": {"name": "lenet5"},
-                          "data": {"name": "text", "kwargs": {"window": 16, "stride": 32}}})  # fmt: skip
+        recipe_from_dict(
+            {"name": "x", "model": {"name": "lenet5"}, "data": {"name": "text", "kwargs": {"window": 16, "stride": 32}}}
+        )
 
 
 def test_generate_prints_text_and_tokens_per_second(lm_dir, tmp_path):
-    rc, out, err = _cli(["generate", str(lm_dir), "--prompt", "Hello", "--max-new-tokens", "6", "--json",
-                         str(tmp_path / "g.json")])
+    rc, out, err = _cli(
+        ["generate", str(lm_dir), "--prompt", "Hello", "--max-new-tokens", "6", "--json", str(tmp_path / "g.json")]
+    )
     assert rc == 0 and out.startswith("Hello")
     assert "tokens/s" in err and "greedy" in err
     g = json.loads((tmp_path / "g.json").read_text())
     assert g["new_tokens"] == 6 and g["prompt_tokens"] == 5 and g["tokens_per_s"] > 0
-    rc, out2, err = _cli(["generate", str(lm_dir), "--prompt", "Hello", "--max-new-tokens", "6", "--temperature",
-                          "0.9", "--top-p", "0.8", "--seed", "3"])
+    rc, out2, err = _cli(
+        [
+            "generate",
+            str(lm_dir),
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "6",
+            "--temperature",
+            "0.9",
+            "--top-p",
+            "0.8",
+            "--seed",
+            "3",
+        ]
+    )
     assert rc == 0 and "sampling T=0.9 top-p=0.8" in err

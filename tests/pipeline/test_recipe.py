@@ -62,7 +62,15 @@ def test_run_records_every_stage_and_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
     res = run_recipe(recipe_from_dict(TINY), out, verbose=False, argv=["slimtorch", "run", "x"])
     assert [r["name"] for r in res.records] == ["train", "checkpoint", "save"]
-    for name in ("recipe.yaml", "command.json", "environment.json", "results.json", "report.md", "model.safetensors", "copy.safetensors"):
+    for name in (
+        "recipe.yaml",
+        "command.json",
+        "environment.json",
+        "results.json",
+        "report.md",
+        "model.safetensors",
+        "copy.safetensors",
+    ):
         assert (out / name).exists(), name
     results = json.loads((out / "results.json").read_text())
     assert results["records"][0]["accuracy"] == res.records[0]["accuracy"]
@@ -118,9 +126,14 @@ def test_bad_sweep_value_is_named():
 
 
 def test_int8_stage_record_shows_the_deployed_artifact(tmp_path):
-    recipe = {**TINY, "model": {"name": "lenet5"},
-              "stages": [{"type": "train", "epochs": 1, "batch_size": 32},
-                         {"type": "int8", "max_float_layers": 0, "timing_rounds": 2, "calib_examples": 64}]}
+    recipe = {
+        **TINY,
+        "model": {"name": "lenet5"},
+        "stages": [
+            {"type": "train", "epochs": 1, "batch_size": 32},
+            {"type": "int8", "max_float_layers": 0, "timing_rounds": 2, "calib_examples": 64},
+        ],
+    }
     res = run_recipe(recipe_from_dict(recipe), tmp_path / "run", verbose=False)
     rec, info = res.records[-1], res.info["int8"]
     assert rec["runtime"] == "onnxruntime int8"

@@ -14,7 +14,9 @@ RECIPES = sorted(Path(__file__).parents[2].joinpath("recipes").glob("*.yaml"))
 def shrink(node):
     """Recursively cut every training to 1 epoch (and gradual-pruning schedules to fit in it)."""
     if isinstance(node, dict):
-        return {k: (1 if k in ("epochs", "end_epoch") else 0 if k == "begin_epoch" else shrink(v)) for k, v in node.items()}
+        return {
+            k: (1 if k in ("epochs", "end_epoch") else 0 if k == "begin_epoch" else shrink(v)) for k, v in node.items()
+        }
     if isinstance(node, list):
         return [shrink(v) for v in node]
     return node

@@ -65,4 +65,6 @@ def test_two_ranks_sweep_matches_serial_sweep(tmp_path):
         point = json.loads((tmp_path / "ddp" / f"point_{k:02d}" / "results.json").read_text())
         assert _comparable(point["records"][-1]) == _comparable({**rec, "name": point["records"][-1]["name"]})
         assert (tmp_path / "ddp" / f"point_{k:02d}" / "model.safetensors").exists()
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "serial").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(
+        p.name for p in (tmp_path / "serial").iterdir()
+    )

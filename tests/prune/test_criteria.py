@@ -28,8 +28,10 @@ def test_taylor_scores_equal_hand_computation():
     layers = {"0": model[0], "2": model[2]}
     got = taylor_scores(model, layers, PruneConfig(method="taylor", batches=3), batches)
 
-    w1, b1, w2, b2 = (p.detach().clone().requires_grad_(True) for p in (model[0].weight, model[0].bias,
-                                                                     model[2].weight, model[2].bias))
+    w1, b1, w2, b2 = (
+        p.detach().clone().requires_grad_(True)
+        for p in (model[0].weight, model[0].bias, model[2].weight, model[2].bias)
+    )
     expected = {"0": torch.zeros(4, 3), "2": torch.zeros(2, 4)}
     for x, y in batches:
         logits = torch.tanh(x @ w1.T + b1) @ w2.T + b2

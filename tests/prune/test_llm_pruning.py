@@ -50,7 +50,9 @@ def run(method: str, model: nn.Module, config: dict, **kw) -> nn.Module:
 
 
 def decoder_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: m.weight.detach() for n, m in model.model.layers.named_modules() if isinstance(m, nn.Linear | QuantLinear)}
+    return {
+        n: m.weight.detach() for n, m in model.model.layers.named_modules() if isinstance(m, nn.Linear | QuantLinear)
+    }
 
 
 def state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -114,8 +116,13 @@ def _block0_inputs(model: nn.Module, index: int = 0) -> dict[str, torch.Tensor]:
     """Every Linear's calibration inputs ``(positions, in)`` in block ``index`` of ``model``."""
     got: dict[str, list[torch.Tensor]] = {}
     block = model.model.layers[index]
-    hooks = [m.register_forward_hook(lambda _m, inp, _o, n=n: got.setdefault(n, []).append(inp[0].reshape(-1, inp[0].shape[-1])))
-             for n, m in block.named_modules() if isinstance(m, nn.Linear)]
+    hooks = [
+        m.register_forward_hook(
+            lambda _m, inp, _o, n=n: got.setdefault(n, []).append(inp[0].reshape(-1, inp[0].shape[-1]))
+        )
+        for n, m in block.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
     with torch.no_grad():
         for s in range(0, len(CALIB), 8):
             model(CALIB[s : s + 8])

@@ -117,4 +117,6 @@ def test_sparsity_report_and_totals():
     assert tot["weights_nonzero"] == 256 + 512 + 96
     # parameters also count biases and the LayerNorm (never pruned)
     assert tot["params"] == tot["weights"] + 32 + 32 + 4 + 2 * 32
-    assert tot["params_nonzero"] == tot["weights_nonzero"] + 32 + 32 + 4 + 2 * 32 - int((model.encoder[2].bias == 0).sum())
+    assert tot["params_nonzero"] == tot["weights_nonzero"] + 32 + 32 + 4 + 2 * 32 - int(
+        (model.encoder[2].bias == 0).sum()
+    )

@@ -55,8 +55,15 @@ def test_prune_stage_records_the_protected_layers(cnn, tmp_path):
     from slimtorch.pipeline.context import Context
     from slimtorch.prune.stage import PruneStageConfig, prune_stage
 
-    ctx = Context(model=cnn, train_data=None, test_data=None, out_dir=tmp_path, example_input=torch.zeros(1, 1, 28, 28),
-                  stage_index=1, stage_name="prune")  # fmt: skip
+    ctx = Context(
+        model=cnn,
+        train_data=None,
+        test_data=None,
+        out_dir=tmp_path,
+        example_input=torch.zeros(1, 1, 28, 28),
+        stage_index=1,
+        stage_name="prune",
+    )
     prune_stage(ctx, PruneStageConfig.from_dict({"prune": {"sparsity": 0.9}}))
     assert ctx.info["prune"]["protected"]["conv1"] == {"max_sparsity": 0.5, "reason": "first convolution"}
     assert ctx.info["prune"]["layers"]["conv1"] == 0.5
@@ -79,8 +86,16 @@ def test_a_costly_one_shot_prune_warns_and_suggests_a_gradual_schedule(tmp_path,
     train, test = get_dataset("synthetic", n_train=256, n_test=128)
     model = create_model("mlp", hidden=[32], in_features=784)
     fit(model, train, TrainConfig(epochs=3, batch_size=32), verbose=False)
-    ctx = Context(model=model, train_data=train, test_data=test, out_dir=tmp_path,
-                  example_input=test[0][0][None], stage_index=1, stage_name="prune", verbose=True)  # fmt: skip
+    ctx = Context(
+        model=model,
+        train_data=train,
+        test_data=test,
+        out_dir=tmp_path,
+        example_input=test[0][0][None],
+        stage_index=1,
+        stage_name="prune",
+        verbose=True,
+    )
     prune_stage(ctx, PruneStageConfig.from_dict({"prune": {"sparsity": 0.99, "protect": False}, "warn_drop": 0.05}))
     info = ctx.info["prune"]
     assert info["accuracy_before"] - info["accuracy_pruned"] > 0.05  # the premise: 99 % one-shot hurts

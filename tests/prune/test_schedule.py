@@ -37,7 +37,9 @@ def test_agp_values_match_zhu_gupta_formula(si, sf, t0, n, dt):
 
 
 def agp_train(model, epochs=4, ckpt=None, resume=False, agp=None):
-    cb = AGPCallback(model, PruneConfig(sparsity=0.8, protect=False), agp or AGPConfig(begin_epoch=0, end_epoch=2, frequency=4))
+    cb = AGPCallback(
+        model, PruneConfig(sparsity=0.8, protect=False), agp or AGPConfig(begin_epoch=0, end_epoch=2, frequency=4)
+    )
     cfg = TrainConfig(epochs=epochs, batch_size=16, schedule=ScheduleConfig(name="constant"))
     fit(model, vector_data(), cfg, callbacks=[cb], checkpoint_dir=ckpt, resume=resume, verbose=False)
     return cb
@@ -88,8 +90,9 @@ def test_prune_iterative_reaches_target_with_rising_sparsity():
     log: list = []
     cfg = PruneConfig(sparsity=0.9, per_layer={"head": 0.5}, protect=False)
     ft = TrainConfig(epochs=1, batch_size=32)
-    model = prune_iterative(model, cfg, vector_data(), ft, steps=[0.3, 0.6], eval_data=vector_data(32, seed=1),
-                    verbose=False, log=log)
+    model = prune_iterative(
+        model, cfg, vector_data(), ft, steps=[0.3, 0.6], eval_data=vector_data(32, seed=1), verbose=False, log=log
+    )
     assert [r["target_sparsity"] for r in log] == pytest.approx([0.3, 0.6, 0.9])
     assert all("accuracy" in r for r in log)
     assert int((model.mix.weight == 0).sum()) == round(0.9 * 1024)

@@ -64,11 +64,22 @@ def test_prune_stage_one_shot_records_info(tmp_path):
     from slimtorch.prune import stage  # noqa: F401  (registers the stage)
 
     spec = STAGES.get("prune")
-    cfg = spec.config_cls.from_dict({"prune": {"sparsity": 0.75, "include": ["mix", "head"], "protect": False},
-                                     "finetune": {"epochs": 1, "batch_size": 32}})
+    cfg = spec.config_cls.from_dict(
+        {
+            "prune": {"sparsity": 0.75, "include": ["mix", "head"], "protect": False},
+            "finetune": {"epochs": 1, "batch_size": 32},
+        }
+    )
     data = vector_data()
-    ctx = Context(model=make(), train_data=data, test_data=data, out_dir=tmp_path,
-                  example_input=torch.randn(1, 16), stage_name="prune", verbose=False)
+    ctx = Context(
+        model=make(),
+        train_data=data,
+        test_data=data,
+        out_dir=tmp_path,
+        example_input=torch.randn(1, 16),
+        stage_name="prune",
+        verbose=False,
+    )
     spec.fn(ctx, cfg)
     info = ctx.info["prune"]
     assert info["layers"]["mix"] == 0.75 and info["layers"]["encoder.0"] == 0.0

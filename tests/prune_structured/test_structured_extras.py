@@ -19,8 +19,14 @@ torch.set_num_threads(1)
 
 def _tiny_bert():
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, max_position_embeddings=16)
+    cfg = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
     torch.manual_seed(0)
     return transformers.BertModel(cfg).eval()
 
@@ -69,13 +75,25 @@ def _mnist_like(n=64):
 def test_stage_prunes_finetunes_with_kd_and_records(tmp_path):
     model = create_model("lenet5")
     data = _mnist_like()
-    ctx = Context(model=model, train_data=data, test_data=data, out_dir=tmp_path,
-                  example_input=torch.rand(2, 1, 28, 28), reference=create_model("lenet5").eval(),
-                  verbose=False, stage_index=1, stage_name="prune_channels")
-    cfg = PruneChannelsStageConfig.from_dict({
-        "prune": {"ratio": 0.5, "round_to": 2}, "steps": 2,
-        "finetune": {"epochs": 1, "batch_size": 32}, "distill": {"temperature": 2.0, "alpha": 0.5},
-    })
+    ctx = Context(
+        model=model,
+        train_data=data,
+        test_data=data,
+        out_dir=tmp_path,
+        example_input=torch.rand(2, 1, 28, 28),
+        reference=create_model("lenet5").eval(),
+        verbose=False,
+        stage_index=1,
+        stage_name="prune_channels",
+    )
+    cfg = PruneChannelsStageConfig.from_dict(
+        {
+            "prune": {"ratio": 0.5, "round_to": 2},
+            "steps": 2,
+            "finetune": {"epochs": 1, "batch_size": 32},
+            "distill": {"temperature": 2.0, "alpha": 0.5},
+        }
+    )
     prune_channels_stage(ctx, cfg)
     info = ctx.info["prune_channels"]
     # two rounds of 25% then 33% (of what is left), each rounded up to a multiple of 2
@@ -110,9 +128,17 @@ def test_bn_l1_penalty_shrinks_bn_scales():
 def test_prune_finetune_plain_training_keeps_model_usable():
     model = create_model("lenet300_100")
     log: list = []
-    model = prune_finetune(model, StructuredConfig(ratio=0.5), torch.rand(2, 1, 28, 28), _mnist_like(),
-                           TrainConfig(epochs=1, batch_size=32), steps=1, eval_data=_mnist_like(), verbose=False,
-                           log=log)
+    model = prune_finetune(
+        model,
+        StructuredConfig(ratio=0.5),
+        torch.rand(2, 1, 28, 28),
+        _mnist_like(),
+        TrainConfig(epochs=1, batch_size=32),
+        steps=1,
+        eval_data=_mnist_like(),
+        verbose=False,
+        log=log,
+    )
     assert model.fc1.out_features == 150 and model.fc2.out_features == 50
     assert "accuracy" in log[0]
 

@@ -127,9 +127,14 @@ def test_global_scope_and_criteria_give_working_models():
     data = torch.utils.data.TensorDataset(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)))
     for crit in ("l1", "bn", "taylor", "random", "activation"):
         m = create_model("resnet20").eval()
-        m = prune_channels(m, StructuredConfig(ratio=0.4, scope="global", importance=crit, calib_batches=1,
-                                               compensate=crit == "activation"),
-                           x, data=data)
+        m = prune_channels(
+            m,
+            StructuredConfig(
+                ratio=0.4, scope="global", importance=crit, calib_batches=1, compensate=crit == "activation"
+            ),
+            x,
+            data=data,
+        )
         assert m(x).shape == (2, 10)
         assert sum(p.numel() for p in m.parameters()) < 272_000
 

@@ -17,8 +17,12 @@ from tests.llm_fixtures import tiny_ids
 # group 48 on width 64 / 128: every row ends in a partial group, as SmolLM2's 576 at group 128
 CONFIGS = {
     "g48": {"grid": {"bits": 4, "group_size": 48}, "batch_size": 3},
-    "w3_lm_head_no_act_order": {"grid": {"bits": 3, "group_size": 32}, "exclude": [], "act_order": False,
-                                "true_sequential": False},
+    "w3_lm_head_no_act_order": {
+        "grid": {"bits": 3, "group_size": 32},
+        "exclude": [],
+        "act_order": False,
+        "true_sequential": False,
+    },
 }
 
 
@@ -97,18 +101,26 @@ def test_refuses_an_existing_output_and_a_folder_without_safetensors(tmp_path):
 
 
 def _stage(lm_dir, out, fields, stage_index=1):
+    import slimtorch.pipeline.stages  # noqa: F401  (registers the stages)
     from slimtorch.data.lm_text import lm_text
     from slimtorch.lm import load_lm_folder
     from slimtorch.pipeline.context import Context
-    import slimtorch.pipeline.stages  # noqa: F401  (registers the stages)
     from slimtorch.pipeline.registry import STAGES
     from tests.llm_dirs import TINY_TEXT, byte_tokenizer
 
     text = lm_text(byte_tokenizer(), TINY_TEXT)
     spec = STAGES.get("gptq")
-    ctx = Context(model=load_lm_folder(lm_dir), train_data=None, test_data=None, out_dir=out,
-                  example_input=text.calibration[:1], text=text, stage_index=stage_index, stage_name="gptq",
-                  verbose=False)
+    ctx = Context(
+        model=load_lm_folder(lm_dir),
+        train_data=None,
+        test_data=None,
+        out_dir=out,
+        example_input=text.calibration[:1],
+        text=text,
+        stage_index=stage_index,
+        stage_name="gptq",
+        verbose=False,
+    )
     spec.fn(ctx, spec.config_cls.from_dict(fields))
     return ctx
 

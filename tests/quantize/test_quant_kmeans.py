@@ -23,7 +23,6 @@ from slimtorch.quantize import (
     shared_tensors,
     to_shared_tensor,
 )
-
 from tests.user_models import ZeroMask
 
 
@@ -73,8 +72,9 @@ def test_centroid_gradient_is_sum_of_member_gradients(mlp, vec_data):
     captured = {}
     w = shared.fc1.weight
     w.register_hook(lambda g: captured.setdefault("g", g))
-    out = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(x, w, shared.fc1.bias)),
-                                     shared.fc2.weight, shared.fc2.bias)
+    out = torch.nn.functional.linear(
+        torch.relu(torch.nn.functional.linear(x, w, shared.fc1.bias)), shared.fc2.weight, shared.fc2.bias
+    )
     torch.nn.functional.cross_entropy(out, y).backward()
     g = captured["g"]
     expected = torch.stack([g[km.indices == i + 1].sum() for i in range(km.codebook.numel())])

@@ -19,7 +19,6 @@ from slimtorch.quantize import (
     save_quantized,
 )
 from slimtorch.train import OptimizerConfig, TrainConfig, fit
-
 from tests.user_models import ZeroMask
 
 
@@ -50,8 +49,12 @@ def test_pruned_zeros_stay_zero_under_quantization(mlp, vec_data):
     pruned = _prune_half(copy.deepcopy(mlp))
     for symmetric in (True, False):
         for method in ("ste", "lsq") if symmetric else ("ste",):
-            q = quantize_model(pruned, QuantConfig(weight_bits=3, act_bits=None, weight_symmetric=symmetric,
-                                                   method=method, per_channel=not symmetric))
+            q = quantize_model(
+                pruned,
+                QuantConfig(
+                    weight_bits=3, act_bits=None, weight_symmetric=symmetric, method=method, per_channel=not symmetric
+                ),
+            )
             for name in ("fc1", "fc2"):
                 mask = getattr(pruned, name).parametrizations.weight[0].mask
                 w = getattr(q, name).weight
@@ -75,8 +78,9 @@ def test_activation_quantization_calibrates_and_exports(user_net, image_data):
 
 @pytest.mark.parametrize("observer", ["minmax", "moving_average", "histogram", "mse"])
 def test_every_observer_gives_a_range(mlp, vec_data, observer):
-    q = quantize_model(mlp, QuantConfig(act_bits=4, act_observer=observer, calib_batches=2, calib_batch_size=32),
-                       vec_data)
+    q = quantize_model(
+        mlp, QuantConfig(act_bits=4, act_observer=observer, calib_batches=2, calib_batch_size=32), vec_data
+    )
     s, zp = q.fc1.input_quantizer.current_qparams()
     assert s > 0 and 0 <= zp <= 15
     x = vec_data.tensors[0][:4]

@@ -6,14 +6,23 @@ from slimtorch.quantize import stage  # noqa: F401  (registers the stages)
 
 
 def _ctx(model, data, tmp_path):
-    return Context(model=model, train_data=data, test_data=data, out_dir=tmp_path,
-                   example_input=data.tensors[0][:1], verbose=False, stage_name="q", stage_index=1)
+    return Context(
+        model=model,
+        train_data=data,
+        test_data=data,
+        out_dir=tmp_path,
+        example_input=data.tensors[0][:1],
+        verbose=False,
+        stage_name="q",
+        stage_index=1,
+    )
 
 
 def test_quantize_stage_runs_qat_and_records(tmp_path, mlp, vec_data):
     spec = STAGES.get("quantize")
-    cfg = spec.config_cls.from_dict({"weight_bits": 4, "act_bits": 8, "calib_examples": 64,
-                                     "finetune": {"epochs": 1, "batch_size": 32}})
+    cfg = spec.config_cls.from_dict(
+        {"weight_bits": 4, "act_bits": 8, "calib_examples": 64, "finetune": {"epochs": 1, "batch_size": 32}}
+    )
     ctx = _ctx(mlp, vec_data, tmp_path)
     spec.fn(ctx, cfg)
     info = ctx.info["q"]

@@ -88,8 +88,10 @@ def test_mse_clipping_beats_minmax_with_outliers():
     x[0] = 40.0  # one outlier stretches the min-max range
     ratio = mse_clip_ratio(x, bits=4, symmetric=True)
     assert 0 < float(ratio) < 0.5
-    err = {m: float(((quantize_tensor(x, UniformConfig(bits=4, range_method=m)) - x) ** 2).sum())
-           for m in ("minmax", "percentile", "mse")}
+    err = {
+        m: float(((quantize_tensor(x, UniformConfig(bits=4, range_method=m)) - x) ** 2).sum())
+        for m in ("minmax", "percentile", "mse")
+    }
     assert err["mse"] < err["minmax"]
     assert err["percentile"] < err["minmax"]
 

@@ -114,8 +114,10 @@ def test_int4_file_is_smaller_than_float(tmp_path):
     dense = sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head")
     packed = sum(m.codes.numel() for m in q.modules() if isinstance(m, QuantLinear))
     assert packed == dense
-    save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"},
-              str(tmp_path / "f.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"},
+        str(tmp_path / "f.safetensors"),
+    )
     assert size(fq) < (tmp_path / "f.safetensors").stat().st_size
 
 
@@ -125,8 +127,13 @@ def test_gptq_improves_on_rtn_end_to_end():
     cfg = {"grid": {"bits": 3, "group_size": 32}}
     with torch.no_grad():
         ref = model(ids).logits
-        e = {name: float((fn().__call__(ids).logits - ref).pow(2).mean()) for name, fn in {
-            "rtn": lambda: quantize_rtn(model, cfg), "gptq": lambda: quantize_gptq(model, cfg, ids)}.items()}
+        e = {
+            name: float((fn().__call__(ids).logits - ref).pow(2).mean())
+            for name, fn in {
+                "rtn": lambda: quantize_rtn(model, cfg),
+                "gptq": lambda: quantize_gptq(model, cfg, ids),
+            }.items()
+        }
     assert e["gptq"] < e["rtn"]
 
 

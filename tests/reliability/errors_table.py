@@ -76,46 +76,201 @@ def main() -> None:
         (".slim", "missing file", lambda: slimtorch.load(T / "nope.slim")),
         (".slim", "empty file", lambda: slimtorch.load(w("e.slim", b""))),
         (".slim", "truncated to half", lambda: slimtorch.load(w("t.slim", slim[: len(slim) // 2]))),
-        (".slim", "one bit flipped in a payload", lambda: slimtorch.load(w("b.slim", slim[:-40] + bytes([slim[-40] ^ 1]) + slim[-39:]))),
-        (".slim", "format tag changed", lambda: H and __import__("slimtorch.encode.model", fromlist=["x"]).load_packed(meta(slim, "format", "other"))),
-        (".slim", "version 3", lambda: __import__("slimtorch.encode.model", fromlist=["x"]).load_packed(meta(slim, "version", "3"))),
-        (".slim", "manifest checksum wrong", lambda: __import__("slimtorch.encode.model", fromlist=["x"]).load_packed(meta(slim, "manifest_sha256", "0" * 64))),
-        (".slim", "tensor shape 2^40 (re-signed)", lambda: __import__("slimtorch.encode", fromlist=["x"]).unpack_state(manifest(slim, lambda t: t[0].__setitem__("shape", [2**20, 2**20])))),
-        (".slim", "coder name a list (re-signed)", lambda: __import__("slimtorch.encode", fromlist=["x"]).unpack_state(manifest(slim, lambda t: [e["weight_stream"].__setitem__("coder", ["x"]) for e in t if e["kind"] == "shared"]))),
-        (".slim", "symbol count 2^40 (re-signed)", lambda: __import__("slimtorch.encode", fromlist=["x"]).unpack_state(manifest(slim, lambda t: [e["weight_stream"].__setitem__("n", 2**40) for e in t if e["kind"] == "shared"]))),
-        (".slim", "arch is a number (re-signed)", lambda: __import__("slimtorch.encode.model", fromlist=["x"]).load_packed(__import__("tests.encode.slim_edit", fromlist=["x"]).with_doc(slim, lambda d: d.update(arch=7)))),
+        (
+            ".slim",
+            "one bit flipped in a payload",
+            lambda: slimtorch.load(w("b.slim", slim[:-40] + bytes([slim[-40] ^ 1]) + slim[-39:])),
+        ),
+        (
+            ".slim",
+            "format tag changed",
+            lambda: (
+                H and __import__("slimtorch.encode.model", fromlist=["x"]).load_packed(meta(slim, "format", "other"))
+            ),
+        ),
+        (
+            ".slim",
+            "version 3",
+            lambda: __import__("slimtorch.encode.model", fromlist=["x"]).load_packed(meta(slim, "version", "3")),
+        ),
+        (
+            ".slim",
+            "manifest checksum wrong",
+            lambda: __import__("slimtorch.encode.model", fromlist=["x"]).load_packed(
+                meta(slim, "manifest_sha256", "0" * 64)
+            ),
+        ),
+        (
+            ".slim",
+            "tensor shape 2^40 (re-signed)",
+            lambda: __import__("slimtorch.encode", fromlist=["x"]).unpack_state(
+                manifest(slim, lambda t: t[0].__setitem__("shape", [2**20, 2**20]))
+            ),
+        ),
+        (
+            ".slim",
+            "coder name a list (re-signed)",
+            lambda: __import__("slimtorch.encode", fromlist=["x"]).unpack_state(
+                manifest(
+                    slim, lambda t: [e["weight_stream"].__setitem__("coder", ["x"]) for e in t if e["kind"] == "shared"]
+                )
+            ),
+        ),
+        (
+            ".slim",
+            "symbol count 2^40 (re-signed)",
+            lambda: __import__("slimtorch.encode", fromlist=["x"]).unpack_state(
+                manifest(
+                    slim, lambda t: [e["weight_stream"].__setitem__("n", 2**40) for e in t if e["kind"] == "shared"]
+                )
+            ),
+        ),
+        (
+            ".slim",
+            "arch is a number (re-signed)",
+            lambda: __import__("slimtorch.encode.model", fromlist=["x"]).load_packed(
+                __import__("tests.encode.slim_edit", fromlist=["x"]).with_doc(slim, lambda d: d.update(arch=7))
+            ),
+        ),
         (".slim", "a pickle renamed .slim", lambda: slimtorch.load(w("p.slim", evil))),
         ("model file", "a torch.save zip", lambda: slimtorch.load(w("z.safetensors", tbuf.getvalue()))),
         ("model file", "a raw pickle", lambda: slimtorch.load(w("p.safetensors", evil))),
         ("model file", "random bytes", lambda: slimtorch.load(w("r.safetensors", bytes(range(256)) * 4))),
         ("model file", "format tag missing", lambda: slimtorch.load(w("f.safetensors", meta(mf, "format", "")))),
-        ("model file", "arch kwargs not a mapping", lambda: slimtorch.load(w("a.safetensors", meta(mf, "arch", {"name": "mlp", "kwargs": True})))),
-        ("model file", "arch declares 2^59 inputs", lambda: slimtorch.load(w("h.safetensors", meta(mf, "arch", {"name": "mlp", "kwargs": {"hidden": [24], "in_features": 2**59}})))),
-        ("model file", "arch declares a 1M-wide layer", lambda: slimtorch.load(w("h2.safetensors", meta(mf, "arch", {"name": "mlp", "kwargs": {"hidden": [2**20], "num_classes": 4, "in_features": 32}})))),
-        ("model file", "unknown model name", lambda: slimtorch.load(w("u.safetensors", meta(mf, "arch", {"name": "nope"})))),
-        ("model file", "sparse shape of strings", lambda: slimtorch.load(w("s.safetensors", meta(mf, "sparse", {"fc1.weight": ["a"]})))),
-        ("model file", "sparse metadata not an object", lambda: slimtorch.load(w("s2.safetensors", meta(mf, "sparse", True)))),
+        (
+            "model file",
+            "arch kwargs not a mapping",
+            lambda: slimtorch.load(w("a.safetensors", meta(mf, "arch", {"name": "mlp", "kwargs": True}))),
+        ),
+        (
+            "model file",
+            "arch declares 2^59 inputs",
+            lambda: slimtorch.load(
+                w("h.safetensors", meta(mf, "arch", {"name": "mlp", "kwargs": {"hidden": [24], "in_features": 2**59}}))
+            ),
+        ),
+        (
+            "model file",
+            "arch declares a 1M-wide layer",
+            lambda: slimtorch.load(
+                w(
+                    "h2.safetensors",
+                    meta(
+                        mf, "arch", {"name": "mlp", "kwargs": {"hidden": [2**20], "num_classes": 4, "in_features": 32}}
+                    ),
+                )
+            ),
+        ),
+        (
+            "model file",
+            "unknown model name",
+            lambda: slimtorch.load(w("u.safetensors", meta(mf, "arch", {"name": "nope"}))),
+        ),
+        (
+            "model file",
+            "sparse shape of strings",
+            lambda: slimtorch.load(w("s.safetensors", meta(mf, "sparse", {"fc1.weight": ["a"]}))),
+        ),
+        (
+            "model file",
+            "sparse metadata not an object",
+            lambda: slimtorch.load(w("s2.safetensors", meta(mf, "sparse", True))),
+        ),
         ("model file", "no arch and no model=", lambda: slimtorch.load(w("n.safetensors", meta(mf, "arch", None)))),
-        ("model file", "arch names a class (never imported)", lambda: slimtorch.load(w("c.safetensors", meta(mf, "arch", {"class": "os:system", "kwargs": {}})))),
-        ("model file", "arch names a missing HF directory", lambda: slimtorch.load(w("hf.safetensors", meta(mf, "arch", {"hf": str(T / "no_dir"), "task": "causal-lm"})))),
-        ("user model", "class reference without ':'", lambda: user.UserModelSource.from_dict({"class": "mypkg.Net"}, "model")),
+        (
+            "model file",
+            "arch names a class (never imported)",
+            lambda: slimtorch.load(w("c.safetensors", meta(mf, "arch", {"class": "os:system", "kwargs": {}}))),
+        ),
+        (
+            "model file",
+            "arch names a missing HF directory",
+            lambda: slimtorch.load(
+                w("hf.safetensors", meta(mf, "arch", {"hf": str(T / "no_dir"), "task": "causal-lm"}))
+            ),
+        ),
+        (
+            "user model",
+            "class reference without ':'",
+            lambda: user.UserModelSource.from_dict({"class": "mypkg.Net"}, "model"),
+        ),
         ("user model", "class not in the file", lambda: user.import_class("examples/my_models.py:Nope")),
-        ("user model", "weights of another shape", lambda: user.build_user_model(user.UserModelSource.from_dict({"class": "examples/my_models.py:MnistCNN", "kwargs": {"width": 8}, "weights": str(_state_file(T, 16))}))),
-        ("user model", "a pickled whole model as weights", lambda: user.build_user_model(user.UserModelSource.from_dict({"class": "examples/my_models.py:MnistCNN", "weights": str(w("whole.pt", tbuf.getvalue()))}))),
+        (
+            "user model",
+            "weights of another shape",
+            lambda: user.build_user_model(
+                user.UserModelSource.from_dict(
+                    {
+                        "class": "examples/my_models.py:MnistCNN",
+                        "kwargs": {"width": 8},
+                        "weights": str(_state_file(T, 16)),
+                    }
+                )
+            ),
+        ),
+        (
+            "user model",
+            "a pickled whole model as weights",
+            lambda: user.build_user_model(
+                user.UserModelSource.from_dict(
+                    {"class": "examples/my_models.py:MnistCNN", "weights": str(w("whole.pt", tbuf.getvalue()))}
+                )
+            ),
+        ),
         ("quantized", "a raw pickle", lambda: load_quantized(w("q.safetensors", evil))),
         ("recipe", "missing file", lambda: load_recipe(T / "nope.yaml")),
-        ("recipe", "`!!python/object/apply:os.system`", lambda: load_recipe(w("r1.yaml", b"name: !!python/object/apply:os.system ['true']\n"))),
+        (
+            "recipe",
+            "`!!python/object/apply:os.system`",
+            lambda: load_recipe(w("r1.yaml", b"name: !!python/object/apply:os.system ['true']\n")),
+        ),
         ("recipe", "not UTF-8", lambda: load_recipe(w("r2.yaml", b"\xff\xfename: x\n"))),
         ("recipe", "5000 nested `[`", lambda: load_recipe(w("r3.yaml", b"[" * 5000))),
         ("recipe", "billion laughs (9 levels of aliases)", lambda: load_recipe(w("r4.yaml", H.YAML_NASTIES[2]))),
         ("recipe", "a list, not a mapping", lambda: load_recipe(w("r5.yaml", b"- 1\n"))),
-        ("recipe", "unknown top-level key", lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "bogus": 1})),
-        ("recipe", "unknown stage type", lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "nope"}]})),
-        ("recipe", "stage type is a list", lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "stages": [{"type": [1]}]})),
-        ("recipe", "wrong type (`epochs: many`)", lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "train", "epochs": "many"}]})),
-        ("recipe", "out of range (`sparsity: 1.5`)", lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "prune", "prune": {"sparsity": 1.5}}]})),
-        ("recipe", "unknown stage key", lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "train", "epoch": 1}]})),
-        ("recipe", "kmeans `bits: [x]`", lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "kmeans", "bits": ["x"]}]})),
+        (
+            "recipe",
+            "unknown top-level key",
+            lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "bogus": 1}),
+        ),
+        (
+            "recipe",
+            "unknown stage type",
+            lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "nope"}]}),
+        ),
+        (
+            "recipe",
+            "stage type is a list",
+            lambda: recipe_from_dict({"name": "x", "model": {"name": "mlp"}, "stages": [{"type": [1]}]}),
+        ),
+        (
+            "recipe",
+            "wrong type (`epochs: many`)",
+            lambda: recipe_from_dict(
+                {"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "train", "epochs": "many"}]}
+            ),
+        ),
+        (
+            "recipe",
+            "out of range (`sparsity: 1.5`)",
+            lambda: recipe_from_dict(
+                {"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "prune", "prune": {"sparsity": 1.5}}]}
+            ),
+        ),
+        (
+            "recipe",
+            "unknown stage key",
+            lambda: recipe_from_dict(
+                {"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "train", "epoch": 1}]}
+            ),
+        ),
+        (
+            "recipe",
+            "kmeans `bits: [x]`",
+            lambda: recipe_from_dict(
+                {"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "kmeans", "bits": ["x"]}]}
+            ),
+        ),
         ("checkpoint", "missing file", lambda: load_checkpoint(T / "nope.pt")),
         ("checkpoint", "holds a code-running object", lambda: load_checkpoint(w("c1.pt", tbuf.getvalue()))),
         ("checkpoint", "raw pickle / legacy format", lambda: load_checkpoint(w("c2.pt", evil))),

@@ -257,7 +257,7 @@ def mutate_json(rng: random.Random, obj):
     for p in path:
         node = node[p]
     if type(node) is int and rng.random() < 0.5:
-        value = node + rng.choice([-1, 1, -node - 1, 2**rng.randint(8, 70)])
+        value = node + rng.choice([-1, 1, -node - 1, 2 ** rng.randint(8, 70)])
     elif isinstance(node, str) and rng.random() < 0.3:
         value = rng.choice(["float64", "uint64", "bool", "int8", "huffman", "ans", "gap", "bitmask", "raw", "shared"])
     else:
@@ -304,7 +304,9 @@ def safetensors_meta(rng: random.Random, d: bytes, resign: bool = False) -> byte
     meta = hdr.setdefault("__metadata__", {})
     keys = [k for k in hdr if k != "__metadata__"]
     if keys and rng.random() < 0.2:  # a tensor entry: dtype / shape / offsets
-        _set(hdr, (rng.choice(keys),), hdr[rng.choice(keys)]) if rng.random() < 0.2 else mutate_json(rng, hdr[rng.choice(keys)])
+        _set(hdr, (rng.choice(keys),), hdr[rng.choice(keys)]) if rng.random() < 0.2 else mutate_json(
+            rng, hdr[rng.choice(keys)]
+        )
     else:
         k = rng.choice(list(meta) or ["x"])
         try:
@@ -364,7 +366,8 @@ def yaml_value(rng: random.Random, d: bytes) -> bytes:
 YAML_NASTIES = [
     b"!!python/object/apply:os.system ['true']\n",
     b"name: !!python/object/apply:os.system ['true']\nmodel: {name: mlp}\n",
-    b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
     b"d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
     b"f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
     b"name: *g\nmodel: {name: *g}\nstages: [{type: train, epochs: *g}]\n",
@@ -557,11 +560,21 @@ def targets() -> dict[str, Target]:
     st_meta = lambda rng, d: safetensors_meta(rng, d)  # noqa: E731
     st_meta_signed = lambda rng, d: safetensors_meta(rng, d, resign=True)  # noqa: E731
     return {
-        "slim": Target("slim", _unpack_state, slims, [slim_payload, slim_payload, slim_manifest, slim_manifest, st_meta_signed, st_meta]),
-        "slim_load": Target("slim_load", _chain(_load_packed, _load_slim, _st_load), [seed_slim()],
-                            [slim_payload, slim_manifest, st_meta_signed]),
-        "model_file": Target("model_file", _chain(_read_model_file, _load_model, _st_load), [model_file],
-                             [st_meta, st_meta, st_meta]),
+        "slim": Target(
+            "slim",
+            _unpack_state,
+            slims,
+            [slim_payload, slim_payload, slim_manifest, slim_manifest, st_meta_signed, st_meta],
+        ),
+        "slim_load": Target(
+            "slim_load",
+            _chain(_load_packed, _load_slim, _st_load),
+            [seed_slim()],
+            [slim_payload, slim_manifest, st_meta_signed],
+        ),
+        "model_file": Target(
+            "model_file", _chain(_read_model_file, _load_model, _st_load), [model_file], [st_meta, st_meta, st_meta]
+        ),
         "quantized": Target("quantized", _load_quantized, [quantized], [st_meta, st_meta, st_meta]),
         "recipe": Target("recipe", _load_recipe, [seed_recipe()], [yaml_value, yaml_value, yaml_value], YAML_NASTIES),
         "checkpoint": Target("checkpoint", _load_checkpoint, [seed_checkpoint()], [zip_pickle, zip_pickle]),
@@ -621,8 +634,14 @@ def run_one(target: Target, data: bytes, tmp: Path, out: Outcome, slow_s: float 
         if isinstance(exc, KeyboardInterrupt):
             raise
         if len(out.crashes) < 50:
-            out.crashes.append({"error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": _where(exc),
-                                "input_hex": data[:4096].hex(), "len": len(data)})  # fmt: skip
+            out.crashes.append(
+                {
+                    "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+                    "where": _where(exc),
+                    "input_hex": data[:4096].hex(),
+                    "len": len(data),
+                }
+            )
         name = "CRASH " + type(exc).__name__
         out.errors[name] = out.errors.get(name, 0) + 1
     dt = time.perf_counter() - t0
@@ -632,8 +651,14 @@ def run_one(target: Target, data: bytes, tmp: Path, out: Outcome, slow_s: float 
         out.slow.append({"seconds": round(dt, 3), "input_hex": data[:4096].hex(), "len": len(data)})
 
 
-def fuzz(target: Target, n: int, seed: int = 0, others: list[bytes] | None = None,
-         tmp: Path | None = None, budget_s: float | None = None) -> Outcome:  # fmt: skip
+def fuzz(
+    target: Target,
+    n: int,
+    seed: int = 0,
+    others: list[bytes] | None = None,
+    tmp: Path | None = None,
+    budget_s: float | None = None,
+) -> Outcome:
     """Run ``n`` mutated inputs (or until ``budget_s`` seconds pass) through ``target``."""
     rng = random.Random(seed)
     out = Outcome()

@@ -139,9 +139,24 @@ def unsafe_calls(source: str, filename: str) -> list[str]:
         where = f"{filename}:{node.lineno} {name}"
         if name in ("eval", "exec", "builtins.eval", "builtins.exec", "compile", "__import__"):
             found.append(where)
-        elif name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.loads", "marshal.loads",
-                      "marshal.load", "shelve.open", "dill.loads", "dill.load", "joblib.load", "cloudpickle.loads",
-                      "numpy.load", "np.load", "yaml.unsafe_load", "yaml.full_load", "pickle.Unpickler.load"):  # fmt: skip
+        elif name in (
+            "pickle.load",
+            "pickle.loads",
+            "pickle.Unpickler",
+            "cPickle.loads",
+            "marshal.loads",
+            "marshal.load",
+            "shelve.open",
+            "dill.loads",
+            "dill.load",
+            "joblib.load",
+            "cloudpickle.loads",
+            "numpy.load",
+            "np.load",
+            "yaml.unsafe_load",
+            "yaml.full_load",
+            "pickle.Unpickler.load",
+        ):
             if name in ("np.load", "numpy.load"):
                 ap = _kw(node, "allow_pickle")
                 if ap is None or (isinstance(ap, ast.Constant) and ap.value is False):

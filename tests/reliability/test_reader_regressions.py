@@ -58,7 +58,10 @@ def load_bytes(tmp_path, data: bytes, name: str = "m.safetensors"):
         ([1, 2], "corrupt architecture"),  # was TypeError (list indices)
         (1.5, "corrupt architecture"),
         ({"name": "mlp", "kwargs": {"hidden": ["x"]}}, "cannot be built"),  # was ValueError from int('x')
-        ({"name": "mlp", "kwargs": {"hidden": [24], "in_features": 2**59}}, "declares|cannot be built"),  # was RuntimeError
+        (
+            {"name": "mlp", "kwargs": {"hidden": [24], "in_features": 2**59}},
+            "declares|cannot be built",
+        ),  # was RuntimeError
         ({"name": "mlp", "kwargs": {"hidden": [2**20], "num_classes": 4, "in_features": 32}}, "refusing to allocate"),
         ({"name": "mlp", "kwargs": {"bogus": 1}}, "cannot be built"),
         ({"name": "no_such_model"}, "cannot be built"),
@@ -195,7 +198,12 @@ def test_checkpoint_bad_files(tmp_path, kind):
     elif kind == "deflated":  # torch's reader would inflate it: a zip bomb in a few KB
         data = _rezip(good, lambda z, i, b: z.writestr(i.filename, b, compress_type=zipfile.ZIP_DEFLATED))
     elif kind == "bad-pickle":  # was AssertionError / IndexError / OSError from inside torch.load
-        data = _rezip(good, lambda z, i, b: z.writestr(i.filename, b[:-9] + b"J\x01\x00\x00\x00." if i.filename.endswith(".pkl") else b))
+        data = _rezip(
+            good,
+            lambda z, i, b: z.writestr(
+                i.filename, b[:-9] + b"J\x01\x00\x00\x00." if i.filename.endswith(".pkl") else b
+            ),
+        )
     elif kind == "truncated":
         data = good[: len(good) // 2]
     else:
@@ -237,9 +245,15 @@ def test_idx_path_is_a_directory(tmp_path):
     "payload, match",
     [
         (pickle.dumps({b"\xff\xfe": 1}, protocol=2), "'data' must be"),  # was UnicodeDecodeError on the key
-        (pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10**30]}, protocol=2), "labels"),  # OverflowError
+        (
+            pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10**30]}, protocol=2),
+            "labels",
+        ),  # OverflowError
         (b"\x80\x05\x8e" + (2**62).to_bytes(8, "little") + b"x", "refused to unpickle"),  # was MemoryError
-        (b"\x80\x05\x95" + (2**63 + 5).to_bytes(8, "little") + b"x", "refused to unpickle"),  # was OverflowError (FRAME)
+        (
+            b"\x80\x05\x95" + (2**63 + 5).to_bytes(8, "little") + b"x",
+            "refused to unpickle",
+        ),  # was OverflowError (FRAME)
     ],
 )
 def test_cifar_python_bad_pickles(tmp_path, payload, match):

@@ -106,20 +106,30 @@ def test_unknown_key_names_the_field(kind, key, i):
 
 @pytest.mark.parametrize(
     "patch, field",
-    [({"seed": "x"}, "seed"), ({"threads": 0}, "threads"), ({"name": ["x"]}, "name"), ({"bogus": 1}, "bogus"),
-     ({"model": {"name": "mlp", "path": "a"}}, "model"), ({"measure": {"latency_runs": 0}}, "measure.latency_runs"),
-     ({"stages": [{"epochs": 1}]}, "stages[0]"), ({"stages": [{"type": "nope"}]}, "stages[0].type")],
-)  # fmt: skip
+    [
+        ({"seed": "x"}, "seed"),
+        ({"threads": 0}, "threads"),
+        ({"name": ["x"]}, "name"),
+        ({"bogus": 1}, "bogus"),
+        ({"model": {"name": "mlp", "path": "a"}}, "model"),
+        ({"measure": {"latency_runs": 0}}, "measure.latency_runs"),
+        ({"stages": [{"epochs": 1}]}, "stages[0]"),
+        ({"stages": [{"type": "nope"}]}, "stages[0].type"),
+    ],
+)
 def test_top_level_errors_name_the_field(patch, field):
     with pytest.raises(ConfigError) as info:
         recipe_from_dict({**_recipe([]), **patch})
     assert info.value.field == field
 
 
-@pytest.mark.parametrize("prune, field, words", [
-    ({"sparsity": 1.5}, "stages[0].prune.sparsity", "less than or equal to 1"),
-    ({"sparsity": 0.5, "per_layer": {"fc1": 1.0}}, "stages[0].prune.per_layer.fc1", "allow_full"),
-])
+@pytest.mark.parametrize(
+    "prune, field, words",
+    [
+        ({"sparsity": 1.5}, "stages[0].prune.sparsity", "less than or equal to 1"),
+        ({"sparsity": 0.5, "per_layer": {"fc1": 1.0}}, "stages[0].prune.per_layer.fc1", "allow_full"),
+    ],
+)
 def test_nested_config_errors_name_the_leaf_field(prune, field, words):
     with pytest.raises(ConfigError) as info:
         recipe_from_dict(_recipe([{"type": "prune", "prune": prune}]))

@@ -11,8 +11,16 @@ from slimtorch.pipeline import recipe_from_dict, run_recipe
 from slimtorch.report import pareto_front, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 PROBE = """<script>
 window.__errors = [];
@@ -33,14 +41,20 @@ window.addEventListener('load', () => {
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
-    recipe = recipe_from_dict({
-        "name": "html", "model": {"name": "lenet300_100"},
-        "data": {"name": "synthetic", "kwargs": {"n_train": 128, "n_test": 64}},
-        "measure": {"latency_batches": [1], "latency_runs": 2},
-        "stages": [{"type": "train", "epochs": 1, "batch_size": 32},
-                   {"type": "prune", "prune": {"sparsity": 0.8}},
-                   {"type": "kmeans", "bits": 4}, {"type": "encode"}],
-    })  # fmt: skip
+    recipe = recipe_from_dict(
+        {
+            "name": "html",
+            "model": {"name": "lenet300_100"},
+            "data": {"name": "synthetic", "kwargs": {"n_train": 128, "n_test": 64}},
+            "measure": {"latency_batches": [1], "latency_runs": 2},
+            "stages": [
+                {"type": "train", "epochs": 1, "batch_size": 32},
+                {"type": "prune", "prune": {"sparsity": 0.8}},
+                {"type": "kmeans", "bits": 4},
+                {"type": "encode"},
+            ],
+        }
+    )
     run_recipe(recipe, out, verbose=False)
     return out
 
@@ -76,14 +90,35 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     page = tmp_path / "probe.html"
     page.write_text((run_dir / "report.html").read_text().replace("</body>", PROBE + "</body>"))
-    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
-                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     m = re.search(r"data-probe=\"([^\"]*)\"", dom.stdout)
     assert m, dom.stderr[-2000:]
     probe = json.loads(m.group(1).replace("&quot;", '"'))
     assert probe["images"] >= 3 and probe["decoded"] == probe["images"]
     assert probe["errors"] == [] and probe["external"] == []
     shot = tmp_path / "report.png"
-    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
-                    "--window-size=1200,1600", (run_dir / "report.html").as_uri()], capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (run_dir / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -23,6 +23,9 @@ model = prune(create_model("lenet300_100"), PruneConfig(sparsity=0.8))
 cfg = TrainConfig(epochs=2, batch_size=64, optimizer=OptimizerConfig(lr=0.05, momentum=0.9, weight_decay=1e-3))
 fit(model, train, cfg, verbose=False)
 state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-effective = {f"effective.{n}": getattr(m, "weight").detach().contiguous() for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Linear)}  # fmt: skip
+effective = {
+    f"effective.{n}": getattr(m, "weight").detach().contiguous()
+    for n, m in model.named_modules()
+    if isinstance(m, torch.nn.Linear)
+}
 save_file({**state, **effective}, f"{out}/rank{D.rank()}.safetensors")

@@ -30,12 +30,17 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     single.mkdir()
     ddp.mkdir()
-    r = subprocess.run([sys.executable, str(WORKER), str(single)], env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(WORKER), str(single)], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     # the single process uses batch 64; each of the 2 ranks uses 32 (same global batch)
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER), str(ddp)],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     one = load_file(single / "rank0.safetensors")

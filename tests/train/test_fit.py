@@ -69,7 +69,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
         textwrap.dedent(
             f"""
             import os, signal, sys, torch
-            sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parents[2])!r})
+            sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parents[2])!r})
             from slimtorch.data import get_dataset
             from slimtorch.train import Callback, TrainConfig, fit
             from tests.user_models import UserNet

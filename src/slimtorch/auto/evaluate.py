@@ -58,14 +58,23 @@ def example_input(data: Dataset) -> torch.Tensor:
 
 
 def _train_config(cfg: AutoConfig, epochs: int, lr: float) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed, eval_every=0, freeze_bn=cfg.freeze_bn,
-                       grad_clip=cfg.grad_clip,
-                       optimizer=OptimizerConfig(name="sgd", lr=lr, momentum=0.9, weight_decay=cfg.weight_decay),
-                       schedule=ScheduleConfig(name="cosine"))
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        eval_every=0,
+        freeze_bn=cfg.freeze_bn,
+        grad_clip=cfg.grad_clip,
+        optimizer=OptimizerConfig(name="sgd", lr=lr, momentum=0.9, weight_decay=cfg.weight_decay),
+        schedule=ScheduleConfig(name="cosine"),
+    )
 
 
 def teacher_loss(original: nn.Module, cfg: AutoConfig) -> Callable[..., torch.Tensor] | None:
-    """The fine-tuning loss: Hinton KD from a frozen copy of the original (``cfg.distill_alpha`` > 0), else None (CE)."""
+    """The fine-tuning loss.
+
+    Hinton KD from a frozen copy of the original (``cfg.distill_alpha`` > 0), else None (cross-entropy).
+    """
     if cfg.distill_alpha <= 0:
         return None
     from slimtorch.distill import DistillConfig
@@ -76,8 +85,18 @@ def teacher_loss(original: nn.Module, cfg: AutoConfig) -> Callable[..., torch.Te
     return make_distill_loss(teacher, DistillConfig(temperature=cfg.distill_temperature, alpha=cfg.distill_alpha))
 
 
-def _maybe_finetune(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, epochs: int, lr: float,
-                    bound: float, info: dict[str, Any], tag: str, loss_fn=None) -> None:
+def _maybe_finetune(
+    model: nn.Module,
+    train: Dataset,
+    ev: Dataset,
+    cfg: AutoConfig,
+    epochs: int,
+    lr: float,
+    bound: float,
+    info: dict[str, Any],
+    tag: str,
+    loss_fn=None,
+) -> None:
     """Fine-tune unless ``auto`` finds the model already within half the allowed drop (it would not pay)."""
     if cfg.finetune == "never" or epochs == 0:
         return
@@ -92,13 +111,22 @@ def _maybe_finetune(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConf
 
 
 def _record(model: nn.Module, x: torch.Tensor, name: str, artifact: Path, cfg: AutoConfig) -> dict[str, Any]:
-    rec = measure(model, x, name=name, artifact=artifact, latency_batches=(1,), threads=cfg.threads,
-                  latency_runs=cfg.latency_runs)
+    rec = measure(
+        model, x, name=name, artifact=artifact, latency_batches=(1,), threads=cfg.threads, latency_runs=cfg.latency_runs
+    )
     return rec.to_dict(layers=False)
 
 
-def _prune_gradually(model: nn.Module, pcfg, train: Dataset, ev: Dataset, cfg: AutoConfig, bound: float,
-                     info: dict[str, Any], loss_fn=None) -> nn.Module:
+def _prune_gradually(
+    model: nn.Module,
+    pcfg,
+    train: Dataset,
+    ev: Dataset,
+    cfg: AutoConfig,
+    bound: float,
+    info: dict[str, Any],
+    loss_fn=None,
+) -> nn.Module:
     """AGP pruning to ``pcfg``'s per-layer targets during the candidate's fine-tuning.
 
     With ``finetune="auto"`` the one-shot pruned model is tried first: if it already keeps
@@ -119,14 +147,28 @@ def _prune_gradually(model: nn.Module, pcfg, train: Dataset, ev: Dataset, cfg: A
     # about ten mask updates: enough for the cubic curve, few enough that each is followed by training
     frequency = max(1, round(end * steps_per_epoch / 10))
     cb = AGPCallback(model, pcfg, AGPConfig(end_epoch=end, frequency=frequency), data=train)
-    fit(model, train, _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr), callbacks=[cb], loss_fn=loss_fn,
-        verbose=False)
+    fit(
+        model,
+        train,
+        _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr),
+        callbacks=[cb],
+        loss_fn=loss_fn,
+        verbose=False,
+    )
     info.update(finetune_epochs=cfg.finetune_epochs, agp_updates=len(cb.history))
     return model
 
 
-def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: Dataset, cfg: AutoConfig,
-                  work: Path, name: str, baseline: float) -> Evaluated:
+def evaluate_size(
+    model: nn.Module,
+    params: dict[str, Any],
+    train: Dataset,
+    ev: Dataset,
+    cfg: AutoConfig,
+    work: Path,
+    name: str,
+    baseline: float,
+) -> Evaluated:
     """Prune → fine-tune → k-means → centroid fine-tune → ``.slim`` → decoded model measured."""
     from slimtorch.encode.model import load_packed, pack_model
     from slimtorch.prune import PruneConfig, prune
@@ -135,8 +177,12 @@ def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: 
     half = baseline - cfg.max_drop / 200  # within half the budget: fine-tuning would not pay
     info: dict[str, Any] = {}
     if "finetune_epochs" in params:  # a refinement candidate: longer fine-tuning, always done
-        cfg = cfg.replace(finetune_epochs=params["finetune_epochs"], finetune="always",
-                          prune_schedule=cfg.refine_schedule, finetune_lr=cfg.refine_lr or cfg.finetune_lr)
+        cfg = cfg.replace(
+            finetune_epochs=params["finetune_epochs"],
+            finetune="always",
+            prune_schedule=cfg.refine_schedule,
+            finetune_lr=cfg.refine_lr or cfg.finetune_lr,
+        )
     m = copy.deepcopy(model)
     kd = teacher_loss(model, cfg)
     per_layer = params["per_layer"]
@@ -149,14 +195,28 @@ def evaluate_size(model: nn.Module, params: dict[str, Any], train: Dataset, ev: 
             # Han et al.: one epoch of fine-tuning after each of finetune_epochs pruning rounds (cubic targets)
             from slimtorch.prune import prune_iterative
 
-            m = prune_iterative(m, pcfg, train, _train_config(cfg, 1, cfg.finetune_lr), steps=cfg.finetune_epochs,
-                                data=train, loss_fn=kd, verbose=False, inplace=True)
+            m = prune_iterative(
+                m,
+                pcfg,
+                train,
+                _train_config(cfg, 1, cfg.finetune_lr),
+                steps=cfg.finetune_epochs,
+                data=train,
+                loss_fn=kd,
+                verbose=False,
+                inplace=True,
+            )
             info.update(finetune_epochs=cfg.finetune_epochs, prune_rounds=cfg.finetune_epochs)
         else:
             m = prune(m, pcfg, train, inplace=True)  # m is already this candidate's copy
             _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune", kd)
-    m = kmeans_share(m, KMeansConfig(bits=max(params["bits"].values()), per_layer=params["bits"], seed=cfg.seed,
-                                     layers=list(params["bits"])), inplace=True)
+    m = kmeans_share(
+        m,
+        KMeansConfig(
+            bits=max(params["bits"].values()), per_layer=params["bits"], seed=cfg.seed, layers=list(params["bits"])
+        ),
+        inplace=True,
+    )
     _maybe_finetune(m, train, ev, cfg, cfg.kmeans_epochs, cfg.kmeans_lr, half, info, "kmeans_finetune", kd)
     slim_path = work / "candidate.slim"
     data = pack_model(m, slim_path, spec=getattr(model, "slimtorch_spec", None))
@@ -175,8 +235,16 @@ def _int8_accuracy(art: Any, ev: Dataset, batch_size: int = 64) -> float:
     return correct / n
 
 
-def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, ev: Dataset, cfg: AutoConfig,
-                     work: Path, name: str, baseline: float) -> Evaluated:
+def evaluate_latency(
+    model: nn.Module,
+    params: dict[str, Any],
+    train: Dataset,
+    ev: Dataset,
+    cfg: AutoConfig,
+    work: Path,
+    name: str,
+    baseline: float,
+) -> Evaluated:
     """Channel removal → fine-tune → optional INT8; latency of what would be deployed."""
     from slimtorch.encode.model import pack_model
 
@@ -187,11 +255,17 @@ def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, e
     if params["channel_ratio"] > 0:
         from slimtorch.prune.structured import StructuredConfig, prune_channels
 
-        scfg = StructuredConfig(ratio=params["channel_ratio"], round_to=cfg.round_to, seed=cfg.seed,
-                                importance=cfg.channel_importance, compensate=cfg.channel_compensate)
+        scfg = StructuredConfig(
+            ratio=params["channel_ratio"],
+            round_to=cfg.round_to,
+            seed=cfg.seed,
+            importance=cfg.channel_importance,
+            compensate=cfg.channel_compensate,
+        )
         m = prune_channels(m, scfg, torch.cat([x, x]), data=first(train, 64), inplace=True)
-        _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune",
-                        teacher_loss(model, cfg))
+        _maybe_finetune(
+            m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune", teacher_loss(model, cfg)
+        )
     m.eval()
     slim_path = work / "candidate.slim"
     data = pack_model(m, slim_path, spec=getattr(m, "slimtorch_spec", None))
@@ -202,9 +276,18 @@ def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, e
         from slimtorch.deploy import FidelityTarget, Int8Config, to_int8
 
         target = FidelityTarget(min_agreement=max(0.0, 1 - cfg.max_drop / 100), max_kl=None)
-        art = to_int8(m, first(train, 256), Int8Config(backend=cfg.int8_backend, target=target, max_float_layers=4,
-                                                        threads=cfg.threads or torch.get_num_threads()),
-                      check_data=first(ev, 256), out_dir=work / "int8")
+        art = to_int8(
+            m,
+            first(train, 256),
+            Int8Config(
+                backend=cfg.int8_backend,
+                target=target,
+                max_float_layers=4,
+                threads=cfg.threads or torch.get_num_threads(),
+            ),
+            check_data=first(ev, 256),
+            out_dir=work / "int8",
+        )
         rec["float_accuracy"] = rec["accuracy"]
         rec["accuracy"] = _int8_accuracy(art, ev)
         lat = measure_latency(art, x, 1, threads=cfg.threads, runs=cfg.latency_runs)
@@ -221,8 +304,9 @@ def evaluate_latency(model: nn.Module, params: dict[str, Any], train: Dataset, e
 EVALUATORS = {"size": evaluate_size, "latency": evaluate_latency}
 
 
-def test_figures(out: Path, entry: dict[str, Any], original: nn.Module, test: Dataset, load_model,
-                 cfg: AutoConfig) -> dict[str, Any]:
+def test_figures(
+    out: Path, entry: dict[str, Any], original: nn.Module, test: Dataset, load_model, cfg: AutoConfig
+) -> dict[str, Any]:
     """The chosen candidate's and the original's accuracy on the test data (the search's only look at it).
 
     The candidate is read back from what the search wrote (its ONNX INT8 file, else its
@@ -242,5 +326,4 @@ def test_figures(out: Path, entry: dict[str, Any], original: nn.Module, test: Da
         acc = _int8_accuracy(art, test)
     else:
         acc = evaluate(slimtorch.load(out / entry["files"]["slim"], load_model), test).accuracy
-    return {"candidate": entry["name"], "accuracy": acc, "baseline": evaluate(original, test).accuracy,
-            "n": len(test)}
+    return {"candidate": entry["name"], "accuracy": acc, "baseline": evaluate(original, test).accuracy, "n": len(test)}

@@ -90,9 +90,11 @@ def _progress(e: dict[str, Any], target: str, baseline: float, ok: bool, left: f
         what = f"channels -{100 * k['channel_ratio']:.0f}% int8={'yes' if k['int8'] else 'no'}"
     lat = e["latency"]["b1"]["median_ms"]
     tail = f" | {_fmt_time(left)} left" if left is not None else ""
-    return (f"[auto] {e['name']} {what} | {e['size_bytes'] / 1024:.1f} KB | {lat:.3f} ms | "
-            f"{100 * e['accuracy']:.2f}% ({100 * (e['accuracy'] - baseline):+.2f} pp) "
-            f"{'meets' if ok else 'misses'} budget | {e['seconds']:.1f}s{tail}")
+    return (
+        f"[auto] {e['name']} {what} | {e['size_bytes'] / 1024:.1f} KB | {lat:.3f} ms | "
+        f"{100 * e['accuracy']:.2f}% ({100 * (e['accuracy'] - baseline):+.2f} pp) "
+        f"{'meets' if ok else 'misses'} budget | {e['seconds']:.1f}s{tail}"
+    )
 
 
 def _prepare_data(model: nn.Module, train_data: Dataset, eval_data: Dataset, cfg: AutoConfig):
@@ -121,16 +123,35 @@ def _setup(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, out: 
     from slimtorch.train import evaluate
 
     baseline = evaluate(model, ev).accuracy
-    orig = measure(model, example_input(ev), name="original", latency_batches=(1,), threads=cfg.threads,
-                   latency_runs=cfg.latency_runs).to_dict(layers=False)
+    orig = measure(
+        model,
+        example_input(ev),
+        name="original",
+        latency_batches=(1,),
+        threads=cfg.threads,
+        latency_runs=cfg.latency_runs,
+    ).to_dict(layers=False)
     orig["accuracy"] = baseline
-    state: dict[str, Any] = {"version": st.STATE_VERSION, "config": cfg.to_dict(), "baseline": baseline,
-                             "original": orig, "environment": environment(), "elapsed_s": 0.0, "sessions": 0,
-                             "candidates": [], "best": None}
+    state: dict[str, Any] = {
+        "version": st.STATE_VERSION,
+        "config": cfg.to_dict(),
+        "baseline": baseline,
+        "original": orig,
+        "environment": environment(),
+        "elapsed_s": 0.0,
+        "sessions": 0,
+        "candidates": [],
+        "best": None,
+    }
     if cfg.target == "size":
         sub = first(ev, cfg.sensitivity_samples)
-        curves = sensitivity(model, sub, (0.0, *cfg.sensitivity_sparsities), method=cfg.prune_method,
-                             data=train if cfg.prune_method in ("taylor", "activation") else None)
+        curves = sensitivity(
+            model,
+            sub,
+            (0.0, *cfg.sensitivity_sparsities),
+            method=cfg.prune_method,
+            data=train if cfg.prune_method in ("taylor", "activation") else None,
+        )
         state["sensitivity"] = {k: [list(p) for p in v] for k, v in curves.items()}
         state["layer_weights"] = {n: m.weight.numel() for n, m in select_layers(model).items()}
     return state
@@ -148,15 +169,22 @@ def _message(entry: dict[str, Any] | None, met: bool, cfg: AutoConfig, baseline:
     if entry is None:
         return "no candidate was evaluated"
     what = "size" if cfg.target == "size" else "latency"
-    obj = (f"{entry['size_bytes'] / 1024:.1f} KB" if cfg.target == "size"
-           else f"{entry['latency']['b1']['median_ms']:.3f} ms")
+    obj = (
+        f"{entry['size_bytes'] / 1024:.1f} KB"
+        if cfg.target == "size"
+        else f"{entry['latency']['b1']['median_ms']:.3f} ms"
+    )
     drop = 100 * (baseline - entry["accuracy"])
     if met:
-        return (f"{entry['name']}: smallest {what} meeting the budget: {obj}, {metric} {100 * entry['accuracy']:.2f}% "
-                f"(drop {drop:.2f} pp <= {cfg.max_drop} pp)")
-    return (f"NO candidate met the budget of {cfg.max_drop} pp; saved the closest, {entry['name']}: {obj}, "
-            f"{metric} {100 * entry['accuracy']:.2f}% (drop {drop:.2f} pp). Allow a larger --max-drop, a longer "
-            "--budget, or more fine-tuning epochs")
+        return (
+            f"{entry['name']}: smallest {what} meeting the budget: {obj}, {metric} {100 * entry['accuracy']:.2f}% "
+            f"(drop {drop:.2f} pp <= {cfg.max_drop} pp)"
+        )
+    return (
+        f"NO candidate met the budget of {cfg.max_drop} pp; saved the closest, {entry['name']}: {obj}, "
+        f"{metric} {100 * entry['accuracy']:.2f}% (drop {drop:.2f} pp). Allow a larger --max-drop, a longer "
+        "--budget, or more fine-tuning epochs"
+    )
 
 
 def auto_compress(
@@ -234,8 +262,9 @@ def auto_compress(
                 break
             # refinement candidates (longer fine-tuning) decide the outcome: they get the larger training set
             data = refine_train if "finetune_epochs" in cand.params else train
-            entry = _evaluate(model, cand, len(entries), data, ev, cfg, out, work, baseline, evaluator, clock,
-                              elapsed())
+            entry = _evaluate(
+                model, cand, len(entries), data, ev, cfg, out, work, baseline, evaluator, clock, elapsed()
+            )
             entry["session"] = session
             entries.append(entry)
             done[cand.key] = entry
@@ -253,8 +282,20 @@ def auto_compress(
     return _finish(out, state, cfg, baseline, metric, stopped, load_model, elapsed, verbose, (model, test, len(ev)))
 
 
-def _evaluate(model, cand: Candidate, index: int, train, ev, cfg: AutoConfig, out: Path, work: Path, baseline: float,
-              evaluator, clock, started: float) -> dict[str, Any]:
+def _evaluate(
+    model,
+    cand: Candidate,
+    index: int,
+    train,
+    ev,
+    cfg: AutoConfig,
+    out: Path,
+    work: Path,
+    baseline: float,
+    evaluator,
+    clock,
+    started: float,
+) -> dict[str, Any]:
     work.mkdir(exist_ok=True)
     t0 = clock()
     torch.manual_seed(cfg.seed)  # each candidate starts from the same RNG state, whatever ran before
@@ -266,14 +307,30 @@ def _evaluate(model, cand: Candidate, index: int, train, ev, cfg: AutoConfig, ou
     if res.onnx is not None:
         files["onnx"] = f"candidates/{name}.onnx"
         shutil.move(str(res.onnx), out / files["onnx"])
-    rec.update(started_s=started, name=name, key=cand.key, config=cand.params, knobs=cand.knobs, files=files,
-               artifact=files.get("onnx", files["slim"]), seconds=clock() - t0,
-               sparsity=1 - rec["nonzero"] / max(1, rec["params"]))
+    rec.update(
+        started_s=started,
+        name=name,
+        key=cand.key,
+        config=cand.params,
+        knobs=cand.knobs,
+        files=files,
+        artifact=files.get("onnx", files["slim"]),
+        seconds=clock() - t0,
+        sparsity=1 - rec["nonzero"] / max(1, rec["params"]),
+    )
     return rec
 
 
-def _after_candidate(out: Path, state: dict[str, Any], entry: dict[str, Any], cfg: AutoConfig, baseline: float,
-                     metric: str, load_model, elapsed) -> None:
+def _after_candidate(
+    out: Path,
+    state: dict[str, Any],
+    entry: dict[str, Any],
+    cfg: AutoConfig,
+    baseline: float,
+    metric: str,
+    load_model,
+    elapsed,
+) -> None:
     entries = state["candidates"]
     idx, met = st.choose(entries, cfg.target, baseline, cfg.max_drop)
     if idx is not None and (idx != state["best"] or not (out / "best.slim").is_file()):
@@ -284,8 +341,18 @@ def _after_candidate(out: Path, state: dict[str, Any], entry: dict[str, Any], cf
     st.save_state(out, state)
 
 
-def _finish(out: Path, state: dict[str, Any], cfg: AutoConfig, baseline: float, metric: str, stopped: str,
-            load_model, elapsed, verbose: bool, testing) -> AutoResult:
+def _finish(
+    out: Path,
+    state: dict[str, Any],
+    cfg: AutoConfig,
+    baseline: float,
+    metric: str,
+    stopped: str,
+    load_model,
+    elapsed,
+    verbose: bool,
+    testing,
+) -> AutoResult:
     from slimtorch.auto.evaluate import test_figures
     from slimtorch.auto.report import write_auto_report
 
@@ -299,8 +366,10 @@ def _finish(out: Path, state: dict[str, Any], cfg: AutoConfig, baseline: float, 
         # the one look at the test data: the chosen model (as written to disk) and the original
         test = test_figures(out, best, original, test_data, load_model, cfg)
         test["selection_size"] = n_selection
-        message += (f"; on the test data (used once, after the choice): {metric} {100 * test['accuracy']:.2f}% "
-                    f"(drop {100 * (test['baseline'] - test['accuracy']):.2f} pp)")
+        message += (
+            f"; on the test data (used once, after the choice): {metric} {100 * test['accuracy']:.2f}% "
+            f"(drop {100 * (test['baseline'] - test['accuracy']):.2f} pp)"
+        )
     if best is not None and (idx != state["best"] or not (out / "best.slim").is_file()):
         st.promote(out, best, met, message, state, load_model)  # max_drop changed on resume
     state.update(best=idx, stopped=stopped, message=message, elapsed_s=elapsed(), test=test)
@@ -312,5 +381,16 @@ def _finish(out: Path, state: dict[str, Any], cfg: AutoConfig, baseline: float, 
         print(f"[auto] stopped: {stopped} after {len(entries)} candidates, {_fmt_time(state['elapsed_s'])}", flush=True)
         print(f"[auto] {message}", flush=True)
     atomic_write_json(out / "command.json", {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg.to_dict()})
-    return AutoResult(out, best, met, message, entries, st.front(entries, cfg.target), stopped, baseline,
-                      test and test["accuracy"], test and test["baseline"], testing[2])
+    return AutoResult(
+        out,
+        best,
+        met,
+        message,
+        entries,
+        st.front(entries, cfg.target),
+        stopped,
+        baseline,
+        test and test["accuracy"],
+        test and test["baseline"],
+        testing[2],
+    )

@@ -43,7 +43,9 @@ class Candidate:
         return json.dumps(self.params, sort_keys=True)
 
 
-def tolerance_ladder(curves: dict[str, list[tuple[float, float]]], baseline: float) -> list[tuple[float, dict[str, float]]]:
+def tolerance_ladder(
+    curves: dict[str, list[tuple[float, float]]], baseline: float
+) -> list[tuple[float, dict[str, float]]]:
     """``[(tolerance, per-layer sparsities), ...]``: every distinct config, least aggressive first.
 
     Negative tolerances mark the rungs below tolerance 0 (see below): ``-0.5`` is half
@@ -85,7 +87,9 @@ def bisect(make, n: int, known_ok: int = -1) -> Generator[Candidate, bool, int]:
 def bits_for_layers(sizes: dict[str, int], bits: int, cfg: AutoConfig) -> dict[str, int]:
     """Per-layer k-means bits: ``bits``, but small layers (< ``small_layer_fraction`` of weights) get more."""
     total = sum(sizes.values()) or 1
-    return {n: max(bits, cfg.small_layer_bits) if s / total < cfg.small_layer_fraction else bits for n, s in sizes.items()}
+    return {
+        n: max(bits, cfg.small_layer_bits) if s / total < cfg.small_layer_fraction else bits for n, s in sizes.items()
+    }
 
 
 def size_plan(ladder: list[tuple[float, dict[str, float]]], sizes: dict[str, int], cfg: AutoConfig) -> Plan:
@@ -99,8 +103,10 @@ def size_plan(ladder: list[tuple[float, dict[str, float]]], sizes: dict[str, int
 
     def make(i: int, bits: int, epochs: int | None = None) -> Candidate:
         t, per_layer = ladder[i]
-        params = {"per_layer": {k: round(v, 4) for k, v in per_layer.items()},
-                  "bits": bits_for_layers(sizes, bits, cfg)}
+        params = {
+            "per_layer": {k: round(v, 4) for k, v in per_layer.items()},
+            "bits": bits_for_layers(sizes, bits, cfg),
+        }
         knobs = {"rung": i, "tolerance": t, "bits": bits}
         if epochs is not None:
             params["finetune_epochs"] = knobs["finetune_epochs"] = epochs
@@ -124,7 +130,9 @@ def latency_plan(cfg: AutoConfig) -> Plan:
     ratios = [0.0, *cfg.channel_ratios]
 
     def make(i: int, int8: bool) -> Candidate:
-        return Candidate({"channel_ratio": ratios[i], "int8": int8}, {"rung": i, "channel_ratio": ratios[i], "int8": int8})
+        return Candidate(
+            {"channel_ratio": ratios[i], "int8": int8}, {"rung": i, "channel_ratio": ratios[i], "int8": int8}
+        )
 
     int8_ok = False
     if cfg.int8:

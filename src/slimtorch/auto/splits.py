@@ -24,9 +24,11 @@ def selection_size(n_train: int, cfg: AutoConfig) -> int:
     """How many of ``n_train`` training examples the selection split takes."""
     n = cfg.selection_samples if cfg.selection_samples is not None else round(n_train * cfg.selection_fraction)
     if n < 1 or n >= n_train:
-        raise ConfigError(f"the selection split would take {n} of {n_train} training examples; it needs at least one "
-                          "and must leave some to fine-tune on: set selection_samples / selection_fraction",
-                          field="selection_samples")
+        raise ConfigError(
+            f"the selection split would take {n} of {n_train} training examples; it needs at least one "
+            "and must leave some to fine-tune on: set selection_samples / selection_fraction",
+            field="selection_samples",
+        )
     return n
 
 

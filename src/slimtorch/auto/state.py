@@ -57,8 +57,11 @@ def load_state(out: Path, target: str) -> dict[str, Any] | None:
     if state.get("version") != STATE_VERSION:
         raise FormatError(f"{path} was written by another version of the search; start again with --force")
     if state["config"]["target"] != target:
-        raise ConfigError(f"{out} holds a search with target '{state['config']['target']}', not '{target}'; "
-                          "resume with the same target or start a new folder", field="target")
+        raise ConfigError(
+            f"{out} holds a search with target '{state['config']['target']}', not '{target}'; "
+            "resume with the same target or start a new folder",
+            field="target",
+        )
     return state
 
 
@@ -69,17 +72,22 @@ def save_state(out: Path, state: dict[str, Any]) -> None:
 def save_pareto(out: Path, state: dict[str, Any]) -> None:
     target, entries = state["config"]["target"], state["candidates"]
     idx = front(entries, target)
-    atomic_write_json(out / "pareto.json", {
-        "target": target,
-        "objective": "size_bytes" if target == "size" else "latency b1 median_ms",
-        "baseline": state["baseline"],
-        "max_drop_pp": state["config"]["max_drop"],
-        "front": [entries[i] for i in idx],
-        "candidates": entries,
-    })
+    atomic_write_json(
+        out / "pareto.json",
+        {
+            "target": target,
+            "objective": "size_bytes" if target == "size" else "latency b1 median_ms",
+            "baseline": state["baseline"],
+            "max_drop_pp": state["config"]["max_drop"],
+            "front": [entries[i] for i in idx],
+            "candidates": entries,
+        },
+    )
 
 
-def promote(out: Path, entry: dict[str, Any], met: bool, message: str, state: dict[str, Any], model_for_load=None) -> None:
+def promote(
+    out: Path, entry: dict[str, Any], met: bool, message: str, state: dict[str, Any], model_for_load=None
+) -> None:
     """Copy a candidate's artifacts to ``best.slim`` (+ ``best.onnx``), write ``best.safetensors`` and ``best.json``."""
     import slimtorch
 
@@ -93,12 +101,15 @@ def promote(out: Path, entry: dict[str, Any], met: bool, message: str, state: di
         (out / "best.onnx").unlink(missing_ok=True)
     model = slimtorch.load(out / "best.slim", model_for_load)
     slimtorch.save(model, out / "best.safetensors")
-    atomic_write_json(out / "best.json", {
-        "met": met,
-        "message": message,
-        "target": state["config"]["target"],
-        "baseline": state["baseline"],
-        "metric": state["metric"],
-        "max_drop_pp": state["config"]["max_drop"],
-        "candidate": entry,
-    })
+    atomic_write_json(
+        out / "best.json",
+        {
+            "met": met,
+            "message": message,
+            "target": state["config"]["target"],
+            "baseline": state["baseline"],
+            "metric": state["metric"],
+            "max_drop_pp": state["config"]["max_drop"],
+            "candidate": entry,
+        },
+    )

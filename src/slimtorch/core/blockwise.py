@@ -158,8 +158,12 @@ class _Memo:
             changing = [m for m in child.modules() if id(m) in pending]
             if changing:
                 tail = self.tails.get(name)
-                if (tail is not None and all(m is self.block.get_submodule(tail[0]) for m in changing)
-                        and name not in self.tail_recorded and name not in self.tail_recording):
+                if (
+                    tail is not None
+                    and all(m is self.block.get_submodule(tail[0]) for m in changing)
+                    and name not in self.tail_recorded
+                    and name not in self.tail_recording
+                ):
                     self.tail_recording[name] = self.store(name + ".tail_input")
                 break  # this child still changes, so every later one may see another input
             if name in self.recorded or name in self.recording or name in self.refused or not _costly(child):
@@ -181,17 +185,21 @@ class _Memo:
             child.forward = lambda *_a, _l=linear, _x=ins, _n=layout, **_kw: _tail_output(_l(_x[k]), _n)
             patched.append(child)
         for name, outs in self.recording.items():
+
             def hook(_m, _i, out, name=name, outs=outs):
                 ran.add(name)
                 if _memoizable(out):
                     outs.append(out)
                 else:
                     self.refused.add(name)
+
             handles.append(self.block.get_submodule(name).register_forward_hook(hook))
         for name, ins in self.tail_recording.items():
+
             def pre(_m, inp, name=name, ins=ins):
                 ran.add(name + ".tail")
                 ins.append(inp[0])
+
             # prepended: a feed pass that stops at this Linear raises in its own pre-hook
             handles.append(self.block.get_submodule(self.tails[name][0]).register_forward_pre_hook(pre, prepend=True))
         try:
@@ -237,7 +245,8 @@ def _clone(out):
 
 def _memoizable(out) -> bool:
     return isinstance(out, torch.Tensor) or (
-        isinstance(out, tuple) and all(o is None or isinstance(o, torch.Tensor) for o in out))
+        isinstance(out, tuple) and all(o is None or isinstance(o, torch.Tensor) for o in out)
+    )
 
 
 def _costly(child: nn.Module) -> bool:
@@ -261,8 +270,11 @@ def _child_order(block: nn.Module, data: BlockData) -> tuple[list[str] | None, d
         handles.append(m.register_forward_hook(lambda _m, _i, out, n=n: outputs.setdefault(n, out)))
         for sub, lin in m.named_modules():
             if isinstance(lin, nn.Linear):
-                handles.append(lin.register_forward_hook(
-                    lambda _m, _i, out, n=n, sub=f"{n}.{sub}": last.__setitem__(n, (sub, out))))
+                handles.append(
+                    lin.register_forward_hook(
+                        lambda _m, _i, out, n=n, sub=f"{n}.{sub}": last.__setitem__(n, (sub, out))
+                    )
+                )
     probe(block, data, handles)
     tails = {}
     for n, (sub, lin_out) in last.items():
@@ -297,8 +309,13 @@ def slice_kwargs(kw: dict, n: int) -> dict:
     return out
 
 
-def capture_inputs(model: nn.Module, blocks: nn.ModuleList, ids: torch.Tensor, batch_size: int,
-                   embed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> BlockData:
+def capture_inputs(
+    model: nn.Module,
+    blocks: nn.ModuleList,
+    ids: torch.Tensor,
+    batch_size: int,
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> BlockData:
     """Run the model up to its first block on ``ids (N, L)``; keep the first block's inputs.
 
     ``embed`` maps a batch of ids to their embeddings, passed as ``inputs_embeds``

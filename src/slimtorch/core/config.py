@@ -70,8 +70,7 @@ def _holder(cls: type[pydantic.BaseModel], loc: tuple) -> type[pydantic.BaseMode
     for part in loc[:-1]:
         if isinstance(part, int):
             continue  # an item of a list / tuple field: same item type
-        field = cls.model_fields.get(part) or next(
-            (f for f in cls.model_fields.values() if f.alias == part), None)
+        field = cls.model_fields.get(part) or next((f for f in cls.model_fields.values() if f.alias == part), None)
         if field is None:
             return None
         models = [t for t in _types_in(field.annotation) if isinstance(t, type) and issubclass(t, pydantic.BaseModel)]
@@ -103,7 +102,7 @@ def _nested(inner: ConfigError, where: str, loc: tuple) -> ConfigError:
         parent = _loc_to_path(where, loc[:-1])
         full = _join(parent, inner.field)
         if msg.startswith(f"{last}: "):
-            msg = f"{_join(parent, last)}: {msg[len(last) + 2:]}"
+            msg = f"{_join(parent, last)}: {msg[len(last) + 2 :]}"
         else:
             msg = msg.replace(f"'{inner.field}'", f"'{full}'", 1)
     else:
@@ -164,4 +163,3 @@ def coerce(config_cls: type[T], config: Any, where: str = "") -> T:
         ConfigError: a dict with a wrong field (named), or an object of another type.
     """
     return validate_config(config_cls, config, where)
-

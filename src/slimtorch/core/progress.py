@@ -37,8 +37,13 @@ def track(items: Iterable[T], description: str, total: int | None = None, every_
             TimeRemainingColumn,
         )
 
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         # on stderr, like the plain lines: stdout stays the program's output (and survives redirect_stdout)
         with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
             task = bar.add_task(description, total=total)

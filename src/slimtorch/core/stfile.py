@@ -27,8 +27,15 @@ import torch
 from slimtorch.core.errors import FormatError
 
 DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 NAMES = {v: k for k, v in DTYPES.items()}
@@ -120,8 +127,13 @@ class Out:
 def tensor_out(name: str, t: torch.Tensor) -> Out:
     """An :class:`Out` of an in-memory tensor."""
     t = t.detach().contiguous()
-    return Out(name, NAMES[t.dtype], tuple(t.shape), t.numel() * t.element_size(),
-               lambda fh: fh.write(memoryview(t.view(torch.uint8).reshape(-1).numpy())))
+    return Out(
+        name,
+        NAMES[t.dtype],
+        tuple(t.shape),
+        t.numel() * t.element_size(),
+        lambda fh: fh.write(memoryview(t.view(torch.uint8).reshape(-1).numpy())),
+    )
 
 
 def copy_out(name: str, entry: Entry, dtype: torch.dtype | None = None) -> Out:
@@ -129,6 +141,7 @@ def copy_out(name: str, entry: Entry, dtype: torch.dtype | None = None) -> Out:
     src = DTYPES[entry.dtype]
     dst = dtype or src
     if dst == src:
+
         def write(fh: BinaryIO) -> None:
             with open(entry.path, "rb") as inp:
                 inp.seek(entry.start)

@@ -74,7 +74,8 @@ class FolderWeights:
         if not files:
             raise DataNotFoundError(
                 f"{self.directory} has no safetensors weights; layer-streamed calibration reads safetensors "
-                "(convert the checkpoint once with save_pretrained(safe_serialization=True))")
+                "(convert the checkpoint once with save_pretrained(safe_serialization=True))"
+            )
         self.entries: dict[str, Entry] = {}
         for f in files:
             self.entries.update(read_header(self.directory / f)[0])
@@ -84,8 +85,8 @@ class FolderWeights:
         if name in self.entries:
             return self.entries[name]
         head = self.base_prefix + "."
-        if self.base_prefix and name.startswith(head) and name[len(head):] in self.entries:
-            return self.entries[name[len(head):]]
+        if self.base_prefix and name.startswith(head) and name[len(head) :] in self.entries:
+            return self.entries[name[len(head) :]]
         raise FormatError(f"{self.directory}: the model needs tensor {name}, which its safetensors files lack")
 
     def get(self, name: str) -> torch.Tensor:
@@ -106,8 +107,9 @@ def skeleton(directory: str | os.PathLike, attn_implementation: str | None = Non
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError:
-        raise DataNotFoundError("layer-streamed calibration needs transformers and accelerate: "
-                                "bash scripts/setup.sh") from None
+        raise DataNotFoundError(
+            "layer-streamed calibration needs transformers and accelerate: bash scripts/setup.sh"
+        ) from None
     if not (Path(directory) / "config.json").is_file():
         raise DataNotFoundError(f"{directory} is not a Hugging Face model folder (no config.json)")
     config = AutoConfig.from_pretrained(directory)
@@ -208,8 +210,10 @@ def calibrate_streamed(
     prefix, blocks = decoder_blocks(model)
     emb = model.get_input_embeddings()
     if not isinstance(emb, nn.Embedding):
-        raise UnsupportedModelError(f"{type(model).__name__}'s input embedding is a {type(emb).__name__}; "
-                                    "streamed calibration reads the rows of an nn.Embedding")
+        raise UnsupportedModelError(
+            f"{type(model).__name__}'s input embedding is a {type(emb).__name__}; "
+            "streamed calibration reads the rows of an nn.Embedding"
+        )
     skip_mods = _module_names(model, emb, model.get_output_embeddings())
     tied = tied_names(model)
     state_names = list(model.state_dict().keys())
@@ -218,8 +222,11 @@ def calibrate_streamed(
     outside_fns = outside(model) if callable(outside) else dict(outside or {})
 
     # 1. what runs before block 0, without the embedding table: the calibration tokens' rows only
-    small = {n: weights.get(n) for n in outside_names if n.rpartition(".")[0] not in skip_mods
-             and n.rpartition(".")[0] not in outside_fns}
+    small = {
+        n: weights.get(n)
+        for n in outside_names
+        if n.rpartition(".")[0] not in skip_mods and n.rpartition(".")[0] not in outside_fns
+    }
     model.load_state_dict(small, strict=False, assign=True)
     del small
     emb_name = next(n for n, m in model.named_modules() if m is emb) + ".weight"
@@ -227,23 +234,31 @@ def calibrate_streamed(
     rows = read_rows(weights.entry(emb_name), uniq)
     rows = rows.float() if rows.is_floating_point() else rows
     block_fn = process(model)
-    data = capture_inputs(model, blocks, ids, batch_size, embed=lambda b: rows[torch.searchsorted(uniq, b)])
+    # the lambda runs inside capture_inputs, before `del rows` below
+    data = capture_inputs(model, blocks, ids, batch_size, embed=lambda b: rows[torch.searchsorted(uniq, b)])  # noqa: F821
     del rows
 
-    work = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tempfile.mkdtemp(
-        prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.is_dir() else None))
+    work = (
+        Path(checkpoint_dir)
+        if checkpoint_dir is not None
+        else Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.is_dir() else None))
+    )
     work.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint(ids, tag, source)
     start = 0
     if (work / "progress.json").is_file():
         state = json.loads((work / "progress.json").read_text())
         if state.get("fingerprint") != fp:
-            raise FormatError(f"{work} holds a calibration of other tokens, model or config; "
-                              "use a new checkpoint folder")
+            raise FormatError(
+                f"{work} holds a calibration of other tokens, model or config; use a new checkpoint folder"
+            )
         start = state["done"] + 1
     # hidden_<i>: the inputs of block i, one file per batch; only the batch in use is in memory
-    data.hidden = (DiskHidden(work / f"hidden_{start}", len(data.hidden)) if start
-                   else DiskHidden.store(work / "hidden_0", data.hidden))
+    data.hidden = (
+        DiskHidden(work / f"hidden_{start}", len(data.hidden))
+        if start
+        else DiskHidden.store(work / "hidden_0", data.hidden)
+    )
     data.memo_store = lambda name: DiskList(work / f"memo_{name}")  # reused outputs: on disk too
     try:
         # 2. block by block
@@ -372,8 +387,10 @@ class DiskList:
 
     def append(self, out) -> None:
         items = [out] if isinstance(out, torch.Tensor) else [o for o in out if o is not None]
-        write_file(self.folder / f"{len(self.layout)}.safetensors",
-                   [tensor_out(str(j), t.detach()) for j, t in enumerate(items)])
+        write_file(
+            self.folder / f"{len(self.layout)}.safetensors",
+            [tensor_out(str(j), t.detach()) for j, t in enumerate(items)],
+        )
         self.layout.append(None if isinstance(out, torch.Tensor) else [o is None for o in out])
 
     def __getitem__(self, k: int):

@@ -48,9 +48,9 @@ def _frombuffer_copy(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray
 
 def _numpy_core_helpers() -> dict[tuple[str, str], Any]:
     try:
-        from numpy._core import multiarray, numeric  # numpy >= 2
+        from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray
     helpers = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar}
     allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _safe_dtype}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
@@ -101,7 +101,9 @@ def _check_opcodes(data: bytes, source: str) -> None:
     except FormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - pickletools raises ValueError/EOFError/... on junk
-        raise FormatError(f"{source}: refused to unpickle (not a valid pickle: {type(exc).__name__}: {str(exc)[:200]})") from None
+        raise FormatError(
+            f"{source}: refused to unpickle (not a valid pickle: {type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 def safe_load(data: bytes, source: str, encoding: str = "latin1") -> Any:
@@ -119,8 +121,19 @@ def safe_load(data: bytes, source: str, encoding: str = "latin1") -> Any:
     _check_opcodes(data, source)
     try:
         return SafeUnpickler(io.BytesIO(data), encoding=encoding).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, RecursionError, SystemError) as exc:  # fmt: skip
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        SystemError,
+    ) as exc:
         raise FormatError(
             f"{source}: refused to unpickle ({type(exc).__name__}: {str(exc)[:200]}); "
             "only numpy arrays in plain containers are accepted"

@@ -67,7 +67,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as fh:
             head = fh.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0:
-                raise FormatError(f"{path}: not an IDX file (magic {head.hex() or 'empty'}, expected 0000<dtype><ndim>)")
+                raise FormatError(
+                    f"{path}: not an IDX file (magic {head.hex() or 'empty'}, expected 0000<dtype><ndim>)"
+                )
             if head[2] not in _DTYPES:
                 raise FormatError(f"{path}: unknown IDX dtype code 0x{head[2]:02x}")
             dtype, ndim = np.dtype(_DTYPES[head[2]]), head[3]
@@ -79,7 +81,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             if not gz:  # cheap check before reading anything
                 remaining = path.stat().st_size - 4 - 4 * ndim
                 if remaining != expected:
-                    raise FormatError(f"{path}: header declares shape {dims} ({expected} bytes) but {remaining} bytes follow")
+                    raise FormatError(
+                        f"{path}: header declares shape {dims} ({expected} bytes) but {remaining} bytes follow"
+                    )
             payload = _read_exact(fh, expected)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
@@ -100,7 +104,9 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 def _to_dataset(images: np.ndarray, labels: np.ndarray, where: str) -> TensorDataset:
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise FormatError(f"{where}: images {images.shape} and labels {labels.shape} do not pair up as (N,H,W) and (N,)")
+        raise FormatError(
+            f"{where}: images {images.shape} and labels {labels.shape} do not pair up as (N,H,W) and (N,)"
+        )
     x = torch.from_numpy(images.astype(np.float32))
     if images.dtype == np.uint8:
         x = x / 255.0

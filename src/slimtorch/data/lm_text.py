@@ -64,8 +64,9 @@ class TextDataConfig(FrozenConfig):
     @pydantic.model_validator(mode="after")
     def _stride(self) -> TextDataConfig:
         if self.stride is not None and self.stride > self.window:
-            raise ConfigError(f"invalid value for 'stride': at most window ({self.window}), got {self.stride}",
-                              field="stride")
+            raise ConfigError(
+                f"invalid value for 'stride': at most window ({self.window}), got {self.stride}", field="stride"
+            )
         return self
 
 
@@ -83,8 +84,11 @@ class LMText:
     def calib_ids(self, n: int | None = None) -> torch.Tensor:
         """The first ``n`` calibration windows (all when ``None``)."""
         if n is not None and n > len(self.calibration):
-            raise ConfigError(f"calib_windows {n} > the {len(self.calibration)} windows the data provides "
-                              "(raise data.kwargs.calib_windows)", field="calib_windows")
+            raise ConfigError(
+                f"calib_windows {n} > the {len(self.calibration)} windows the data provides "
+                "(raise data.kwargs.calib_windows)",
+                field="calib_windows",
+            )
         return self.calibration if n is None else self.calibration[:n]
 
 
@@ -94,8 +98,9 @@ def _test_tokens(stream: torch.Tensor, window: int, stride: int, count: int | No
     return stream[: window + (count - 1) * stride]
 
 
-def lm_text(tokenizer, config: TextDataConfig | dict | None = None, calib_cap: int | None = None,
-            test_cap: int | None = None) -> LMText:
+def lm_text(
+    tokenizer, config: TextDataConfig | dict | None = None, calib_cap: int | None = None, test_cap: int | None = None
+) -> LMText:
     """Calibration windows and test tokens for ``tokenizer``'s model.
 
     Args:
@@ -112,18 +117,30 @@ def lm_text(tokenizer, config: TextDataConfig | dict | None = None, calib_cap: i
         n_test = min(n_test, test_cap) if n_test else test_cap
     stride = cfg.stride or cfg.window
     if splits.calibration.numel() < cfg.window:
-        raise ConfigError(f"the calibration text ({splits.calibration.numel()} tokens) is shorter than one window "
-                          f"of {cfg.window}; add sources or lower data.kwargs.window", field="data.kwargs.window")
+        raise ConfigError(
+            f"the calibration text ({splits.calibration.numel()} tokens) is shorter than one window "
+            f"of {cfg.window}; add sources or lower data.kwargs.window",
+            field="data.kwargs.window",
+        )
     fit = max(0, (splits.test.numel() - cfg.window) // stride + 1)
     if fit == 0:
-        raise ConfigError(f"the test text ({splits.test.numel()} tokens) is shorter than one window of "
-                          f"{cfg.window}; add sources or lower data.kwargs.window", field="data.kwargs.window")
+        raise ConfigError(
+            f"the test text ({splits.test.numel()} tokens) is shorter than one window of "
+            f"{cfg.window}; add sources or lower data.kwargs.window",
+            field="data.kwargs.window",
+        )
     n_test = min(n_test, fit) if n_test else None
     calib = windows(splits.calibration, cfg.window, n_calib, seed=cfg.seed)
     test = _test_tokens(splits.test, cfg.window, stride, n_test)
-    info = {**splits.info, "window": cfg.window, "stride": stride, "calib_windows": n_calib,
-            "calib_tokens": int(calib.numel()), "test_windows": n_test if n_test else fit,
-            "test_tokens": int(test.numel())}
+    info = {
+        **splits.info,
+        "window": cfg.window,
+        "stride": stride,
+        "calib_windows": n_calib,
+        "calib_tokens": int(calib.numel()),
+        "test_windows": n_test if n_test else fit,
+        "test_tokens": int(test.numel()),
+    }
     return LMText(calib, test, cfg.window, stride, n_test, info)
 
 
@@ -166,8 +183,11 @@ def load_text(tokenizer=None, **kwargs) -> tuple[TensorDataset, TensorDataset]:
     it is here so ``text`` is a dataset like the others for Python users.
     """
     if tokenizer is None:
-        raise ConfigError("the 'text' dataset needs a tokenizer: use it in a recipe whose model is a causal "
-                          "language model, or call slimtorch.data.lm_text.lm_text(tokenizer, ...)", field="data")
+        raise ConfigError(
+            "the 'text' dataset needs a tokenizer: use it in a recipe whose model is a causal "
+            "language model, or call slimtorch.data.lm_text.lm_text(tokenizer, ...)",
+            field="data",
+        )
     t = lm_text(tokenizer, kwargs)
     n = t.test.numel() // t.window
     return TensorDataset(t.calibration), TensorDataset(t.test[: n * t.window].view(n, t.window))

@@ -86,7 +86,9 @@ def subset(dataset: Dataset, n: int, seed: int | None = None) -> Dataset:
     return Subset(dataset, idx.tolist())
 
 
-def holdout_split(dataset: Dataset, n: int, seed: int = 0, *, field: str = "validation_size") -> tuple[Dataset, Dataset]:
+def holdout_split(
+    dataset: Dataset, n: int, seed: int = 0, *, field: str = "validation_size"
+) -> tuple[Dataset, Dataset]:
     """``(rest, held_out)``: ``n`` examples drawn by a seeded permutation, held out of ``dataset``.
 
     The rule (the first ``n`` indices of ``torch.randperm(len(dataset))`` seeded with
@@ -97,7 +99,8 @@ def holdout_split(dataset: Dataset, n: int, seed: int = 0, *, field: str = "vali
     if n < 1:
         raise ConfigError(f"{field} must be >= 1 (got {n}); leave it out to hold nothing out", field=field)
     if n >= len(dataset):
-        raise ConfigError(f"{field} {n} leaves no training data (the data has {len(dataset)} examples); "
-                          "hold out fewer", field=field)
+        raise ConfigError(
+            f"{field} {n} leaves no training data (the data has {len(dataset)} examples); hold out fewer", field=field
+        )
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     return Subset(dataset, sorted(order[n:])), Subset(dataset, sorted(order[:n]))

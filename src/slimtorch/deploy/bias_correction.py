@@ -21,8 +21,14 @@ from slimtorch.deploy.grid import ort_qmax, round_to_grid
 
 
 @torch.no_grad()
-def bias_correct(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], per_channel: bool = True,
-                 reduce_range: bool = False, inplace: bool = False, skip: Iterable[str] = ()) -> nn.Module:
+def bias_correct(
+    model: nn.Module,
+    batches: list[tuple[torch.Tensor, ...]],
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    inplace: bool = False,
+    skip: Iterable[str] = (),
+) -> nn.Module:
     """Correct the bias of every Conv / Linear for the expected weight-quantization error.
 
     Args:
@@ -37,8 +43,11 @@ def bias_correct(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], per_
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     skip = set(skip)
-    layers = {n: m for n, m in model.named_modules()
-              if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and n not in skip}
+    layers = {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and n not in skip
+    }
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
@@ -48,6 +57,7 @@ def bias_correct(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], per_
             c = x.ndim - 1 if isinstance(mod, nn.Linear) else 1  # the input-channel dimension
             sums[name] = sums.get(name, 0) + x.sum([d for d in range(x.ndim) if d != c])
             counts[name] = counts.get(name, 0) + x.numel() // x.shape[c]
+
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]

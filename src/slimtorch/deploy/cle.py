@@ -31,7 +31,9 @@ def _out_range(layer: nn.Module) -> torch.Tensor:
 
 
 def _is_depthwise(layer: nn.Module) -> bool:
-    return isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Conv3d) and layer.groups == layer.in_channels == layer.out_channels
+    return (
+        isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Conv3d) and layer.groups == layer.in_channels == layer.out_channels
+    )
 
 
 def _in_range(layer: nn.Module) -> torch.Tensor | None:

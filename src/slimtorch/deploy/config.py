@@ -98,7 +98,8 @@ class Int8Config(FrozenConfig):
     cle_relu6: Literal["replace", "skip"] = "skip"
     bias_correction: bool = True
     # off by default: on MobileNetV2 it cuts the int8-weights-only KL 0.075 -> 0.0015 but the ORT model's only
-    # 0.167 -> 0.161 all-INT8 and 0.039 -> 0.034 with the fallback (activations dominate); bench/int8.py mobilenet_adaround
+    # 0.167 -> 0.161 all-INT8 and 0.039 -> 0.034 with the fallback (activations dominate);
+    # bench/int8.py mobilenet_adaround
     adaround: bool = False
     # 500 full-batch steps per layer: MobileNetV2 in about 3.5 min on one (shared) CPU thread
     adaround_iters: int = Field(500, ge=1)
@@ -122,6 +123,8 @@ class Int8Config(FrozenConfig):
         if self.backend == "":
             raise ConfigError("invalid value for 'backend': empty name", field="backend")
         if self.adaround and self.mode != "static":
-            raise ConfigError("adaround applies to static mode (weights rounded ahead of time); "
-                              "set mode: static or adaround: false", field="adaround")
+            raise ConfigError(
+                "adaround applies to static mode (weights rounded ahead of time); set mode: static or adaround: false",
+                field="adaround",
+            )
         return self

@@ -24,8 +24,9 @@ from slimtorch.deploy.data import input_batches
 from slimtorch.deploy.fidelity import meets, score
 
 
-def time_variants(fns: dict[str, Any], inputs: tuple[torch.Tensor, ...], rounds: int = 20, warmup: int = 3,
-                  inner: int = 1) -> dict[str, float]:
+def time_variants(
+    fns: dict[str, Any], inputs: tuple[torch.Tensor, ...], rounds: int = 20, warmup: int = 3, inner: int = 1
+) -> dict[str, float]:
     """Median ms per call of each ``fn(inputs)``, timed round-robin so load changes hit all alike."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -50,8 +51,13 @@ def required_inputs(model: nn.Module) -> int:
     return max(1, sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty))
 
 
-def to_int8(model: nn.Module, calib_data: Any, config: Int8Config | dict | None = None,
-            check_data: Any = None, out_dir: str | os.PathLike | None = None) -> Int8Model:
+def to_int8(
+    model: nn.Module,
+    calib_data: Any,
+    config: Int8Config | dict | None = None,
+    check_data: Any = None,
+    out_dir: str | os.PathLike | None = None,
+) -> Int8Model:
     """Convert ``model`` to INT8 on the backend ``config.backend`` (or the best one, ``auto``).
 
     Args:
@@ -84,17 +90,22 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _convert(model: nn.Module, calib_data: Any, cfg: Int8Config, check_data: Any,
-             out_dir: str | os.PathLike | None) -> Int8Model:
+def _convert(
+    model: nn.Module, calib_data: Any, cfg: Int8Config, check_data: Any, out_dir: str | os.PathLike | None
+) -> Int8Model:
     n_inputs = required_inputs(model)
     calib = input_batches(calib_data, n_inputs, cfg.calib_batch_size, cfg.calib_batches)
-    check = input_batches(check_data, n_inputs, cfg.calib_batch_size, what="check data") if check_data is not None else None
+    check = (
+        input_batches(check_data, n_inputs, cfg.calib_batch_size, what="check data") if check_data is not None else None
+    )
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="slimtorch_int8_"))
     if cfg.backend != "auto":
         backend = BACKENDS.get(cfg.backend)
         if cfg.mode not in backend.modes:
-            raise ConfigError(f"backend '{cfg.backend}' has no {cfg.mode} mode; it supports {', '.join(backend.modes)}",
-                              field="backend")
+            raise ConfigError(
+                f"backend '{cfg.backend}' has no {cfg.mode} mode; it supports {', '.join(backend.modes)}",
+                field="backend",
+            )
         result = backend.convert(model, calib, cfg, out / cfg.backend, check)
     else:
         result = _auto(model, calib, check, cfg, out)
@@ -148,13 +159,21 @@ def _auto(model, calib, check, cfg, out) -> Int8Model:
     if lat["ort_fp32"] < lat[pick]:
         import sys
 
-        print(f"slimtorch: warning: no INT8 backend is faster than fp32 on ONNX Runtime here "
-              f"({pick}: {lat[pick]:.3g} ms vs {lat['ort_fp32']:.3g} ms at batch {x[0].shape[0]}); keeping fp32",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"slimtorch: warning: no INT8 backend is faster than fp32 on ONNX Runtime here "
+            f"({pick}: {lat[pick]:.3g} ms vs {lat['ort_fp32']:.3g} ms at batch {x[0].shape[0]}); keeping fp32",
+            file=sys.stderr,
+            flush=True,
+        )
         pick, results["ort_fp32"] = "ort_fp32", fp32
     chosen = results[pick]
-    chosen.info["auto"] = {"latency_ms": lat, "meets_target": ok, "errors": errors, "picked": pick,
-                           "fidelity": {k: r.info["fidelity_checked"] for k, r in results.items()}}
+    chosen.info["auto"] = {
+        "latency_ms": lat,
+        "meets_target": ok,
+        "errors": errors,
+        "picked": pick,
+        "fidelity": {k: r.info["fidelity_checked"] for k, r in results.items()},
+    }
     return chosen
 
 

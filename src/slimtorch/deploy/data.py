@@ -10,8 +10,13 @@ from torch.utils.data import DataLoader, Dataset
 from slimtorch.core.errors import ConfigError
 
 
-def input_batches(data: torch.Tensor | Dataset | DataLoader | Iterable, n_inputs: int = 1, batch_size: int = 16,
-                  max_batches: int | None = None, what: str = "calibration data") -> list[tuple[torch.Tensor, ...]]:
+def input_batches(
+    data: torch.Tensor | Dataset | DataLoader | Iterable,
+    n_inputs: int = 1,
+    batch_size: int = 16,
+    max_batches: int | None = None,
+    what: str = "calibration data",
+) -> list[tuple[torch.Tensor, ...]]:
     """Batches of model inputs: the first ``n_inputs`` fields of each batch (labels dropped).
 
     Raises:
@@ -30,8 +35,9 @@ def input_batches(data: torch.Tensor | Dataset | DataLoader | Iterable, n_inputs
     for batch in loader:
         fields = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
         if len(fields) < n_inputs:
-            raise ConfigError(f"{what}: a batch has {len(fields)} field(s), the model takes {n_inputs} input(s)",
-                              field=what)
+            raise ConfigError(
+                f"{what}: a batch has {len(fields)} field(s), the model takes {n_inputs} input(s)", field=what
+            )
         out.append(tuple(f for f in fields[:n_inputs]))
         if max_batches is not None and len(out) >= max_batches:
             break

@@ -75,8 +75,10 @@ def accuracy_aware_fallback(
         gains[name] = base - score(evaluate(p))
         p.unlink(missing_ok=True)
     ranking = [n for n in sorted(gains, key=gains.get, reverse=True) if gains[n] > 0]
-    info["sensitivity"] = [{"unit": n, "layers": [x for x in units[n] if x in layer_set], "gain": gains[n]}
-                           for n in sorted(gains, key=gains.get, reverse=True)]
+    info["sensitivity"] = [
+        {"unit": n, "layers": [x for x in units[n] if x in layer_set], "gain": gains[n]}
+        for n in sorted(gains, key=gains.get, reverse=True)
+    ]
     best = (base, path, keep, metrics)
     excl = list(keep)
     for name in track(ranking, "INT8 fallback: trying units in float"):

@@ -23,8 +23,12 @@ def fidelity(ref: torch.Tensor | np.ndarray, out: torch.Tensor | np.ndarray) -> 
     ref, out = torch.as_tensor(np.asarray(ref)).float(), torch.as_tensor(np.asarray(out)).float()
     a, b = ref.reshape(ref.shape[0], -1), out.reshape(out.shape[0], -1)
     cos = torch.nn.functional.cosine_similarity(a, b, dim=1)
-    res = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()), "n": int(ref.shape[0]),
-           "max_abs_diff": float((a - b).abs().max())}
+    res = {
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "n": int(ref.shape[0]),
+        "max_abs_diff": float((a - b).abs().max()),
+    }
     if ref.ndim == 2 and ref.shape[1] > 1:
         lr, lo = ref.log_softmax(1), out.log_softmax(1)
         res["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).float().mean())
@@ -38,8 +42,11 @@ def fidelity(ref: torch.Tensor | np.ndarray, out: torch.Tensor | np.ndarray) -> 
 
 def meets(metrics: dict[str, float], target: FidelityTarget) -> bool:
     """Whether every metric the target sets is reached (missing metrics are not checked)."""
-    checks = [("top1_agreement", target.min_agreement, 1), ("mean_kl", target.max_kl, -1),
-              ("cosine_mean", target.min_cosine, 1)]
+    checks = [
+        ("top1_agreement", target.min_agreement, 1),
+        ("mean_kl", target.max_kl, -1),
+        ("cosine_mean", target.min_cosine, 1),
+    ]
     for key, bound, sign in checks:
         if bound is not None and key in metrics and sign * (metrics[key] - bound) < 0:
             return False

@@ -17,7 +17,9 @@ def ort_qmax(reduce_range: bool) -> int:
 
 def grid_scale(w: torch.Tensor, per_channel: bool, qmax: int) -> torch.Tensor:
     """Scale of each output channel (shape ``[out]``) as ORT computes it from ``w``: max|w| / qmax."""
-    amax = w.detach().abs().reshape(w.shape[0], -1).amax(1) if per_channel else w.detach().abs().max().expand(w.shape[0])
+    amax = (
+        w.detach().abs().reshape(w.shape[0], -1).amax(1) if per_channel else w.detach().abs().max().expand(w.shape[0])
+    )
     return (amax / qmax).clamp(min=1e-12)
 
 

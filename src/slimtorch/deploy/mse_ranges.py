@@ -25,8 +25,11 @@ LEVELS = 255  # u8 activations
 def _prefix(counts: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Prefix sums of c, c·x and c·x² (index k: bins < k)."""
     z = np.zeros(1)
-    return (np.concatenate([z, np.cumsum(counts)]), np.concatenate([z, np.cumsum(counts * centers)]),
-            np.concatenate([z, np.cumsum(counts * centers**2)]))
+    return (
+        np.concatenate([z, np.cumsum(counts)]),
+        np.concatenate([z, np.cumsum(counts * centers)]),
+        np.concatenate([z, np.cumsum(counts * centers**2)]),
+    )
 
 
 def expected_mse(counts: np.ndarray, centers: np.ndarray, lo: float, hi: float) -> float:

@@ -61,8 +61,13 @@ from slimtorch.deploy.regions import activation_regions
 from slimtorch.export.onnx import as_tuple, export_onnx, onnx_module_names, ort_session
 
 # "mse" collects the same signed histograms as "entropy"; the ranges are then ours (slimtorch.deploy.mse_ranges)
-_CALIB = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution",
-          "mse": "Entropy"}
+_CALIB = {
+    "minmax": "MinMax",
+    "percentile": "Percentile",
+    "entropy": "Entropy",
+    "distribution": "Distribution",
+    "mse": "Entropy",
+}
 
 
 def exact_float(model: nn.Module, cfg: Int8Config) -> nn.Module:
@@ -89,8 +94,9 @@ def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.T
         m, info["adaround"] = _adaround(m, cfg, batches)
         rounded = list(info["adaround"]["per_layer"])
     if cfg.bias_correction and cfg.mode == "static":
-        m = bias_correct(m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, inplace=True,
-                         skip=rounded)
+        m = bias_correct(
+            m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, inplace=True, skip=rounded
+        )
     if cfg.smooth_alpha is not None and cfg.mode == "dynamic":
         from slimtorch.deploy.smooth import smooth_linears
 
@@ -105,10 +111,20 @@ def _adaround(m: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, .
     """AdaRound every layer ORT will quantize; ``keep_float`` layers stay float, so their weights are left as is."""
     from slimtorch.deploy.adaround import LAYER_TYPES, adaround_report
 
-    names = [n for n, mod in m.named_modules() if isinstance(mod, LAYER_TYPES)
-             and not any(fnmatch.fnmatch(n, p) for p in cfg.keep_float)]
-    return adaround_report(m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                           iters=cfg.adaround_iters, inplace=True, layers=[glob.escape(n) for n in names])
+    names = [
+        n
+        for n, mod in m.named_modules()
+        if isinstance(mod, LAYER_TYPES) and not any(fnmatch.fnmatch(n, p) for p in cfg.keep_float)
+    ]
+    return adaround_report(
+        m,
+        batches,
+        per_channel=cfg.per_channel,
+        reduce_range=cfg.reduce_range,
+        iters=cfg.adaround_iters,
+        inplace=True,
+        layers=[glob.escape(n) for n in names],
+    )
 
 
 class _Reader:
@@ -196,8 +212,9 @@ def _runner(path: Path, threads: int):
     return run
 
 
-def _calibrate(fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[torch.Tensor, ...]],
-               cache: Path) -> None:
+def _calibrate(
+    fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[torch.Tensor, ...]], cache: Path
+) -> None:
     """Activation ranges of every tensor ORT will quantize, written to ORT's calibration cache."""
     from onnxruntime import quantization as q
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
@@ -215,8 +232,13 @@ def _calibrate(fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[
     reader = _Reader(names, calib, progress=f"INT8 calibration ({cfg.calibration})")
     method = getattr(q.CalibrationMethod, _CALIB[cfg.calibration])
     with tempfile.TemporaryDirectory(prefix="slimtorch_calib_") as tmp, contextlib.redirect_stdout(io.StringIO()):
-        cal = create_calibrator(fp32, ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                calibrate_method=method, extra_options=opts)
+        cal = create_calibrator(
+            fp32,
+            ops,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=method,
+            extra_options=opts,
+        )
         cal.collect_data(reader)
         if cfg.calibration == "mse":
             ranges = _mse_tensors_data(cal.collector.histogram_dict)
@@ -235,8 +257,10 @@ def _mse_tensors_data(histograms: dict):
 
     from slimtorch.deploy.mse_ranges import mse_ranges
 
-    data = {name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
-            for name, (lo, hi) in mse_ranges(histograms).items()}
+    data = {
+        name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+        for name, (lo, hi) in mse_ranges(histograms).items()
+    }
     return TensorsData(CalibrationMethod.Entropy, data)
 
 
@@ -299,8 +323,14 @@ def _exact_patcher(fp32: Path, exact: dict[str, dict[str, np.ndarray]], dst: Pat
     return patched
 
 
-def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[torch.Tensor, ...]], names: list[str],
-               exact: dict[str, dict[str, np.ndarray]] | None = None):
+def _quantizer(
+    fp32: Path,
+    out_dir: Path,
+    cfg: Int8Config,
+    calib: list[tuple[torch.Tensor, ...]],
+    names: list[str],
+    exact: dict[str, dict[str, np.ndarray]] | None = None,
+):
     """A function ``exclude -> path of the INT8 file`` (calibrating once, on the first call).
 
     ``exact``: per node, the initializers an excluded (float) node takes instead of the prepared
@@ -321,16 +351,35 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
     def write(out: Path, exclude: list[str]) -> None:
         if cfg.mode == "dynamic":
             ops = ["MatMul", "Gemm", "LSTM", *(["Gather"] if cfg.quantize_embeddings else [])]
-            q.quantize_dynamic(fp32, out, op_types_to_quantize=ops, per_channel=cfg.per_channel,
-                               reduce_range=cfg.reduce_range, weight_type=q.QuantType.QInt8,
-                               nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
+            q.quantize_dynamic(
+                fp32,
+                out,
+                op_types_to_quantize=ops,
+                per_channel=cfg.per_channel,
+                reduce_range=cfg.reduce_range,
+                weight_type=q.QuantType.QInt8,
+                nodes_to_exclude=list(exclude),
+                extra_options={"MatMulConstBOnly": True},
+            )
         else:
             q.quantize_static(
-                with_exact(exclude), out, _Reader(names, calib), quant_format=fmt, per_channel=cfg.per_channel,
-                reduce_range=cfg.reduce_range, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                nodes_to_exclude=list(exclude), calibrate_method=getattr(q.CalibrationMethod, _CALIB[cfg.calibration]),
-                extra_options={"CalibPercentile": cfg.percentile, "WeightSymmetric": True,
-                               "ActivationSymmetric": False}, calibration_cache_path=cache)
+                with_exact(exclude),
+                out,
+                _Reader(names, calib),
+                quant_format=fmt,
+                per_channel=cfg.per_channel,
+                reduce_range=cfg.reduce_range,
+                activation_type=q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8,
+                nodes_to_exclude=list(exclude),
+                calibrate_method=getattr(q.CalibrationMethod, _CALIB[cfg.calibration]),
+                extra_options={
+                    "CalibPercentile": cfg.percentile,
+                    "WeightSymmetric": True,
+                    "ActivationSymmetric": False,
+                },
+                calibration_cache_path=cache,
+            )
 
     def quantize(exclude: list[str]) -> Path:
         counter[0] += 1
@@ -342,8 +391,13 @@ def _quantizer(fp32: Path, out_dir: Path, cfg: Int8Config, calib: list[tuple[tor
     return quantize
 
 
-def convert_onnxruntime(model: nn.Module, calib: list[tuple[torch.Tensor, ...]], cfg: Int8Config, out_dir: Path,
-                        check: list[tuple[torch.Tensor, ...]] | None = None) -> Int8Model:
+def convert_onnxruntime(
+    model: nn.Module,
+    calib: list[tuple[torch.Tensor, ...]],
+    cfg: Int8Config,
+    out_dir: Path,
+    check: list[tuple[torch.Tensor, ...]] | None = None,
+) -> Int8Model:
     """Convert ``model`` to an ONNX Runtime INT8 file in ``out_dir`` (see module docstring).
 
     Args:
@@ -407,5 +461,6 @@ def convert_onnxruntime(model: nn.Module, calib: list[tuple[torch.Tensor, ...]],
         if stuck:
             info["float_recurrent"] = sorted({modules.get(n, n) for n in stuck})
             float_layers += [f for f in info["float_recurrent"] if f not in float_layers]
-    return Int8Model("onnxruntime", cfg.mode, _runner(final, cfg.threads), final, float_layers, info,
-                     final.stat().st_size)
+    return Int8Model(
+        "onnxruntime", cfg.mode, _runner(final, cfg.threads), final, float_layers, info, final.stat().st_size
+    )

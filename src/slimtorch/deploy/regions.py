@@ -22,8 +22,26 @@ from typing import Any
 
 # ops that carry a tensor's values (or a subset of them) unchanged in scale: ORT quantizes them
 # in the same domain as their input, so a float tensor must extend through them
-PASSTHROUGH = frozenset({"Relu", "Clip", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity",
-                         "MaxPool", "Slice", "Split", "Resize", "Pad", "Expand", "Gather", "LeakyRelu"})
+PASSTHROUGH = frozenset(
+    {
+        "Relu",
+        "Clip",
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "MaxPool",
+        "Slice",
+        "Split",
+        "Resize",
+        "Pad",
+        "Expand",
+        "Gather",
+        "LeakyRelu",
+    }
+)
 
 
 def _graph(proto: Any):

@@ -33,8 +33,10 @@ def regressions(
     for bs, lat in sorted(latency_ms.items()):
         fastest = min(baselines, key=lambda k: lat[k])
         if lat[candidate] > lat[fastest]:
-            out.append(f"{what} is slower than {baseline_name} on {fastest} at batch {bs}: "
-                       f"{lat[candidate]:.3g} ms vs {lat[fastest]:.3g} ms ({lat[fastest] / lat[candidate]:.2f}x)")  # fmt: skip
+            out.append(
+                f"{what} is slower than {baseline_name} on {fastest} at batch {bs}: "
+                f"{lat[candidate]:.3g} ms vs {lat[fastest]:.3g} ms ({lat[fastest] / lat[candidate]:.2f}x)"
+            )
     if size_bytes is not None and baseline_bytes is not None and size_bytes >= baseline_bytes:
         out.append(f"{what} is not smaller than {baseline_name}: {size_bytes} B vs {baseline_bytes} B")
     return out

@@ -33,8 +33,13 @@ class SmoothedLinear(nn.Linear):
     """
 
     def __init__(self, linear: nn.Linear, scale: torch.Tensor):
-        super().__init__(linear.in_features, linear.out_features, linear.bias is not None,
-                         device=linear.weight.device, dtype=linear.weight.dtype)
+        super().__init__(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+        )
         with torch.no_grad():
             self.weight.copy_(linear.weight * scale)
             if linear.bias is not None:
@@ -69,8 +74,9 @@ def input_channel_max(model: nn.Module, batches: list[tuple[torch.Tensor, ...]])
 
 
 @torch.no_grad()
-def smooth_linears(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], alpha: float = 0.5,
-                   inplace: bool = False) -> nn.Module:
+def smooth_linears(
+    model: nn.Module, batches: list[tuple[torch.Tensor, ...]], alpha: float = 0.5, inplace: bool = False
+) -> nn.Module:
     """Wrap every ``nn.Linear`` that saw calibration input in a :class:`SmoothedLinear` (exact in float).
 
     Args:

@@ -13,7 +13,8 @@ Recipe examples::
 
 ``int8`` sets ``ctx.artifacts[stage] = <int8 .onnx>`` (when the backend writes
 one), checks its fallback on a selection split of the calibration data (the
-``selection_examples`` after the ``calib_examples``; never the test data) and records fidelity on the test data, latency of the INT8 runtime next to
+``selection_examples`` after the ``calib_examples``; never the test data) and
+records fidelity on the test data, latency of the INT8 runtime next to
 ONNX Runtime fp32, and the layers kept float in ``ctx.info[stage]``. The
 float ``ctx.model`` is left as it was: the INT8 artifact is a deployment file.
 """
@@ -81,13 +82,17 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     calib = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
     selection = None
     if calib is not None and cfg.selection_examples and len(calib) > cfg.calib_examples:
-        selection = Subset(calib, range(cfg.calib_examples, min(len(calib), cfg.calib_examples + cfg.selection_examples)))
+        selection = Subset(
+            calib, range(cfg.calib_examples, min(len(calib), cfg.calib_examples + cfg.selection_examples))
+        )
     ctx.model.eval()  # the float model is the reference, exported and timed below (to_int8 leaves its mode alone)
     q = to_int8(ctx.model, _subset(calib, cfg.calib_examples), icfg, check_data=selection, out_dir=ctx.stage_dir())
     info: dict[str, Any] = q.summary()
-    info["fallback_checked_on"] = (f"selection: {len(selection)} examples after the calibration ones"
-                                   if selection is not None else "the calibration examples (no more data for a "
-                                   "separate selection split)")
+    info["fallback_checked_on"] = (
+        f"selection: {len(selection)} examples after the calibration ones"
+        if selection is not None
+        else "the calibration examples (no more data for a separate selection split)"
+    )
     test = _subset(ctx.test_data, cfg.test_examples)
     if test is not None:
         batches = input_batches(test, 1, icfg.calib_batch_size, what="test data")
@@ -113,14 +118,18 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     info["latency_ms_batch1"] = lat
     info["latency_ms"] = {f"b{b}": v for b, v in lat_by_batch.items()}
     info["speedup_vs_ort_fp32"] = lat["ort_fp32"] / lat["int8"]
-    info["speedup_vs_fastest_fp32"] = {f"b{b}": min(v["ort_fp32"], v["torch_fp32"]) / v["int8"]
-                                       for b, v in lat_by_batch.items()}  # fmt: skip
+    info["speedup_vs_fastest_fp32"] = {
+        f"b{b}": min(v["ort_fp32"], v["torch_fp32"]) / v["int8"] for b, v in lat_by_batch.items()
+    }
     info["fp32_onnx_bytes"] = fp32.stat().st_size
-    warnings = regressions(f"int8 ({q.backend})", lat_by_batch, "int8", ("torch_fp32", "ort_fp32"),
-                           q.size_bytes, info["fp32_onnx_bytes"])  # fmt: skip
+    warnings = regressions(
+        f"int8 ({q.backend})", lat_by_batch, "int8", ("torch_fp32", "ort_fp32"), q.size_bytes, info["fp32_onnx_bytes"]
+    )
     if q.info.get("float_recurrent"):
-        warnings.append(f"int8 ({q.backend}): recurrent layers {', '.join(q.info['float_recurrent'])} stay float "
-                        "(no INT8 kernel there); try backend: torch_fx or auto")  # fmt: skip
+        warnings.append(
+            f"int8 ({q.backend}): recurrent layers {', '.join(q.info['float_recurrent'])} stay float "
+            "(no INT8 kernel there); try backend: torch_fx or auto"
+        )
     if warnings:
         info["warnings"] = warnings
         if ctx.verbose:
@@ -142,8 +151,9 @@ def export_stage(ctx: Context, cfg: ExportStageConfig) -> None:
     info: dict[str, Any] = {}
     if "onnx" in cfg.formats:
         path = ctx.stage_dir() / "model.onnx"
-        info["onnx_parity"] = export_onnx(ctx.model, ctx.example_input, path, opset=cfg.opset,
-                                          verbose=ctx.verbose).to_dict()
+        info["onnx_parity"] = export_onnx(
+            ctx.model, ctx.example_input, path, opset=cfg.opset, verbose=ctx.verbose
+        ).to_dict()
         ctx.artifacts[ctx.stage_name] = path
     if "pt2" in cfg.formats:
         pt2 = export_pt2(ctx.model, ctx.example_input, ctx.stage_dir() / "model.pt2")

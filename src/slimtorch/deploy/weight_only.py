@@ -69,15 +69,29 @@ def store_int8(proto, node: str, k: int, axis: int) -> None:
     q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
     base = f"{name}__w8"
     proto.graph.initializer.remove(init)
-    proto.graph.initializer.extend([numpy_helper.from_array(q, base), numpy_helper.from_array(scale.astype(np.float32), base + "_scale"),
-                                    numpy_helper.from_array(np.zeros(scale.shape, np.int8), base + "_zero")])  # fmt: skip
+    proto.graph.initializer.extend(
+        [
+            numpy_helper.from_array(q, base),
+            numpy_helper.from_array(scale.astype(np.float32), base + "_scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), base + "_zero"),
+        ]
+    )
     # the dequantized tensor keeps the initializer's name, so every consumer reads it unchanged
-    proto.graph.node.insert(0, helper.make_node("DequantizeLinear", [base, base + "_scale", base + "_zero"], [name],
-                                                name=base + "_dequant", axis=axis))  # fmt: skip
+    proto.graph.node.insert(
+        0,
+        helper.make_node(
+            "DequantizeLinear", [base, base + "_scale", base + "_zero"], [name], name=base + "_dequant", axis=axis
+        ),
+    )
 
 
-def weight_only_int8(path: Path, nodes: list[str], evaluate: Callable[[Path], dict[str, Any]],
-                     ok: Callable[[dict[str, Any]], bool], modules: dict[str, str]) -> tuple[Path, list[str], dict | None]:
+def weight_only_int8(
+    path: Path,
+    nodes: list[str],
+    evaluate: Callable[[Path], dict[str, Any]],
+    ok: Callable[[dict[str, Any]], bool],
+    modules: dict[str, str],
+) -> tuple[Path, list[str], dict | None]:
     """Store the weights of the float ``nodes`` of ``path`` as int8 wherever ``ok(evaluate(...))`` still holds.
 
     Returns:

@@ -119,8 +119,16 @@ def finetune_pruned_with_kd(
             )
         teacher = dense_copy(pruned)
     return distill(
-        pruned, teacher, train_data, config, eval_data,
-        callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume, verbose=verbose, inplace=inplace,
+        pruned,
+        teacher,
+        train_data,
+        config,
+        eval_data,
+        callbacks=callbacks,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        verbose=verbose,
+        inplace=inplace,
     )
 
 
@@ -155,6 +163,14 @@ def qat_with_teacher(
             raise ValueError("qat_with_teacher: no parametrizations to undo; pass teacher= (the float model)")
         teacher = dense_copy(qat_model)
     return distill(
-        qat_model, teacher, train_data, config, eval_data,
-        callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume, verbose=verbose, inplace=inplace,
+        qat_model,
+        teacher,
+        train_data,
+        config,
+        eval_data,
+        callbacks=callbacks,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        verbose=verbose,
+        inplace=inplace,
     )

@@ -31,8 +31,9 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * (t * t)
 
 
-def _mix(soft: torch.Tensor, student_logits: torch.Tensor, targets: torch.Tensor | None, alpha: float,
-         label_smoothing: float) -> torch.Tensor:
+def _mix(
+    soft: torch.Tensor, student_logits: torch.Tensor, targets: torch.Tensor | None, alpha: float, label_smoothing: float
+) -> torch.Tensor:
     # alpha == 1 never needs labels (pure transfer set); skip CE so unlabeled data works
     if alpha >= 1.0:
         return soft

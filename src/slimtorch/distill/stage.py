@@ -90,8 +90,10 @@ def resolve_teacher(ctx: Context, cfg: DistillStageConfig):
 
         return build_hf_model(HFModelSource.from_dict(t, "teacher")).eval(), f"hf {t['hf']}"
     if "name" not in t or set(t) - {"name", "kwargs"}:
-        raise ConfigError("teacher spec must be {name: ..., kwargs: {...}}, {class: ..., weights: ...} or "
-                          "{hf: dir, task: ...}", field="teacher")
+        raise ConfigError(
+            "teacher spec must be {name: ..., kwargs: {...}}, {class: ..., weights: ...} or {hf: dir, task: ...}",
+            field="teacher",
+        )
     model = create_model(t["name"], **t.get("kwargs", {}))
     if cfg.teacher_weights is None:
         raise ConfigError(

@@ -73,7 +73,9 @@ def _probe_input(data: Dataset) -> torch.Tensor:
 
 
 @torch.no_grad()
-def build_adapters(student: nn.Module, teacher: nn.Module, config: DistillConfig, sample: torch.Tensor) -> nn.ModuleDict:
+def build_adapters(
+    student: nn.Module, teacher: nn.Module, config: DistillConfig, sample: torch.Tensor
+) -> nn.ModuleDict:
     """One adapter per feature pair, sized from a forward pass of both models on ``sample``."""
     adapters = nn.ModuleDict()
     if not config.features:
@@ -81,9 +83,10 @@ def build_adapters(student: nn.Module, teacher: nn.Module, config: DistillConfig
     was_training = student.training
     student.eval()  # no batch-norm statistics update from the probe
     try:
-        with FeatureCapture(student, [p.student for p in config.features], "student") as s_cap, FeatureCapture(
-            teacher, [p.teacher for p in config.features], "teacher"
-        ) as t_cap:
+        with (
+            FeatureCapture(student, [p.student for p in config.features], "student") as s_cap,
+            FeatureCapture(teacher, [p.teacher for p in config.features], "teacher") as t_cap,
+        ):
             student(sample)
             teacher(sample)
             for i, pair in enumerate(config.features):

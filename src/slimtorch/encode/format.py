@@ -57,8 +57,20 @@ MANIFEST = "manifest"  # v2: the compressed manifest's tensor (no payload may ta
 METHODS = ("auto", "huffman", "ans")
 MAX_ELEMENTS = 1 << 28  # default cap per tensor (1 GiB of float32); raise via max_elements
 MAX_HEADER = 64 << 20  # safetensors JSON header cap
-RAW_DTYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
-              "float16", "float32", "float64")  # fmt: skip
+RAW_DTYPES = (
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+)
 SECTION_DTYPES = ("uint8", "uint16", "uint32", "uint64", "float32")
 
 
@@ -148,8 +160,9 @@ def pack_state(
         payload = b"".join(np.ascontiguousarray(v).tobytes() for v in sections.values())
         pname = f"p{i}"
         tensors[pname] = np.frombuffer(payload, dtype=np.uint8)
-        manifest.append({"name": name, "shape": list(shape), **meta, "layout": layout,
-                         "payload": pname, "sha256": _sha(payload)})  # fmt: skip
+        manifest.append(
+            {"name": name, "shape": list(shape), **meta, "layout": layout, "payload": pname, "sha256": _sha(payload)}
+        )
     arch = arch if arch is not None else {}
     if version == 2:
         doc = json.dumps({"arch": arch, "tensors": manifest}, sort_keys=True, separators=(",", ":"))
@@ -158,9 +171,16 @@ def pack_state(
         metadata = {"format": MAGIC, "version": "2", "manifest_sha256": _sha(packed)}
     else:
         arch_json = json.dumps(arch, sort_keys=True)
-        manifest_json = json.dumps({"arch_sha256": _sha(arch_json.encode()), "tensors": manifest}, separators=(",", ":"))
-        metadata = {"format": MAGIC, "version": "1", "manifest": manifest_json,
-                    "manifest_sha256": _sha(manifest_json.encode()), "arch": arch_json}  # fmt: skip
+        manifest_json = json.dumps(
+            {"arch_sha256": _sha(arch_json.encode()), "tensors": manifest}, separators=(",", ":")
+        )
+        metadata = {
+            "format": MAGIC,
+            "version": "1",
+            "manifest": manifest_json,
+            "manifest_sha256": _sha(manifest_json.encode()),
+            "arch": arch_json,
+        }
     from safetensors.numpy import save
 
     return canonical_safetensors(save(tensors, metadata=metadata))
@@ -215,7 +235,10 @@ def _sections(entry: dict, payload: np.ndarray) -> dict[str, np.ndarray]:
         dt = np.dtype(item[1]).newbyteorder("<")
         parsed.append((item[0], dt, item[2]))
         total += dt.itemsize * item[2]
-    _check(total == payload.size, f"tensor '{entry.get('name')}': sections declare {total} bytes, payload has {payload.size}")
+    _check(
+        total == payload.size,
+        f"tensor '{entry.get('name')}': sections declare {total} bytes, payload has {payload.size}",
+    )
     out, off, buf = {}, 0, payload.tobytes()
     for name, dt, count in parsed:
         out[name] = np.frombuffer(buf, dtype=dt, count=count, offset=off).astype(dt.newbyteorder("="))
@@ -248,7 +271,9 @@ def _decode_entry(entry: dict, payload: np.ndarray, max_elements: int) -> Shared
             f"tensor '{entry['name']}': raw data does not match its shape or dtype",
         )
         return data.astype(dtype).reshape(shape)
-    _check(entry.get("kind") in ("shared", "quant"), f"tensor '{entry.get('name')}': unknown kind {entry.get('kind')!r}")
+    _check(
+        entry.get("kind") in ("shared", "quant"), f"tensor '{entry.get('name')}': unknown kind {entry.get('kind')!r}"
+    )
     try:
         if entry["kind"] == "quant":
             return decode_quant(entry, sections, shape)
@@ -306,8 +331,10 @@ def _v2_manifest(meta: dict, packed: bytes | None) -> dict:
         doc = inflater.decompress(packed, MAX_HEADER)
     except zlib.error as exc:
         raise FormatError(f"manifest is not valid zlib data ({exc})") from None
-    _check(inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data,
-           f"manifest does not inflate to one zlib stream of at most {MAX_HEADER} bytes")  # fmt: skip
+    _check(
+        inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data,
+        f"manifest does not inflate to one zlib stream of at most {MAX_HEADER} bytes",
+    )
     try:
         manifest = json.loads(doc.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -359,8 +386,10 @@ class SlimReader:
         with open(self.path, "rb") as fh:
             head = fh.read(8)
             n = int.from_bytes(head, "little") if len(head) == 8 else 0
-            _check(len(head) == 8 and n <= min(size - 8, MAX_HEADER),
-                   f"{self.path}: not a .slim file (or truncated): {size} bytes cannot hold its declared header")
+            _check(
+                len(head) == 8 and n <= min(size - 8, MAX_HEADER),
+                f"{self.path}: not a .slim file (or truncated): {size} bytes cannot hold its declared header",
+            )
             header = _header(head + fh.read(n))
         self._base = 8 + n
         self._spans: dict[str, tuple[int, int]] = {}
@@ -374,8 +403,10 @@ class SlimReader:
             _check(ok, f"{self.path}: malformed container entry {key!r}")
             self._spans[key] = (a, b)
             end = max(end, b)
-        _check(self._base + end == size,
-               f"{self.path}: payloads end at byte {self._base + end} but the file has {size} bytes (truncated or padded)")
+        _check(
+            self._base + end == size,
+            f"{self.path}: payloads end at byte {self._base + end} but the file has {size} bytes (truncated or padded)",
+        )
         get = (lambda: self._read_span(MANIFEST)) if MANIFEST in self._spans else None
         self.entries, self.arch = _verify_metadata(header["__metadata__"], get)
         names = [e["name"] for e in self.entries]

@@ -51,8 +51,13 @@ def _to_quant_tensor(qw: QuantizedWeight) -> QuantTensor:
 
 
 def _to_quantized(t: QuantTensor) -> QuantizedWeight:
-    return QuantizedWeight(torch.from_numpy(t.codes.copy()), torch.from_numpy(t.scales.copy()),
-                           torch.from_numpy(t.zeros.copy()), t.bits, t.group_size)
+    return QuantizedWeight(
+        torch.from_numpy(t.codes.copy()),
+        torch.from_numpy(t.scales.copy()),
+        torch.from_numpy(t.zeros.copy()),
+        t.bits,
+        t.group_size,
+    )
 
 
 @torch.no_grad()
@@ -103,7 +108,8 @@ def slim_state(model: nn.Module) -> tuple[dict[str, Any], dict]:
         if any(name.startswith(q + ".") for q in modules):
             continue
         own = list(m.named_parameters(recurse=False)) + [
-            (k, b) for k, b in m.named_buffers(recurse=False) if k not in m._non_persistent_buffers_set]
+            (k, b) for k, b in m.named_buffers(recurse=False) if k not in m._non_persistent_buffers_set
+        ]
         for k, t in own:
             full = f"{name}.{k}" if name else k
             if id(t) in seen:  # tied weights (lm_head = embedding) are stored once
@@ -112,21 +118,30 @@ def slim_state(model: nn.Module) -> tuple[dict[str, Any], dict]:
             seen[id(t)] = full
             state[full] = t.detach()
     config = json.loads(model.config.to_json_string(use_diff=False))
-    arch = {"format": ARCH_FORMAT, "config": config, "modules": modules, "tied": tied,
-            # not part of the config's JSON, but sdpa and eager attention differ in the last bits of the logits
-            "attn_implementation": getattr(model.config, "_attn_implementation", None)}
+    arch = {
+        "format": ARCH_FORMAT,
+        "config": config,
+        "modules": modules,
+        "tied": tied,
+        # not part of the config's JSON, but sdpa and eager attention differ in the last bits of the logits
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
+    }
     return state, arch
 
 
 def _tokenizer_files(tokenizer) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
-        return {f"{TOKENIZER_PREFIX}{p.name}": np.frombuffer(p.read_bytes(), dtype=np.uint8).copy()
-                for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+        return {
+            f"{TOKENIZER_PREFIX}{p.name}": np.frombuffer(p.read_bytes(), dtype=np.uint8).copy()
+            for p in sorted(Path(tmp).iterdir())
+            if p.is_file()
+        }
 
 
-def save_slim_lm(model: nn.Module, path: str | os.PathLike, tokenizer=None, *, method: str = "ans",
-                 index: str = "auto") -> Path:
+def save_slim_lm(
+    model: nn.Module, path: str | os.PathLike, tokenizer=None, *, method: str = "ans", index: str = "auto"
+) -> Path:
     """Write a (pruned, quantized) Hugging Face causal LM as one ``.slim`` file, atomically.
 
     Args:
@@ -177,7 +192,9 @@ def _rebuild_meta_buffers(model: nn.Module, source: str) -> None:
             try:
                 fresh = type(m)(config=model.config)
             except TypeError:
-                raise UnsupportedModelError(f"{source}: cannot rebuild {name} ({type(m).__name__}) from the config") from None
+                raise UnsupportedModelError(
+                    f"{source}: cannot rebuild {name} ({type(m).__name__}) from the config"
+                ) from None
             _set_module(model, name, fresh)
 
 
@@ -195,8 +212,10 @@ def load_slim_lm(path: str | os.PathLike) -> nn.Module:
     reader = SlimReader(path)
     arch, source = reader.arch, str(path)
     if not isinstance(arch, dict) or arch.get("format") != ARCH_FORMAT:
-        raise FormatError(f"{source}: not a language-model .slim file (arch format "
-                          f"{arch.get('format') if isinstance(arch, dict) else arch!r}, expected {ARCH_FORMAT!r})")
+        raise FormatError(
+            f"{source}: not a language-model .slim file (arch format "
+            f"{arch.get('format') if isinstance(arch, dict) else arch!r}, expected {ARCH_FORMAT!r})"
+        )
     config = dict(arch.get("config") or {})
     modules, tied = arch.get("modules") or {}, arch.get("tied") or {}
     try:
@@ -211,7 +230,7 @@ def load_slim_lm(path: str | os.PathLike) -> nn.Module:
     for name in reader.names:
         value = reader.read(name)
         if name.startswith(TOKENIZER_PREFIX):
-            tokenizer_files[name[len(TOKENIZER_PREFIX):]] = value
+            tokenizer_files[name[len(TOKENIZER_PREFIX) :]] = value
         elif name in modules:
             if not isinstance(value, QuantTensor):
                 raise FormatError(f"{source}: {name} is listed as quantized but stored as {type(value).__name__}")

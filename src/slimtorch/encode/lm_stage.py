@@ -37,7 +37,10 @@ _KEEP_ATTRS = ("slimtorch_tokenizer", "slimtorch_spec", "example_input_shape", "
 
 
 class QuantizeEmbeddingStageConfig(FrozenConfig):
-    """The input embedding (and a tied ``lm_head``) on a weight-only grid, round to nearest (see :class:`EmbeddingGrid`)."""
+    """The input embedding (and a tied ``lm_head``) on a weight-only grid.
+
+    Round to nearest (see :class:`EmbeddingGrid`).
+    """
 
     grid: EmbeddingGrid = EmbeddingGrid(bits=4, group_size=64, float_zero=True)
 
@@ -94,7 +97,10 @@ def slim_lm_stage(ctx: Context, cfg: SlimLMStageConfig) -> None:
             setattr(decoded, attr, getattr(ctx.model, attr))
     breakdown = slim_breakdown(path)
     ctx.info.setdefault(ctx.stage_name, {}).update(
-        file=str(path), bytes=breakdown["file"], breakdown=breakdown,
-        bits_per_weight=8 * breakdown["file"] / max(breakdown["weights"], 1))
+        file=str(path),
+        bytes=breakdown["file"],
+        breakdown=breakdown,
+        bits_per_weight=8 * breakdown["file"] / max(breakdown["weights"], 1),
+    )
     ctx.artifacts[ctx.stage_name] = path
     ctx.model = decoded

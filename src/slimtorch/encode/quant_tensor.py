@@ -123,10 +123,13 @@ class QuantTensor:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuantTensor):
             return NotImplemented
-        return (self.bits == other.bits and self.group_size == other.group_size
-                and np.array_equal(self.codes, other.codes)
-                and np.array_equal(self.scales.view(np.uint32), other.scales.view(np.uint32))
-                and np.array_equal(self.zeros.view(np.uint32), other.zeros.view(np.uint32)))  # fmt: skip
+        return (
+            self.bits == other.bits
+            and self.group_size == other.group_size
+            and np.array_equal(self.codes, other.codes)
+            and np.array_equal(self.scales.view(np.uint32), other.scales.view(np.uint32))
+            and np.array_equal(self.zeros.view(np.uint32), other.zeros.view(np.uint32))
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -178,8 +181,9 @@ def _decode_planes(meta: dict, sections: dict[str, np.ndarray], count: int) -> n
 # ---- tensor -------------------------------------------------------------------------------------------------
 
 
-def encode_quant(t: QuantTensor, index: str, coders: tuple[str, ...] = ("ans",), gap_bits: int = 0
-                 ) -> tuple[dict, dict[str, np.ndarray]]:
+def encode_quant(
+    t: QuantTensor, index: str, coders: tuple[str, ...] = ("ans",), gap_bits: int = 0
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Code ``t`` with one index scheme (``dense``, ``gap-raw``, ``bitmask``, ``gap``); returns (meta, sections)."""
     if index not in QUANT_INDEX:
         raise ValueError(f"unknown index scheme {index!r}; choose one of {QUANT_INDEX}")
@@ -207,8 +211,13 @@ def encode_quant(t: QuantTensor, index: str, coders: tuple[str, ...] = ("ans",),
         positions = np.flatnonzero(symbols != t.maxq)
         symbols = symbols[positions]
     # weights that are not exactly 0.0 (fractional zeros: no exact-zero code, every weight counts)
-    meta["nnz"] = (int(symbols.size) if positions is not None else
-                   int(np.count_nonzero(symbols != t.maxq)) if integral else int(codes.size))
+    meta["nnz"] = (
+        int(symbols.size)
+        if positions is not None
+        else int(np.count_nonzero(symbols != t.maxq))
+        if integral
+        else int(codes.size)
+    )
     if index == "gap":
         gaps, symbols = gap_encode(positions, symbols, gap_bits, filler=t.maxq)  # filler = "zero point"
     elif index == "gap-raw":
@@ -229,8 +238,9 @@ def encode_quant(t: QuantTensor, index: str, coders: tuple[str, ...] = ("ans",),
     return meta, sections
 
 
-def best_quant_encoding(t: QuantTensor, indexes: tuple[str, ...] = ("dense", "gap-raw", "bitmask"),
-                        coders: tuple[str, ...] = ("ans",)) -> tuple[dict, dict[str, np.ndarray]]:
+def best_quant_encoding(
+    t: QuantTensor, indexes: tuple[str, ...] = ("dense", "gap-raw", "bitmask"), coders: tuple[str, ...] = ("ans",)
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Every requested index scheme tried, the smallest kept (measured bytes)."""
     best = None
     for index in indexes if t.integral_zeros else ("dense",):

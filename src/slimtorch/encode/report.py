@@ -14,8 +14,17 @@ from pathlib import Path
 
 from slimtorch.encode.format import read_manifest
 
-COLUMNS = ("layer", "#weights", "weights kept %", "weight bits (P+Q)", "weight bits (P+Q+H)",
-           "index bits", "compress rate %", "ratio", "coding")  # fmt: skip
+COLUMNS = (
+    "layer",
+    "#weights",
+    "weights kept %",
+    "weight bits (P+Q)",
+    "weight bits (P+Q+H)",
+    "index bits",
+    "compress rate %",
+    "ratio",
+    "coding",
+)
 
 
 def _payload_bytes(entry: dict) -> int:
@@ -73,13 +82,27 @@ def compression_report(data: bytes | str | os.PathLike) -> list[dict]:
             }
         else:
             bits = 8 * nbytes / numel if numel else 0.0
-            row = {"weights kept %": 100.0, "weight bits (P+Q)": bits, "weight bits (P+Q+H)": bits,
-                   "index bits": 0.0, "coding": f"raw-{e['stored']}",
-                   "_nnz": numel, "_wbits": 8 * nbytes, "_ibits": 0, "_qbits": 8 * nbytes}  # fmt: skip
+            row = {
+                "weights kept %": 100.0,
+                "weight bits (P+Q)": bits,
+                "weight bits (P+Q+H)": bits,
+                "index bits": 0.0,
+                "coding": f"raw-{e['stored']}",
+                "_nnz": numel,
+                "_wbits": 8 * nbytes,
+                "_ibits": 0,
+                "_qbits": 8 * nbytes,
+            }
         dense = 4 * numel
-        row.update({"layer": e["name"], "#weights": numel, "_bytes": nbytes,
-                    "compress rate %": 100.0 * nbytes / dense if dense else 0.0,
-                    "ratio": dense / nbytes if nbytes else math.inf})  # fmt: skip
+        row.update(
+            {
+                "layer": e["name"],
+                "#weights": numel,
+                "_bytes": nbytes,
+                "compress rate %": 100.0 * nbytes / dense if dense else 0.0,
+                "ratio": dense / nbytes if nbytes else math.inf,
+            }
+        )
         rows.append(row)
     n = sum(r["#weights"] for r in rows)
     nnz = sum(r["_nnz"] for r in rows)
@@ -108,6 +131,8 @@ def render_report(rows: list[dict], columns: tuple[str, ...] = COLUMNS + ("bytes
     """Render rows from :func:`compression_report` as a markdown table (plain text friendly)."""
     cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    line = lambda vals: "| " + " | ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))) + " |"  # noqa: E731
+    line = lambda vals: (
+        "| " + " | ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))) + " |"
+    )  # noqa: E731
     sep = "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
     return "\n".join([line(list(columns)), sep] + [line(r) for r in cells])

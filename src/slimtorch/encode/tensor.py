@@ -55,7 +55,9 @@ class SharedTensor:
         positions = np.asarray(self.positions).reshape(-1)
         if indices.shape != positions.shape:
             raise ValueError(f"indices ({indices.size}) and positions ({positions.size}) differ in length")
-        if indices.size and (not np.issubdtype(indices.dtype, np.integer) or indices.min() < 0 or indices.max() >= codebook.size):
+        if indices.size and (
+            not np.issubdtype(indices.dtype, np.integer) or indices.min() < 0 or indices.max() >= codebook.size
+        ):
             raise ValueError(f"indices must be integers in [0, {codebook.size})")
         if positions.size:
             if not np.issubdtype(positions.dtype, np.integer):

@@ -75,4 +75,3 @@ def size_waterfall(data: bytes) -> list[dict]:
         ("+ container (version 2 header)", len(data)),
     ]
     return [{"step": s, "bytes": int(b), "ratio": dense / b if b else float("inf")} for s, b in steps]
-

@@ -34,9 +34,17 @@ from slimtorch.quantize.qlinear import QuantLinear
 from slimtorch.quantize.wgrid import QuantizedWeight
 
 BLOCK = 32
-_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-          "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-          "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
 
 
 def _permute_rows(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -51,7 +59,8 @@ def _expand(qw: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:
     if K % BLOCK or group % BLOCK:
         raise UnsupportedModelError(
             f"GGUF blocks hold 32 weights; a layer with {K} inputs at group size {qw.group_size} does not split "
-            "into them (quantize with group_size 32, 64, 128 ... or per channel)")
+            "into them (quantize with group_size 32, 64, 128 ... or per channel)"
+        )
     per = group // BLOCK
     n_blocks = K // BLOCK
     idx = np.arange(n_blocks) // per
@@ -74,8 +83,10 @@ def q4_1_blocks(qw: QuantizedWeight) -> np.ndarray:
 def q8_0_blocks(qw: QuantizedWeight) -> np.ndarray:
     """``(rows, K / 32 * 34)`` uint8 Q8_0 blocks (float16 d, 32 int8) of a symmetric 8-bit grid."""
     if qw.bits != 8 or not bool((qw.zeros == 128).all()):
-        raise UnsupportedModelError("GGUF Q8_0 is symmetric: only an 8-bit grid with symmetric=True (zero 128) "
-                                    "maps onto it; quantize with symmetric: true or 4 bits")
+        raise UnsupportedModelError(
+            "GGUF Q8_0 is symmetric: only an 8-bit grid with symmetric=True (zero 128) "
+            "maps onto it; quantize with symmetric: true or 4 bits"
+        )
     rows, K = qw.codes.shape
     scale, _ = _expand(qw)
     q = (qw.codes.numpy().astype(np.int16) - 128).astype(np.int8).reshape(rows, K // BLOCK, BLOCK)
@@ -89,8 +100,13 @@ def _tensor(writer, name: str, module_or_weight, heads: int | None = None) -> No
     if isinstance(module_or_weight, (QuantLinear,)) or hasattr(module_or_weight, "quantized"):
         qw = module_or_weight.quantized()
         if heads:
-            qw = QuantizedWeight(_permute_rows(qw.codes, heads), _permute_rows(qw.scales, heads),
-                                 _permute_rows(qw.zeros, heads), qw.bits, qw.group_size)
+            qw = QuantizedWeight(
+                _permute_rows(qw.codes, heads),
+                _permute_rows(qw.scales, heads),
+                _permute_rows(qw.zeros, heads),
+                qw.bits,
+                qw.group_size,
+            )
         if qw.bits <= 4:
             writer.add_tensor(name, q4_1_blocks(qw), raw_dtype=gguf.GGMLQuantizationType.Q4_1)
         else:
@@ -120,8 +136,10 @@ def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer_from: str |
 
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in ("llama", "mistral"):
-        raise UnsupportedModelError(f"GGUF export writes llama-architecture files; this model is "
-                                    f"{getattr(config, 'model_type', type(model).__name__)!r}")
+        raise UnsupportedModelError(
+            f"GGUF export writes llama-architecture files; this model is "
+            f"{getattr(config, 'model_type', type(model).__name__)!r}"
+        )
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; choose a new file name (a model file is never overwritten)")
@@ -137,8 +155,12 @@ def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer_from: str |
         writer.add_feed_forward_length(config.intermediate_size)
         writer.add_head_count(heads)
         writer.add_head_count_kv(kv_heads)
-        writer.add_rope_freq_base(float(getattr(config, "rope_theta", None)
-                                        or (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)))
+        writer.add_rope_freq_base(
+            float(
+                getattr(config, "rope_theta", None)
+                or (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+            )
+        )
         writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
         writer.add_vocab_size(config.vocab_size)
         writer.add_rope_dimension_count(head_dim)

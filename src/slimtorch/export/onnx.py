@@ -61,8 +61,11 @@ class Parity:
 @contextlib.contextmanager
 def _quiet():
     """The exporter logs progress and torchvision warnings on every call; users see only errors."""
-    with log_level(logging.ERROR, "torch.onnx", "torch.export", "torch._export", "onnxscript"), \
-            contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with (
+        log_level(logging.ERROR, "torch.onnx", "torch.export", "torch._export", "onnxscript"),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         yield
 
@@ -94,8 +97,9 @@ def has_recurrent(model: nn.Module) -> bool:
     return any(isinstance(m, RECURRENT) for m in model.modules())
 
 
-def _onnx_bytes(model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, dynamic_batch: bool,
-                input_names: list[str]) -> bytes:
+def _onnx_bytes(
+    model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, dynamic_batch: bool, input_names: list[str]
+) -> bytes:
     if has_recurrent(model):
         return _legacy_onnx_bytes(model, args, opset, dynamic_batch, input_names)
     dyn = None
@@ -104,19 +108,37 @@ def _onnx_bytes(model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, dy
         dyn = tuple({0: batch} for _ in args)
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         f = Path(tmp) / "m.onnx"
-        torch.onnx.export(model, args, f, input_names=input_names, output_names=["output"], opset_version=opset,
-                          dynamic_shapes=dyn, external_data=False, dynamo=True)
+        torch.onnx.export(
+            model,
+            args,
+            f,
+            input_names=input_names,
+            output_names=["output"],
+            opset_version=opset,
+            dynamic_shapes=dyn,
+            external_data=False,
+            dynamo=True,
+        )
         return f.read_bytes()
 
 
-def _legacy_onnx_bytes(model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, dynamic_batch: bool,
-                       input_names: list[str]) -> bytes:
+def _legacy_onnx_bytes(
+    model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, dynamic_batch: bool, input_names: list[str]
+) -> bytes:
     """The TorchScript exporter (``dynamo=False``): recurrent layers stay single ONNX nodes."""
     axes = {n: {0: "batch"} for n in [*input_names, "output"]} if dynamic_batch else None
     with tempfile.TemporaryDirectory() as tmp, _quiet(), contextlib.redirect_stderr(io.StringIO()):
         f = Path(tmp) / "m.onnx"
-        torch.onnx.export(model, args, f, input_names=input_names, output_names=["output"],
-                          opset_version=opset, dynamic_axes=axes, dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            model,
+            args,
+            f,
+            input_names=input_names,
+            output_names=["output"],
+            opset_version=opset,
+            dynamic_axes=axes,
+            dynamo=False,
+        )
         return f.read_bytes()
 
 
@@ -162,7 +184,8 @@ def export_onnx(
         if missing:
             raise UnsupportedModelError(
                 f"cannot export to ONNX: no ONNX translation for operator(s) {', '.join(missing)}; "
-                "replace them with supported ops or register a custom translation") from exc
+                "replace them with supported ops or register a custom translation"
+            ) from exc
         raise UnsupportedModelError(f"cannot export to ONNX: {type(exc).__name__}: {str(exc)[:500]}") from exc
     atomic_write_bytes(path, data)
     if not check:

@@ -228,11 +228,15 @@ def build_from_state(
         raise
     except (IndexError, KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
         # resize / load_state_dict met tensors whose rank or size cannot fit the layer
-        raise FormatError(f"{source}: tensors do not fit the architecture ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise FormatError(
+            f"{source}: tensors do not fit the architecture ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     if missing or unexpected:
         from slimtorch.models.user import key_diff
 
-        raise FormatError(f"{source}: tensors do not match {type(model).__name__} ({key_diff(model.state_dict(), state)})")
+        raise FormatError(
+            f"{source}: tensors do not match {type(model).__name__} ({key_diff(model.state_dict(), state)})"
+        )
     return model.eval()
 
 
@@ -257,9 +261,11 @@ def check_spec(spec: Any, source: str) -> None:
     else:
         ok = ok and isinstance(spec.get("name"), str) and not set(spec) - {"name", "kwargs"}
     if not ok:
-        raise FormatError(f"{source}: corrupt architecture description {str(spec)[:200]!r} (expected "
-                          "{\"name\": ..., \"kwargs\": {...}}, {\"class\": ..., \"kwargs\": {...}} or "
-                          "{\"hf\": ..., \"task\": ...})")  # fmt: skip
+        raise FormatError(
+            f"{source}: corrupt architecture description {str(spec)[:200]!r} (expected "
+            '{"name": ..., "kwargs": {...}}, {"class": ..., "kwargs": {...}} or '
+            '{"hf": ..., "task": ...})'
+        )
 
 
 def _from_class_ref(ref: str, spec: dict[str, Any] | None, source: str) -> nn.Module | None:

@@ -41,8 +41,13 @@ def _new_layer(module: nn.Module, shapes: dict[str, tuple[int, ...]], fqn: str) 
         )
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         n = (shapes.get("weight") or shapes.get("running_mean"))[0]
-        return type(module)(n, eps=module.eps, momentum=module.momentum, affine=module.affine,
-                            track_running_stats=module.track_running_stats)
+        return type(module)(
+            n,
+            eps=module.eps,
+            momentum=module.momentum,
+            affine=module.affine,
+            track_running_stats=module.track_running_stats,
+        )
     if isinstance(module, nn.LayerNorm) and w is not None:
         return nn.LayerNorm(w, eps=module.eps, elementwise_affine=True, bias=has_bias)
     if isinstance(module, nn.Embedding) and w is not None:
@@ -59,8 +64,8 @@ def resize_to_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> nn
     current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     for fqn, module in list(model.named_modules()):
         prefix = f"{fqn}." if fqn else ""
-        own = {k: v for k, v in current.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
-        want = {k[len(prefix):]: tuple(shapes[k]) for k in own if k in shapes}
+        own = {k: v for k, v in current.items() if k.startswith(prefix) and "." not in k[len(prefix) :]}
+        want = {k[len(prefix) :]: tuple(shapes[k]) for k in own if k in shapes}
         if not own or all(tuple(shapes.get(k, v)) == v for k, v in own.items()):
             continue
         new = _new_layer(module, want, fqn or "<root>")

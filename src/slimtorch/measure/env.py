@@ -60,8 +60,12 @@ def provenance() -> dict:
 
     commit = (git("rev-parse", "HEAD") or "").strip() or None
     dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "bench") if commit else None
-    return {"commit": commit, "uncommitted_changes": None if dirty is None else sorted(
-        line[3:] for line in dirty.splitlines() if line.strip())}
+    return {
+        "commit": commit,
+        "uncommitted_changes": None
+        if dirty is None
+        else sorted(line[3:] for line in dirty.splitlines() if line.strip()),
+    }
 
 
 def _cpu_model() -> str:
@@ -90,7 +94,11 @@ def environment() -> dict:
             for line in fh:
                 if line.startswith("flags"):
                     have = set(line.split(":", 1)[1].split())
-                    flags = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in have)
+                    flags = " ".join(
+                        f
+                        for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+                        if f in have
+                    )
                     break
     except OSError:
         pass
@@ -102,8 +110,11 @@ def environment() -> dict:
         # speed figures taken under load are suspect: other work at the start, or more load at the end than this
         # process's own threads account for (a 2-thread benchmark alone brings a 2-core machine's load to ~2)
         "loaded_machine": loaded(_PROCESS_START["loadavg"], now, torch.get_num_threads()),
-        "threads": {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
-                    **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}},
+        "threads": {
+            "torch": torch.get_num_threads(),
+            "torch_interop": torch.get_num_interop_threads(),
+            **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        },
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
@@ -112,7 +123,17 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "versions": {
             p: _version(p)
-            for p in ("slimtorch", "torch", "numpy", "onnxruntime", "onnx", "torchao", "constriction", "safetensors",
-                      "transformers", "scikit-image")
+            for p in (
+                "slimtorch",
+                "torch",
+                "numpy",
+                "onnxruntime",
+                "onnx",
+                "torchao",
+                "constriction",
+                "safetensors",
+                "transformers",
+                "scikit-image",
+            )
         },
     }

@@ -28,10 +28,12 @@ from torch import nn
 
 from slimtorch.core.errors import UnsupportedModelError
 
-LM_NOTE = ("Language model: perplexity on the recipe's held-out text (lower is better); size = the saved "
-           "model.safetensors (bit-packed integer codes + scales/zeros for quantized layers, float32 otherwise); "
-           "MACs and latency are not measured for language models (the eval ms per window is the eager "
-           "perplexity pass, not a deployment latency); calib s = the stage's calibration time.")
+LM_NOTE = (
+    "Language model: perplexity on the recipe's held-out text (lower is better); size = the saved "
+    "model.safetensors (bit-packed integer codes + scales/zeros for quantized layers, float32 otherwise); "
+    "MACs and latency are not measured for language models (the eval ms per window is the eager "
+    "perplexity pass, not a deployment latency); calib s = the stage's calibration time."
+)
 
 
 def is_causal_lm(model: nn.Module) -> bool:
@@ -123,13 +125,25 @@ def linear_stats(model: nn.Module) -> dict[str, Any]:
         elif isinstance(m, nn.Linear):
             nz = int(torch.count_nonzero(m.weight))
             lin_total, lin_zero = lin_total + m.weight.numel(), lin_zero + m.weight.numel() - nz
-    return {"params": params, "nonzero": nonzero, "decoder_sparsity": round(lin_zero / max(lin_total, 1), 4),
-            "quantized_linears": quantized, "bits": bits}
+    return {
+        "params": params,
+        "nonzero": nonzero,
+        "decoder_sparsity": round(lin_zero / max(lin_total, 1), 4),
+        "quantized_linears": quantized,
+        "bits": bits,
+    }
 
 
-def measure_lm(model: nn.Module, text, *, name: str, artifact: str | os.PathLike | None = None,
-               stage_info: dict[str, Any] | None = None, dense_bytes: int | None = None,
-               progress: bool = False) -> dict[str, Any]:
+def measure_lm(
+    model: nn.Module,
+    text,
+    *,
+    name: str,
+    artifact: str | os.PathLike | None = None,
+    stage_info: dict[str, Any] | None = None,
+    dense_bytes: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """One record (the keys the report tables read) of a causal LM.
 
     Args:
@@ -143,12 +157,25 @@ def measure_lm(model: nn.Module, text, *, name: str, artifact: str | os.PathLike
     stats = linear_stats(model)
     payload = payload_bytes(model)
     rec: dict[str, Any] = {
-        "name": name, "kind": "causal-lm", "params": stats["params"], "nonzero": stats["nonzero"],
-        "macs": None, "sparse_macs": None, "dense_bytes": dense_bytes if dense_bytes is not None else payload,
-        "file_bytes": payload, "artifact_bytes": None, "artifact": None, "accuracy": None, "loss": None,
-        "agreement": None, "latency": {}, "layers": {},
-        "decoder_sparsity": stats["decoder_sparsity"], "quantized_linears": stats["quantized_linears"],
-        "bits": stats["bits"], "calib_seconds": (stage_info or {}).get("calib_seconds"),
+        "name": name,
+        "kind": "causal-lm",
+        "params": stats["params"],
+        "nonzero": stats["nonzero"],
+        "macs": None,
+        "sparse_macs": None,
+        "dense_bytes": dense_bytes if dense_bytes is not None else payload,
+        "file_bytes": payload,
+        "artifact_bytes": None,
+        "artifact": None,
+        "accuracy": None,
+        "loss": None,
+        "agreement": None,
+        "latency": {},
+        "layers": {},
+        "decoder_sparsity": stats["decoder_sparsity"],
+        "quantized_linears": stats["quantized_linears"],
+        "bits": stats["bits"],
+        "calib_seconds": (stage_info or {}).get("calib_seconds"),
     }
     if artifact is not None:
         rec["artifact"] = str(artifact)
@@ -159,7 +186,12 @@ def measure_lm(model: nn.Module, text, *, name: str, artifact: str | os.PathLike
         p = perplexity(model, text.test, text.window, text.stride, progress=progress)
         rec["perplexity"] = p.perplexity
         rec["loss"] = p.nll
-        rec["perplexity_eval"] = {"window": p.window, "stride": p.stride, "windows": p.windows,
-                                  "tokens_scored": p.tokens_scored, "seconds": round(p.seconds, 2)}
+        rec["perplexity_eval"] = {
+            "window": p.window,
+            "stride": p.stride,
+            "windows": p.windows,
+            "tokens_scored": p.tokens_scored,
+            "seconds": round(p.seconds, 2),
+        }
         rec["eval_ms_per_window"] = 1000 * p.seconds / max(p.windows, 1)
     return rec

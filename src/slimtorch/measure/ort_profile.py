@@ -33,10 +33,10 @@ import numpy as np
 # what each category means; the order is the order of the report
 CATEGORIES = {
     "integer_kernels": "integer compute (QLinearConv, MatMulInteger, QGemm, DynamicQuantizeMatMul, QLinearAdd, ...), "
-                       "depthwise convs excluded",
+    "depthwise convs excluded",
     "depthwise_int8": "depthwise convs on integer kernels (QLinearConv / ConvInteger with one input channel per group)",
     "quantize_dequantize": "QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear (activations quantized at "
-                           "run time)",
+    "run time)",
     "float_compute": "float Conv / MatMul / Gemm (fused variants included), depthwise convs excluded",
     "depthwise_float": "depthwise convs in float",
     "layout": "layout and shape changes (Transpose, Reorder*, Reshape, Concat, Slice, ...)",
@@ -44,14 +44,56 @@ CATEGORIES = {
     "between_kernels": "run time outside every kernel (executor, allocation, profiler fences)",
 }
 
-_INTEGER = {"ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QAttention",
-            "DynamicQuantizeLSTM", "QEmbedLayerNormalization", "QOrderedMatMul", "MatMulNBits", "QuickGelu_Int8"}
+_INTEGER = {
+    "ConvInteger",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "QGemm",
+    "QAttention",
+    "DynamicQuantizeLSTM",
+    "QEmbedLayerNormalization",
+    "QOrderedMatMul",
+    "MatMulNBits",
+    "QuickGelu_Int8",
+}
 _QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-_FLOAT = {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "FusedGemm",
-          "Attention", "MultiHeadAttention", "LSTM", "GRU", "RNN", "Einsum"}
+_FLOAT = {
+    "Conv",
+    "FusedConv",
+    "NhwcFusedConv",
+    "ConvTranspose",
+    "MatMul",
+    "FusedMatMul",
+    "Gemm",
+    "FusedGemm",
+    "Attention",
+    "MultiHeadAttention",
+    "LSTM",
+    "GRU",
+    "RNN",
+    "Einsum",
+}
 _CONVS = {"Conv", "FusedConv", "NhwcFusedConv", "QLinearConv", "ConvInteger", "NhwcConv"}
-_LAYOUT = {"Transpose", "Reshape", "ReorderInput", "ReorderOutput", "Concat", "Squeeze", "Unsqueeze", "Flatten",
-           "Slice", "Split", "Expand", "Shape", "Identity", "Tile", "Pad", "DepthToSpace", "SpaceToDepth"}
+_LAYOUT = {
+    "Transpose",
+    "Reshape",
+    "ReorderInput",
+    "ReorderOutput",
+    "Concat",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Slice",
+    "Split",
+    "Expand",
+    "Shape",
+    "Identity",
+    "Tile",
+    "Pad",
+    "DepthToSpace",
+    "SpaceToDepth",
+}
 
 
 def _category(op: str, depthwise: bool) -> str:
@@ -114,8 +156,9 @@ def parse_trace(events: Sequence[dict], warmup: int, depthwise: set[str] | froze
     Runs are the ``model_run`` session events in time order; the first ``warmup`` are dropped and
     each node event is assigned to the run whose span holds its start.
     """
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                  key=lambda e: e["ts"])[warmup:]
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+    )[warmup:]
     if not runs:
         raise ValueError(f"the profile holds no run after the {warmup} warm-up run(s); profile more runs")
     spans = [(r["ts"], r["ts"] + r["dur"]) for r in runs]
@@ -150,16 +193,25 @@ def parse_trace(events: Sequence[dict], warmup: int, depthwise: set[str] | froze
         "total_ms": total_ms,
         "kernel_ms": kernel_ms,
         "categories": {c: {"ms": v["ms"], "pct": pct(v["ms"]), "nodes": v["nodes"]} for c, v in cats.items()},
-        "ops": {k: {"ms": r["us"] / n / 1e3, "pct": pct(r["us"] / n / 1e3), "nodes": len(r["nodes"]),
-                    "category": r["category"]}
-                for k, r in sorted(ops.items(), key=lambda kv: -kv[1]["us"])},
-        "slowest_nodes": [{"node": k, "op": lab, "ms": us / n / 1e3, "pct": pct(us / n / 1e3)}
-                          for k, (lab, us) in sorted(per_node.items(), key=lambda kv: -kv[1][1])[:12]],
+        "ops": {
+            k: {
+                "ms": r["us"] / n / 1e3,
+                "pct": pct(r["us"] / n / 1e3),
+                "nodes": len(r["nodes"]),
+                "category": r["category"],
+            }
+            for k, r in sorted(ops.items(), key=lambda kv: -kv[1]["us"])
+        },
+        "slowest_nodes": [
+            {"node": k, "op": lab, "ms": us / n / 1e3, "pct": pct(us / n / 1e3)}
+            for k, (lab, us) in sorted(per_node.items(), key=lambda kv: -kv[1][1])[:12]
+        ],
     }
 
 
-def profile_onnx(path: str | os.PathLike, inputs: Any, runs: int = 20, threads: int = 1,
-                 warmup: int = 3) -> dict[str, Any]:
+def profile_onnx(
+    path: str | os.PathLike, inputs: Any, runs: int = 20, threads: int = 1, warmup: int = 3
+) -> dict[str, Any]:
     """Per-operator ONNX Runtime profile of ``path`` on ``inputs``, averaged over ``runs`` runs.
 
     Args:
@@ -195,8 +247,13 @@ def profile_onnx(path: str | os.PathLike, inputs: Any, runs: int = 20, threads: 
             trace.unlink(missing_ok=True)
         del sess
     out = parse_trace(events, warmup, depthwise_nodes(path, threads))
-    return {**out, "warmup": warmup, "threads": threads, "onnxruntime": ort.__version__,
-            "inputs": {k: list(v.shape) for k, v in feed.items()}}
+    return {
+        **out,
+        "warmup": warmup,
+        "threads": threads,
+        "onnxruntime": ort.__version__,
+        "inputs": {k: list(v.shape) for k, v in feed.items()},
+    }
 
 
 def amdahl(profile: Mapping[str, Any], faster: Mapping[str, float], speedup: float = 1.0) -> float:

@@ -78,14 +78,16 @@ def perplexity(
         window, tokens = tokens.shape[1], tokens.reshape(-1)
     stride = window if stride is None else stride
     if window < 2 or not 1 <= stride <= window:
-        raise ConfigError(f"need window >= 2 and 1 <= stride <= window, got window={window}, stride={stride}",
-                          field="stride")
+        raise ConfigError(
+            f"need window >= 2 and 1 <= stride <= window, got window={window}, stride={stride}", field="stride"
+        )
     starts = _starts(tokens.numel(), window, stride)
     if max_windows is not None:
         starts = starts[:max_windows]
     if not starts:
-        raise ConfigError(f"the token stream ({tokens.numel()} tokens) is shorter than one window of {window}",
-                          field="window")
+        raise ConfigError(
+            f"the token stream ({tokens.numel()} tokens) is shorter than one window of {window}", field="window"
+        )
     was_training = model.training
     model.eval()
     t0 = time.perf_counter()

@@ -8,8 +8,18 @@ from typing import Any
 COLUMNS = ("stage", "top-1 %", "params", "non-zero", "MACs", "size", "ratio", "lat b1 ms", "lat b32 ms")
 # Language models (records with kind "causal-lm", see slimtorch.measure.lm): perplexity instead of accuracy,
 # calibration time instead of MACs and latency.
-LM_COLUMNS = ("stage", "perplexity", "params", "non-zero", "decoder sparsity %", "size", "ratio", "calib s",
-              "eval ms/window", "decode tok/s")
+LM_COLUMNS = (
+    "stage",
+    "perplexity",
+    "params",
+    "non-zero",
+    "decoder sparsity %",
+    "size",
+    "ratio",
+    "calib s",
+    "eval ms/window",
+    "decode tok/s",
+)
 
 
 def is_lm(records: Sequence[dict[str, Any]]) -> bool:
@@ -76,18 +86,20 @@ def _lm_rows(records: Sequence[dict[str, Any]], base: int) -> list[list[str]]:
     for r in records:
         ppl, calib, ms = r.get("perplexity"), r.get("calib_seconds"), r.get("eval_ms_per_window")
         sp = r.get("decoder_sparsity")
-        out.append([
-            r["name"],
-            f"{ppl:.3f}" if ppl is not None else "-",
-            _fmt_count(r["params"]),
-            _fmt_count(r["nonzero"]),
-            f"{sp * 100:.1f}" if sp is not None else "-",
-            _fmt_bytes(r["size_bytes"]),
-            f"{base / r['size_bytes']:.1f}x" if r["size_bytes"] else "-",
-            f"{calib:.1f}" if calib is not None else "-",
-            f"{ms:.0f}" if ms is not None else "-",
-            f"{r['decode_tokens_per_s']:.1f}" if r.get("decode_tokens_per_s") is not None else "-",
-        ])  # fmt: skip
+        out.append(
+            [
+                r["name"],
+                f"{ppl:.3f}" if ppl is not None else "-",
+                _fmt_count(r["params"]),
+                _fmt_count(r["nonzero"]),
+                f"{sp * 100:.1f}" if sp is not None else "-",
+                _fmt_bytes(r["size_bytes"]),
+                f"{base / r['size_bytes']:.1f}x" if r["size_bytes"] else "-",
+                f"{calib:.1f}" if calib is not None else "-",
+                f"{ms:.0f}" if ms is not None else "-",
+                f"{r['decode_tokens_per_s']:.1f}" if r.get("decode_tokens_per_s") is not None else "-",
+            ]
+        )
     return out
 
 

@@ -123,18 +123,27 @@ def build_hf_model(src: HFModelSource, load_weights: bool = True) -> nn.Module:
         AutoModelForSequenceClassification,
     )
 
-    auto = {"sequence-classification": AutoModelForSequenceClassification, "sentence-embedding": AutoModel,
-            "causal-lm": AutoModelForCausalLM}[src.task]  # fmt: skip
+    auto = {
+        "sequence-classification": AutoModelForSequenceClassification,
+        "sentence-embedding": AutoModel,
+        "causal-lm": AutoModelForCausalLM,
+    }[src.task]
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         if load_weights:
-            inner = auto.from_pretrained(folder, local_files_only=True, trust_remote_code=False,
-                                         torch_dtype=torch.float32, attn_implementation="eager")  # fmt: skip
+            inner = auto.from_pretrained(
+                folder,
+                local_files_only=True,
+                trust_remote_code=False,
+                torch_dtype=torch.float32,
+                attn_implementation="eager",
+            )
         else:
             inner = auto.from_config(config, torch_dtype=torch.float32, attn_implementation="eager")
     except (ValueError, OSError, KeyError) as exc:
-        raise ConfigError(f"model.hf: cannot load '{folder}' as {src.task}: {str(exc).splitlines()[0][:300]}",
-                          field="model.hf") from None  # fmt: skip
+        raise ConfigError(
+            f"model.hf: cannot load '{folder}' as {src.task}: {str(exc).splitlines()[0][:300]}", field="model.hf"
+        ) from None
     inner = inner.float().eval()
     if src.task == "causal-lm":
         model = inner

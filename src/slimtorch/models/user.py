@@ -54,7 +54,11 @@ class UserModelSource(FrozenConfig):
     """
 
     model_config = pydantic.ConfigDict(
-        frozen=True, extra="forbid", validate_default=True, validate_by_alias=True, validate_by_name=True,
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+        validate_by_alias=True,
+        validate_by_name=True,
         serialize_by_alias=True,
     )
 
@@ -129,7 +133,9 @@ def import_class(ref: str) -> type[nn.Module]:
             field="model.class",
         )
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
-        raise ConfigError(f"model class {ref!r} is not an nn.Module subclass ({type(cls).__name__})", field="model.class")
+        raise ConfigError(
+            f"model class {ref!r} is not an nn.Module subclass ({type(cls).__name__})", field="model.class"
+        )
     _ALLOWED[ref] = cls
     return cls
 
@@ -145,12 +151,16 @@ def instantiate(ref: str, kwargs: dict[str, Any], cls: type[nn.Module] | None = 
     try:
         spec_kwargs = json.loads(json.dumps(kwargs))
     except TypeError as exc:
-        raise ConfigError(f"model class {ref!r}: kwargs must be JSON-able to be saved ({exc})", field="model.kwargs") from None
+        raise ConfigError(
+            f"model class {ref!r}: kwargs must be JSON-able to be saved ({exc})", field="model.kwargs"
+        ) from None
     try:
         model = cls(**kwargs)
     except TypeError as exc:  # wrong / missing constructor arguments
         sig = inspect.signature(cls.__init__)
-        raise ConfigError(f"model class {ref!r}: {exc}; its constructor is {cls.__name__}{sig}", field="model.kwargs") from None
+        raise ConfigError(
+            f"model class {ref!r}: {exc}; its constructor is {cls.__name__}{sig}", field="model.kwargs"
+        ) from None
     model.slimtorch_spec = {"class": ref, "kwargs": spec_kwargs}
     return model
 
@@ -229,8 +239,11 @@ def key_diff(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], li
 
     missing = sorted(set(expected) - set(got))
     unexpected = sorted(set(got) - set(expected))
-    shapes = [f"{k} {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sorted(set(expected) & set(got)) if tuple(got[k].shape) != tuple(expected[k].shape)]  # fmt: skip
+    shapes = [
+        f"{k} {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(got))
+        if tuple(got[k].shape) != tuple(expected[k].shape)
+    ]
     parts = []
     if missing:
         parts.append(f"missing: {show(missing)}")
@@ -254,7 +267,7 @@ def load_weights_strict(
     state = {k: v for k, v in state.items() if not any(fnmatch.fnmatch(k, p) for p in ignore)}
     expected = model.state_dict()
     if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in expected):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     diff = key_diff(expected, state)
     if diff:
         raise FormatError(
@@ -271,7 +284,9 @@ def check_user_source(src: UserModelSource) -> None:
     try:
         inspect.signature(cls).bind(**src.kwargs)
     except TypeError as exc:
-        raise ConfigError(f"model.kwargs: {exc} for {cls.__name__}{inspect.signature(cls)}", field="model.kwargs") from None
+        raise ConfigError(
+            f"model.kwargs: {exc} for {cls.__name__}{inspect.signature(cls)}", field="model.kwargs"
+        ) from None
     if src.weights is not None and not Path(src.weights).is_file():
         raise FileNotFoundError(f"model.weights: '{src.weights}' does not exist")
 

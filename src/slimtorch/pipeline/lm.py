@@ -118,7 +118,9 @@ def run_lm_stage(
         if ctx.text is None:
             raise ConfigError(
                 f"stage '{ctx.stage_name}' ({method}) needs calibration text: set the recipe's "
-                "data to {name: text} (see docs/llm.md)", field="data")
+                "data to {name: text} (see docs/llm.md)",
+                field="data",
+            )
         ids = ctx.text.calib_ids(cfg.calib_windows)
     stage_dir = ctx.stage_dir()
     model_dir, done_path, ckpt = stage_dir / "model", stage_dir / "done.json", stage_dir / "calibration"

@@ -134,7 +134,9 @@ def _validate_stage(i: int, entry: dict[str, Any]) -> tuple[str, StageSpec, Froz
         return label, spec, validate_config(spec.config_cls, fields, where)
     except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
         # a stage config's own validator tripped over a value of a type it did not expect
-        raise ConfigError(f"{where}: invalid stage config ({type(exc).__name__}: {str(exc)[:200]})", field=where) from None
+        raise ConfigError(
+            f"{where}: invalid stage config ({type(exc).__name__}: {str(exc)[:200]})", field=where
+        ) from None
 
 
 def set_path(data: dict[str, Any], key: str, value: Any) -> None:
@@ -212,7 +214,9 @@ def _check_depth(text: str, source: str) -> None:
         elif ch in "]}":
             depth = max(0, depth - 1)
     if top > MAX_FLOW_DEPTH:
-        raise ConfigError(f"recipe '{source}' nests lists/mappings {top} deep (at most {MAX_FLOW_DEPTH})", field="<root>")
+        raise ConfigError(
+            f"recipe '{source}' nests lists/mappings {top} deep (at most {MAX_FLOW_DEPTH})", field="<root>"
+        )
 
 
 def recipe_from_dict(data: Any) -> Recipe:
@@ -238,7 +242,9 @@ def sweep_points(recipe: Recipe) -> list[Recipe]:
             point_recipe.stage_configs()
             out.append(point_recipe)
         except ConfigError as exc:
-            raise ConfigError(f"sweep value {value!r} for '{recipe.sweep.param}': {exc}", field="sweep.values") from None
+            raise ConfigError(
+                f"sweep value {value!r} for '{recipe.sweep.param}': {exc}", field="sweep.values"
+            ) from None
     return out
 
 
@@ -259,5 +265,3 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigError(f"recipe '{path}' is nested too deeply to be a recipe", field="<root>") from None
     _check_size(data)
     return recipe_from_dict(apply_overrides(data or {}, overrides or []))
-
-

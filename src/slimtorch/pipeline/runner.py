@@ -223,9 +223,11 @@ def _language_model(model: torch.nn.Module, recipe: Recipe):
     if recipe.data is None or recipe.data.name != "text":
         return lm, None
     if not lm:
-        raise ConfigError(f"data 'text' is for causal language models; the recipe's model is a "
-                          f"{type(model).__name__} (use a zoo LM, or model: {{hf: DIR, task: causal-lm}})",
-                          field="data.name")
+        raise ConfigError(
+            f"data 'text' is for causal language models; the recipe's model is a "
+            f"{type(model).__name__} (use a zoo LM, or model: {{hf: DIR, task: causal-lm}})",
+            field="data.name",
+        )
     from slimtorch.data.lm_text import lm_text, tokenizer_of
 
     d = recipe.data
@@ -241,12 +243,24 @@ def _record_lm(ctx: Context, name: str, artifact, base: list[dict[str, Any]], ve
 
     deployed = (ctx.info.get(name) or {}).get("deployed_lm")
     # a deployed stage (onnx_lm) reports its file, measured by its runtime: no second PyTorch perplexity pass
-    rec = measure_lm(ctx.model, None if deployed else ctx.text, name=name, artifact=None if deployed else artifact,
-                     stage_info=ctx.info.get(name), dense_bytes=base[0]["dense_bytes"] if base else None)
+    rec = measure_lm(
+        ctx.model,
+        None if deployed else ctx.text,
+        name=name,
+        artifact=None if deployed else artifact,
+        stage_info=ctx.info.get(name),
+        dense_bytes=base[0]["dense_bytes"] if base else None,
+    )
     if deployed:
-        rec.update(runtime=deployed["runtime"], artifact=deployed["artifact"], size_bytes=deployed["size_bytes"],
-                   artifact_bytes=deployed["size_bytes"], perplexity=deployed.get("perplexity"),
-                   loss=deployed.get("nll"), perplexity_eval=deployed.get("perplexity_eval"))
+        rec.update(
+            runtime=deployed["runtime"],
+            artifact=deployed["artifact"],
+            size_bytes=deployed["size_bytes"],
+            artifact_bytes=deployed["size_bytes"],
+            perplexity=deployed.get("perplexity"),
+            loss=deployed.get("nll"),
+            perplexity_eval=deployed.get("perplexity_eval"),
+        )
         if "speed" in deployed:
             rec["decode_tokens_per_s"] = deployed["speed"]["decode_tokens_per_s"]
             rec["prefill_ms"] = deployed["speed"]["prefill_ms"]

@@ -28,7 +28,12 @@ from slimtorch.train import distributed as D
 
 
 def run_sweep(
-    recipe: Recipe, out_dir: str | Path, *, force: bool = False, resume: bool = False, verbose: bool = True,
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    verbose: bool = True,
     argv: list[str] | None = None,
 ) -> RunResult:
     """Run every point of ``recipe.sweep``; returns a result whose records are the points' final records.
@@ -47,8 +52,14 @@ def run_sweep(
     if not D.is_main():
         return RunResult(out, [], {}, last_model)
     records = [_named(recipe, k, final) for k, final in enumerate(finals)]
-    results = {"recipe": recipe.name, "description": recipe.description, "records": records, "stages": info,
-               "sweep": recipe.sweep.to_dict(), "artifacts": {}}  # fmt: skip
+    results = {
+        "recipe": recipe.name,
+        "description": recipe.description,
+        "records": records,
+        "stages": info,
+        "sweep": recipe.sweep.to_dict(),
+        "artifacts": {},
+    }
     atomic_write_json(out / "results.json", results)
     write_report(out, {**results, "environment": environment()})
     if verbose:
@@ -91,7 +102,9 @@ def _info(recipe: Recipe, k: int, point_dir: Path) -> tuple[str, dict[str, Any]]
     return _point_name(recipe, k), {"run": str(point_dir), "value": recipe.sweep.values[k]}
 
 
-def _run_point(recipe: Recipe, points: list[Recipe], k: int, out: Path, run: dict[str, Any], tag: str = "") -> RunResult:
+def _run_point(
+    recipe: Recipe, points: list[Recipe], k: int, out: Path, run: dict[str, Any], tag: str = ""
+) -> RunResult:
     if run["verbose"]:
         print(f"[sweep {k + 1}/{len(points)}{tag}] {recipe.sweep.param}={recipe.sweep.values[k]}", file=sys.stderr)
     return run_recipe(points[k], out / f"point_{k:02d}", **run)

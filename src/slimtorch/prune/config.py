@@ -121,6 +121,4 @@ class PruneConfig(FrozenConfig):
         def interp(s: float) -> float:
             return initial + (s - initial) * c if s >= initial else s
 
-        return self.replace(
-            sparsity=interp(self.sparsity), per_layer={k: interp(s) for k, s in self.per_layer.items()}
-        )
+        return self.replace(sparsity=interp(self.sparsity), per_layer={k: interp(s) for k, s in self.per_layer.items()})

@@ -76,13 +76,17 @@ def iter_batches(data: Any, batch_size: int, limit: int) -> Iterator[tuple[torch
 @register_criterion("magnitude")
 @register_criterion("han", threshold=True)
 @torch.no_grad()
-def magnitude_scores(model: nn.Module, layers: dict[str, nn.Module], config: PruneConfig, data=None, loss_fn=None) -> Scores:
+def magnitude_scores(
+    model: nn.Module, layers: dict[str, nn.Module], config: PruneConfig, data=None, loss_fn=None
+) -> Scores:
     return {fqn: m.weight.detach().abs() for fqn, m in layers.items()}
 
 
 @register_criterion("random")
 @torch.no_grad()
-def random_scores(model: nn.Module, layers: dict[str, nn.Module], config: PruneConfig, data=None, loss_fn=None) -> Scores:
+def random_scores(
+    model: nn.Module, layers: dict[str, nn.Module], config: PruneConfig, data=None, loss_fn=None
+) -> Scores:
     gen = torch.Generator().manual_seed(config.seed)
     out = {}
     for fqn, m in layers.items():
@@ -97,7 +101,9 @@ def _default_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
 
 
 @register_criterion("taylor", needs_data=True)
-def taylor_scores(model: nn.Module, layers: dict[str, nn.Module], config: PruneConfig, data=None, loss_fn=None) -> Scores:
+def taylor_scores(
+    model: nn.Module, layers: dict[str, nn.Module], config: PruneConfig, data=None, loss_fn=None
+) -> Scores:
     """Σ_batches |w ⊙ ∂L_b/∂w| with L_b the mean loss of batch b.
 
     Gradients are taken with ``torch.autograd.grad`` so the model's ``.grad`` fields
@@ -144,7 +150,9 @@ def _input_features(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @register_criterion("activation", needs_data=True)
 @torch.no_grad()
-def activation_scores(model: nn.Module, layers: dict[str, nn.Module], config: PruneConfig, data=None, loss_fn=None) -> Scores:
+def activation_scores(
+    model: nn.Module, layers: dict[str, nn.Module], config: PruneConfig, data=None, loss_fn=None
+) -> Scores:
     """|W| × ||X_j||₂, with X_j the j-th input feature over every sample (and position)."""
     sq_sums: dict[str, torch.Tensor] = {}
 

@@ -81,8 +81,7 @@ class LMPruneConfig(FrozenConfig):
         s = self.sparsity
         if s is not None and not 0.0 < s < 1.0:
             why = "prunes nothing" if s <= 0 else "would remove every weight (each output becomes its bias)"
-            raise ConfigError(f"invalid value for 'sparsity': must be in (0, 1), got {s!r} ({why})",
-                              field="sparsity")
+            raise ConfigError(f"invalid value for 'sparsity': must be in (0, 1), got {s!r} ({why})", field="sparsity")
         if nm is not None and s is not None and abs(s - (1 - nm[0] / nm[1])) > 1e-9:
             raise ConfigError(
                 f"'sparsity' {s} contradicts pattern {self.pattern!r}, which keeps {nm[0]} of {nm[1]} "
@@ -125,8 +124,11 @@ def decoder_linears(model: nn.Module, config: LMPruneConfig) -> tuple[str, dict[
                 f"there are e.g.: {', '.join(names[:8])}",
                 field="layers",
             )
-    chosen = {n: model.get_submodule(n) for n in names
-              if (config.layers is None or _match(n, config.layers)) and not _match(n, config.exclude)}
+    chosen = {
+        n: model.get_submodule(n)
+        for n in names
+        if (config.layers is None or _match(n, config.layers)) and not _match(n, config.exclude)
+    }
     if not chosen:
         raise ConfigError("no decoder Linear is selected for pruning; check 'layers' and 'exclude'", field="layers")
     nm = config.nm
@@ -164,4 +166,4 @@ def keep_mask(scores: torch.Tensor, config: LMPruneConfig, scope: str = "row") -
 def block_names(prefix: str, index: int, chosen: dict[str, nn.Module]) -> list[str]:
     """The selected Linears of block ``index``, by their names inside the block."""
     head = f"{prefix}.{index}."
-    return [n[len(head):] for n in chosen if n.startswith(head)]
+    return [n[len(head) :] for n in chosen if n.startswith(head)]

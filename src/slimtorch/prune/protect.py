@@ -34,8 +34,11 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def sensitive_layers(model: nn.Module, small_layer_weights: int) -> dict[str, tuple[float, str]]:
     """fqn -> (maximum sparsity, reason) for every Linear / Conv layer the rule protects."""
-    layers = [(fqn, m) for fqn, m in model.named_modules()
-              if isinstance(m, (nn.Linear, *_CONVS)) and getattr(m, "weight", None) is not None]  # fmt: skip
+    layers = [
+        (fqn, m)
+        for fqn, m in model.named_modules()
+        if isinstance(m, (nn.Linear, *_CONVS)) and getattr(m, "weight", None) is not None
+    ]
     out: dict[str, tuple[float, str]] = {}
     for fqn, m in layers:
         n = m.weight.numel()

@@ -142,8 +142,11 @@ def protected(model: nn.Module, config: PruneConfig) -> dict[str, tuple[float, s
     """
     if not config.protect or config.scope != "layer" or config.nm is not None or CRITERIA.get(config.method).threshold:
         return {}
-    return {fqn: v for fqn, v in sensitive_layers(model, config.small_layer_weights).items()
-            if layer_value(fqn, config.per_layer, -1.0) < 0}  # fmt: skip
+    return {
+        fqn: v
+        for fqn, v in sensitive_layers(model, config.small_layer_weights).items()
+        if layer_value(fqn, config.per_layer, -1.0) < 0
+    }
 
 
 def prune(
@@ -179,8 +182,11 @@ def prune(
     if recurrent and config.include == ["*"]:
         import warnings
 
-        warnings.warn(f"pruning covers Linear / Conv weights; recurrent layers stay dense: {', '.join(recurrent)} "
-                      "(INT8 dynamic mode quantizes LSTMs)", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"pruning covers Linear / Conv weights; recurrent layers stay dense: {', '.join(recurrent)} "
+            "(INT8 dynamic mode quantizes LSTMs)",
+            stacklevel=2,
+        )
     for fqn, keep in masks.items():
         module = model.get_submodule(fqn)
         if get_mask(module) is None and bool(keep.all()):
@@ -189,9 +195,7 @@ def prune(
     return model
 
 
-def attach_masks(
-    model: nn.Module, config: PruneConfig | None = None, filter_fn: FilterFn | None = None
-) -> nn.Module:
+def attach_masks(model: nn.Module, config: PruneConfig | None = None, filter_fn: FilterFn | None = None) -> nn.Module:
     """Install all-ones masks on the selected layers (nothing pruned yet).
 
     Gradual schedules call this before the optimizer is built so the parameter

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from torch.nn.utils import parametrize
 
 from slimtorch.prune.mask import get_mask

@@ -134,7 +134,11 @@ class AGPCallback(Callback):
         prune(self.model, target, self.data, loss_fn=self.loss_fn, filter_fn=self.filter_fn, inplace=True)
         zero_optimizer_state(state.optimizer, self.model)
         self.history.append(
-            {"step": state.step, "target": target.sparsity, "weight_sparsity": total_sparsity(self.model)["weight_sparsity"]}
+            {
+                "step": state.step,
+                "target": target.sparsity,
+                "weight_sparsity": total_sparsity(self.model)["weight_sparsity"],
+            }
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -212,12 +216,19 @@ def prune_iterative(
     model = working_model(model, inplace)
     for k, c in enumerate(fractions, start=1):
         target = config.at_progress(c)
-        prune(model, target, data if data is not None else train_data, loss_fn=loss_fn, filter_fn=filter_fn,
-              inplace=True)
+        prune(
+            model, target, data if data is not None else train_data, loss_fn=loss_fn, filter_fn=filter_fn, inplace=True
+        )
         ckpt = Path(checkpoint_dir) / f"round_{k}" if checkpoint_dir else None
         result = fit(
-            model, train_data, finetune, eval_data=eval_data, loss_fn=loss_fn,
-            checkpoint_dir=ckpt, resume=resume, verbose=verbose,
+            model,
+            train_data,
+            finetune,
+            eval_data=eval_data,
+            loss_fn=loss_fn,
+            checkpoint_dir=ckpt,
+            resume=resume,
+            verbose=verbose,
         )
         record: dict[str, Any] = {
             "round": k,

@@ -68,8 +68,11 @@ class SparseGPTConfig(LMPruneConfig):
         size = self.grid.group_size if self.grid is not None and self.grid.group_size else self.block_size
         if nm is not None and size % nm[1]:
             field = "grid.group_size" if self.grid is not None and self.grid.group_size else "block_size"
-            raise ConfigError(f"'{field}' = {size} is not a multiple of M={nm[1]} of pattern {self.pattern!r}: "
-                              "an N:M group must not straddle two column blocks", field=field)
+            raise ConfigError(
+                f"'{field}' = {size} is not a multiple of M={nm[1]} of pattern {self.pattern!r}: "
+                "an N:M group must not straddle two column blocks",
+                field=field,
+            )
         return self
 
 
@@ -88,8 +91,9 @@ def _inverse_hessian_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sparsegpt_weight(w: torch.Tensor, H: torch.Tensor, config: SparseGPTConfig
-                     ) -> tuple[torch.Tensor, torch.Tensor, QuantizedWeight | None]:
+def sparsegpt_weight(
+    w: torch.Tensor, H: torch.Tensor, config: SparseGPTConfig
+) -> tuple[torch.Tensor, torch.Tensor, QuantizedWeight | None]:
     """SparseGPT of one weight ``w (out, in)`` given its inputs' Gram matrix ``H (in, in)`` (any positive scale).
 
     Returns:
@@ -126,8 +130,14 @@ def sparsegpt_weight(w: torch.Tensor, H: torch.Tensor, config: SparseGPTConfig
     return qw.dequantize(), keep, qw
 
 
-def _sweep(WT: torch.Tensor, Hinv: torch.Tensor, hdiag: torch.Tensor, blocks: list[tuple[int, int]],
-           config: SparseGPTConfig, params: list | None):
+def _sweep(
+    WT: torch.Tensor,
+    Hinv: torch.Tensor,
+    hdiag: torch.Tensor,
+    blocks: list[tuple[int, int]],
+    config: SparseGPTConfig,
+    params: list | None,
+):
     """The column sweep on ``WT (in, out)``: mask, (quantize,) compensate; returns (new WT, keep WT, group params).
 
     The per-column operations are small, so they run on one thread (with two shared
@@ -150,7 +160,7 @@ def _sweep(WT: torch.Tensor, Hinv: torch.Tensor, hdiag: torch.Tensor, blocks: li
             pruned = torch.zeros_like(W1, dtype=torch.bool)
             if nm is None:
                 # Adaptive mask: the lowest OBS saliencies w²/[H⁻¹]² of the whole block, after earlier updates.
-                saliency = (W1 ** 2 / d[:, None] ** 2).reshape(-1)
+                saliency = (W1**2 / d[:, None] ** 2).reshape(-1)
                 k = round(sparsity * saliency.numel())
                 pruned.view(-1)[torch.sort(saliency, stable=True).indices[:k]] = True
             if grid is not None:
@@ -190,8 +200,11 @@ def _sweep(WT: torch.Tensor, Hinv: torch.Tensor, hdiag: torch.Tensor, blocks: li
 def _check_zero_exact(zero: torch.Tensor, grid: GridConfig) -> None:
     # Pruned weights are stored as the zero point's code; that is exactly 0.0 only on an integer code in range.
     if not (torch.equal(zero, zero.round()) and bool(((zero >= 0) & (zero <= grid.maxq)).all())):
-        raise ConfigError("joint sparse + quantized mode needs an integer zero point inside the code range, "
-                          "so that a pruned weight dequantizes to exactly 0.0", field="grid")
+        raise ConfigError(
+            "joint sparse + quantized mode needs an integer zero point inside the code range, "
+            "so that a pruned weight dequantizes to exactly 0.0",
+            field="grid",
+        )
 
 
 def prune_block(block: nn.Module, data: BlockData, names: list[str], config: SparseGPTConfig) -> None:
@@ -220,8 +233,10 @@ def prune_block(block: nn.Module, data: BlockData, names: list[str], config: Spa
 def _solve(block: nn.Module, mods: dict[str, nn.Module], group: list[str], acc: dict, config: SparseGPTConfig) -> None:
     for n in group:
         if acc["n"] == 0:
-            raise ConfigError(f"'{n}' is never called when the block runs, so SparseGPT has no inputs "
-                              "for it; add it to 'exclude'", field="exclude")
+            raise ConfigError(
+                f"'{n}' is never called when the block runs, so SparseGPT has no inputs for it; add it to 'exclude'",
+                field="exclude",
+            )
         W, _, qw = sparsegpt_weight(mods[n].weight, acc["H"] / acc["n"], config)
         if qw is not None:
             replace_linear(block, n, qw)
@@ -231,8 +246,13 @@ def _solve(block: nn.Module, mods: dict[str, nn.Module], group: list[str], acc: 
 
 
 @torch.no_grad()
-def prune_sparsegpt(model: nn.Module, config: SparseGPTConfig | dict | None, ids: torch.Tensor,
-                    inplace: bool = False, checkpoint_dir=None) -> nn.Module:
+def prune_sparsegpt(
+    model: nn.Module,
+    config: SparseGPTConfig | dict | None,
+    ids: torch.Tensor,
+    inplace: bool = False,
+    checkpoint_dir=None,
+) -> nn.Module:
     """SparseGPT-prune (and, with ``config.grid``, quantize) the decoder Linears on calibration ids ``(N, L)``.
 
     Args:
@@ -248,14 +268,24 @@ def prune_sparsegpt(model: nn.Module, config: SparseGPTConfig | dict | None, ids
     model = target(model, inplace)
     io = {}
     if config.grid is not None:
-        io = {"save_block": quantized_state,
-              "load_block": lambda b, t, m: restore_quantized(b, t, m, "checkpoint")}
-    return sequential(model, ids, _block_process(model, config), config.batch_size, checkpoint_dir,
-                      tag="sparsegpt" + config.model_dump_json(), description="SparseGPT", **io)
+        io = {"save_block": quantized_state, "load_block": lambda b, t, m: restore_quantized(b, t, m, "checkpoint")}
+    return sequential(
+        model,
+        ids,
+        _block_process(model, config),
+        config.batch_size,
+        checkpoint_dir,
+        tag="sparsegpt" + config.model_dump_json(),
+        description="SparseGPT",
+        **io,
+    )
 
 
 def _block_process(model: nn.Module, config: SparseGPTConfig):
-    """``process(i, block, data)`` pruning block ``i``'s selected Linears (the in-memory and streamed paths share it)."""
+    """``process(i, block, data)`` pruning block ``i``'s selected Linears.
+
+    The in-memory and streamed paths share it.
+    """
     prefix, chosen = decoder_linears(model, config)
     chosen = dict.fromkeys(chosen)  # names only: replaced float weights (joint mode) must be freed
 
@@ -268,8 +298,14 @@ def _block_process(model: nn.Module, config: SparseGPTConfig):
 
 
 @torch.no_grad()
-def prune_sparsegpt_streamed(source, out_dir, config: SparseGPTConfig | dict | None, ids: torch.Tensor,
-                             checkpoint_dir=None, attn_implementation: str | None = None):
+def prune_sparsegpt_streamed(
+    source,
+    out_dir,
+    config: SparseGPTConfig | dict | None,
+    ids: torch.Tensor,
+    checkpoint_dir=None,
+    attn_implementation: str | None = None,
+):
     """SparseGPT (and, with ``config.grid``, quantization) of the causal LM in folder ``source``, one block at a time.
 
     The same weights as :func:`prune_sparsegpt` (see
@@ -279,7 +315,15 @@ def prune_sparsegpt_streamed(source, out_dir, config: SparseGPTConfig | dict | N
     from slimtorch.core.streamed import calibrate_streamed
 
     config = coerce(SparseGPTConfig, config)
-    return calibrate_streamed(source, out_dir, ids, lambda model: _block_process(model, config), quantized_state,
-                              batch_size=config.batch_size, tag="sparsegpt" + config.model_dump_json(),
-                              checkpoint_dir=checkpoint_dir, attn_implementation=attn_implementation,
-                              description="SparseGPT (streamed)")
+    return calibrate_streamed(
+        source,
+        out_dir,
+        ids,
+        lambda model: _block_process(model, config),
+        quantized_state,
+        batch_size=config.batch_size,
+        tag="sparsegpt" + config.model_dump_json(),
+        checkpoint_dir=checkpoint_dir,
+        attn_implementation=attn_implementation,
+        description="SparseGPT (streamed)",
+    )

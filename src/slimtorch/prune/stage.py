@@ -76,8 +76,11 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
         info["protected"] = {fqn: {"max_sparsity": cap, "reason": why} for fqn, (cap, why) in caps.items()}
         if ctx.verbose and cfg.prune.sparsity > min(cap for cap, _ in caps.values()):
             capped = ", ".join(f"{f} <= {c:.0%} ({w})" for f, (c, w) in caps.items() if c < cfg.prune.sparsity)
-            print(f"[prune] sensitive layers pruned less: {capped}; per_layer values or protect: false override",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"[prune] sensitive layers pruned less: {capped}; per_layer values or protect: false override",
+                file=sys.stderr,
+                flush=True,
+            )
     epochs = 0
     if cfg.schedule == "one_shot":
         model = prune(model, cfg.prune, score_data, inplace=True)  # the stage owns ctx.model: no second copy
@@ -85,32 +88,58 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
             info["accuracy_pruned"] = evaluate(model, ctx.test_data).accuracy
             drop = info["accuracy_before"] - info["accuracy_pruned"]
             if drop > cfg.warn_drop:
-                msg = (f"one-shot pruning cost {drop * 100:.1f} pp of test accuracy "
-                       f"({info['accuracy_before'] * 100:.2f} % -> {info['accuracy_pruned'] * 100:.2f} %) before "
-                       "fine-tuning; a gradual schedule (iterative / agp), lower sparsity or `slimtorch auto` "
-                       "usually keeps more")  # fmt: skip
+                msg = (
+                    f"one-shot pruning cost {drop * 100:.1f} pp of test accuracy "
+                    f"({info['accuracy_before'] * 100:.2f} % -> {info['accuracy_pruned'] * 100:.2f} %) before "
+                    "fine-tuning; a gradual schedule (iterative / agp), lower sparsity or `slimtorch auto` "
+                    "usually keeps more"
+                )
                 info["warnings"] = [msg]
                 if ctx.verbose:
                     from slimtorch.deploy.regression import warn
 
                     warn([msg], ctx.stage_name)
         if cfg.finetune is not None:
-            fit(model, ctx.require_train_data(), cfg.finetune, eval_data=ctx.monitor_data,
-                checkpoint_dir=ctx.stage_dir(), resume=ctx.resume, verbose=ctx.verbose)
+            fit(
+                model,
+                ctx.require_train_data(),
+                cfg.finetune,
+                eval_data=ctx.monitor_data,
+                checkpoint_dir=ctx.stage_dir(),
+                resume=ctx.resume,
+                verbose=ctx.verbose,
+            )
             epochs = cfg.finetune.epochs
     elif cfg.schedule == "iterative":
         rounds: list[dict[str, Any]] = []
         model = prune_iterative(
-            model, cfg.prune, ctx.require_train_data(), cfg.finetune, cfg.steps, data=score_data,
-            eval_data=ctx.monitor_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
-            verbose=ctx.verbose, log=rounds, inplace=True,
+            model,
+            cfg.prune,
+            ctx.require_train_data(),
+            cfg.finetune,
+            cfg.steps,
+            data=score_data,
+            eval_data=ctx.monitor_data,
+            checkpoint_dir=ctx.stage_dir(),
+            resume=ctx.resume,
+            verbose=ctx.verbose,
+            log=rounds,
+            inplace=True,
         )
         info["rounds"] = rounds
         epochs = cfg.finetune.epochs * len(rounds)
     else:
         cb = AGPCallback(model, cfg.prune, cfg.agp, data=score_data)
-        fit(model, ctx.require_train_data(), cfg.finetune, eval_data=ctx.monitor_data, callbacks=[cb],
-            checkpoint_dir=ctx.stage_dir(), resume=ctx.resume, verbose=ctx.verbose)
+        fit(
+            model,
+            ctx.require_train_data(),
+            cfg.finetune,
+            eval_data=ctx.monitor_data,
+            callbacks=[cb],
+            checkpoint_dir=ctx.stage_dir(),
+            resume=ctx.resume,
+            verbose=ctx.verbose,
+        )
         info["agp_updates"] = len(cb.history)
         epochs = cfg.finetune.epochs
     info["finetune_epochs"] = epochs

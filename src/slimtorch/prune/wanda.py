@@ -97,8 +97,9 @@ def prune_block(block: nn.Module, data: BlockData, names: list[str], config: Wan
 
 
 @torch.no_grad()
-def prune_wanda(model: nn.Module, config: WandaConfig | dict | None, ids: torch.Tensor, inplace: bool = False,
-                checkpoint_dir=None) -> nn.Module:
+def prune_wanda(
+    model: nn.Module, config: WandaConfig | dict | None, ids: torch.Tensor, inplace: bool = False, checkpoint_dir=None
+) -> nn.Module:
     """Wanda-prune the decoder Linears of ``model`` on calibration token ids ``ids (N, L)``.
 
     Args:
@@ -111,12 +112,22 @@ def prune_wanda(model: nn.Module, config: WandaConfig | dict | None, ids: torch.
     """
     config = coerce(WandaConfig, config)
     model = target(model, inplace)
-    return sequential(model, ids, _block_process(model, config), config.batch_size, checkpoint_dir,
-                      tag="wanda" + config.model_dump_json(), description="Wanda")
+    return sequential(
+        model,
+        ids,
+        _block_process(model, config),
+        config.batch_size,
+        checkpoint_dir,
+        tag="wanda" + config.model_dump_json(),
+        description="Wanda",
+    )
 
 
 def _block_process(model: nn.Module, config: WandaConfig):
-    """``process(i, block, data)`` pruning block ``i``'s selected Linears (the in-memory and streamed paths share it)."""
+    """``process(i, block, data)`` pruning block ``i``'s selected Linears.
+
+    The in-memory and streamed paths share it.
+    """
     prefix, chosen = decoder_linears(model, config)
 
     def process(i: int, block: nn.Module, data: BlockData) -> None:
@@ -128,8 +139,14 @@ def _block_process(model: nn.Module, config: WandaConfig):
 
 
 @torch.no_grad()
-def prune_wanda_streamed(source, out_dir, config: WandaConfig | dict | None, ids: torch.Tensor, checkpoint_dir=None,
-                         attn_implementation: str | None = None):
+def prune_wanda_streamed(
+    source,
+    out_dir,
+    config: WandaConfig | dict | None,
+    ids: torch.Tensor,
+    checkpoint_dir=None,
+    attn_implementation: str | None = None,
+):
     """Wanda of the causal LM in folder ``source`` without loading it, one block in memory at a time.
 
     The same pruned weights as :func:`prune_wanda` (see
@@ -140,7 +157,15 @@ def prune_wanda_streamed(source, out_dir, config: WandaConfig | dict | None, ids
     from slimtorch.quantize.qlinear import quantized_state
 
     config = coerce(WandaConfig, config)
-    return calibrate_streamed(source, out_dir, ids, lambda model: _block_process(model, config), quantized_state,
-                              batch_size=config.batch_size, tag="wanda" + config.model_dump_json(),
-                              checkpoint_dir=checkpoint_dir, attn_implementation=attn_implementation,
-                              description="Wanda (streamed)")
+    return calibrate_streamed(
+        source,
+        out_dir,
+        ids,
+        lambda model: _block_process(model, config),
+        quantized_state,
+        batch_size=config.batch_size,
+        tag="wanda" + config.model_dump_json(),
+        checkpoint_dir=checkpoint_dir,
+        attn_implementation=attn_implementation,
+        description="Wanda (streamed)",
+    )

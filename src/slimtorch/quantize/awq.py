@@ -58,8 +58,9 @@ class AWQConfig(WeightOnlyConfig):
     batch_size: int = pydantic.Field(8, ge=1)
 
 
-def output_search(w: torch.Tensor, H: torch.Tensor, grid: GridConfig, steps: int = 20,
-                  min_shrink: float = 0.5) -> QuantizedWeight:
+def output_search(
+    w: torch.Tensor, H: torch.Tensor, grid: GridConfig, steps: int = 20, min_shrink: float = 0.5
+) -> QuantizedWeight:
     """Round-to-nearest with each group's range shrink chosen by the output error ``(W-Q) H_g (W-Q)ᵀ``."""
     w = w.detach().float()
     bounds = group_bounds(w.shape[1], grid.group_size)
@@ -107,8 +108,17 @@ def _w_mean(w: torch.Tensor, group_size: int | None) -> torch.Tensor:
 
 def _llama_groups(block: nn.Module) -> list[tuple[nn.Module, list[str], str]]:
     """(op that feeds, linears it feeds, what to judge: 'block' | 'mlp' | a linear name)."""
-    need = ["input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
-            "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    need = [
+        "input_layernorm",
+        "post_attention_layernorm",
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ]
     have = {n for n, _ in block.named_modules()}
     missing = [n for n in need if n not in have]
     if missing:
@@ -195,8 +205,9 @@ def _awq_block(block: nn.Module, data: BlockData, names: list[str], config: AWQC
 
 
 @torch.no_grad()
-def quantize_awq(model: nn.Module, config: AWQConfig | dict | None, ids: torch.Tensor, inplace: bool = False,
-                 checkpoint_dir=None) -> nn.Module:
+def quantize_awq(
+    model: nn.Module, config: AWQConfig | dict | None, ids: torch.Tensor, inplace: bool = False, checkpoint_dir=None
+) -> nn.Module:
     """AWQ-quantize the selected Linears of a Llama-family decoder on calibration ids ``(N, L)``.
 
     The scales are folded into the preceding norms / Linears, so the returned
@@ -206,9 +217,17 @@ def quantize_awq(model: nn.Module, config: AWQConfig | dict | None, ids: torch.T
     model = target(model, inplace)
     chosen = list(selected_linears(model, config))  # names: replaced float weights must be freed
     prefix, process = _block_process(model, config)
-    sequential(model, ids, process, config.batch_size, checkpoint_dir, tag="awq" + config.model_dump_json(),
-               save_block=quantized_state, load_block=lambda b, t, m: restore_quantized(b, t, m, "checkpoint"),
-               description="AWQ")
+    sequential(
+        model,
+        ids,
+        process,
+        config.batch_size,
+        checkpoint_dir,
+        tag="awq" + config.model_dump_json(),
+        save_block=quantized_state,
+        load_block=lambda b, t, m: restore_quantized(b, t, m, "checkpoint"),
+        description="AWQ",
+    )
     from slimtorch.quantize.wgrid import rtn_weight
 
     for n in chosen:
@@ -233,8 +252,14 @@ def _block_process(model: nn.Module, config: AWQConfig):
 
 
 @torch.no_grad()
-def quantize_awq_streamed(source, out_dir, config: AWQConfig | dict | None, ids: torch.Tensor, checkpoint_dir=None,
-                          attn_implementation: str | None = None):
+def quantize_awq_streamed(
+    source,
+    out_dir,
+    config: AWQConfig | dict | None,
+    ids: torch.Tensor,
+    checkpoint_dir=None,
+    attn_implementation: str | None = None,
+):
     """AWQ of the causal LM in folder ``source`` without loading it, one block in memory at a time.
 
     The same codes, scales and zeros as :func:`quantize_awq` (see
@@ -249,10 +274,22 @@ def quantize_awq_streamed(source, out_dir, config: AWQConfig | dict | None, ids:
 
     def outside(model: nn.Module):  # selected Linears outside the blocks: round-to-nearest, as in memory
         prefix, _ = decoder_blocks(model)
-        return {n: lambda name, w, b: quantized_tensors(name, rtn_weight(w, config.grid), b)
-                for n in selected_linears(model, config) if not n.startswith(prefix + ".")}
+        return {
+            n: lambda name, w, b: quantized_tensors(name, rtn_weight(w, config.grid), b)
+            for n in selected_linears(model, config)
+            if not n.startswith(prefix + ".")
+        }
 
-    return calibrate_streamed(source, out_dir, ids, lambda model: _block_process(model, config)[1], quantized_state,
-                              outside=outside, batch_size=config.batch_size, tag="awq" + config.model_dump_json(),
-                              checkpoint_dir=checkpoint_dir, attn_implementation=attn_implementation,
-                              description="AWQ (streamed)")
+    return calibrate_streamed(
+        source,
+        out_dir,
+        ids,
+        lambda model: _block_process(model, config)[1],
+        quantized_state,
+        outside=outside,
+        batch_size=config.batch_size,
+        tag="awq" + config.model_dump_json(),
+        checkpoint_dir=checkpoint_dir,
+        attn_implementation=attn_implementation,
+        description="AWQ (streamed)",
+    )

@@ -42,7 +42,9 @@ def clip_weights(
     out = model if inplace else copy.deepcopy(model)
     n = 0
     for _, module in select_layers(out, config.layers, config.skip, filter_fn):
-        target = module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") else module.weight
+        target = (
+            module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") else module.weight
+        )
         target.copy_(clip_tensor(target, config.threshold, config.value))
         n += 1
     if n == 0:

@@ -113,8 +113,10 @@ class QuantConfig(FrozenConfig):
     @classmethod
     def _per_layer(cls, v):
         if v is not None and not isinstance(v, dict):
-            raise ConfigError(f"invalid value for 'per_layer': expected a mapping layer name -> bits, got "
-                              f"{type(v).__name__}", "per_layer")
+            raise ConfigError(
+                f"invalid value for 'per_layer': expected a mapping layer name -> bits, got {type(v).__name__}",
+                "per_layer",
+            )
         for name, b in (v or {}).items():
             _check_bits(b, f"per_layer.{name}", UNIFORM_BITS)
         return v
@@ -122,7 +124,9 @@ class QuantConfig(FrozenConfig):
     @model_validator(mode="after")
     def _lsq_symmetric(self):
         if self.method == "lsq" and not self.weight_symmetric:
-            raise ConfigError("invalid value for 'weight_symmetric': LSQ learns a symmetric step size", "weight_symmetric")
+            raise ConfigError(
+                "invalid value for 'weight_symmetric': LSQ learns a symmetric step size", "weight_symmetric"
+            )
         return self
 
 
@@ -173,8 +177,10 @@ class KMeansConfig(FrozenConfig):
     @classmethod
     def _per_layer(cls, v):
         if v is not None and not isinstance(v, dict):
-            raise ConfigError(f"invalid value for 'per_layer': expected a mapping layer name -> bits, got "
-                              f"{type(v).__name__}", "per_layer")
+            raise ConfigError(
+                f"invalid value for 'per_layer': expected a mapping layer name -> bits, got {type(v).__name__}",
+                "per_layer",
+            )
         for name, b in (v or {}).items():
             _check_bits(b, f"per_layer.{name}", KMEANS_BITS)
         return v

@@ -40,9 +40,7 @@ def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
     return (x - x * g).detach() + x * g
 
 
-def lsq_quantize(
-    x: torch.Tensor, step: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int, g: float
-) -> torch.Tensor:
+def lsq_quantize(x: torch.Tensor, step: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int, g: float) -> torch.Tensor:
     """LSQ fake-quant: ``(round(clamp(x/s + z)) - z) · s`` with STE rounding and scaled step gradient.
 
     Args:
@@ -112,8 +110,13 @@ class ActFakeQuant(nn.Module):
     """
 
     def __init__(
-        self, bits: int, symmetric: bool = False, observer: str = "histogram", percentile: float = 99.99,
-        learn_scale: bool = False, name: str = "",
+        self,
+        bits: int,
+        symmetric: bool = False,
+        observer: str = "histogram",
+        percentile: float = 99.99,
+        learn_scale: bool = False,
+        name: str = "",
     ):
         super().__init__()
         self.bits, self.symmetric, self.observer_name, self.percentile = bits, symmetric, observer, percentile

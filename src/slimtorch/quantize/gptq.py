@@ -73,8 +73,14 @@ def accumulate(acc: dict, x: torch.Tensor) -> None:
     acc["n"] += x.shape[0]
 
 
-def gptq_weight(w: torch.Tensor, H: torch.Tensor, grid: GridConfig, damp: float = 0.01, act_order: bool = True,
-                block_size: int = 128) -> QuantizedWeight:
+def gptq_weight(
+    w: torch.Tensor,
+    H: torch.Tensor,
+    grid: GridConfig,
+    damp: float = 0.01,
+    act_order: bool = True,
+    block_size: int = 128,
+) -> QuantizedWeight:
     """GPTQ of one weight ``w (out, in)`` given the input Gram matrix ``H (in, in)`` (any positive scale)."""
     W = w.detach().clone().float()
     H = H.clone().float()
@@ -174,8 +180,14 @@ def input_sets(block: nn.Module, data: BlockData, names: list[str]) -> list[list
     return sets
 
 
-def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: GPTQConfig,
-                   method=gptq_weight, grids: dict[str, GridConfig] | None = None) -> None:
+def quantize_block(
+    block: nn.Module,
+    data: BlockData,
+    names: list[str],
+    config: GPTQConfig,
+    method=gptq_weight,
+    grids: dict[str, GridConfig] | None = None,
+) -> None:
     """GPTQ every Linear ``names`` of ``block`` on the block's calibration inputs.
 
     Linears reading the same tensor share one Hessian. With ``true_sequential`` each
@@ -191,8 +203,7 @@ def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: 
             if acc["n"] == 0:
                 qw = rtn_weight(mods[n].weight, grid)
             else:
-                qw = method(mods[n].weight, acc["H"] / acc["n"], grid, config.damp, config.act_order,
-                            config.block_size)
+                qw = method(mods[n].weight, acc["H"] / acc["n"], grid, config.damp, config.act_order, config.block_size)
             replace_linear(block, n, qw)
             del mods[n]  # the float Linear is out of the block: let its weight go (the rest of the block's passes)
 
@@ -212,8 +223,9 @@ def quantize_block(block: nn.Module, data: BlockData, names: list[str], config: 
 
 
 @torch.no_grad()
-def quantize_gptq(model: nn.Module, config: GPTQConfig | dict | None, ids: torch.Tensor, inplace: bool = False,
-                  checkpoint_dir=None) -> nn.Module:
+def quantize_gptq(
+    model: nn.Module, config: GPTQConfig | dict | None, ids: torch.Tensor, inplace: bool = False, checkpoint_dir=None
+) -> nn.Module:
     """GPTQ-quantize the selected Linears of a decoder, block by block, on calibration ids ``(N, L)``.
 
     Linears outside the decoder blocks that are selected (e.g. ``lm_head`` when not
@@ -224,9 +236,17 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig | dict | None, ids: torch
     # Names only: holding the modules would keep every replaced float weight alive (2x the model's memory).
     chosen = list(selected_linears(model, config))
     prefix, process = _block_process(model, config)
-    sequential(model, ids, process, config.batch_size, checkpoint_dir, tag="gptq" + config.model_dump_json(),
-               save_block=quantized_state, load_block=lambda b, t, m: restore_quantized(b, t, m, "checkpoint"),
-               description="GPTQ")
+    sequential(
+        model,
+        ids,
+        process,
+        config.batch_size,
+        checkpoint_dir,
+        tag="gptq" + config.model_dump_json(),
+        save_block=quantized_state,
+        load_block=lambda b, t, m: restore_quantized(b, t, m, "checkpoint"),
+        description="GPTQ",
+    )
     for n in chosen:
         if not n.startswith(prefix + "."):
             replace_linear(model, n, rtn_weight(model.get_submodule(n).weight, _grid_for(n, config)))
@@ -258,8 +278,14 @@ def _block_process(model: nn.Module, config: GPTQConfig):
 
 
 @torch.no_grad()
-def quantize_gptq_streamed(source, out_dir, config: GPTQConfig | dict | None, ids: torch.Tensor,
-                           checkpoint_dir=None, attn_implementation: str | None = None):
+def quantize_gptq_streamed(
+    source,
+    out_dir,
+    config: GPTQConfig | dict | None,
+    ids: torch.Tensor,
+    checkpoint_dir=None,
+    attn_implementation: str | None = None,
+):
     """GPTQ of the causal LM in folder ``source`` without loading it: one block in memory at a time.
 
     Reads each decoder block from ``source``'s safetensors, quantizes it exactly as
@@ -293,11 +319,18 @@ def quantize_gptq_streamed(source, out_dir, config: GPTQConfig | dict | None, id
 
         prefix, _ = decoder_blocks(model)
         names = [n for n in selected_linears(model, config) if not n.startswith(prefix + ".")]
-        return {n: lambda name, w, b: quantized_tensors(name, rtn_weight(w, _grid_for(name, config)), b)
-                for n in names}
+        return {n: lambda name, w, b: quantized_tensors(name, rtn_weight(w, _grid_for(name, config)), b) for n in names}
 
-    return calibrate_streamed(source, out_dir, ids, lambda model: _block_process(model, config)[1], quantized_state,
-                              outside=outside,
-                              batch_size=config.batch_size, tag="gptq" + config.model_dump_json(),
-                              checkpoint_dir=checkpoint_dir, attn_implementation=attn_implementation,
-                              description="GPTQ (streamed)")
+    return calibrate_streamed(
+        source,
+        out_dir,
+        ids,
+        lambda model: _block_process(model, config)[1],
+        quantized_state,
+        outside=outside,
+        batch_size=config.batch_size,
+        tag="gptq" + config.model_dump_json(),
+        checkpoint_dir=checkpoint_dir,
+        attn_implementation=attn_implementation,
+        description="GPTQ (streamed)",
+    )

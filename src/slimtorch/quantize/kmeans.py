@@ -143,7 +143,11 @@ class KMeansShare(nn.Module):
 
 
 def kmeans_share(
-    model: nn.Module, config: KMeansConfig | dict | None = None, *, filter_fn: FilterFn | None = None, inplace: bool = False
+    model: nn.Module,
+    config: KMeansConfig | dict | None = None,
+    *,
+    filter_fn: FilterFn | None = None,
+    inplace: bool = False,
 ) -> nn.Module:
     """Replace each selected layer's non-zero weights by 2^bits shared values (trainable centroids).
 
@@ -163,8 +167,11 @@ def kmeans_share(
     for name, module in list(select_layers(out, cfg.layers, cfg.skip, filter_fn)):
         if name in tied:
             skipped.append(name)
-            warnings.warn(f"k-means sharing skipped layer '{name}': its weight is tied to '{tied[name]}' "
-                          "(sharing one side would untie them)", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"k-means sharing skipped layer '{name}': its weight is tied to '{tied[name]}' "
+                "(sharing one side would untie them)",
+                stacklevel=2,
+            )
             continue
         if find_parametrization(module, KMeansShare) or find_parametrization(module, WeightFakeQuant):
             raise ValueError(f"layer '{name}' is already quantized / shared; start from the float (or pruned) model")
@@ -172,8 +179,10 @@ def kmeans_share(
         nz = w != 0
         if not bool(nz.any()):
             if cfg.empty_layers == "error":
-                raise ValueError(f"layer '{name}' has no non-zero weight to share (fully pruned); "
-                                 "skip it with KMeansConfig(skip=[...]) or empty_layers='skip'")
+                raise ValueError(
+                    f"layer '{name}' has no non-zero weight to share (fully pruned); "
+                    "skip it with KMeansConfig(skip=[...]) or empty_layers='skip'"
+                )
             skipped.append(name)
             continue
         bits = bits_for(name, cfg.bits, cfg.per_layer)
@@ -231,8 +240,9 @@ class SharedLayer(NamedTuple):
 def _shared_layer(km: KMeansShare) -> SharedLayer:
     flat = km.indices.reshape(-1)
     positions = torch.nonzero(flat, as_tuple=False).reshape(-1)
-    return SharedLayer(tuple(km.indices.shape), km.codebook.detach().clone(), flat[positions] - 1, positions,
-                       km.indices != 0)  # fmt: skip
+    return SharedLayer(
+        tuple(km.indices.shape), km.codebook.detach().clone(), flat[positions] - 1, positions, km.indices != 0
+    )
 
 
 @torch.no_grad()

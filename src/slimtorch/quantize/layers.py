@@ -38,11 +38,14 @@ def select_layers(
         if _matches(name, skip) or (filter_fn is not None and not filter_fn(module, name)):
             continue
         chosen.append((name, module))
-    if layers is not None and not any(_matches(n, layers) for n, m in model.named_modules()
-                                      if isinstance(m, QUANTIZABLE)):
+    if layers is not None and not any(
+        _matches(n, layers) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)
+    ):
         names = [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
-        raise ConfigError(f"'layers' {layers} matches no Linear/Conv layer; layers are: {', '.join(names) or '(none)'}",
-                          field="layers")
+        raise ConfigError(
+            f"'layers' {layers} matches no Linear/Conv layer; layers are: {', '.join(names) or '(none)'}",
+            field="layers",
+        )
     return iter(chosen)
 
 

@@ -1,4 +1,6 @@
-"""Recipe stages for weight-only quantization of causal language models: ``gptq``, ``awq``, ``hqq``, ``rtn_weight_only``.
+"""Recipe stages for weight-only quantization of causal language models.
+
+The stages: ``gptq``, ``awq``, ``hqq``, ``rtn_weight_only``.
 
 Recipe example (SmolLM2, 4-bit, group 128)::
 
@@ -70,22 +72,33 @@ def _streamed_gptq(ctx: Context):
     from slimtorch.core.errors import ConfigError
 
     if ctx.stage_index != 1:
-        raise ConfigError(f"stage '{ctx.stage_name}': stream: true reads the weights from the model's folder, "
-                          "so it must be the recipe's first stage (earlier stages' changes would be lost)",
-                          field="stream")
+        raise ConfigError(
+            f"stage '{ctx.stage_name}': stream: true reads the weights from the model's folder, "
+            "so it must be the recipe's first stage (earlier stages' changes would be lost)",
+            field="stream",
+        )
     source = Path(getattr(ctx.model, "name_or_path", "") or "")
     if not (source / "config.json").is_file() or not any(source.glob("*.safetensors")):
-        raise ConfigError(f"stage '{ctx.stage_name}': stream: true needs a model loaded from a local Hugging Face "
-                          f"folder with safetensors (zoo smollm2_135m or model: {{hf: DIR}}); this one came from "
-                          f"{str(source) or 'no folder'!r}", field="stream")
+        raise ConfigError(
+            f"stage '{ctx.stage_name}': stream: true needs a model loaded from a local Hugging Face "
+            f"folder with safetensors (zoo smollm2_135m or model: {{hf: DIR}}); this one came from "
+            f"{str(source) or 'no folder'!r}",
+            field="stream",
+        )
 
     def fn(model, config, ids, inplace=True, checkpoint_dir=None):
         from slimtorch.pipeline.lm import reload_into
 
         out = ctx.stage_dir() / "streamed"
         shutil.rmtree(out, ignore_errors=True)
-        quantize_gptq_streamed(source, out, config, ids, checkpoint_dir=checkpoint_dir,  # same kernel, same result
-                               attn_implementation=getattr(model.config, "_attn_implementation", None))
+        quantize_gptq_streamed(
+            source,
+            out,
+            config,
+            ids,
+            checkpoint_dir=checkpoint_dir,  # same kernel, same result
+            attn_implementation=getattr(model.config, "_attn_implementation", None),
+        )
         new = reload_into(model, out)
         shutil.rmtree(out)  # the stage saves the reloaded model into its own folder
         return new

@@ -36,8 +36,13 @@ def _accuracy(model: nn.Module, data: Dataset) -> float:
 
 
 def sensitivity(
-    model: nn.Module, config: QuantConfig | KMeansConfig, eval_data: Dataset,
-    bits_options: tuple[int, ...] = (8, 6, 4, 3, 2), calib_data=None, *, distributed: bool = True,
+    model: nn.Module,
+    config: QuantConfig | KMeansConfig,
+    eval_data: Dataset,
+    bits_options: tuple[int, ...] = (8, 6, 4, 3, 2),
+    calib_data=None,
+    *,
+    distributed: bool = True,
 ) -> dict[str, dict[int, float]]:
     """Accuracy with one layer at a time quantized to each width ``{layer: {bits: accuracy}}``.
 
@@ -72,8 +77,12 @@ class MixedPrecisionResult:
 
 
 def select_bits(
-    model: nn.Module, config: QuantConfig | KMeansConfig, eval_data: Dataset, tolerance: float = 0.005,
-    bits_options: tuple[int, ...] = (8, 6, 4, 3, 2), calib_data=None,
+    model: nn.Module,
+    config: QuantConfig | KMeansConfig,
+    eval_data: Dataset,
+    tolerance: float = 0.005,
+    bits_options: tuple[int, ...] = (8, 6, 4, 3, 2),
+    calib_data=None,
 ) -> MixedPrecisionResult:
     """Lowest bits per layer keeping accuracy within ``tolerance`` (absolute, e.g. 0.005 = 0.5 pp).
 

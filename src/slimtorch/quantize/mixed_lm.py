@@ -90,8 +90,9 @@ def layer_sensitivity(model: nn.Module, ids: torch.Tensor, config: MixedBitsConf
     return out
 
 
-def choose_bits(sensitivity: dict[str, dict[int, float]], shapes: dict[str, tuple[int, int]],
-                config: MixedBitsConfig) -> dict[str, int]:
+def choose_bits(
+    sensitivity: dict[str, dict[int, float]], shapes: dict[str, tuple[int, int]], config: MixedBitsConfig
+) -> dict[str, int]:
     """Per-layer bits meeting ``config.avg_bits`` with the least summed relative error (greedy).
 
     Raises:
@@ -107,8 +108,11 @@ def choose_bits(sensitivity: dict[str, dict[int, float]], shapes: dict[str, tupl
 
     floor = sum(stored(n, cands[0]) for n in bits) / total
     if config.avg_bits < floor:
-        raise ConfigError(f"avg_bits {config.avg_bits} is below {floor:.3f}, what {cands[0]} bits everywhere "
-                          "gives with the scale overhead; raise it or add a lower candidate", field="avg_bits")
+        raise ConfigError(
+            f"avg_bits {config.avg_bits} is below {floor:.3f}, what {cands[0]} bits everywhere "
+            "gives with the scale overhead; raise it or add a lower candidate",
+            field="avg_bits",
+        )
     current = sum(stored(n, b) for n, b in bits.items())
     while current / total > config.avg_bits:
         best, best_cost = None, float("inf")

@@ -23,7 +23,14 @@ from torch.utils.data import DataLoader, Dataset
 from slimtorch.core.config import coerce
 from slimtorch.quantize.config import QuantConfig, UniformConfig
 from slimtorch.quantize.fake_quant import ActFakeQuant, WeightFakeQuant, input_hook, output_hook
-from slimtorch.quantize.layers import FilterFn, bits_for, check_per_layer, find_parametrization, pre_weight, select_layers
+from slimtorch.quantize.layers import (
+    FilterFn,
+    bits_for,
+    check_per_layer,
+    find_parametrization,
+    pre_weight,
+    select_layers,
+)
 
 
 def quantize_model(
@@ -68,8 +75,9 @@ def quantize_model(
         w = module.weight.detach()
         parametrize.register_parametrization(module, "weight", WeightFakeQuant(ucfg, w, learn_scale=learn))
         if cfg.act_bits is not None:
-            kw = dict(symmetric=cfg.act_symmetric, observer=cfg.act_observer, percentile=cfg.act_percentile,
-                      learn_scale=learn)
+            kw = dict(
+                symmetric=cfg.act_symmetric, observer=cfg.act_observer, percentile=cfg.act_percentile, learn_scale=learn
+            )
             module.input_quantizer = ActFakeQuant(cfg.act_bits, name=f"{name}.input", **kw)
             module.register_forward_pre_hook(input_hook)
             if cfg.quantize_outputs:
@@ -157,9 +165,15 @@ def quant_params(model: nn.Module) -> dict[str, dict[str, Any]]:
         if wq is not None:
             scale, zp = wq.qparams(pre_weight(module, WeightFakeQuant).detach())
             entry.update(
-                kind="uniform", weight_bits=wq.bits, weight_symmetric=wq.symmetric, weight_axis=wq.axis,
-                weight_qmin=wq.qmin, weight_qmax=wq.qmax, weight_scale=_tolist(scale),
-                weight_zero_point=_tolist(zp.round()), method="lsq" if wq.learn_scale else "ste",
+                kind="uniform",
+                weight_bits=wq.bits,
+                weight_symmetric=wq.symmetric,
+                weight_axis=wq.axis,
+                weight_qmin=wq.qmin,
+                weight_qmax=wq.qmax,
+                weight_scale=_tolist(scale),
+                weight_zero_point=_tolist(zp.round()),
+                method="lsq" if wq.learn_scale else "ste",
             )
         km = find_parametrization(module, KMeansShare)
         if km is not None:
@@ -168,9 +182,17 @@ def quant_params(model: nn.Module) -> dict[str, dict[str, Any]]:
             q = getattr(module, attr, None)
             if isinstance(q, ActFakeQuant):
                 s, z = q.current_qparams()
-                entry.update({f"{prefix}_bits": q.bits, f"{prefix}_scale": s, f"{prefix}_zero_point": z,
-                              f"{prefix}_symmetric": q.symmetric, f"{prefix}_qmin": q.qmin, f"{prefix}_qmax": q.qmax,
-                              f"{prefix}_calibrated": bool(q.calibrated)})
+                entry.update(
+                    {
+                        f"{prefix}_bits": q.bits,
+                        f"{prefix}_scale": s,
+                        f"{prefix}_zero_point": z,
+                        f"{prefix}_symmetric": q.symmetric,
+                        f"{prefix}_qmin": q.qmin,
+                        f"{prefix}_qmax": q.qmax,
+                        f"{prefix}_calibrated": bool(q.calibrated),
+                    }
+                )
         if entry:
             out[name] = entry
     return out
@@ -245,8 +267,9 @@ def attach_activation_quant(model: nn.Module, params: dict[str, dict[str, Any]])
     return model
 
 
-def save_quantized(model: nn.Module, path: str | os.PathLike, spec: dict | None = None,
-                   metadata: dict | None = None) -> Path:
+def save_quantized(
+    model: nn.Module, path: str | os.PathLike, spec: dict | None = None, metadata: dict | None = None
+) -> Path:
     """Save a simulated model: folded (quantized) weights + ``quant_params`` in the file's metadata."""
     from slimtorch.io import fold, save_model
 

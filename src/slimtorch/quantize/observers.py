@@ -109,7 +109,9 @@ class HistogramObserver(Observer):
         # percentile of |x| from the histogram of x
         order = c.abs().argsort()
         cdf = self.counts[order].cumsum(0) / self.counts.sum()
-        k = int(torch.searchsorted(cdf, torch.tensor(self.percentile / 100.0, dtype=torch.float64)).clamp(max=len(c) - 1))
+        k = int(
+            torch.searchsorted(cdf, torch.tensor(self.percentile / 100.0, dtype=torch.float64)).clamp(max=len(c) - 1)
+        )
         amax = float(c.abs()[order][k]) + (self.hi - self.lo) / self.BINS / 2
         lo, hi = max(self.lo, -amax), min(self.hi, amax)
         return torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
@@ -128,7 +130,9 @@ class MSEObserver(HistogramObserver):
         qmin, qmax = qrange(self.bits, self.symmetric)
         best, best_err = 1.0, float("inf")
         for r in torch.linspace(1.0 / self.GRID, 1.0, self.GRID).tolist():
-            scale, zp = qparams_from_range(torch.tensor(self.lo * r), torch.tensor(self.hi * r), self.bits, self.symmetric)
+            scale, zp = qparams_from_range(
+                torch.tensor(self.lo * r), torch.tensor(self.hi * r), self.bits, self.symmetric
+            )
             err = float((w * (dequantize(quantize(c, scale, zp, qmin, qmax), scale, zp) - c) ** 2).sum())
             if err < best_err:
                 best, best_err = r, err

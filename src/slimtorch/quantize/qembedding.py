@@ -87,13 +87,19 @@ def quantize_table(w: torch.Tensor, grid: GridConfig) -> QuantizedWeight:
     """Round-to-nearest of a ``(rows, dim)`` table on ``grid``, in row chunks (bounded memory)."""
     fn = _float_zero_weight if getattr(grid, "float_zero", False) else rtn_weight
     parts = [fn(w[i : i + ROWS_PER_CHUNK], grid) for i in range(0, w.shape[0], ROWS_PER_CHUNK)]
-    return QuantizedWeight(torch.cat([p.codes for p in parts]), torch.cat([p.scales for p in parts]),
-                           torch.cat([p.zeros for p in parts]), grid.bits, grid.group_size)
+    return QuantizedWeight(
+        torch.cat([p.codes for p in parts]),
+        torch.cat([p.scales for p in parts]),
+        torch.cat([p.zeros for p in parts]),
+        grid.bits,
+        grid.group_size,
+    )
 
 
 @torch.no_grad()
-def quantize_embedding(model: nn.Module, config: EmbeddingGrid | GridConfig | dict | None = None, *,
-                       inplace: bool = False) -> nn.Module:
+def quantize_embedding(
+    model: nn.Module, config: EmbeddingGrid | GridConfig | dict | None = None, *, inplace: bool = False
+) -> nn.Module:
     """Replace ``model.get_input_embeddings()`` by a :class:`QuantEmbedding`; re-ties ``lm_head``.
 
     Args:

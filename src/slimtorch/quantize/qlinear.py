@@ -64,7 +64,9 @@ def replace_linear(model: nn.Module, name: str, qw: QuantizedWeight) -> QuantLin
     parent = model.get_submodule(parent_name) if parent_name else model
     old = getattr(parent, child)
     if not isinstance(old, nn.Linear):
-        raise UnsupportedModelError(f"{name} is a {type(old).__name__}, not an nn.Linear; it cannot be weight-quantized")
+        raise UnsupportedModelError(
+            f"{name} is a {type(old).__name__}, not an nn.Linear; it cannot be weight-quantized"
+        )
     new = QuantLinear(qw, old.bias)
     setattr(parent, child, new)
     return new
@@ -115,12 +117,16 @@ def unpack_codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
 # ---- files --------------------------------------------------------------------------------------------------
 
 
-def quantized_tensors(name: str, qw: QuantizedWeight, bias: torch.Tensor | None = None
-                      ) -> tuple[dict[str, torch.Tensor], dict]:
+def quantized_tensors(
+    name: str, qw: QuantizedWeight, bias: torch.Tensor | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, layer info) of one quantized Linear as :func:`quantized_state` stores it."""
     int_zero = qw.integral_zeros
-    tensors = {f"{name}.qcodes": pack_codes(qw.codes, qw.bits), f"{name}.scales": qw.scales.float().contiguous(),
-               f"{name}.zeros": pack_codes(qw.zeros.to(torch.uint8), qw.bits) if int_zero else qw.zeros.half()}
+    tensors = {
+        f"{name}.qcodes": pack_codes(qw.codes, qw.bits),
+        f"{name}.scales": qw.scales.float().contiguous(),
+        f"{name}.zeros": pack_codes(qw.zeros.to(torch.uint8), qw.bits) if int_zero else qw.zeros.half(),
+    }
     if bias is not None:
         tensors[f"{name}.bias"] = bias.detach().contiguous()
     info = {"bits": qw.bits, "group_size": qw.group_size, "shape": list(qw.codes.shape), "integral_zeros": int_zero}
@@ -211,8 +217,11 @@ def restore_quantized(model: nn.Module, tensors: dict[str, torch.Tensor], layers
         try:
             codes = unpack_codes(tensors.pop(f"{name}.qcodes"), info["bits"], out * cols).view(out, cols)
             zeros = tensors.pop(f"{name}.zeros")
-            zeros = (unpack_codes(zeros, info["bits"], out * ngroups).view(out, ngroups).float()
-                     if info["integral_zeros"] else zeros.float())
+            zeros = (
+                unpack_codes(zeros, info["bits"], out * ngroups).view(out, ngroups).float()
+                if info["integral_zeros"]
+                else zeros.float()
+            )
             qw = QuantizedWeight(codes, tensors.pop(f"{name}.scales").float(), zeros, info["bits"], info["group_size"])
         except KeyError as exc:
             raise FormatError(f"{source}: tensor {exc} of quantized layer {name} is missing") from None

@@ -27,9 +27,16 @@ def layer_report(model: nn.Module) -> list[dict[str, Any]]:
         if not isinstance(module, QUANTIZABLE):
             continue
         w = module.weight.detach()
-        row: dict[str, Any] = {"layer": name, "kind": "float", "weight_bits": 32, "act_bits": None,
-                               "params": w.numel(), "nonzero": int((w != 0).sum()),
-                               "distinct_values": int(torch.unique(w[w != 0]).numel()), "sqnr_db": None}
+        row: dict[str, Any] = {
+            "layer": name,
+            "kind": "float",
+            "weight_bits": 32,
+            "act_bits": None,
+            "params": w.numel(),
+            "nonzero": int((w != 0).sum()),
+            "distinct_values": int(torch.unique(w[w != 0]).numel()),
+            "sqnr_db": None,
+        }
         for kind, cls in (("uniform", WeightFakeQuant), ("kmeans", KMeansShare)):
             p = find_parametrization(module, cls)
             if p is not None:
@@ -47,6 +54,8 @@ def format_report(rows: list[dict[str, Any]]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         sq = "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
-        lines.append(f"{r['layer']:<24}{r['kind']:<9}{r['weight_bits']:>7}{str(r['act_bits'] or '-'):>7}"
-                     f"{r['nonzero']:>10}{r['distinct_values']:>10}{sq:>9}")
+        lines.append(
+            f"{r['layer']:<24}{r['kind']:<9}{r['weight_bits']:>7}{str(r['act_bits'] or '-'):>7}"
+            f"{r['nonzero']:>10}{r['distinct_values']:>10}{sq:>9}"
+        )
     return "\n".join(lines)

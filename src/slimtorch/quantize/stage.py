@@ -63,8 +63,15 @@ def _calib(ctx: Context, n: int):
 def _finetune(ctx: Context, model, cfg: TrainConfig | None, info: dict[str, Any]) -> None:
     if cfg is None:
         return
-    result = fit(model, ctx.require_train_data(), cfg, eval_data=ctx.monitor_data, checkpoint_dir=ctx.stage_dir(),
-                 resume=ctx.resume, verbose=ctx.verbose)
+    result = fit(
+        model,
+        ctx.require_train_data(),
+        cfg,
+        eval_data=ctx.monitor_data,
+        checkpoint_dir=ctx.stage_dir(),
+        resume=ctx.resume,
+        verbose=ctx.verbose,
+    )
     info["history"] = result.history
     info["resumed_from"] = result.resumed_from
     info["accuracy_finetuned"] = _acc(ctx, model)

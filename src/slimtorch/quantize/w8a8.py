@@ -61,8 +61,9 @@ class W8A8Linear(nn.Module):
 
 
 @torch.no_grad()
-def quantize_w8a8(model: nn.Module, config: W8A8Config | dict | None, ids: torch.Tensor | None = None,
-                  inplace: bool = False) -> nn.Module:
+def quantize_w8a8(
+    model: nn.Module, config: W8A8Config | dict | None, ids: torch.Tensor | None = None, inplace: bool = False
+) -> nn.Module:
     """SmoothQuant (with calibration ``ids``) then simulated W8A8 on every Linear of the decoder blocks."""
     config = coerce(W8A8Config, config)
     model = target(model, inplace)
@@ -83,7 +84,7 @@ def quantize_w8a8(model: nn.Module, config: W8A8Config | dict | None, ids: torch
 
                 data.feed(block, first, grab)
                 wmax = torch.cat([block.get_submodule(n).weight.abs() for n in lins]).amax(0)
-                s = (amax.clamp(min=1e-5).pow(config.alpha) / wmax.clamp(min=1e-5).pow(1 - config.alpha))
+                s = amax.clamp(min=1e-5).pow(config.alpha) / wmax.clamp(min=1e-5).pow(1 - config.alpha)
                 s = s.clamp(min=1e-5)
                 for n in lins:
                     block.get_submodule(n).weight.mul_(s)

@@ -49,13 +49,18 @@ def selected_linears(model: nn.Module, config: WeightOnlyConfig) -> dict[str, nn
     if config.layers is not None:
         for p in config.layers:
             if not any(_match(n, [p]) for n in names):
-                raise ConfigError(f"layers pattern '{p}' matches no nn.Linear; there are: {', '.join(names[:12])}…",
-                                  field="layers")
-    chosen = {n: model.get_submodule(n) for n in names
-              if (config.layers is None or _match(n, config.layers)) and not _match(n, config.exclude)}
+                raise ConfigError(
+                    f"layers pattern '{p}' matches no nn.Linear; there are: {', '.join(names[:12])}…", field="layers"
+                )
+    chosen = {
+        n: model.get_submodule(n)
+        for n in names
+        if (config.layers is None or _match(n, config.layers)) and not _match(n, config.exclude)
+    }
     if not chosen:
-        raise ConfigError("no nn.Linear layer is selected for quantization; check 'layers' and 'exclude'",
-                          field="layers")
+        raise ConfigError(
+            "no nn.Linear layer is selected for quantization; check 'layers' and 'exclude'", field="layers"
+        )
     return chosen
 
 

@@ -51,7 +51,9 @@ def group_bounds(in_features: int, group_size: int | None) -> list[tuple[int, in
     return [(s, min(s + g, in_features)) for s in range(0, in_features, g)]
 
 
-def fit_params(w: torch.Tensor, grid: GridConfig, shrink: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_params(
+    w: torch.Tensor, grid: GridConfig, shrink: torch.Tensor | float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row ``(scale, zero)`` of a group ``w (rows, cols)`` with its range multiplied by ``shrink``."""
     maxq = grid.maxq
     xmin = w.min(dim=-1).values.clamp(max=0) * shrink
@@ -84,7 +86,11 @@ def fake_quant_group(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, m
 
 
 def search_params(
-    w: torch.Tensor, grid: GridConfig, weight: torch.Tensor | None = None, steps: int = 20, norm: float = 2.4,
+    w: torch.Tensor,
+    grid: GridConfig,
+    weight: torch.Tensor | None = None,
+    steps: int = 20,
+    norm: float = 2.4,
     min_shrink: float = 0.6,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row ``(scale, zero)`` minimising ``sum |Q(w) - w|^norm`` (times ``weight`` per column) over range shrinks.

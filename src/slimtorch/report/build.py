@@ -41,8 +41,12 @@ def _layer_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]] |
 
 def _warnings(results: dict[str, Any]) -> list[list[str]]:
     """``[stage, message]`` for every stage that reported a regression or a layer left as it was."""
-    return [[stage, w] for stage, info in results.get("stages", {}).items() if isinstance(info, dict)
-            for w in info.get("warnings", [])]  # fmt: skip
+    return [
+        [stage, w]
+        for stage, info in results.get("stages", {}).items()
+        if isinstance(info, dict)
+        for w in info.get("warnings", [])
+    ]
 
 
 def _note(results: dict[str, Any]) -> str:
@@ -50,23 +54,33 @@ def _note(results: dict[str, Any]) -> str:
     if is_lm(results["records"]):
         from slimtorch.measure.lm import LM_NOTE
 
-        resumed = [f"{stage} (after block {info['resumed_after_block']})" for stage, info in
-                   results.get("stages", {}).items() if isinstance(info, dict) and "resumed_after_block" in info]
-        note = f" Resumed calibration: {', '.join(resumed)}; its calib s counts only the blocks run after the resume." \
-            if resumed else ""
+        resumed = [
+            f"{stage} (after block {info['resumed_after_block']})"
+            for stage, info in results.get("stages", {}).items()
+            if isinstance(info, dict) and "resumed_after_block" in info
+        ]
+        note = (
+            f" Resumed calibration: {', '.join(resumed)}; its calib s counts only the blocks run after the resume."
+            if resumed
+            else ""
+        )
         return LM_NOTE + _text_note(results) + note
-    return ("Size: the stage's artifact if it wrote one, else the sparse-aware model file. Latency: median ms, "
-            "eager PyTorch; each stage is timed right after it ran, so compare speed only via the side-by-side "
-            "runs in `bench/`.")
+    return (
+        "Size: the stage's artifact if it wrote one, else the sparse-aware model file. Latency: median ms, "
+        "eager PyTorch; each stage is timed right after it ran, so compare speed only via the side-by-side "
+        "runs in `bench/`."
+    )
 
 
 def _text_note(results: dict[str, Any]) -> str:
     text = results.get("text") or {}
     if not text:
         return ""
-    return (f" Text: {', '.join(text.get('sources', []))} (seed {text.get('seed')}); calibration "
-            f"{text.get('calib_windows')} x {text.get('window')} tokens, test {text.get('test_tokens')} tokens "
-            f"in windows of {text.get('window')} (stride {text.get('stride')}); disjoint: {text.get('disjoint')}.")
+    return (
+        f" Text: {', '.join(text.get('sources', []))} (seed {text.get('seed')}); calibration "
+        f"{text.get('calib_windows')} x {text.get('window')} tokens, test {text.get('test_tokens')} tokens "
+        f"in windows of {text.get('window')} (stride {text.get('stride')}); disjoint: {text.get('disjoint')}."
+    )
 
 
 def _fmt(v: Any) -> Any:
@@ -125,9 +139,13 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None) -> 
 def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
     """A Markdown table of the final records of two runs side by side, with B/A ratios."""
     a, b = read_results(run_a)["records"][-1], read_results(run_b)["records"][-1]
+
     def lat(r):
         return r.get("latency", {}).get("b1", {}).get("median_ms")
-    metrics = [("perplexity", a.get("perplexity"), b.get("perplexity"))] if "perplexity" in a or "perplexity" in b else []
+
+    metrics = (
+        [("perplexity", a.get("perplexity"), b.get("perplexity"))] if "perplexity" in a or "perplexity" in b else []
+    )
     metrics += [
         ("top-1 accuracy", a.get("accuracy"), b.get("accuracy")),
         ("parameters", a["params"], b["params"]),

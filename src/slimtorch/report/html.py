@@ -30,7 +30,8 @@ def _table(header: list[str], body: list[list[Any]]) -> str:
 
 def _img(png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    cap = html.escape(caption)
+    return f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>'
 
 
 def _lm_note(results: dict[str, Any]) -> str:
@@ -39,7 +40,11 @@ def _lm_note(results: dict[str, Any]) -> str:
     return f"<p class='sub'>{html.escape(_note(results))}</p>"
 
 
-def render_html(results: dict[str, Any], figures: list[tuple[str, bytes]], extra_tables: list[tuple[str, list[str], list[list[Any]]]] = ()) -> str:
+def render_html(
+    results: dict[str, Any],
+    figures: list[tuple[str, bytes]],
+    extra_tables: list[tuple[str, list[str], list[list[Any]]]] = (),
+) -> str:
     """The report page. ``figures`` are (caption, PNG bytes); ``extra_tables`` (title, header, rows)."""
     recs = results["records"]
     parts = [
@@ -49,7 +54,9 @@ def render_html(results: dict[str, Any], figures: list[tuple[str, bytes]], extra
         f"<p class='sub'>{html.escape(results.get('description', ''))}</p>",
         "<h2>Stages</h2>",
         _table(list(columns(recs)), rows(recs)),
-        _lm_note(results) if is_lm(recs) else "<p class='sub'>Size: the stage's artifact if it wrote one (e.g. <code>.slim</code>), else the "
+        _lm_note(results)
+        if is_lm(recs)
+        else "<p class='sub'>Size: the stage's artifact if it wrote one (e.g. <code>.slim</code>), else the "
         "sparse-aware model file. Ratio: first row's dense fp32 size / this size. Latency: median ms, eager PyTorch, "
         "fixed threads; each stage is timed right after it ran, so on a busy machine rows are not comparable: "
         "speed-ups are claimed only from the side-by-side runs in <code>bench/</code>.</p>",

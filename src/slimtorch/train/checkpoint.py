@@ -47,8 +47,15 @@ def _check_zip(data: bytes, path: Path) -> None:
     """
     try:
         infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, struct.error,
-            NotImplementedError) as exc:  # NotImplementedError: an unsupported zip version field
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        ValueError,
+        OSError,
+        EOFError,
+        struct.error,
+        NotImplementedError,
+    ) as exc:  # NotImplementedError: an unsupported zip version field
         raise FormatError(
             f"checkpoint '{path}' is not a torch zip archive ({exc}); it is corrupt, truncated, or in a "
             "legacy/pickle format slimtorch does not read. Start again without --resume."

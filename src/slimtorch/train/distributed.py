@@ -85,8 +85,11 @@ def init_from_env(device: str = "cpu") -> bool:
     if device.startswith("cuda") and not torch.cuda.is_available():
         from slimtorch.core.errors import ConfigError
 
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available here; set device: cpu "
-                          "(or install a CUDA build of torch on a machine with a GPU)", field="device")
+        raise ConfigError(
+            "device 'cuda' requested but no CUDA GPU is available here; set device: cpu "
+            "(or install a CUDA build of torch on a machine with a GPU)",
+            field="device",
+        )
     if _local_depth:
         return False  # a fanned-out point runs alone even though torchrun's variables are set
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():

@@ -46,5 +46,7 @@ class LMExportConfig(FrozenConfig):
     @classmethod
     def _power_of_two(cls, v: int) -> int:
         if v & (v - 1):
-            raise ValueError(f"embedding_group_size {v} is not a power of two (ONNX Runtime blocks are 16, 32, 64, ...)")
+            raise ValueError(
+                f"embedding_group_size {v} is not a power of two (ONNX Runtime blocks are 16, 32, 64, ...)"
+            )
         return v

@@ -42,8 +42,9 @@ class OnnxGeneration:
         return {**asdict(self), "decode_tokens_per_s": self.decode_tokens_per_s}
 
 
-def _pick(logits: np.ndarray, greedy: bool, temperature: float, top_k: int, top_p: float,
-          rng: np.random.Generator) -> np.ndarray:
+def _pick(
+    logits: np.ndarray, greedy: bool, temperature: float, top_k: int, top_p: float, rng: np.random.Generator
+) -> np.ndarray:
     """Next token per row from ``logits (B, V)``."""
     if greedy:
         return logits.argmax(axis=-1)
@@ -64,9 +65,18 @@ def _pick(logits: np.ndarray, greedy: bool, temperature: float, top_k: int, top_
     return np.array([rng.choice(p.shape[1], p=row) for row in p])
 
 
-def generate_onnx(lm: OnnxCausalLM, prompts: list[list[int]], max_new_tokens: int = 64, *, greedy: bool = True,
-                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop_tokens: list[int] | None = None,
-                  seed: int = 0) -> OnnxGeneration:
+def generate_onnx(
+    lm: OnnxCausalLM,
+    prompts: list[list[int]],
+    max_new_tokens: int = 64,
+    *,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    stop_tokens: list[int] | None = None,
+    seed: int = 0,
+) -> OnnxGeneration:
     """Continue each token-id prompt by up to ``max_new_tokens`` tokens.
 
     Args:
@@ -82,12 +92,17 @@ def generate_onnx(lm: OnnxCausalLM, prompts: list[list[int]], max_new_tokens: in
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
     if not greedy and (temperature <= 0 or not 0 < top_p <= 1 or top_k < 0):
-        raise ConfigError(f"sampling needs temperature > 0, 0 < top_p <= 1, top_k >= 0 (got {temperature}, "
-                          f"{top_p}, {top_k})", field="sampling")
+        raise ConfigError(
+            f"sampling needs temperature > 0, 0 < top_p <= 1, top_k >= 0 (got {temperature}, {top_p}, {top_k})",
+            field="sampling",
+        )
     lengths = np.array([len(p) for p in prompts])
     if lengths.max() + max_new_tokens > lm.max_positions:
-        raise ConfigError(f"prompt ({lengths.max()}) + {max_new_tokens} new tokens exceed the {lm.max_positions} "
-                          "positions the model was exported with", field="max_new_tokens")
+        raise ConfigError(
+            f"prompt ({lengths.max()}) + {max_new_tokens} new tokens exceed the {lm.max_positions} "
+            "positions the model was exported with",
+            field="max_new_tokens",
+        )
     B, width = len(prompts), int(lengths.max())
     ids = np.zeros((B, width), dtype=np.int64)
     mask = np.zeros((B, width), dtype=np.int64)
@@ -127,8 +142,11 @@ def generate_onnx(lm: OnnxCausalLM, prompts: list[list[int]], max_new_tokens: in
             if t in stops:
                 out[b] = out[b][: k + 1]
                 break
-    sampling = {"greedy": greedy} if greedy else {"greedy": False, "temperature": temperature, "top_k": top_k,
-                                                   "top_p": top_p, "seed": seed}
+    sampling = (
+        {"greedy": greedy}
+        if greedy
+        else {"greedy": False, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    )
     return OnnxGeneration(out, lengths.tolist(), prefill, decode, steps, produced, sampling)
 
 
@@ -139,5 +157,8 @@ def speed_once(lm: OnnxCausalLM, prompt: list[int], prefill: list[int], new_toke
     ids = np.asarray([prefill], dtype=np.int64)
     t0 = time.perf_counter()
     lm.step(ids, np.ones_like(ids), lm.empty_past(1))
-    return {"decode_tokens_per_s": g.decode_tokens_per_s, "prefill_ms": 1e3 * (time.perf_counter() - t0),
-            "tokens": g.tokens[0]}
+    return {
+        "decode_tokens_per_s": g.decode_tokens_per_s,
+        "prefill_ms": 1e3 * (time.perf_counter() - t0),
+        "tokens": g.tokens[0],
+    }

@@ -143,8 +143,14 @@ class _Builder:
         self.g.init(f"{prefix}.qweight", t.B)
         self.g.init(f"{prefix}.scales", t.scales)
         self.g.init(f"{prefix}.qzeros", t.zero_points)
-        self.g.nbits[prefix] = {"K": t.K, "N": t.N, "bits": t.bits, "block_size": t.block_size,
-                                "code_bits": t.code_bits, "group_size": qw.group_size}
+        self.g.nbits[prefix] = {
+            "K": t.K,
+            "N": t.N,
+            "bits": t.bits,
+            "block_size": t.block_size,
+            "code_bits": t.code_bits,
+            "group_size": qw.group_size,
+        }
         return t
 
     # ---- projections ------------------------------------------------------------------------------
@@ -153,9 +159,17 @@ class _Builder:
 
     def _nbits(self, x: str, qw: QuantizedWeight, name: str, bias: torch.Tensor | None) -> str:
         t = self._table(name, qw)
-        out = self.g.node("MatMulNBits", [x, f"{name}.qweight", f"{name}.scales", f"{name}.qzeros"], [f"{name}/out"],
-                          domain="com.microsoft", K=t.K, N=t.N, bits=t.bits, block_size=t.block_size,
-                          accuracy_level=self.cfg.accuracy_level)[0]
+        out = self.g.node(
+            "MatMulNBits",
+            [x, f"{name}.qweight", f"{name}.scales", f"{name}.qzeros"],
+            [f"{name}/out"],
+            domain="com.microsoft",
+            K=t.K,
+            N=t.N,
+            bits=t.bits,
+            block_size=t.block_size,
+            accuracy_level=self.cfg.accuracy_level,
+        )[0]
         return self._bias(out, name, bias)
 
     def _float(self, x: str, w: torch.Tensor, name: str, bias: torch.Tensor | None) -> str:
@@ -177,21 +191,30 @@ class _Builder:
             bias = None
             if any(b is not None for b in biases):
                 bias = torch.cat([b if b is not None else torch.zeros(n) for b, n in zip(biases, sizes)])
-            fused = (self._nbits(x, concat_rows(list(qws)), name, bias) if quantized
-                     else self._float(x, torch.cat(ws), name, bias))
+            fused = (
+                self._nbits(x, concat_rows(list(qws)), name, bias)
+                if quantized
+                else self._float(x, torch.cat(ws), name, bias)
+            )
             self.layout[name] = {"parts": [[n, sz] for (n, _), sz in zip(modules, sizes)]}
             if not split:
                 return [fused]
             return self.g.node("Split", [fused, self.g.const(sizes)], len(modules), axis=-1)
-        return [self._nbits(x, qw, name, b) if qw is not None else self._float(x, w, name, b)
-                for (name, _), (qw, w, b) in zip(modules, parts)]
+        return [
+            self._nbits(x, qw, name, b) if qw is not None else self._float(x, w, name, b)
+            for (name, _), (qw, w, b) in zip(modules, parts)
+        ]
 
     # ---- embedding / lm_head ----------------------------------------------------------------------
     def _rtn(self, w: torch.Tensor) -> QuantizedWeight:
         from slimtorch.quantize.qembedding import EmbeddingGrid, quantize_table
 
-        grid = EmbeddingGrid(bits=self.cfg.embedding_bits, group_size=self.cfg.embedding_group_size,
-                             mse_search=self.cfg.embedding_mse_search, float_zero=self.cfg.embedding_float_zero)
+        grid = EmbeddingGrid(
+            bits=self.cfg.embedding_bits,
+            group_size=self.cfg.embedding_group_size,
+            mse_search=self.cfg.embedding_mse_search,
+            float_zero=self.cfg.embedding_float_zero,
+        )
         return quantize_table(w, grid)
 
     def tables(self) -> tuple[bool, QuantizedWeight | None, QuantizedWeight | None]:
@@ -208,11 +231,18 @@ class _Builder:
         own = emb_module.quantized() if isinstance(emb_module, QuantEmbedding) else None
         if own is not None and not isinstance(lm_head, QuantLinear):
             tied = lm_head.weight.data_ptr() == emb.data_ptr()
-            return tied, own, own if tied else (None if self.cfg.embedding_bits is None
-                                                else self._rtn(lm_head.weight.detach().float()))
+            return (
+                tied,
+                own,
+                own
+                if tied
+                else (None if self.cfg.embedding_bits is None else self._rtn(lm_head.weight.detach().float())),
+            )
         if isinstance(lm_head, QuantLinear):
             head = lm_head.quantized()
-            tied = bool(getattr(self.config, "tie_word_embeddings", False)) and tuple(head.codes.shape) == tuple(emb.shape)
+            tied = bool(getattr(self.config, "tie_word_embeddings", False)) and tuple(head.codes.shape) == tuple(
+                emb.shape
+            )
         else:
             tied = lm_head.weight.data_ptr() == emb.data_ptr()
             head = None if self.cfg.embedding_bits is None else self._rtn(lm_head.weight.detach().float())
@@ -232,9 +262,15 @@ class _Builder:
             mask = g.const(np.array((1 << t.bits) - 1, dtype=np.uint8), dtype=np.uint8)
             parts = []
             for k in range(per):  # low bits first, as MatMulNBits packs them
-                shifted = rows if k == 0 else g.node(
-                    "BitShift", [rows, g.const(np.array(k * t.bits, dtype=np.uint8), dtype=np.uint8)],
-                    direction="RIGHT")[0]
+                shifted = (
+                    rows
+                    if k == 0
+                    else g.node(
+                        "BitShift",
+                        [rows, g.const(np.array(k * t.bits, dtype=np.uint8), dtype=np.uint8)],
+                        direction="RIGHT",
+                    )[0]
+                )
                 parts.append(g.node("Unsqueeze", [g.node("BitwiseAnd", [shifted, mask])[0], g.const([-1])])[0])
             codes = g.node("Concat", parts, axis=-1)[0]
         n_blocks = t.B.shape[1]
@@ -243,8 +279,9 @@ class _Builder:
         s = g.node("Unsqueeze", [g.node("Gather", [scales, "input_ids"], axis=0)[0], g.const([-1])])[0]
         z = g.node("Unsqueeze", [g.node("Gather", [zeros, "input_ids"], axis=0)[0], g.const([-1])])[0]
         w = g.node("Mul", [g.node("Sub", [q, z])[0], s])[0]
-        flat_shape = g.node("Concat", [g.node("Shape", ["input_ids"])[0], g.const([n_blocks * t.block_size])],
-                            axis=0)[0]
+        flat_shape = g.node("Concat", [g.node("Shape", ["input_ids"])[0], g.const([n_blocks * t.block_size])], axis=0)[
+            0
+        ]
         return g.node("Reshape", [w, flat_shape])[0]
 
     # ---- the graph --------------------------------------------------------------------------------
@@ -273,8 +310,15 @@ class _Builder:
             zp = g.node("Reshape", ["embed.qzeros", g.const([vocab, -1])])[0]
             sc = g.node("Reshape", ["embed.scales", g.const([vocab, n_blocks])])[0]
             if t.zero_points.dtype == np.uint8:
-                x = g.node("GatherBlockQuantized", [flat, "input_ids", sc, zp], domain="com.microsoft",
-                           bits=t.bits, block_size=t.block_size, gather_axis=0, quantize_axis=1)[0]
+                x = g.node(
+                    "GatherBlockQuantized",
+                    [flat, "input_ids", sc, zp],
+                    domain="com.microsoft",
+                    bits=t.bits,
+                    block_size=t.block_size,
+                    gather_axis=0,
+                    quantize_axis=1,
+                )[0]
             else:  # fractional zeros (Q4_1 / HQQ grids): GatherBlockQuantized takes integer ones only
                 x = self._lookup_float_zero(flat, sc, zp, t)
             if n_blocks * t.block_size != self.hidden:  # a padded last block: drop the padding columns
@@ -283,8 +327,10 @@ class _Builder:
             emb = self.model.get_input_embeddings().weight.detach().float().numpy()
             x = g.node("Gather", [g.init("embed.weight", emb), "input_ids"], axis=0)[0]
 
-        inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-                  helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"])]
+        inputs = [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
+        ]
         outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])]
         kv_shape = ["batch", self.kv_heads, "past", self.head_dim]
         residual, hidden = None, None
@@ -295,11 +341,23 @@ class _Builder:
                 hidden = g.node("SimplifiedLayerNormalization", [x, ln1], axis=-1, epsilon=self.eps, stash_type=1)[0]
                 residual = x
             else:
-                hidden, _, _, residual = g.node("SkipSimplifiedLayerNormalization", [hidden, residual, ln1], 4,
-                                                domain="com.microsoft", epsilon=self.eps)
+                hidden, _, _, residual = g.node(
+                    "SkipSimplifiedLayerNormalization",
+                    [hidden, residual, ln1],
+                    4,
+                    domain="com.microsoft",
+                    epsilon=self.eps,
+                )
             attn = layer.self_attn
-            qkv = self.linear(hidden, [(f"{p}.self_attn.q_proj", attn.q_proj), (f"{p}.self_attn.k_proj", attn.k_proj),
-                                        (f"{p}.self_attn.v_proj", attn.v_proj)], split=False)
+            qkv = self.linear(
+                hidden,
+                [
+                    (f"{p}.self_attn.q_proj", attn.q_proj),
+                    (f"{p}.self_attn.k_proj", attn.k_proj),
+                    (f"{p}.self_attn.v_proj", attn.v_proj),
+                ],
+                split=False,
+            )
             if len(qkv) == 1:  # packed q/k/v: GroupQueryAttention splits it itself (no Split node per layer)
                 qkv = [qkv[0], "", ""]
             past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
@@ -307,54 +365,106 @@ class _Builder:
             for nm in (past_k, past_v):
                 inputs.append(helper.make_tensor_value_info(nm, TensorProto.FLOAT, kv_shape))
             for nm in (pres_k, pres_v):
-                outputs.append(helper.make_tensor_value_info(nm, TensorProto.FLOAT,
-                                                             ["batch", self.kv_heads, "total", self.head_dim]))
-            window = int(getattr(config, "sliding_window", None) or -1) if getattr(config, "use_sliding_window",
-                                                                                   True) else -1
-            ctx = g.node("GroupQueryAttention", [*qkv, past_k, past_v, seqlens, total, cos_name, sin_name],
-                         [f"{p}.attn/out", pres_k, pres_v], domain="com.microsoft", num_heads=self.heads,
-                         kv_num_heads=self.kv_heads, do_rotary=1, rotary_interleaved=0, local_window_size=window,
-                         scale=float(getattr(attn, "scaling", self.head_dim ** -0.5)))[0]
+                outputs.append(
+                    helper.make_tensor_value_info(
+                        nm, TensorProto.FLOAT, ["batch", self.kv_heads, "total", self.head_dim]
+                    )
+                )
+            window = (
+                int(getattr(config, "sliding_window", None) or -1)
+                if getattr(config, "use_sliding_window", True)
+                else -1
+            )
+            ctx = g.node(
+                "GroupQueryAttention",
+                [*qkv, past_k, past_v, seqlens, total, cos_name, sin_name],
+                [f"{p}.attn/out", pres_k, pres_v],
+                domain="com.microsoft",
+                num_heads=self.heads,
+                kv_num_heads=self.kv_heads,
+                do_rotary=1,
+                rotary_interleaved=0,
+                local_window_size=window,
+                scale=float(getattr(attn, "scaling", self.head_dim**-0.5)),
+            )[0]
             (attn_out,) = self.linear(ctx, [(f"{p}.self_attn.o_proj", attn.o_proj)])
-            ln2 = g.init(f"{p}.post_attention_layernorm.weight",
-                         layer.post_attention_layernorm.weight.detach().float().numpy())
-            hidden, _, _, residual = g.node("SkipSimplifiedLayerNormalization", [attn_out, residual, ln2], 4,
-                                            domain="com.microsoft", epsilon=self.eps)
+            ln2 = g.init(
+                f"{p}.post_attention_layernorm.weight", layer.post_attention_layernorm.weight.detach().float().numpy()
+            )
+            hidden, _, _, residual = g.node(
+                "SkipSimplifiedLayerNormalization",
+                [attn_out, residual, ln2],
+                4,
+                domain="com.microsoft",
+                epsilon=self.eps,
+            )
             mlp = layer.mlp
             gate, up = self.linear(hidden, [(f"{p}.mlp.gate_proj", mlp.gate_proj), (f"{p}.mlp.up_proj", mlp.up_proj)])
             act = g.node("Mul", [gate, g.node("Sigmoid", [gate])[0]])[0]
             (hidden,) = self.linear(g.node("Mul", [act, up])[0], [(f"{p}.mlp.down_proj", mlp.down_proj)])
         norm = g.init("model.norm.weight", self.model.model.norm.weight.detach().float().numpy())
-        final = g.node("SkipSimplifiedLayerNormalization", [hidden, residual, norm], 1, domain="com.microsoft",
-                       epsilon=self.eps)[0]
+        final = g.node(
+            "SkipSimplifiedLayerNormalization", [hidden, residual, norm], 1, domain="com.microsoft", epsilon=self.eps
+        )[0]
         if head_q is not None:
             prefix = "embed" if tied else "lm_head"
             t = emb_t if tied else self._table("lm_head", head_q)
-            g.nodes.append(helper.make_node(
-                "MatMulNBits", [final, f"{prefix}.qweight", f"{prefix}.scales", f"{prefix}.qzeros"], ["logits"],
-                name="lm_head", domain="com.microsoft", K=t.K, N=t.N, bits=t.bits, block_size=t.block_size,
-                accuracy_level=self.cfg.accuracy_level))
+            g.nodes.append(
+                helper.make_node(
+                    "MatMulNBits",
+                    [final, f"{prefix}.qweight", f"{prefix}.scales", f"{prefix}.qzeros"],
+                    ["logits"],
+                    name="lm_head",
+                    domain="com.microsoft",
+                    K=t.K,
+                    N=t.N,
+                    bits=t.bits,
+                    block_size=t.block_size,
+                    accuracy_level=self.cfg.accuracy_level,
+                )
+            )
             g.nbits["lm_head"] = {**g.nbits[prefix], "initializer": prefix}
         elif tied:  # float and tied: the lm_head reads the embedding table transposed (folded at load)
-            g.nodes.append(helper.make_node("MatMul", [final, g.node("Transpose", ["embed.weight"], perm=[1, 0])[0]],
-                                            ["logits"], name="lm_head"))
+            g.nodes.append(
+                helper.make_node(
+                    "MatMul", [final, g.node("Transpose", ["embed.weight"], perm=[1, 0])[0]], ["logits"], name="lm_head"
+                )
+            )
         else:
             w = lm_head.weight.detach().float().t().contiguous().numpy()
-            g.nodes.append(helper.make_node("MatMul", [final, g.init("lm_head.weight_t", w)], ["logits"], name="lm_head"))
-        graph = helper.make_graph(g.nodes, "slimtorch_decoder", inputs, outputs,
-                                  [numpy_helper.from_array(v, k) for k, v in g.inits.items()])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                        helper.make_opsetid("com.microsoft", 1)],
-                                  producer_name="slimtorch")
-        meta = {"format": FORMAT, "layers": len(layers), "kv_heads": self.kv_heads, "head_dim": self.head_dim,
-                "heads": self.heads, "hidden": self.hidden, "vocab": vocab, "max_positions": length, "tied": tied,
-                "config": cfg.to_dict(), "nbits": g.nbits, "fused": self.layout,
-                "quantized_embedding": emb_q is not None, "quantized_lm_head": head_q is not None}
+            g.nodes.append(
+                helper.make_node("MatMul", [final, g.init("lm_head.weight_t", w)], ["logits"], name="lm_head")
+            )
+        graph = helper.make_graph(
+            g.nodes, "slimtorch_decoder", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in g.inits.items()]
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+            producer_name="slimtorch",
+        )
+        meta = {
+            "format": FORMAT,
+            "layers": len(layers),
+            "kv_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "heads": self.heads,
+            "hidden": self.hidden,
+            "vocab": vocab,
+            "max_positions": length,
+            "tied": tied,
+            "config": cfg.to_dict(),
+            "nbits": g.nbits,
+            "fused": self.layout,
+            "quantized_embedding": emb_q is not None,
+            "quantized_lm_head": head_q is not None,
+        }
         return model, meta
 
 
-def export_onnx(model: nn.Module, directory: str | os.PathLike, config: LMExportConfig | dict | None = None,
-                tokenizer=None) -> Path:
+def export_onnx(
+    model: nn.Module, directory: str | os.PathLike, config: LMExportConfig | dict | None = None, tokenizer=None
+) -> Path:
     """Write ``model`` as ``directory/model.onnx`` (+ ``model.onnx.data``, ``slimtorch_onnx.json``, tokenizer).
 
     ``QuantLinear`` layers become ``MatMulNBits`` with their exact integers; float
@@ -373,8 +483,14 @@ def export_onnx(model: nn.Module, directory: str | os.PathLike, config: LMExport
         raise FileExistsError(f"{directory} exists; choose a new folder (an exported model is never overwritten)")
     graph, meta = _Builder(model, cfg).build()
     with atomic_dir(directory) as tmp:
-        onnx.save_model(graph, str(tmp / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data", size_threshold=1024)
+        onnx.save_model(
+            graph,
+            str(tmp / "model.onnx"),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="model.onnx.data",
+            size_threshold=1024,
+        )
         atomic_write_bytes(tmp / "slimtorch_onnx.json", json.dumps(meta, indent=1).encode())
         tok = tokenizer if tokenizer is not None else getattr(model, "slimtorch_tokenizer", None)
         if tok is not None:

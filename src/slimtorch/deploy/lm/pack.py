@@ -109,7 +109,8 @@ def to_nbits(qw: QuantizedWeight) -> NBitsTensors:
     if bits == 8 and not integral:
         raise UnsupportedModelError(
             "ONNX Runtime's CPU MatMulNBits has no 8-bit kernel with fractional zero points (HQQ, or a Q4_1-style "
-            "float-zero table at 8 bits); use 4 bits for that grid, or an integer-zero grid at 8 bits")
+            "float-zero table at 8 bits); use 4 bits for that grid, or an integer-zero grid at 8 bits"
+        )
     codes = np.empty((N, n_blocks * block), dtype=np.uint8)
     codes[:, :K] = qw.codes.numpy()
     if n_blocks * block > K:  # padding: the last group's zero point, i.e. weight 0
@@ -126,8 +127,17 @@ def to_nbits(qw: QuantizedWeight) -> NBitsTensors:
     return NBitsTensors(np.ascontiguousarray(B), scales, zero_points, K, N, bits, block, qw.bits)
 
 
-def from_nbits(B: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, K: int, N: int, bits: int,
-               block_size: int, code_bits: int, group_size: int | None) -> QuantizedWeight:
+def from_nbits(
+    B: np.ndarray,
+    scales: np.ndarray,
+    zero_points: np.ndarray,
+    K: int,
+    N: int,
+    bits: int,
+    block_size: int,
+    code_bits: int,
+    group_size: int | None,
+) -> QuantizedWeight:
     """Read a :class:`QuantizedWeight` back out of ``MatMulNBits`` tensors (inverse of :func:`to_nbits`)."""
     n_blocks = -(-K // block_size)
     codes = _unpack_rows(B.reshape(N, -1), bits, K)
@@ -135,18 +145,33 @@ def from_nbits(B: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, K: in
         zeros = _unpack_rows(zero_points.reshape(N, -1), bits, n_blocks).astype(np.float32)
     else:
         zeros = zero_points.reshape(N, n_blocks).astype(np.float32)
-    return QuantizedWeight(torch.from_numpy(codes.copy()), torch.from_numpy(scales.reshape(N, n_blocks).copy()),
-                           torch.from_numpy(zeros.copy()), code_bits, group_size)
+    return QuantizedWeight(
+        torch.from_numpy(codes.copy()),
+        torch.from_numpy(scales.reshape(N, n_blocks).copy()),
+        torch.from_numpy(zeros.copy()),
+        code_bits,
+        group_size,
+    )
 
 
 def concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
     """Stack weights that share K, bits and group size along N (one fused ``MatMulNBits`` for q/k/v or gate/up)."""
     first = parts[0]
-    return QuantizedWeight(torch.cat([p.codes for p in parts]), torch.cat([p.scales for p in parts]),
-                           torch.cat([p.zeros for p in parts]), first.bits, first.group_size)
+    return QuantizedWeight(
+        torch.cat([p.codes for p in parts]),
+        torch.cat([p.scales for p in parts]),
+        torch.cat([p.zeros for p in parts]),
+        first.bits,
+        first.group_size,
+    )
 
 
 def fusable(parts: list[QuantizedWeight]) -> bool:
     first = parts[0]
-    return all(p.bits == first.bits and p.group_size == first.group_size and p.codes.shape[1] == first.codes.shape[1]
-               and p.integral_zeros == first.integral_zeros for p in parts)
+    return all(
+        p.bits == first.bits
+        and p.group_size == first.group_size
+        and p.codes.shape[1] == first.codes.shape[1]
+        and p.integral_zeros == first.integral_zeros
+        for p in parts
+    )

@@ -45,8 +45,10 @@ class OnnxCausalLM:
         self.directory = Path(directory)
         meta_path = self.directory / "slimtorch_onnx.json"
         if not meta_path.is_file() or not (self.directory / "model.onnx").is_file():
-            raise FormatError(f"{self.directory} is not an exported language model (needs model.onnx and "
-                              "slimtorch_onnx.json; write one with slimtorch.deploy.lm.export_onnx)")
+            raise FormatError(
+                f"{self.directory} is not an exported language model (needs model.onnx and "
+                "slimtorch_onnx.json; write one with slimtorch.deploy.lm.export_onnx)"
+            )
         try:
             self.meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
@@ -83,8 +85,10 @@ class OnnxCausalLM:
         ``attention_mask`` is ``(B, past + S)`` with each row's ones first (right padding).
         """
         if attention_mask.shape[1] > self.max_positions:
-            raise ValueError(f"{attention_mask.shape[1]} positions exceed the exported rotary cache "
-                             f"({self.max_positions}); export with a larger max_positions")
+            raise ValueError(
+                f"{attention_mask.shape[1]} positions exceed the exported rotary cache "
+                f"({self.max_positions}); export with a larger max_positions"
+            )
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
         binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask, dtype=np.int64))
@@ -94,8 +98,9 @@ class OnnxCausalLM:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
         outs = binding.get_outputs()
-        present = {f"past_key_values.{n.split('.')[1]}.{n.split('.')[2]}": v
-                   for n, v in zip(self.output_names[1:], outs[1:])}
+        present = {
+            f"past_key_values.{n.split('.')[1]}.{n.split('.')[2]}": v for n, v in zip(self.output_names[1:], outs[1:])
+        }
         return outs[0].numpy(), present
 
     def bind_cache(self, batch: int, length: int):
@@ -108,8 +113,10 @@ class OnnxCausalLM:
         import onnxruntime as ort
 
         if length > self.max_positions:
-            raise ValueError(f"{length} positions exceed the exported rotary cache ({self.max_positions}); "
-                             "export with a larger max_positions")
+            raise ValueError(
+                f"{length} positions exceed the exported rotary cache ({self.max_positions}); "
+                "export with a larger max_positions"
+            )
         binding = self.session.io_binding()
         shape = (batch, self.kv_heads, length, self.head_dim)
         for name in self.output_names[1:]:

@@ -55,9 +55,16 @@ def measure_speed(lm, tokens, cfg: OnnxLMStageConfig) -> dict:
     prefill = tokens[: min(cfg.prefill_tokens, lm.max_positions)].tolist()
     runs = [speed_once(lm, prompt, prefill, cfg.new_tokens) for _ in range(cfg.speed_rounds)]
     decode, pre = [r["decode_tokens_per_s"] for r in runs], [r["prefill_ms"] for r in runs]
-    return {"decode_tokens_per_s": statistics.median(decode), "prefill_ms": statistics.median(pre),
-            "prefill_tokens": len(prefill), "prompt_tokens": len(prompt), "new_tokens": cfg.new_tokens,
-            "rounds": cfg.speed_rounds, "threads": cfg.threads, "batch": 1}
+    return {
+        "decode_tokens_per_s": statistics.median(decode),
+        "prefill_ms": statistics.median(pre),
+        "prefill_tokens": len(prefill),
+        "prompt_tokens": len(prompt),
+        "new_tokens": cfg.new_tokens,
+        "rounds": cfg.speed_rounds,
+        "threads": cfg.threads,
+        "batch": 1,
+    }
 
 
 @register_stage("onnx_lm", OnnxLMStageConfig)
@@ -75,15 +82,27 @@ def onnx_lm_stage(ctx: Context, cfg: OnnxLMStageConfig) -> None:
     export_cfg = LMExportConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in LMExportConfig.model_fields})
     t0 = time.perf_counter()
     export_onnx(ctx.model, folder, export_cfg, getattr(ctx.model, "slimtorch_tokenizer", None))
-    info = {"export_seconds": round(time.perf_counter() - t0, 2), "config": export_cfg.to_dict(),
-            "runtime": "onnxruntime (MatMulNBits, GroupQueryAttention)", "size_bytes": onnx_size_bytes(folder),
-            "artifact": str(folder)}
+    info = {
+        "export_seconds": round(time.perf_counter() - t0, 2),
+        "config": export_cfg.to_dict(),
+        "runtime": "onnxruntime (MatMulNBits, GroupQueryAttention)",
+        "size_bytes": onnx_size_bytes(folder),
+        "artifact": str(folder),
+    }
     lm = OnnxCausalLM(folder, threads=cfg.threads)
     if ctx.text is not None:
         p = perplexity(lm.as_module(), ctx.text.test, ctx.text.window, ctx.text.stride, progress=False)
-        info.update(perplexity=p.perplexity, nll=p.nll,
-                    perplexity_eval={"window": p.window, "stride": p.stride, "windows": p.windows,
-                                     "tokens_scored": p.tokens_scored, "seconds": round(p.seconds, 2)})
+        info.update(
+            perplexity=p.perplexity,
+            nll=p.nll,
+            perplexity_eval={
+                "window": p.window,
+                "stride": p.stride,
+                "windows": p.windows,
+                "tokens_scored": p.tokens_scored,
+                "seconds": round(p.seconds, 2),
+            },
+        )
         if cfg.speed_rounds:
             info["speed"] = measure_speed(lm, ctx.text.test.reshape(-1), cfg)
     ctx.info.setdefault(ctx.stage_name, {})["deployed_lm"] = info

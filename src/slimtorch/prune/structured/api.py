@@ -70,8 +70,9 @@ def select_units(g: Graph, scores: dict[int, float], cfg: StructuredConfig) -> s
     for gi, units in enumerate(g.groups):
         vals = [scores.get(u, 0.0) for u in units if g.prunable(u)]
         means[gi] = float(np.mean(vals)) if vals else 1.0
-    ranked = sorted((scores.get(u, 0.0) / (means[gi] or 1.0), si, u)
-                    for si, (gi, _, free, _) in enumerate(plans) for u in free)
+    ranked = sorted(
+        (scores.get(u, 0.0) / (means[gi] or 1.0), si, u) for si, (gi, _, free, _) in enumerate(plans) for u in free
+    )
     budget = int(cfg.ratio * sum(n for _, n, _, _ in plans))
     count = [0] * len(plans)
     for _, si, _u in ranked:
@@ -210,11 +211,17 @@ def _nothing_removed(g, model: nn.Module, ignored: tuple[str, ...]) -> str:
         if not any(g.prunable(u) for u in units):
             s = set(units)
             pinned |= {m.name for m in g.members if s & set(g.uf.roots(m.ids).tolist())}
-    why = (f"none of its {len(g.groups)} channel group(s) can shrink (held by: {', '.join(sorted(pinned)[:8])})"
-           if g.groups else "every layer's channels are coupled to a layer that keeps its size")
-    return (f"structured pruning would remove nothing from {type(model).__name__}: {why}; ignored: "
-            f"{', '.join(dict.fromkeys(ignored)) or 'none'}. Recurrent layers, tied weights, grouped convolutions in a residual "
-            "and the ignored classifier fix their channels; use unstructured pruning or INT8 for this model")
+    why = (
+        f"none of its {len(g.groups)} channel group(s) can shrink (held by: {', '.join(sorted(pinned)[:8])})"
+        if g.groups
+        else "every layer's channels are coupled to a layer that keeps its size"
+    )
+    return (
+        f"structured pruning would remove nothing from {type(model).__name__}: {why}; ignored: "
+        f"{', '.join(dict.fromkeys(ignored)) or 'none'}. Recurrent layers, tied weights, "
+        "grouped convolutions in a residual "
+        "and the ignored classifier fix their channels; use unstructured pruning or INT8 for this model"
+    )
 
 
 def channel_groups(model: nn.Module, example_input, ignored: tuple[str, ...] = ()) -> list[dict]:
@@ -224,8 +231,14 @@ def channel_groups(model: nn.Module, example_input, ignored: tuple[str, ...] = (
     for units, producers in zip(g.groups, g.group_producers, strict=True):
         s = set(units)
         layers = sorted({f"{m.name}:{m.role}" for m in g.members if s & set(g.uf.roots(m.ids).tolist())})
-        out.append({"producers": producers, "layers": layers, "units": len(units),
-                    "prunable": sum(g.prunable(u) for u in units)})
+        out.append(
+            {
+                "producers": producers,
+                "layers": layers,
+                "units": len(units),
+                "prunable": sum(g.prunable(u) for u in units),
+            }
+        )
     return out
 
 

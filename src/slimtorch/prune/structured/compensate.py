@@ -37,6 +37,7 @@ def input_stats(g: Graph, model: nn.Module, batches: Iterable) -> dict[str, tupl
             s[0] = s[0] + a.abs().mean(dims)
             s[1] = s[1] + a.mean(dims)
             s[2] += 1
+
         return fn
 
     for m in g.members:
@@ -87,6 +88,7 @@ def compensate(g: Graph, removed: set[int], stats) -> None:
         w = mod.weight[:, gone]
         delta = (w.reshape(w.shape[0], w.shape[1], -1).sum(2) * mean[gone]).sum(1)
         if mod.bias is None:
-            mod.bias = nn.Parameter(torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype),
-                                    requires_grad=mod.weight.requires_grad)
+            mod.bias = nn.Parameter(
+                torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype), requires_grad=mod.weight.requires_grad
+            )
         mod.bias += delta

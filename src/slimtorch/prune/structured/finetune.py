@@ -75,8 +75,17 @@ def prune_finetune(
         if ckpt is not None:
             ckpt.mkdir(parents=True, exist_ok=True)
         if distill is not None:
-            model = run_distill(model, teacher, train_data, kd, eval_data=eval_data, checkpoint_dir=ckpt,
-                                resume=resume, verbose=verbose, inplace=True)
+            model = run_distill(
+                model,
+                teacher,
+                train_data,
+                kd,
+                eval_data=eval_data,
+                checkpoint_dir=ckpt,
+                resume=resume,
+                verbose=verbose,
+                inplace=True,
+            )
         else:
             fit(model, train_data, train, eval_data=eval_data, checkpoint_dir=ckpt, resume=resume, verbose=verbose)
         if log is not None:

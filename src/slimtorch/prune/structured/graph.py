@@ -42,15 +42,57 @@ _FIXING_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2
 _KNOWN = (*_CONV, nn.Linear, *_BN, *_FIXING_NORMS, nn.Embedding)
 
 _PASS = {
-    "Relu", "Hardtanh", "Sigmoid", "Tanh", "Gelu", "Silu", "Hardswish", "Hardsigmoid", "LeakyRelu", "Elu",
-    "Neg", "Exp", "Log", "Abs", "Clone", "Clamp", "ClampMin", "ClampMax", "Sqrt", "Rsqrt", "Reciprocal",
-    "NativeDropout", "ToCopy", "Alias", "Mish", "Softplus", "Expand", "Prelu",
-    "MaxPool2DWithIndices", "MaxPool3DWithIndices", "AvgPool2D", "AvgPool3D", "AdaptiveAvgPool2D",
-    "AdaptiveAvgPool3D", "AdaptiveMaxPool2D", "AdaptiveMaxPool3D", "UpsampleNearest2D", "UpsampleBilinear2D",
-    "UpsampleNearest1D", "UpsampleLinear1D",
+    "Relu",
+    "Hardtanh",
+    "Sigmoid",
+    "Tanh",
+    "Gelu",
+    "Silu",
+    "Hardswish",
+    "Hardsigmoid",
+    "LeakyRelu",
+    "Elu",
+    "Neg",
+    "Exp",
+    "Log",
+    "Abs",
+    "Clone",
+    "Clamp",
+    "ClampMin",
+    "ClampMax",
+    "Sqrt",
+    "Rsqrt",
+    "Reciprocal",
+    "NativeDropout",
+    "ToCopy",
+    "Alias",
+    "Mish",
+    "Softplus",
+    "Expand",
+    "Prelu",
+    "MaxPool2DWithIndices",
+    "MaxPool3DWithIndices",
+    "AvgPool2D",
+    "AvgPool3D",
+    "AdaptiveAvgPool2D",
+    "AdaptiveAvgPool3D",
+    "AdaptiveMaxPool2D",
+    "AdaptiveMaxPool3D",
+    "UpsampleNearest2D",
+    "UpsampleBilinear2D",
+    "UpsampleNearest1D",
+    "UpsampleLinear1D",
 }
-_SCALAR = {"AddBackward1", "SubBackward1", "MulBackward1", "DivBackward1", "RsubBackward1", "PowBackward0",
-           "DivBackward2", "DivBackward3"}
+_SCALAR = {
+    "AddBackward1",
+    "SubBackward1",
+    "MulBackward1",
+    "DivBackward1",
+    "RsubBackward1",
+    "PowBackward0",
+    "DivBackward2",
+    "DivBackward3",
+}
 _BINARY = {"Add", "Sub", "Mul", "Div", "Maximum", "Minimum", "Rsub"}
 _VIEW = {"View", "ReshapeAlias", "UnsafeView", "Squeeze", "Unsqueeze", "Flatten"}
 _INPLACE_DUNDER = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__ipow__", "__setitem__"}
@@ -163,8 +205,9 @@ def build_graph(model: nn.Module, example_input, ignored: tuple[str, ...] = (), 
     flags = {p: p.requires_grad for p in model.parameters()}
     was_training = model.training
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-    inputs = tuple(x.detach().clone().requires_grad_(x.is_floating_point()) if isinstance(x, torch.Tensor) else x
-                   for x in inputs)
+    inputs = tuple(
+        x.detach().clone().requires_grad_(x.is_floating_point()) if isinstance(x, torch.Tensor) else x for x in inputs
+    )
     namer = _Namer(stack)
     try:
         for p in flags:
@@ -264,14 +307,18 @@ class _Walker:
             return None  # the example input or a parameter (checked by the op that uses it)
         shape = tuple(node._input_metadata[nr].shape)
         ins = [self.vals.get(k) if k is not None else None for k in self.inputs(key)]
-        params = [k[0].variable for k in self.inputs(key)
-                  if k is not None and type(k[0]).__name__ == "AccumulateGrad" and id(k[0].variable) not in self.input_ids]
+        params = [
+            k[0].variable
+            for k in self.inputs(key)
+            if k is not None and type(k[0]).__name__ == "AccumulateGrad" and id(k[0].variable) not in self.input_ids
+        ]
         tracked = [v for v in ins if v is not None and v.ids is not None]
         if params:
             owner = self.param_owner.get(params[0], "<root>")
             if tracked and not matches(owner, self.ignored):
+                kind = type(self.model.get_submodule(owner)).__name__ if owner != "<root>" else "model"
                 raise UnsupportedModelError(
-                    f"layer '{owner}' ({type(self.model.get_submodule(owner)).__name__ if owner != '<root>' else 'model'})"
+                    f"layer '{owner}' ({kind})"
                     f" uses its own parameter in op {type(node).__name__} on pruned channels; slimtorch does not "
                     "know how to slice it. Add the layer to StructuredConfig.ignored_layers."
                 )

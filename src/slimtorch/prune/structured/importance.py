@@ -73,7 +73,10 @@ def bn_scores(g: Graph) -> dict[int, float]:
 
 
 def taylor_scores(
-    g: Graph, model: nn.Module, batches: Iterable, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    g: Graph,
+    model: nn.Module,
+    batches: Iterable,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> dict[int, float]:
     total: dict[int, float] = {}
     n = 0

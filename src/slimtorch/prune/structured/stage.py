@@ -18,11 +18,11 @@ from typing import Any
 from pydantic import field_validator
 
 from slimtorch.core.config import FrozenConfig
+from slimtorch.distill.config import DistillConfig
 from slimtorch.measure import count_macs, count_parameters
 from slimtorch.pipeline.context import Context
 from slimtorch.pipeline.registry import register_stage
 from slimtorch.prune.structured.api import prune_channels
-from slimtorch.distill.config import DistillConfig
 from slimtorch.prune.structured.config import StructuredConfig
 from slimtorch.prune.structured.finetune import prune_finetune
 from slimtorch.train import TrainConfig, evaluate
@@ -71,22 +71,37 @@ def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
     else:
         rounds: list = []
         model = prune_finetune(
-            model, cfg.prune, x, ctx.require_train_data(), cfg.finetune, steps=cfg.steps,
-            distill=cfg.distill, teacher=ctx.reference if cfg.distill is not None else None,
-            eval_data=ctx.monitor_data, checkpoint_dir=ctx.stage_dir(), resume=ctx.resume,
-            verbose=ctx.verbose, log=rounds, inplace=True,
+            model,
+            cfg.prune,
+            x,
+            ctx.require_train_data(),
+            cfg.finetune,
+            steps=cfg.steps,
+            distill=cfg.distill,
+            teacher=ctx.reference if cfg.distill is not None else None,
+            eval_data=ctx.monitor_data,
+            checkpoint_dir=ctx.stage_dir(),
+            resume=ctx.resume,
+            verbose=ctx.verbose,
+            log=rounds,
+            inplace=True,
         )
         info["rounds"] = rounds
-    info.update(macs_after=count_macs(model, x), params_after=count_parameters(model),
-                layers=getattr(model, "slimtorch_structured", {}))
+    info.update(
+        macs_after=count_macs(model, x),
+        params_after=count_parameters(model),
+        layers=getattr(model, "slimtorch_structured", {}),
+    )
     if ctx.test_data is not None:
         info["accuracy_after"] = evaluate(model, ctx.test_data).accuracy
     info["latency_ms_b1"] = _timed(before, model.eval(), x)
     if info["latency_ms_b1"]["pruned"] >= info["latency_ms_b1"]["before"]:
         lat = info["latency_ms_b1"]
-        info["warnings"] = [f"structured pruning made the model no faster in eager PyTorch at batch 1: "
-                            f"{lat['pruned']:.3g} ms vs {lat['before']:.3g} ms before (MACs "
-                            f"{info['macs_before']} -> {info['macs_after']})"]  # fmt: skip
+        info["warnings"] = [
+            f"structured pruning made the model no faster in eager PyTorch at batch 1: "
+            f"{lat['pruned']:.3g} ms vs {lat['before']:.3g} ms before (MACs "
+            f"{info['macs_before']} -> {info['macs_after']})"
+        ]
         if ctx.verbose:
             from slimtorch.deploy.regression import warn
 

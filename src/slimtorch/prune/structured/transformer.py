@@ -33,8 +33,12 @@ def encoder_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     out = []
     for name, m in model.named_modules():
         att = getattr(getattr(m, "attention", None), "self", None)
-        if att is not None and all(hasattr(att, a) for a in ("query", "key", "value", "num_attention_heads")) \
-                and hasattr(m, "intermediate") and hasattr(m, "output"):
+        if (
+            att is not None
+            and all(hasattr(att, a) for a in ("query", "key", "value", "num_attention_heads"))
+            and hasattr(m, "intermediate")
+            and hasattr(m, "output")
+        ):
             out.append((name, m))
     return out
 
@@ -85,6 +89,7 @@ def _contributions(model: nn.Module, layers, calib) -> dict[str, dict[str, torch
             st["head_norm"] = st.get("head_norm", 0) + contrib.norm(dim=2).sum(0)
             st["head_mean"] = st.get("head_mean", 0) + contrib.sum(0)
             st["tokens_a"] = st.get("tokens_a", 0) + a.shape[0]
+
         return hook
 
     def on_ffn_out(name, dense):
@@ -94,11 +99,14 @@ def _contributions(model: nn.Module, layers, calib) -> dict[str, dict[str, torch
             st["ffn_norm"] = st.get("ffn_norm", 0) + a.abs().sum(0) * dense.weight.norm(dim=0)
             st["ffn_mean"] = st.get("ffn_mean", 0) + a.sum(0)
             st["tokens_f"] = st.get("tokens_f", 0) + a.shape[0]
+
         return hook
 
     for name, layer in layers:
         dense = layer.attention.output.dense
-        hooks.append(dense.register_forward_pre_hook(on_attn_out(name, dense, layer.attention.self.num_attention_heads)))
+        hooks.append(
+            dense.register_forward_pre_hook(on_attn_out(name, dense, layer.attention.self.num_attention_heads))
+        )
         hooks.append(layer.output.dense.register_forward_pre_hook(on_ffn_out(name, layer.output.dense)))
     was = model.training
     model.eval()
