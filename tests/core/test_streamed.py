@@ -8,7 +8,7 @@ import torch
 from slimtorch.quantize.qlinear import load_quantized_lm, save_quantized_lm
 from tests.llm_dirs import tiny_llama_dir
 from tests.llm_fixtures import tiny_ids
-from tests.quantize.test_gptq_streamed import _same_folder
+from tests.quantize.test_gptq_streamed import same_folder
 
 
 def _methods():
@@ -37,7 +37,7 @@ def test_streamed_method_equals_in_memory(name, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32).eval()
     mem = save_quantized_lm(in_memory(model, config, ids, inplace=True), tmp_path / "mem")
     out = streamed(lm_dir, tmp_path / "streamed", config, ids)
-    _same_folder(mem, out)
+    same_folder(mem, out)
     reloaded = load_quantized_lm(out)
     w = reloaded.get_submodule("model.layers.1.mlp.down_proj").weight
     if name != "awq":  # half the weights really are zero after the reload

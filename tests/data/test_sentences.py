@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slimtorch.core.errors import DataNotFoundError
-from slimtorch.data.sentences import _sentences_of, split_sentences
+from slimtorch.data.sentences import sentences_of, split_sentences
 from slimtorch.data.text import load_documents
 
 SOURCES = ("gsm8k", "licenses")  # always present after setup (PyPI wheel, Debian base files)
@@ -19,8 +19,8 @@ def test_sentences_are_cut_from_prose_and_markup_is_left_out():
     )
     # GSM8K's field label dropped; the number run, the URL, the calculator markup and the
     # unfinished last sentence are left out; whitespace is collapsed
-    assert _sentences_of(text, 4, 40) == ["Tom has 3 apples.", "The bag is red."]
-    assert _sentences_of(text, 5, 40) == []
+    assert sentences_of(text, 4, 40) == ["Tom has 3 apples.", "The bag is red."]
+    assert sentences_of(text, 5, 40) == []
 
 
 def test_split_is_document_disjoint_reproducible_and_real():

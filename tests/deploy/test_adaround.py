@@ -126,13 +126,13 @@ def test_reconstruction_error_is_lower_than_round_to_nearest():
     "conv", [nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Conv2d(4, 4, (3, 2), padding=(1, 2), dilation=2, groups=2)]
 )
 def test_sampled_patches_are_unfold_rows(conv):
-    from slimtorch.deploy.adaround import _patches, _positions
+    from slimtorch.deploy.adaround import input_rows, output_positions
 
     x = _images(2, shape=(4, 9, 7))
-    n = _positions(conv, x)
+    n = output_positions(conv, x)
     cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # [B, C*k, L]
     idx = torch.tensor([0, 3, n // 2, n - 1])
-    assert torch.equal(_patches(conv, x, idx), cols.transpose(1, 2).reshape(n, -1)[idx])
+    assert torch.equal(input_rows(conv, x, idx), cols.transpose(1, 2).reshape(n, -1)[idx])
 
 
 class _Depthwise(nn.Module):

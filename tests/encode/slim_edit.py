@@ -11,7 +11,7 @@ import zlib
 
 from safetensors.numpy import load, save
 
-from slimtorch.encode.format import MANIFEST, _header
+from slimtorch.encode.format import MANIFEST, read_header
 
 
 def _sha(b: bytes) -> str:
@@ -19,7 +19,7 @@ def _sha(b: bytes) -> str:
 
 
 def metadata(data: bytes) -> dict:
-    return dict(_header(data)["__metadata__"])
+    return dict(read_header(data)["__metadata__"])
 
 
 def manifest_doc(data: bytes) -> dict:

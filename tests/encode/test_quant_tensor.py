@@ -7,7 +7,7 @@ import pytest
 
 from slimtorch.core.errors import FormatError
 from slimtorch.encode import pack_state, unpack_shared
-from slimtorch.encode.format import _header
+from slimtorch.encode.format import read_header
 from slimtorch.encode.quant_tensor import QuantTensor, decode_quant, encode_quant
 from tests.encode.slim_edit import manifest_doc, with_manifest
 
@@ -117,6 +117,6 @@ def test_a_flipped_payload_byte_is_caught_by_its_checksum():
     tensors = {k: v.copy() for k, v in load(data).items()}
     tensors["p0"][len(tensors["p0"]) // 2] ^= 4
     with pytest.raises(FormatError, match="tensor 'w': payload checksum"):
-        unpack_shared(save(tensors, metadata=_header(data)["__metadata__"]))
+        unpack_shared(save(tensors, metadata=read_header(data)["__metadata__"]))
     assert hashlib.sha256(data).hexdigest()  # (the original stays readable)
     assert unpack_shared(data)[0]["w"] == make_quant()

@@ -21,7 +21,7 @@ from slimtorch.encode import (
     unpack_shared,
     unpack_state,
 )
-from slimtorch.encode.format import _header
+from slimtorch.encode.format import read_header
 from tests.encode.encode_strategies import make_shared, shared_tensors
 from tests.encode.slim_edit import manifest_doc, rewrite, with_manifest
 
@@ -115,7 +115,7 @@ def test_payload_checksum_is_checked(packed):
     tensors["p0"] = tensors["p0"].copy()
     tensors["p0"][-1] ^= 1
     with pytest.raises(FormatError, match="checksum"):
-        unpack_state(save(tensors, metadata=_header(packed)["__metadata__"]))
+        unpack_state(save(tensors, metadata=read_header(packed)["__metadata__"]))
 
 
 @pytest.mark.parametrize(
@@ -173,14 +173,14 @@ def test_version_1_files_are_still_read(packed):
 
 
 def json_meta_version(data: bytes) -> str:
-    return _header(data)["__metadata__"]["version"]
+    return read_header(data)["__metadata__"]["version"]
 
 
 def test_v2_manifest_tensor_problems_are_named(packed):
     tensors = load(packed)
     del tensors["manifest"]
     with pytest.raises(FormatError, match="no manifest tensor"):
-        unpack_state(save(tensors, metadata=_header(packed)["__metadata__"]))
+        unpack_state(save(tensors, metadata=read_header(packed)["__metadata__"]))
     for blob, match in [
         (b"not zlib at all", "not valid zlib"),
         (zlib.compress(b"[1, 2]"), "no tensor list"),
@@ -189,7 +189,7 @@ def test_v2_manifest_tensor_problems_are_named(packed):
     ]:
         t = dict(load(packed))
         t["manifest"] = np.frombuffer(blob, dtype=np.uint8)
-        meta = dict(_header(packed)["__metadata__"], manifest_sha256=hashlib.sha256(blob).hexdigest())
+        meta = dict(read_header(packed)["__metadata__"], manifest_sha256=hashlib.sha256(blob).hexdigest())
         with pytest.raises(FormatError, match=match):
             unpack_state(save(t, metadata=meta))
 

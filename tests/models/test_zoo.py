@@ -8,7 +8,7 @@ from torch import nn
 
 from slimtorch.core.errors import ConfigError
 from slimtorch.models import MODELS, create_model, list_models, register_model
-from slimtorch.models.mobilenetv2 import _make_divisible
+from slimtorch.models.mobilenetv2 import make_divisible
 
 NUM_OUTPUTS = {"mobilenet_v2": 1000, "minilm_l6": 384}
 # causal language models return (batch, length, vocab) logits and load 100M+ parameters: tested in
@@ -70,9 +70,9 @@ def test_resnet_depths_and_option_b_shortcuts():
 
 
 def test_make_divisible_matches_torchvision_rounding():
-    assert _make_divisible(32 * 0.35, 8) == 16  # never below 90% after rounding: 11.2 -> 16
-    assert _make_divisible(32 * 0.5, 8) == 16
-    assert _make_divisible(1280 * 1.4, 8) == 1792
+    assert make_divisible(32 * 0.35, 8) == 16  # never below 90% after rounding: 11.2 -> 16
+    assert make_divisible(32 * 0.5, 8) == 16
+    assert make_divisible(1280 * 1.4, 8) == 1792
     small = create_model("mobilenet_v2", width_mult=0.5, num_classes=7)
     assert small.features[0][0].out_channels == 16 and small.classifier[1].out_features == 7
     assert small.classifier[1].in_features == 1280

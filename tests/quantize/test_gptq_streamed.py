@@ -33,7 +33,7 @@ def _in_memory(lm_dir, config, ids, out):
     return save_quantized_lm(quantize_gptq(model, config, ids, inplace=True), out)
 
 
-def _same_folder(a, b) -> None:
+def same_folder(a, b) -> None:
     ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert sorted(ta) == sorted(tb)
     for k in ta:
@@ -47,7 +47,7 @@ def test_streamed_equals_in_memory(name, tmp_path):
     ids = tiny_ids(7, 24, seed=1)
     mem = _in_memory(lm_dir, CONFIGS[name], ids, tmp_path / "mem")
     out = quantize_gptq_streamed(lm_dir, tmp_path / "streamed", CONFIGS[name], ids)
-    _same_folder(mem, out)
+    same_folder(mem, out)
     model = load_quantized_lm(out)
     assert sum(isinstance(m, QuantLinear) for m in model.modules()) == 14 + (name != "g48")  # 7 per block (+ lm_head)
     with torch.no_grad():
@@ -82,7 +82,7 @@ def test_killed_calibration_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(gptq, "quantize_block", lambda *a, **kw: (seen.append(1), real(*a, **kw)))
     out = quantize_gptq_streamed(lm_dir, tmp_path / "out", config, ids, checkpoint_dir=tmp_path / "ckpt")
     assert len(seen) == 1  # only the second block was calibrated again
-    _same_folder(_in_memory(lm_dir, config, ids, tmp_path / "mem"), out)
+    same_folder(_in_memory(lm_dir, config, ids, tmp_path / "mem"), out)
     assert not (tmp_path / "ckpt").exists()
 
 
@@ -132,7 +132,7 @@ def test_recipe_stage_stream_option_gives_the_same_model(tmp_path):
     fields = {"grid": {"bits": 4, "group_size": 48}, "calib_windows": 2}
     plain = _stage(lm_dir, tmp_path / "plain", fields)
     streamed = _stage(lm_dir, tmp_path / "streamed", {**fields, "stream": True})
-    _same_folder(plain.artifacts["gptq"], streamed.artifacts["gptq"])
+    same_folder(plain.artifacts["gptq"], streamed.artifacts["gptq"])
     assert streamed.info["gptq"]["calib_windows"] == 2 and "stream" not in streamed.info["gptq"]["config"]
     assert not (tmp_path / "streamed" / "01_gptq" / "streamed").exists()
     with pytest.raises(ConfigError, match="first stage"):

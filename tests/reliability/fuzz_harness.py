@@ -41,7 +41,7 @@ DOCUMENTED = (FormatError, ConfigError, DataNotFoundError, FileNotFoundError, Un
 
 
 # --------------------------------------------------------------------------- seed files
-def _tiny_model(seed: int = 0):
+def tiny_model(seed: int = 0):
     from slimtorch.models import create_model
 
     torch.manual_seed(seed)
@@ -54,7 +54,7 @@ def seed_slim() -> bytes:
     from slimtorch.quantize.config import KMeansConfig
     from slimtorch.quantize.kmeans import kmeans_share
 
-    model = prune(_tiny_model(), PruneConfig(sparsity=0.8))
+    model = prune(tiny_model(), PruneConfig(sparsity=0.8))
     model = kmeans_share(model, KMeansConfig(bits=4))
     return pack_model(model)
 
@@ -66,7 +66,7 @@ def seed_slim_variants() -> list[bytes]:
     from slimtorch.quantize.config import KMeansConfig
     from slimtorch.quantize.kmeans import kmeans_share
 
-    model = kmeans_share(prune(_tiny_model(), PruneConfig(sparsity=0.8)), KMeansConfig(bits=4))
+    model = kmeans_share(prune(tiny_model(), PruneConfig(sparsity=0.8)), KMeansConfig(bits=4))
     return [pack_model(model, method=m, index=i) for m in ("huffman", "ans") for i in ("gap", "gap-raw", "bitmask")]
 
 
@@ -74,14 +74,14 @@ def seed_model_file() -> bytes:
     from slimtorch.io.model_file import model_to_bytes
     from slimtorch.prune import PruneConfig, prune
 
-    return model_to_bytes(prune(_tiny_model(), PruneConfig(sparsity=0.8)), metadata={"accuracy": 0.5})
+    return model_to_bytes(prune(tiny_model(), PruneConfig(sparsity=0.8)), metadata={"accuracy": 0.5})
 
 
 def seed_quantized() -> bytes:
     from slimtorch.quantize.config import QuantConfig
     from slimtorch.quantize.model import quantize_model, save_quantized
 
-    model = _tiny_model()
+    model = tiny_model()
     q = quantize_model(model, QuantConfig(act_bits=8), [torch.randn(8, 32) for _ in range(2)])
     with tempfile.TemporaryDirectory() as d:
         return Path(save_quantized(q, Path(d) / "q.safetensors")).read_bytes()
@@ -117,7 +117,7 @@ def seed_recipe() -> bytes:
 def seed_checkpoint() -> bytes:
     from slimtorch.train.checkpoint import save_checkpoint
 
-    model = _tiny_model()
+    model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 32)).sum().backward()
     opt.step()

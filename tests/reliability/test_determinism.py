@@ -33,9 +33,9 @@ def test_writers_are_byte_stable_within_a_process():
     """safetensors orders ``__metadata__`` from a Rust HashMap: the writers sort the header."""
     from slimtorch.encode.format import pack_state
     from slimtorch.io.model_file import model_to_bytes
-    from tests.reliability.fuzz_harness import _tiny_model
+    from tests.reliability.fuzz_harness import tiny_model
 
-    model = _tiny_model()
+    model = tiny_model()
     assert len({model_to_bytes(model, metadata={"a": 1, "b": 2}) for _ in range(8)}) == 1
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     assert len({pack_state(state, {"model": {"name": "mlp"}, "x": [1, 2]}) for _ in range(8)}) == 1

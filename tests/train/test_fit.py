@@ -148,11 +148,11 @@ def test_empty_training_data_is_refused():
 
 
 def test_jitter_shifts_each_image_within_bounds():
-    from slimtorch.train.loop import _jitter
+    from slimtorch.train.loop import random_shift
 
     x = torch.zeros(64, 1, 9, 9)
     x[:, :, 4, 4] = 1.0  # one bright pixel in the centre
-    out = _jitter(x, 2, torch.Generator().manual_seed(0))
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
     pos = out.flatten(1).argmax(1)
     rows, cols = pos // 9, pos % 9
     assert out.sum() == 64  # nothing lost: the shift never pushes the pixel out

@@ -100,9 +100,9 @@ def skeleton(directory: str | os.PathLike, attn_implementation: str | None = Non
 
     ``attn_implementation``: transformers' attention kernel (``None``: its default, ``sdpa``).
     """
-    from slimtorch.models.llm import _offline
+    from slimtorch.models.llm import offline_env
 
-    _offline()
+    offline_env()
     try:
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM

@@ -118,7 +118,7 @@ class SentenceSplits:
         return {k: len(getattr(self, k)) for k in SPLITS}
 
 
-def _sentences_of(text: str, min_words: int, max_words: int) -> list[str]:
+def sentences_of(text: str, min_words: int, max_words: int) -> list[str]:
     """Prose sentences of one document: whitespace collapsed, lists, formulas and markup left out."""
     out = []
     for s in _SENTENCE_END.split(" ".join(text.split())):
@@ -167,7 +167,7 @@ def split_sentences(
     assign = assign_groups({d.group for d in docs}, fractions, seed)
     by_group: dict[str, list[str]] = {}
     for d in docs:
-        by_group.setdefault(d.group, []).extend(_sentences_of(d.text, min_words, max_words))
+        by_group.setdefault(d.group, []).extend(sentences_of(d.text, min_words, max_words))
     where: dict[str, set[str]] = {}
     for g, sents in by_group.items():
         for s in sents:

@@ -106,7 +106,7 @@ def _conv2d_view(mod: nn.Module, x: torch.Tensor):
     return x, tuple(mod.kernel_size), tuple(mod.stride), tuple(mod.dilation)
 
 
-def _positions(mod: nn.Module, x: torch.Tensor) -> int:
+def output_positions(mod: nn.Module, x: torch.Tensor) -> int:
     """Output positions (rows of the layer's matrix problem) that input ``x`` yields."""
     if isinstance(mod, nn.Linear):
         return x.numel() // x.shape[-1]
@@ -116,7 +116,7 @@ def _positions(mod: nn.Module, x: torch.Tensor) -> int:
     return xp.shape[0] * oh * ow
 
 
-def _patches(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def input_rows(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Rows ``idx`` of the layer's input matrix: ``[len(idx), in_channels * prod(kernel)]``.
 
     Same rows and column order as ``F.unfold`` followed by a transpose (columns in the
@@ -155,7 +155,7 @@ class _Rows:
     seeds: dict[str, int]
 
     def pick(self, name: str, mod: nn.Module, x: torch.Tensor, batch: int, call: int) -> torch.Tensor:
-        n, k = _positions(mod, x), self.per_call[name]
+        n, k = output_positions(mod, x), self.per_call[name]
         if n <= k:
             return torch.arange(n)
         g = torch.Generator().manual_seed(self.seeds[name] * 1_000_003 + batch * 7919 + call)
@@ -210,7 +210,7 @@ def _inputs(model: nn.Module, name: str, calls: int, batches, rows: _Rows) -> to
     def pre(m, args):
         c = state["calls"][name] = state["calls"].get(name, 0) + 1
         x = args[0].detach().float()
-        got.append(_patches(m, x, rows.pick(name, m, x, state["batch"], c - 1)))
+        got.append(input_rows(m, x, rows.pick(name, m, x, state["batch"], c - 1)))
         if calls == 1:
             raise _Stop  # the rest of the forward pass is not needed
 

@@ -200,7 +200,7 @@ def canonical_safetensors(data: bytes) -> bytes:
     return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
-def _header(data: bytes) -> dict:
+def read_header(data: bytes) -> dict:
     if len(data) < 8:
         raise FormatError(f"not a .slim file: {len(data)} bytes is too short for a safetensors header")
     n = int.from_bytes(data[:8], "little")
@@ -350,7 +350,7 @@ def read_manifest(data: bytes) -> tuple[list[dict], dict, dict[str, np.ndarray]]
         FormatError: naming the first check that failed (structure, magic, version,
             checksum).
     """
-    meta = _header(data)["__metadata__"]
+    meta = read_header(data)["__metadata__"]
     from safetensors.numpy import load
 
     try:
@@ -390,7 +390,7 @@ class SlimReader:
                 len(head) == 8 and n <= min(size - 8, MAX_HEADER),
                 f"{self.path}: not a .slim file (or truncated): {size} bytes cannot hold its declared header",
             )
-            header = _header(head + fh.read(n))
+            header = read_header(head + fh.read(n))
         self._base = 8 + n
         self._spans: dict[str, tuple[int, int]] = {}
         end = 0

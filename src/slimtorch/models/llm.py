@@ -32,7 +32,7 @@ from slimtorch.models.registry import register_model
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _offline() -> None:
+def offline_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -60,7 +60,7 @@ def load_causal_lm(path: str | os.PathLike, gguf_file: str | None = None) -> tup
     Raises:
         DataNotFoundError: ``path`` is not a directory or transformers is missing.
     """
-    _offline()
+    offline_env()
     path = Path(path)
     if not path.is_dir():
         raise DataNotFoundError(f"no model directory at {path}: give a local Hugging Face directory")

@@ -31,7 +31,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _SETTINGS = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
 
 
-def _make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
+def make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
     """Round ``v`` to a multiple of ``divisor`` without going below 90% of it (as torchvision)."""
     if min_value is None:
         min_value = divisor
@@ -79,11 +79,11 @@ class MobileNetV2(nn.Module):
         super().__init__()
         if width_mult <= 0 or num_classes < 1:
             raise ConfigError(f"need width_mult > 0 and num_classes >= 1, got {width_mult}, {num_classes}")
-        input_channel = _make_divisible(32 * width_mult, round_nearest)
-        self.last_channel = _make_divisible(1280 * max(1.0, width_mult), round_nearest)
+        input_channel = make_divisible(32 * width_mult, round_nearest)
+        self.last_channel = make_divisible(1280 * max(1.0, width_mult), round_nearest)
         features: list[nn.Module] = [_conv_bn_relu6(3, input_channel, stride=2)]
         for t, c, n, s in _SETTINGS:
-            output_channel = _make_divisible(c * width_mult, round_nearest)
+            output_channel = make_divisible(c * width_mult, round_nearest)
             for i in range(n):
                 features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t))
                 input_channel = output_channel

@@ -55,7 +55,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
 
 
-def _jitter(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
+def random_shift(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
     """Translate each image by up to ±pixels (zero fill), as in Hinton et al. 2015's MNIST runs.
 
     Vectorised over the (2p+1)² possible shifts rather than over images.
@@ -160,7 +160,7 @@ def fit(
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             if config.jitter:
-                x = _jitter(x, config.jitter, jitter_gen)
+                x = random_shift(x, config.jitter, jitter_gen)
             for cb in callbacks:
                 cb.on_step_begin(state)
             optimizer.zero_grad(set_to_none=True)
