@@ -795,6 +795,120 @@ def minilm():
     print("minilm noise floor", RESULT["minilm"]["noise_floor"], flush=True)
 
 
+# ---------------------------------------------------------------- a second runtime: OpenVINO
+OPENVINO_PIN = "openvino==2026.4.1"
+
+
+def ov_runner(path, precision: str = "f32"):
+    """``path`` (ONNX) compiled by OpenVINO's CPU plugin, 1 thread, latency mode.
+
+    ``precision`` is its ``INFERENCE_PRECISION_HINT``: ``f32`` keeps every float op in fp32
+    (OpenVINO's default on a CPU with AMX is bf16, which would not be an fp32 baseline);
+    ``bf16`` runs float ops in bfloat16 on AMX tiles. Quantized (Q/DQ) parts of an INT8
+    file run on OpenVINO's integer kernels either way.
+    """
+    import openvino as ov
+
+    hints = {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": precision}
+    compiled = ov.Core().compile_model(str(path), "CPU", {**hints, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    request, out = compiled.create_infer_request(), compiled.outputs[0]
+    return lambda b: torch.from_numpy(request.infer([t.numpy() for t in b])[out].copy()).float()
+
+
+def _runtime_table(name, runners, ref_data, batches, fp32_keys, notes) -> dict:
+    """Like ``table`` but the fastest fp32 is over ``fp32_keys`` (both runtimes' fp32)."""
+    ref = predict(runners["torch_fp32"], ref_data)
+    rows = {k: {"fidelity": fidelity(ref, predict(run, ref_data)), **notes.get(k, {})} for k, run in runners.items()}
+    for bs in batches:
+        lat = time_variants(runners, tuple(t[:bs] for t in ref_data), rounds=ROUNDS)
+        best = min(lat[k] for k in fp32_keys)
+        for k in runners:
+            rows[k][f"latency_ms_b{bs}"] = lat[k]
+            rows[k][f"speedup_b{bs}_vs_fastest_fp32"] = best / lat[k]
+    print(name, json.dumps({k: {m: v for m, v in r.items() if m.startswith("speedup")} for k, r in rows.items()}))
+    return rows
+
+
+def openvino_ab():
+    """The same ONNX files on OpenVINO next to ONNX Runtime, one process, interleaved, 1 thread.
+
+    Issue 23 asks for the fastest integer kernels available, per model. OpenVINO is the other
+    production CPU runtime that reads these files (QDQ INT8 included) and the one that uses
+    this CPU's AMX tiles (``amx_int8``, ``amx_bf16`` in the environment's flags). Rows:
+    fp32 on both runtimes (the fastest is the baseline), bf16 on OpenVINO (AMX; not INT8, but
+    the alternative a user of this CPU has), and slimtorch's INT8 file on both runtimes.
+    Fidelity on the same held-out test data as the headline tables.
+    """
+    try:
+        import openvino
+    except ImportError:
+        merge_key("openvino_ab", {"skipped": f"openvino is not installed (pip install {OPENVINO_PIN})"})
+        return
+    load_start = os.getloadavg()
+    record = {"openvino_version": openvino.__version__, "threads": 1, "rounds": ROUNDS}
+
+    model, cal_q, sel, ev, split = mobilenet_setup()
+    fp32 = WORK / "ov_mb_fp32.onnx"
+    mobilenet_fp32_onnx(model, ev, fp32)
+    qm, cfg, _ = mobilenet_slimtorch_int8(model, cal_q, sel, WORK / "ov_mb_slim")
+    runners = {
+        "torch_fp32": torch_runner(model),
+        "ort_fp32": ort_runner(fp32),
+        "openvino_fp32": ov_runner(fp32),
+        "openvino_bf16_amx": ov_runner(fp32, "bf16"),
+        "slimtorch_int8_on_ort": qm.runner,
+        "slimtorch_int8_on_openvino": ov_runner(qm.path),
+    }
+    notes = {"slimtorch_int8_on_ort": {"float_layers": qm.float_layers}}
+    notes["slimtorch_int8_on_openvino"] = notes["slimtorch_int8_on_ort"]
+    record["mobilenet_v2"] = {
+        "rows": _runtime_table(
+            "mobilenet_v2", runners, (ev,), [1, 8], ("torch_fp32", "ort_fp32", "openvino_fp32"), notes
+        ),
+        "eval_split": split,
+    }
+
+    enc, data, msplit = minilm_data((128, 512, 1200))
+    cal, test = data["calibration"], data["test"]
+    mfp32 = WORK / "ov_minilm_fp32.onnx"
+    minilm_fp32_onnx(enc, cal, mfp32)
+    # the SmoothQuant strength the minilm section chose on the selection sentences (not re-chosen here)
+    alpha = (RESULT.get("minilm", {}).get("selection") or {}).get("smooth_alpha_chosen")
+    mq = to_int8(
+        enc,
+        torch.utils.data.TensorDataset(*cal),
+        Int8Config(
+            mode="dynamic",
+            per_channel=True,
+            reduce_range=False,
+            cle=False,
+            smooth_alpha=alpha,
+            max_float_layers=0,
+            calib_batches=len(cal[0]) // 32,
+            calib_batch_size=32,
+            opset=MINILM_OPSET,
+        ),
+        out_dir=WORK / "ov_minilm_slim",
+    )
+    runners = {
+        "torch_fp32": torch_runner(enc),
+        "ort_fp32": ort_runner(mfp32),
+        "openvino_fp32": ov_runner(mfp32),
+        "openvino_bf16_amx": ov_runner(mfp32, "bf16"),
+        "slimtorch_int8_dynamic_all_int8_on_ort": mq.runner,
+        "slimtorch_int8_dynamic_all_int8_on_openvino": ov_runner(mq.path),
+    }
+    record["minilm"] = {
+        "rows": _runtime_table("minilm", runners, test, [1, 32], ("torch_fp32", "ort_fp32", "openvino_fp32"), {}),
+        "eval_split": msplit,
+        "smooth_alpha": alpha,
+        "note": "all-INT8 (no fallback) dynamic file, SmoothQuant strength from the minilm section's selection",
+    }
+    record["environment"] = environment()
+    record["loadavg_start"], record["loadavg_end"] = list(load_start), list(os.getloadavg())
+    merge_key("openvino_ab", record)
+
+
 # ---------------------------------------------------------------- where the time goes
 PROFILE_ROUNDS = 3  # each variant profiled this often, alternating; the round with the median total is kept
 TARGET_SPEEDUP = 2.5  # issue 23's target at every batch size
@@ -1054,6 +1168,7 @@ if __name__ == "__main__":
         "mobilenet_fallback_frontier",
         "profile",
         "minilm_opset_ab",
+        "openvino_ab",
     ]
     merged = {
         "mobilenet_adaround",
@@ -1061,6 +1176,7 @@ if __name__ == "__main__":
         "mobilenet_fallback_frontier",
         "profile",
         "minilm_opset_ab",
+        "openvino_ab",
     }  # sections that set only their own key in the results file
     only = [a for a in sys.argv[1:] if not a.startswith("--")] or every
     if OUT.exists() and set(only) != set(every):
@@ -1080,6 +1196,7 @@ if __name__ == "__main__":
                 "mobilenet_fallback_frontier": mobilenet_fallback_frontier,
                 "profile": profile,
                 "minilm_opset_ab": minilm_opset_ab,
+                "openvino_ab": openvino_ab,
             }[name]()
         except Exception as exc:  # noqa: BLE001 - record and go on with the other models
             import traceback

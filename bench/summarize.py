@@ -1146,6 +1146,35 @@ def int8_profile(d: dict) -> list[str]:
     ab = d.get("minilm_opset_ab")
     if ab and "rows" in ab:
         out += _opset_ab(ab)
+    ov = d.get("openvino_ab")
+    if ov and "mobilenet_v2" in ov:
+        out += _openvino_ab(ov)
+    return out
+
+
+def _openvino_ab(ov: dict) -> list[str]:
+    """The same ONNX files on OpenVINO next to ONNX Runtime (``bench/int8.py openvino_ab``)."""
+    out = [
+        f"**A second runtime, measured** (`bench/int8.py openvino_ab`, OpenVINO {ov['openvino_version']}, 1 thread, "
+        "interleaved in one process with ONNX Runtime): the same fp32 and slimtorch INT8 ONNX files on both "
+        "runtimes, plus OpenVINO's bf16 (AMX tiles on this CPU; not INT8). Speed-up against the fastest fp32 "
+        "of the run (torch, ORT or OpenVINO); fidelity vs torch fp32 on the held-out test data.\n",
+        "| model | variant | latency ms (small / large batch) | speed-up vs fastest fp32 | test fidelity |",
+        "|---|---|---|---|---|",
+    ]
+    for model, (b1, b2) in (("mobilenet_v2", (1, 8)), ("minilm", (1, 32))):
+        for k, r in (ov.get(model) or {}).get("rows", {}).items():
+            f = r["fidelity"]
+            fid = (
+                f"agreement {100 * f['top1_agreement']:.1f} %, KL {f['mean_kl']:.4f}"
+                if model == "mobilenet_v2"
+                else f"cosine {f['cosine_mean']:.4f} mean / {f['cosine_min']:.4f} min"
+            )
+            out.append(
+                f"| {model} | {k} | {r[f'latency_ms_b{b1}']:.2f} / {r[f'latency_ms_b{b2}']:.1f} (b{b1} / b{b2}) | "
+                f"{r[f'speedup_b{b1}_vs_fastest_fp32']:.2f}× / {r[f'speedup_b{b2}_vs_fastest_fp32']:.2f}× | {fid} |"
+            )
+    out += ["", f"_{_when(ov.get('environment'))}; {_loadavg(ov)}._\n"]
     return out
 
 
