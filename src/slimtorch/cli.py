@@ -42,9 +42,9 @@ def _bounded(kind: type, low: float, inclusive: bool = True):
     return parse
 
 
-_pos_int = _bounded(int, 1)
+positive_int = _bounded(int, 1)
 _nonneg_int = _bounded(int, 0)
-_pos_float = _bounded(float, 0, inclusive=False)
+positive_float = _bounded(float, 0, inclusive=False)
 _nonneg_float = _bounded(float, 0)
 
 
@@ -324,11 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     _add_data_args(p)
     p.add_argument("--epochs", type=_nonneg_int, default=10)
-    p.add_argument("--batch-size", type=_pos_int, default=128)
-    p.add_argument("--lr", type=_pos_float, default=0.05)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=0.05)
     p.add_argument("--weight-decay", type=_nonneg_float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_pos_int)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--force", action="store_true")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(fn=cmd_train)
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help="parameters, sparsity, MACs, size, latency, accuracy")
         add_model_args(p)
         _add_data_args(p)
-        p.add_argument("--threads", type=_pos_int)
+        p.add_argument("--threads", type=positive_int)
         p.add_argument("--json", help="also write the record to this JSON file")
         p.set_defaults(fn=cmd_measure)
 
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--method", choices=["auto", "huffman", "ans"], default="auto")
     p.add_argument("--index", choices=["auto", "gap", "gap-raw", "bitmask"], default="auto")
-    p.add_argument("--max-codebook", type=_pos_int, default=256, help="max distinct values of a shared weight")
+    p.add_argument("--max-codebook", type=positive_int, default=256, help="max distinct values of a shared weight")
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_pack)
 

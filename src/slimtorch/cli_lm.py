@@ -37,12 +37,12 @@ def _top_p(text: str) -> float:
 
 def add_lm_eval_args(p: argparse.ArgumentParser) -> None:
     """Perplexity options of ``slimtorch eval`` (used when the model is a causal language model)."""
-    from slimtorch.cli import _pos_int
+    from slimtorch.cli import positive_int
 
     g = p.add_argument_group("language models (perplexity on the offline text's test split)")
     g.add_argument("--window", type=_bounded_window, default=512, help="tokens per perplexity window (default 512)")
-    g.add_argument("--stride", type=_pos_int, help="step between windows (default: the window; smaller overlaps)")
-    g.add_argument("--windows", type=_pos_int, default=16, help="windows to evaluate (default 16; fewer is faster)")
+    g.add_argument("--stride", type=positive_int, help="step between windows (default: the window; smaller overlaps)")
+    g.add_argument("--windows", type=positive_int, default=16, help="windows to evaluate (default 16; fewer is faster)")
     g.add_argument("--sources", help="comma-separated text sources (default: gsm8k,licenses,fortunes,jargon)")
     g.add_argument("--text-seed", type=int, default=0, help="the split's seed (recipes use 0)")
 
@@ -216,20 +216,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def add_generate_parser(sub) -> argparse.ArgumentParser:
-    from slimtorch.cli import _pos_float, _pos_int, add_model_args
+    from slimtorch.cli import add_model_args, positive_float, positive_int
 
     p = sub.add_parser("generate", help="continue a prompt with a (compressed) language model; prints tokens/s")
     add_model_args(p, "compressed LM folder, run folder, Hugging Face causal-LM folder or zoo LM")
     p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--max-new-tokens", type=_pos_int, default=64)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
     p.add_argument("--greedy", action="store_true", help="pick the most likely token (the default)")
-    p.add_argument("--temperature", type=_pos_float, help="sample with this temperature")
+    p.add_argument("--temperature", type=positive_float, help="sample with this temperature")
     p.add_argument("--top-p", type=_top_p, help="sample from the smallest set of tokens with this total probability")
-    p.add_argument("--top-k", type=_pos_int, help="sample among the k most likely tokens (exported ONNX models)")
+    p.add_argument("--top-k", type=positive_int, help="sample among the k most likely tokens (exported ONNX models)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     p.add_argument("--only-new", action="store_true", help="print only the generated text, not the prompt")
-    p.add_argument("--threads", type=_pos_int)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--json", help="also write text, token counts and tokens/s to this JSON file")
     p.set_defaults(fn=cmd_generate)
     return p
@@ -273,7 +273,7 @@ def cmd_export_lm(args: argparse.Namespace) -> int:
 
 
 def add_export_parser(sub) -> argparse.ArgumentParser:
-    from slimtorch.cli import _pos_int, add_model_args
+    from slimtorch.cli import add_model_args, positive_int
 
     p = sub.add_parser(
         "export-lm",
@@ -299,7 +299,7 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
         default="8",
         help="bits of the (tied) embedding / lm_head table; none keeps it float32 (default 8)",
     )
-    p.add_argument("--embedding-group-size", type=_pos_int, default=32)
+    p.add_argument("--embedding-group-size", type=positive_int, default=32)
     p.add_argument(
         "--accuracy-level",
         type=int,
@@ -307,6 +307,6 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
         default=4,
         help="MatMulNBits compute: 4 = int8 activations (fast), 0 = float (exact to the stored weights)",
     )
-    p.add_argument("--max-positions", type=_pos_int, help="longest prompt + generation (rotary cache length)")
+    p.add_argument("--max-positions", type=positive_int, help="longest prompt + generation (rotary cache length)")
     p.set_defaults(fn=cmd_export_lm)
     return p
