@@ -244,7 +244,7 @@ def _distill(m, x, folder, **kw):
 
     teacher = mlp()
     cfg = {"temperature": 2.0, "train": {"epochs": 1, "batch_size": 8}}
-    return distill(m, teacher, labelled(x, 4), cfg, verbose=False, **kw)
+    return distill(m, cfg, teacher, labelled(x, 4), verbose=False, **kw)
 
 
 def _smooth_linears(m, x, folder, **kw):
@@ -674,7 +674,7 @@ def _with_data(*args, **kwargs):
 
 
 def _distill_call(fn, m, c):
-    return fn(m, mlp(), labelled(mlp_batch(), 4), c, verbose=False)
+    return fn(m, c, mlp(), labelled(mlp_batch(), 4), verbose=False)
 
 
 def _kd_call(fn, m, c):

@@ -120,9 +120,9 @@ def finetune_pruned_with_kd(
         teacher = dense_copy(pruned)
     return distill(
         pruned,
+        config,
         teacher,
         train_data,
-        config,
         eval_data,
         callbacks=callbacks,
         checkpoint_dir=checkpoint_dir,
@@ -164,9 +164,9 @@ def qat_with_teacher(
         teacher = dense_copy(qat_model)
     return distill(
         qat_model,
+        config,
         teacher,
         train_data,
-        config,
         eval_data,
         callbacks=callbacks,
         checkpoint_dir=checkpoint_dir,
