@@ -85,6 +85,8 @@ def test_a_selection_that_leaves_nothing_is_an_error():
     with pytest.raises(ConfigError) as exc:
         select(net(), {"exclude": ["*"]}, KINDS)
     assert exc.value.field == "layers" and "selects no" in str(exc.value)
+    with pytest.raises(ConfigError, match=r"include=\[\]"):
+        select(net(), {"include": []}, KINDS)
     with pytest.raises(ConfigError, match="filter_fn"):
         select(net(), None, KINDS, filter_fn=lambda m, name: False)
     with pytest.raises(ConfigError, match=r"\(none\)"):

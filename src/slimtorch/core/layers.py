@@ -178,14 +178,10 @@ def select(
         and (filter_fn is None or filter_fn(m, n))
     }
     if not chosen:
-        given = f"include={sel.include or 'all'}, exclude={sel.exclude}" + (" and filter_fn" if filter_fn else "")
+        include = "all" if sel.include is None else sel.include
+        given = f"include={include}, exclude={sel.exclude}" + (" and filter_fn" if filter_fn else "")
         raise ConfigError(
             f"'{field}' selects no {label} ({given}); the model's {label} layers: {_few(names)}",
             field=field,
         )
     return chosen
-
-
-def matches(name: str, selection: LayerSelection) -> bool:
-    """Whether ``name`` is in ``selection`` by its patterns alone (no model check)."""
-    return (selection.include is None or _matches(name, selection.include)) and not _matches(name, selection.exclude)
