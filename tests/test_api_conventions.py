@@ -258,7 +258,7 @@ def _finetune_pruned_with_kd(m, x, folder, **kw):
 
     pruned = _prune(m, x, folder, **kw)
     return finetune_pruned_with_kd(
-        pruned, labelled(x, 4), {"train": {"epochs": 1, "batch_size": 8}}, verbose=False, **kw
+        pruned, {"train": {"epochs": 1, "batch_size": 8}}, labelled(x, 4), verbose=False, **kw
     )
 
 
@@ -266,7 +266,7 @@ def _qat_with_teacher(m, x, folder, **kw):
     from slimtorch.distill import qat_with_teacher
 
     return qat_with_teacher(
-        m, labelled(x, 4), {"train": {"epochs": 1, "batch_size": 8}}, teacher=mlp(), verbose=False, **kw
+        m, {"train": {"epochs": 1, "batch_size": 8}}, labelled(x, 4), teacher=mlp(), verbose=False, **kw
     )
 
 
@@ -678,7 +678,7 @@ def _distill_call(fn, m, c):
 
 
 def _kd_call(fn, m, c):
-    return fn(m, labelled(mlp_batch(), 4), c, teacher=mlp(), verbose=False)
+    return fn(m, c, labelled(mlp_batch(), 4), teacher=mlp(), verbose=False)
 
 
 @dataclass(frozen=True)
