@@ -141,7 +141,7 @@ def select_student(teacher, fit_part, val, epochs: int, verbose: bool) -> tuple[
         seed_everything(100)  # an initialisation none of the reported students uses
         student = create_model("mlp_800x2")
         t0 = time.perf_counter()
-        failed = _try_fit(lambda: distill_fit(student, teacher, fit_part, cfg, verbose=verbose))  # noqa: B023
+        failed = _try_fit(lambda: distill_fit(student, cfg, teacher, fit_part, verbose=verbose))  # noqa: B023
         rows.append(
             {
                 "changes": changes,
@@ -223,7 +223,7 @@ def hinton_mnist(
         fit(scratch, fit_part, scratch_cfg.replace(seed=seed), verbose=verbose)
         t_scratch = time.perf_counter() - t0
         t0 = time.perf_counter()
-        distill_fit(distilled, teacher, fit_part, kd_cfg.replace(train=scratch_cfg.replace(seed=seed)), verbose=verbose)
+        distill_fit(distilled, kd_cfg.replace(train=scratch_cfg.replace(seed=seed)), teacher, fit_part, verbose=verbose)
         t_distilled = time.perf_counter() - t0
         per_seed.append(
             {
@@ -353,7 +353,7 @@ def pruned_lenet5(train, test, epochs: int, ft_epochs: int, seeds: list[int], ve
             fit(m, train, ft.replace(seed=s), verbose=verbose)
             plain.append(errors(m, test))
             m = copy.deepcopy(pruned)
-            distill_fit(m, base, train, kd.replace(train=ft.replace(seed=s)), cache_path=cache, verbose=verbose)
+            distill_fit(m, kd.replace(train=ft.replace(seed=s)), base, train, cache_path=cache, verbose=verbose)
             distilled.append(errors(m, test))
     finally:
         cache.unlink(missing_ok=True)

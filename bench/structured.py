@@ -201,7 +201,7 @@ def prune_lenet5_with_kd(dense: nn.Module, train, test, x: torch.Tensor, ratio: 
             "seed": 1,
         },
     )
-    return distill(pruned, dense, train, kd, verbose=True), acc0, cfg, kd
+    return distill(pruned, kd, dense, train, verbose=True), acc0, cfg, kd
 
 
 def bench_lenet(ratios=(0.6, 0.7), ft_epochs: int = 3) -> dict:

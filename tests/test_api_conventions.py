@@ -244,7 +244,7 @@ def _distill(m, x, folder, **kw):
 
     teacher = mlp()
     cfg = {"temperature": 2.0, "train": {"epochs": 1, "batch_size": 8}}
-    return distill(m, teacher, labelled(x, 4), cfg, verbose=False, **kw)
+    return distill(m, cfg, teacher, labelled(x, 4), verbose=False, **kw)
 
 
 def _smooth_linears(m, x, folder, **kw):
@@ -258,7 +258,7 @@ def _finetune_pruned_with_kd(m, x, folder, **kw):
 
     pruned = _prune(m, x, folder, **kw)
     return finetune_pruned_with_kd(
-        pruned, labelled(x, 4), {"train": {"epochs": 1, "batch_size": 8}}, verbose=False, **kw
+        pruned, {"train": {"epochs": 1, "batch_size": 8}}, labelled(x, 4), verbose=False, **kw
     )
 
 
@@ -266,7 +266,7 @@ def _qat_with_teacher(m, x, folder, **kw):
     from slimtorch.distill import qat_with_teacher
 
     return qat_with_teacher(
-        m, labelled(x, 4), {"train": {"epochs": 1, "batch_size": 8}}, teacher=mlp(), verbose=False, **kw
+        m, {"train": {"epochs": 1, "batch_size": 8}}, labelled(x, 4), teacher=mlp(), verbose=False, **kw
     )
 
 
@@ -674,11 +674,11 @@ def _with_data(*args, **kwargs):
 
 
 def _distill_call(fn, m, c):
-    return fn(m, mlp(), labelled(mlp_batch(), 4), c, verbose=False)
+    return fn(m, c, mlp(), labelled(mlp_batch(), 4), verbose=False)
 
 
 def _kd_call(fn, m, c):
-    return fn(m, labelled(mlp_batch(), 4), c, teacher=mlp(), verbose=False)
+    return fn(m, c, labelled(mlp_batch(), 4), teacher=mlp(), verbose=False)
 
 
 @dataclass(frozen=True)
@@ -935,3 +935,150 @@ def test_streamed_variants_write_a_loadable_folder_and_leave_no_global_state(nam
     assert list(source.iterdir())  # the source folder is left in place
     with torch.no_grad():
         assert logits(load_quantized_lm(out)(ids)).shape == (4, 16, 260)
+
+
+# ---- one layer selection for every technique (docs/api.md, slimtorch.core.layers) ----------------------------
+
+
+def _adaround_sel(fn, m, layers):
+    return fn(m, [(conv_batch(),)], iters=5, samples=64, layers=layers)
+
+
+def _bias_correct_sel(fn, m, layers):
+    return fn(m, [(conv_batch(),)], layers=layers)
+
+
+@dataclass(frozen=True)
+class Selecting:
+    """A verb with a ``layers`` selection: how to call it with one, and a layer to exclude.
+
+    ``trained``: the verb trains the whole model, so an excluded layer keeps its shape and
+    stays dense rather than bit-identical.
+    """
+
+    path: str
+    model: Callable[[], nn.Module]
+    call: Callable[[Callable, nn.Module, Any], Any]  # call(verb, model, layers)
+    excluded: str
+    trained: bool = False
+
+
+def _with_config(name: str):
+    c = CONFIGURED[name]
+    return lambda fn, m, layers: c.call(fn, m, {**c.good, "layers": layers})
+
+
+_LM_LAYER = "model.layers.0.mlp.down_proj"
+SELECTING = {
+    "prune": Selecting("slimtorch.prune.prune", mlp, _with_config("prune"), "fc1"),
+    "prune_iterative": Selecting(
+        "slimtorch.prune.prune_iterative", mlp, _with_config("prune_iterative"), "fc1", trained=True
+    ),
+    "prune_channels": Selecting(
+        "slimtorch.prune.structured.prune_channels", conv_net, _with_config("prune_channels"), "conv1"
+    ),
+    "prune_finetune": Selecting(
+        "slimtorch.prune.structured.prune_finetune", conv_net, _with_config("prune_finetune"), "conv1", trained=True
+    ),
+    "quantize_model": Selecting("slimtorch.quantize.quantize_model", mlp, _with_config("quantize_model"), "fc1"),
+    "kmeans_share": Selecting("slimtorch.quantize.kmeans_share", mlp, _with_config("kmeans_share"), "fc1"),
+    "clip_weights": Selecting("slimtorch.quantize.clip_weights", mlp, _with_config("clip_weights"), "fc1"),
+    "adaround": Selecting("slimtorch.deploy.adaround", folded_trained_like_conv_net, _adaround_sel, "conv1"),
+    "bias_correct": Selecting("slimtorch.deploy.bias_correct", conv_net, _bias_correct_sel, "conv1"),
+    **{
+        name: Selecting(CONFIGURED[name].path, llama, _with_config(name), _LM_LAYER)
+        for name in (
+            "quantize_rtn",
+            "quantize_hqq",
+            "quantize_gptq",
+            "quantize_awq",
+            "prune_magnitude_lm",
+            "prune_wanda",
+            "prune_sparsegpt",
+        )
+    },
+}
+
+
+def _layer_state(model: nn.Module, name: str) -> tuple[type, dict[str, torch.Tensor]]:
+    layer = model.get_submodule(name)
+    return type(layer), {k: v.detach().clone() for k, v in layer.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", sorted(SELECTING))
+def test_an_include_pattern_matching_nothing_is_a_config_error_naming_it(name):
+    """The same rule for every technique: a pattern that selects nothing is an error, not a quiet no-op."""
+    from slimtorch.core.errors import ConfigError
+
+    s = SELECTING[name]
+    with pytest.raises(ConfigError) as info:
+        s.call(verb(s.path), s.model(), {"include": ["no_such_layer*"]})
+    assert info.value.field is not None and info.value.field.endswith("layers.include"), info.value.field
+    assert "'no_such_layer*'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTING))
+def test_an_exclude_pattern_matching_nothing_is_a_config_error_naming_it(name):
+    from slimtorch.core.errors import ConfigError
+
+    s = SELECTING[name]
+    with pytest.raises(ConfigError) as info:
+        s.call(verb(s.path), s.model(), {"exclude": [s.excluded + "_typo"]})
+    assert info.value.field is not None and info.value.field.endswith("layers.exclude"), info.value.field
+    assert f"'{s.excluded}_typo'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTING))
+def test_an_excluded_layer_is_left_as_it_was(name):
+    s = SELECTING[name]
+    model = s.model()
+    kind, before = _layer_state(model, s.excluded)
+    with torch.random.fork_rng(devices=[]):
+        out = s.call(verb(s.path), model, {"exclude": [s.excluded]})
+    assert not same(fingerprint(out), fingerprint(model)), f"{name} changed nothing: the check would prove nothing"
+    after_kind, after = _layer_state(out, s.excluded)
+    assert after_kind is kind and after.keys() == before.keys()
+    if s.trained:  # the whole model trains: the layer keeps its shape and all its weights
+        w = out.get_submodule(s.excluded).weight
+        assert w.shape == before["weight"].shape and bool((w != 0).all())
+    else:
+        assert all(torch.equal(after[k], before[k]) for k in before), f"{name} changed excluded layer {s.excluded}"
+
+
+def test_every_verb_with_a_layer_selection_has_a_selection_case():
+    """Rows whose verb selects layers (to_int8's keep_float is its own config; the rest take no selection)."""
+    no_selection = {
+        "cross_layer_equalize",
+        "fold_conv_bn",
+        "smooth_linears",
+        "to_int8",
+        "distill",
+        "finetune_pruned_with_kd",
+        "qat_with_teacher",
+        "quantize_w8a8",
+        "quantize_embedding",
+    }
+    assert {r.id.split("[")[0] for r in ROWS} - no_selection == set(SELECTING)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        {
+            "slimtorch.deploy.adaround",
+            "slimtorch.deploy.bias_correct",
+            "slimtorch.deploy.cross_layer_equalize",
+            "slimtorch.deploy.fold_conv_bn",
+            "slimtorch.deploy.smooth.smooth_linears",
+            *(c.path for c in CONFIGURED.values() if c.path != "slimtorch.deploy.to_int8"),
+            "slimtorch.prune.remove_masks",
+            "slimtorch.quantize.strip_activation_quant",
+            "slimtorch.io.fold",
+        }
+    ),
+)
+def test_inplace_is_keyword_only(path):
+    import inspect
+
+    param = inspect.signature(verb(path)).parameters["inplace"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is False

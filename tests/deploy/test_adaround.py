@@ -168,7 +168,7 @@ def test_user_model_with_own_forward_and_batchnorm():
     with torch.no_grad():
         model.bn.running_var.uniform_(0.5, 2.0)
     calib = _batches(shape=(1, 28, 28))
-    ada = adaround(model, calib, iters=200, layers=["stem", "block.*"])
+    ada = adaround(model, calib, iters=200, layers={"include": ["stem", "block.*"]})
     folded = fold_conv_bn(model)
     assert isinstance(ada.bn, nn.Identity), "BN folded first: the exporter would fold it and move the weights"
     _assert_on_grid(

@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -66,7 +67,7 @@ def test_pruned_finetune_with_kd_keeps_masks_applied_and_teacher_is_dense():
     assert not is_compressed(teacher) and is_compressed(net)
     torch.testing.assert_close(teacher.a.weight, dense_weight)
     before = net.a.weight.detach().clone()
-    out = finetune_pruned_with_kd(net, _data(), _cfg(), verbose=False)
+    out = finetune_pruned_with_kd(net, _cfg(), _data(), verbose=False)
     assert out is not net and torch.equal(net.a.weight, before)  # a copy: the input is left as it was
     assert parametrize.is_parametrized(out.a)
     assert torch.all(out.a.weight[mask == 0] == 0)
@@ -79,7 +80,7 @@ def test_pruned_finetune_works_with_torch_prune_models():
     teacher = dense_copy(net)
     assert not hasattr(teacher.a, "weight_mask") and isinstance(teacher.a.weight, nn.Parameter)
     torch.testing.assert_close(teacher.a.weight, net.a.weight_orig)
-    net = finetune_pruned_with_kd(net, _data(), _cfg(), verbose=False)
+    net = finetune_pruned_with_kd(net, _cfg(), _data(), verbose=False)
     assert float((net.a.weight == 0).float().mean()) >= 0.6
 
 
@@ -89,7 +90,7 @@ def test_qat_with_a_float_teacher_keeps_fake_quant_and_learns():
     for layer in (net.a, net.b):
         parametrize.register_parametrization(layer, "weight", FakeQuant())
     before = copy.deepcopy(net.state_dict())
-    net = qat_with_teacher(net, _data(), _cfg(), teacher=teacher, verbose=False)
+    net = qat_with_teacher(net, _cfg(), _data(), teacher=teacher, verbose=False)
     assert parametrize.is_parametrized(net.a) and parametrize.is_parametrized(net.b)
     assert net.a.weight.detach().unique().numel() <= 16  # still 4-bit values
     assert any(not torch.equal(v, before[k]) for k, v in net.state_dict().items())
@@ -97,3 +98,10 @@ def test_qat_with_a_float_teacher_keeps_fake_quant_and_learns():
     auto = dense_copy(net)
     assert not is_compressed(auto)
     torch.testing.assert_close(auto.a.weight, net.a.parametrizations.weight.original)
+
+
+@pytest.mark.parametrize("fn", [finetune_pruned_with_kd, qat_with_teacher])
+def test_the_old_argument_order_is_a_type_error_showing_the_new_one(fn):
+    """``fn(model, train_data, config)`` was the order before the config moved second."""
+    with pytest.raises(TypeError, match=r"\(model, config, train_data\)"):
+        fn(_trained(), _data(), _cfg(), teacher=_trained(), verbose=False)

@@ -72,7 +72,7 @@ def test_teacher_runs_in_eval_mode_without_grad_and_gets_no_update():
     state = copy.deepcopy(teacher.state_dict())
     torch.manual_seed(1)
     student = UserStudent()
-    out = distill(student, teacher, _data(), _cfg(), verbose=False)
+    out = distill(student, _cfg(), teacher, _data(), verbose=False)
     assert out is not student  # a trained copy
     assert teacher.calls and all(not training and not grad for training, grad in teacher.calls)
     assert all(p.grad is None for p in teacher.parameters())
@@ -89,7 +89,7 @@ def test_distilled_student_moves_towards_the_teacher():
     student = UserStudent()
     before = agreement(student, teacher, _data())["mean_kl"]
     cfg = _cfg(alpha=1.0, temperature=1.0, train=TrainConfig(epochs=6, batch_size=16, eval_every=0))
-    student = distill(student, teacher, _data(), cfg, verbose=False)
+    student = distill(student, cfg, teacher, _data(), verbose=False)
     after = agreement(student, teacher, _data())["mean_kl"]
     assert after < 0.7 * before, (before, after)
 
@@ -120,9 +120,9 @@ def test_cache_gives_identical_losses_and_weights_to_no_cache(tmp_path):
     torch.manual_seed(1)
     init = UserStudent()
     a, b = copy.deepcopy(init), copy.deepcopy(init)
-    ra = distill_fit(a, teacher, _data(), _cfg(), verbose=False)
+    ra = distill_fit(a, _cfg(), teacher, _data(), verbose=False)
     rb = distill_fit(
-        b, teacher, _data(), _cfg(cache_teacher=True), cache_path=tmp_path / "c.safetensors", verbose=False
+        b, _cfg(cache_teacher=True), teacher, _data(), cache_path=tmp_path / "c.safetensors", verbose=False
     )
     assert [h["train_loss"] for h in ra.history] == pytest.approx([h["train_loss"] for h in rb.history], rel=1e-5)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
@@ -133,14 +133,14 @@ def test_cache_gives_identical_losses_and_weights_to_no_cache(tmp_path):
 def test_cache_is_reused_when_valid_and_rebuilt_when_the_teacher_changes(tmp_path):
     teacher = _trained_teacher()
     path = tmp_path / "c.safetensors"
-    distill(UserStudent(), teacher, _data(), _cfg(cache_teacher=True), cache_path=path, verbose=False)
+    distill(UserStudent(), _cfg(cache_teacher=True), teacher, _data(), cache_path=path, verbose=False)
     teacher.calls.clear()
-    distill(UserStudent(), teacher, _data(), _cfg(cache_teacher=True), cache_path=path, verbose=False)
+    distill(UserStudent(), _cfg(cache_teacher=True), teacher, _data(), cache_path=path, verbose=False)
     assert teacher.calls == []  # no pass over the data (no feature pairs, so no adapter probe either)
     with torch.no_grad():
         teacher.head.bias.add_(1.0)
     teacher.calls.clear()
-    distill(UserStudent(), teacher, _data(), _cfg(cache_teacher=True), cache_path=path, verbose=False)
+    distill(UserStudent(), _cfg(cache_teacher=True), teacher, _data(), cache_path=path, verbose=False)
     assert len(teacher.calls) >= 1  # recomputed (one batch covers the data)
 
 
@@ -149,7 +149,7 @@ def test_cache_with_jitter_raises_config_error():
         cache_teacher=True, train=TrainConfig(jitter=2), features=(), loss="kl", temperature=4.0, alpha=0.9
     )
     with pytest.raises(ConfigError, match="jitter"):
-        distill(UserStudent(), _trained_teacher(), _data(), cfg, verbose=False)
+        distill(UserStudent(), cfg, _trained_teacher(), _data(), verbose=False)
 
 
 @pytest.mark.parametrize("cache", [False, True])
@@ -160,7 +160,7 @@ def test_feature_hints_train_adapters_and_leave_no_trace(cache, tmp_path):
     pair = FeaturePair(student="conv", teacher="body", weight=1.0)  # 4 -> 8 channels via a 1x1 conv
     cfg = _cfg(features=(pair,), cache_teacher=cache, alpha=1.0)
     # hint term on a fixed batch, with a fresh adapter, before and after training
-    res = distill_fit(student, teacher, _data(), cfg, cache_path=tmp_path / "c.safetensors", verbose=False)
+    res = distill_fit(student, cfg, teacher, _data(), cache_path=tmp_path / "c.safetensors", verbose=False)
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     assert not student.conv._forward_hooks and not teacher.body._forward_hooks
     assert set(dict(student.named_children())) == {"conv", "fc"}
@@ -175,7 +175,7 @@ def test_feature_hints_reduce_the_hint_loss():
         alpha=0.0,
         train=TrainConfig(epochs=4, batch_size=32, optimizer=OptimizerConfig(lr=0.05), eval_every=0),
     )
-    res = distill_fit(student, teacher, _data(), cfg, verbose=False)
+    res = distill_fit(student, cfg, teacher, _data(), verbose=False)
     # alpha=0 -> CE + hint; CE alone on this data starts ~2.3, so the drop includes the hint term
     assert res.history[-1]["train_loss"] < 0.5 * res.history[0]["train_loss"]
 
@@ -183,7 +183,7 @@ def test_feature_hints_reduce_the_hint_loss():
 def test_unknown_feature_layer_names_the_layer():
     cfg = _cfg(features=(FeaturePair(student="nope", teacher="body"),))
     with pytest.raises(ConfigError, match="nope"):
-        distill(UserStudent(), _trained_teacher(), _data(), cfg, verbose=False)
+        distill(UserStudent(), cfg, _trained_teacher(), _data(), verbose=False)
 
 
 def test_compressed_teacher_with_parametrized_mask_works():
@@ -200,7 +200,7 @@ def test_compressed_teacher_with_parametrized_mask_works():
         teacher.head, "weight", Mask((torch.rand_like(teacher.head.weight) > 0.5).float())
     )
     student = UserStudent()
-    student = distill(student, teacher, _data(), _cfg(), verbose=False)
+    student = distill(student, _cfg(), teacher, _data(), verbose=False)
     assert parametrize.is_parametrized(teacher.head)
     assert all(p.requires_grad for p in teacher.parameters())  # flags restored to trainable
 
@@ -208,7 +208,7 @@ def test_compressed_teacher_with_parametrized_mask_works():
 def test_student_and_teacher_must_differ():
     t = _trained_teacher()
     with pytest.raises(ValueError, match="same object"):
-        distill(t, t, _data(), _cfg(), verbose=False)
+        distill(t, _cfg(), t, _data(), verbose=False)
 
 
 def test_cache_works_for_datasets_that_are_not_tensor_datasets(tmp_path):
@@ -227,8 +227,15 @@ def test_cache_works_for_datasets_that_are_not_tensor_datasets(tmp_path):
     torch.manual_seed(1)
     init = UserStudent()
     a, b = copy.deepcopy(init), copy.deepcopy(init)
-    ra = distill_fit(a, teacher, _data(), _cfg(), verbose=False)
+    ra = distill_fit(a, _cfg(), teacher, _data(), verbose=False)
     rb = distill_fit(
-        b, teacher, ListData(_data()), _cfg(cache_teacher=True), cache_path=tmp_path / "c.st", verbose=False
+        b, _cfg(cache_teacher=True), teacher, ListData(_data()), cache_path=tmp_path / "c.st", verbose=False
     )
     assert ra.history[-1]["train_loss"] == pytest.approx(rb.history[-1]["train_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("fn", [distill, distill_fit])
+def test_the_old_argument_order_is_a_type_error_showing_the_new_one(fn):
+    """``fn(student, teacher, train_data, config)`` was the order before the config moved second."""
+    with pytest.raises(TypeError, match=r"\(student, config, teacher, train_data\)"):
+        fn(UserStudent(), _trained_teacher(), _data(), _cfg(), verbose=False)

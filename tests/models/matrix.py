@@ -345,7 +345,7 @@ def distill(case, model, x, tmp):
     y = _out(teacher, x).argmax(1)
     before = copy.deepcopy(model)
     cfg = DistillConfig(train={"epochs": 1, "batch_size": 8, "optimizer": {"lr": 0.01}})
-    student = run(model, teacher, TensorDataset(x, y), cfg, verbose=False)
+    student = run(model, cfg, teacher, TensorDataset(x, y), verbose=False)
     _check(_changed(before, student), "distillation did not train the student")
 
 

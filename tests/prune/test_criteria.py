@@ -47,7 +47,7 @@ def test_taylor_prune_keeps_highest_taylor_scores():
     model = tiny_mlp()
     data = [(torch.randn(8, 3), torch.randint(0, 2, (8,)))]
     scores = taylor_scores(model, {"0": model[0]}, PruneConfig(method="taylor"), data)["0"]
-    model = prune(model, PruneConfig(method="taylor", sparsity=0.5, include=["0"]), data)
+    model = prune(model, PruneConfig(method="taylor", sparsity=0.5, layers={"include": ["0"]}), data)
     keep = get_mask(model[0]).mask
     assert float(scores[keep].min()) >= float(scores[~keep].max())
 
@@ -59,7 +59,7 @@ def test_activation_scores_linear_hand_computation():
     got = activation_scores(model, {"0": model[0]}, PruneConfig(method="activation", batch_size=4), x)["0"]
     expected = model[0].weight.detach().abs() * x.norm(dim=0)  # |W_ij| * ||X_j||
     torch.testing.assert_close(got, expected)
-    model = prune(model, PruneConfig(method="activation", sparsity=1 / 3, include=["0"]), TensorDataset(x))
+    model = prune(model, PruneConfig(method="activation", sparsity=1 / 3, layers={"include": ["0"]}), TensorDataset(x))
     assert torch.all(model[0].weight[:, 1] == 0)  # the silent input's weights go first
 
 
@@ -91,7 +91,7 @@ def test_random_is_seeded_and_unlike_magnitude():
 def test_magnitude_keeps_largest():
     model = make()
     w = model.mix.weight.detach().abs().clone()
-    model = prune(model, PruneConfig(sparsity=0.75, include=["mix"]))
+    model = prune(model, PruneConfig(sparsity=0.75, layers={"include": ["mix"]}))
     keep = get_mask(model.mix).mask
     assert float(w[keep].min()) >= float(w[~keep].max())
 

@@ -340,8 +340,8 @@ def test_contradictory_or_untileable_patterns_name_the_problem(dense):
 
 def test_layer_patterns_outside_the_decoder_are_refused(dense):
     with pytest.raises(ConfigError, match="lm_head") as exc:
-        prune_wanda(dense, {"layers": ["lm_head"]}, CALIB)
-    assert exc.value.field == "layers"
-    out = prune_wanda(dense, {"layers": ["*.mlp.*"]}, CALIB)
+        prune_wanda(dense, {"layers": {"include": ["lm_head"]}}, CALIB)
+    assert exc.value.field == "layers.include"
+    out = prune_wanda(dense, {"layers": {"include": ["*.mlp.*"]}}, CALIB)
     assert not bool((out.model.layers[0].self_attn.q_proj.weight == 0).any())
     assert float((out.model.layers[0].mlp.up_proj.weight == 0).float().mean()) == 0.5

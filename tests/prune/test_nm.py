@@ -32,7 +32,7 @@ def test_nm_keeps_the_largest_in_each_group():
 def test_conv_groups_run_along_flattened_input():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(4, 6, 2), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 3 * 3, 8))
-    model = prune(model, PruneConfig(pattern="2:4", exclude=["3"]))
+    model = prune(model, PruneConfig(pattern="2:4", layers={"exclude": ["3"]}))
     assert torch.all(groups_nonzero(model[0].weight, 4) == 2)  # 4*2*2 = 16 inputs per output
 
 

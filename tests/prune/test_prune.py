@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from slimtorch.core.errors import ConfigError, UnsupportedModelError
+from slimtorch.core.errors import ConfigError
 from slimtorch.prune import PruneConfig, get_mask, prune, sparsity_report, total_sparsity
 from tests.prune.prune_helpers import Encoded, TinyConv, make
 
@@ -84,7 +84,7 @@ def test_per_layer_overrides_and_global_pool():
 def test_include_exclude_patterns_and_biases_untouched():
     model = make()
     biases = {f: model.get_submodule(f).bias.detach().clone() for f in LINEARS}
-    model = prune(model, PruneConfig(sparsity=0.9, include=["encoder.*", "mix"], exclude=["mix"]))
+    model = prune(model, PruneConfig(sparsity=0.9, layers={"include": ["encoder.*", "mix"], "exclude": ["mix"]}))
     assert get_mask(model.encoder[0]) is not None
     assert get_mask(model.mix) is None and get_mask(model.head) is None
     assert zeros_frac(model.mix.weight) == 0.0
@@ -110,7 +110,7 @@ def test_full_sparsity_refused_unless_allowed():
     with pytest.raises(ConfigError, match="allow_full") as exc:
         PruneConfig.from_dict({"per_layer": {"head": 1.0}})
     assert exc.value.field == "per_layer.head"
-    model = prune(make(), PruneConfig(sparsity=1.0, allow_full=True, include=["head"], protect=False))
+    model = prune(make(), PruneConfig(sparsity=1.0, allow_full=True, layers={"include": ["head"]}, protect=False))
     assert torch.all(model.head.weight == 0)
 
 
@@ -126,14 +126,15 @@ def test_sparsity_out_of_range_names_the_field(bad):
 
 def test_no_match_lists_available_layers():
     with pytest.raises(ConfigError) as exc:
-        prune(make(), PruneConfig(include=["conv*"]))
+        prune(make(), PruneConfig(layers={"include": ["conv*"]}))
     for name in LINEARS:
         assert name in str(exc.value)
 
 
 def test_unsupported_layer_type_is_named():
-    with pytest.raises(UnsupportedModelError, match=r"encoder\.2.*LayerNorm"):
-        prune(make(), PruneConfig(include=["encoder.2"]))
+    with pytest.raises(ConfigError, match=r"encoder\.2 \(LayerNorm\), not a Linear/Conv") as exc:
+        prune(make(), PruneConfig(layers={"include": ["encoder.2"]}))
+    assert exc.value.field == "layers.include"
 
 
 def test_per_layer_typo_fails_loudly():

@@ -24,7 +24,7 @@ def trained():
 
 def test_sensitivity_curves_and_outputs(trained, tmp_path):
     data = vector_data(128, seed=1)
-    res = sensitivity(trained, data, sparsities=[0.0, 0.5, 0.99], layers=["encoder.*", "head"])
+    res = sensitivity(trained, data, sparsities=[0.0, 0.5, 0.99], layers={"include": ["encoder.*", "head"]})
     assert list(res) == ["encoder.0", "head"]
     dense_acc = evaluate(trained, data).accuracy
     for curve in res.values():
@@ -66,7 +66,7 @@ def test_prune_stage_one_shot_records_info(tmp_path):
     spec = STAGES.get("prune")
     cfg = spec.config_cls.from_dict(
         {
-            "prune": {"sparsity": 0.75, "include": ["mix", "head"], "protect": False},
+            "prune": {"sparsity": 0.75, "layers": {"include": ["mix", "head"]}, "protect": False},
             "finetune": {"epochs": 1, "batch_size": 32},
         }
     )

@@ -117,7 +117,7 @@ def test_round_to_is_respected(model):
 def test_classifier_output_untouched_and_ignored_layers_kept():
     m = create_model("lenet5").eval()
     w_rows = m.fc2.weight.shape[0]
-    m = prune_channels(m, StructuredConfig(ratio=0.5, ignored_layers=("conv2",)), example((2, 1, 28, 28)))
+    m = prune_channels(m, StructuredConfig(ratio=0.5, layers={"exclude": ["conv2"]}), example((2, 1, 28, 28)))
     assert m.fc2.out_features == w_rows == 10
     assert m.conv2.out_channels == 50 and m.conv1.out_channels == 10 and m.fc1.out_features == 250
 
@@ -170,7 +170,7 @@ def test_unsupported_patterns_raise_naming_the_layer(model, layer):
 
 
 def test_ignoring_unknown_layer_keeps_its_channels():
-    m = prune_channels(ScaleNet().eval(), StructuredConfig(ratio=0.5, ignored_layers=("scale",)), example())
+    m = prune_channels(ScaleNet().eval(), StructuredConfig(ratio=0.5, layers={"exclude": ["scale"]}), example())
     assert m.conv1.out_channels == 8 and m.conv2.out_channels == 4
     assert m(example()).shape == (2, 2)
 
@@ -185,5 +185,5 @@ def test_bad_config_raises_config_error():
 
 
 def test_config_round_trips_through_dict():
-    cfg = StructuredConfig(ratio=0.3, round_to=8, ignored_layers=("fc*",), per_layer={"conv1": 0.1})
+    cfg = StructuredConfig(ratio=0.3, round_to=8, layers={"exclude": ["fc*"]}, per_layer={"conv1": 0.1})
     assert StructuredConfig.from_dict(cfg.to_dict()) == cfg

@@ -37,7 +37,7 @@ def test_wrong_fields_and_types_are_named():
 
 
 def test_a_layers_pattern_that_matches_nothing_is_an_error_not_a_no_op():
-    with pytest.raises(ConfigError, match="matches no Linear/Conv layer; layers are: 0, 2"):
-        kmeans_share(_mlp(), {"bits": 2, "layers": ["fc*"]})
-    with pytest.raises(ConfigError, match="matches no Linear/Conv layer"):
-        quantize_model(_mlp(), {"weight_bits": 4, "act_bits": None, "layers": ["encoder.*"]})
+    with pytest.raises(ConfigError, match="matches no Linear/Conv; the model's Linear/Conv layers: 0, 2"):
+        kmeans_share(_mlp(), {"bits": 2, "layers": {"include": ["fc*"]}})
+    with pytest.raises(ConfigError, match="matches no Linear/Conv"):
+        quantize_model(_mlp(), {"weight_bits": 4, "act_bits": None, "layers": {"include": ["encoder.*"]}})

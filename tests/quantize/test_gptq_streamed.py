@@ -19,7 +19,7 @@ CONFIGS = {
     "g48": {"grid": {"bits": 4, "group_size": 48}, "batch_size": 3},
     "w3_lm_head_no_act_order": {
         "grid": {"bits": 3, "group_size": 32},
-        "exclude": [],
+        "layers": {"exclude": []},
         "act_order": False,
         "true_sequential": False,
     },

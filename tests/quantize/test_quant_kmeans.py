@@ -153,7 +153,7 @@ def test_clip_weights_follows_seed_formula(mlp):
     w = mlp.fc1.weight.detach()
     t = float(w.abs().quantile(0.9))
     sat = clip_weights(mlp, ClipConfig(threshold=t))
-    lit = clip_weights(mlp, ClipConfig(threshold=t, value=0.0, layers=["fc1"]))
+    lit = clip_weights(mlp, ClipConfig(threshold=t, value=0.0, layers={"include": ["fc1"]}))
     big = w.abs() > t
     assert torch.equal(sat.fc1.weight[big], torch.sign(w[big]) * t)
     assert torch.equal(sat.fc1.weight[~big], w[~big])

@@ -106,7 +106,7 @@ def test_methods_on_a_tiny_llama(method, tmp_path):
 
 def test_int4_file_is_smaller_than_float(tmp_path):
     model = tiny_llama(hidden=128, intermediate=256)
-    q = quantize_rtn(model, {"grid": {"bits": 4, "group_size": 64}, "exclude": ["lm_head"]})
+    q = quantize_rtn(model, {"grid": {"bits": 4, "group_size": 64}, "layers": {"exclude": ["lm_head"]}})
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
     fq = save_quantized_lm(q, tmp_path / "q")
     from safetensors.torch import save_file
@@ -142,9 +142,9 @@ def test_bad_configs_name_the_field():
     with pytest.raises(ConfigError, match="grid.bits"):
         quantize_rtn(model, {"grid": {"bits": 1}})
     with pytest.raises(ConfigError, match="matches no"):
-        quantize_rtn(model, {"layers": ["*nonexistent*"]})
-    with pytest.raises(ConfigError, match="no nn.Linear"):
-        quantize_rtn(model, {"exclude": ["*"]})
+        quantize_rtn(model, {"layers": {"include": ["*nonexistent*"]}})
+    with pytest.raises(ConfigError, match="selects no nn.Linear"):
+        quantize_rtn(model, {"layers": {"exclude": ["*"]}})
 
 
 def test_load_rejects_a_folder_without_metadata(tmp_path):

@@ -266,6 +266,17 @@ def main() -> None:
         ),
         (
             "recipe",
+            "an old layer field (`ignored_layers`)",
+            lambda: recipe_from_dict(
+                {
+                    "name": "x",
+                    "model": {"name": "mlp"},
+                    "stages": [{"type": "prune_channels", "prune": {"ignored_layers": ["fc1"]}}],
+                }
+            ),
+        ),
+        (
+            "recipe",
             "kmeans `bits: [x]`",
             lambda: recipe_from_dict(
                 {"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "kmeans", "bits": ["x"]}]}

@@ -12,6 +12,7 @@ deployment backend; latency is measured on the artifact that would be deployed.
 from __future__ import annotations
 
 import copy
+import glob
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,7 +214,10 @@ def evaluate_size(
     m = kmeans_share(
         m,
         KMeansConfig(
-            bits=max(params["bits"].values()), per_layer=params["bits"], seed=cfg.seed, layers=list(params["bits"])
+            bits=max(params["bits"].values()),
+            per_layer=params["bits"],
+            seed=cfg.seed,
+            layers={"include": [glob.escape(n) for n in params["bits"]]},
         ),
         inplace=True,
     )

@@ -119,7 +119,7 @@ def _prepare_data(model: nn.Module, train_data: Dataset, eval_data: Dataset, cfg
 def _setup(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, out: Path) -> dict[str, Any]:
     """Baseline, the original's record and (size target) the sensitivity curves: computed once, stored."""
     from slimtorch.measure import environment, measure
-    from slimtorch.prune import select_layers, sensitivity
+    from slimtorch.prune import prunable_layers, sensitivity
     from slimtorch.train import evaluate
 
     baseline = evaluate(model, ev).accuracy
@@ -153,7 +153,7 @@ def _setup(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, out: 
             data=train if cfg.prune_method in ("taylor", "activation") else None,
         )
         state["sensitivity"] = {k: [list(p) for p in v] for k, v in curves.items()}
-        state["layer_weights"] = {n: m.weight.numel() for n, m in select_layers(model).items()}
+        state["layer_weights"] = {n: m.weight.numel() for n, m in prunable_layers(model).items()}
     return state
 
 

@@ -45,10 +45,8 @@ rounds.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.layers import LayerSelection, select
 from slimtorch.core.progress import track
 from slimtorch.deploy.graph import conv_bn_pairs
 from slimtorch.deploy.grid import grid_scale, ort_qmax
@@ -335,12 +334,8 @@ def _optimise(
 
 
 # ---------------------------------------------------------------- driver
-def _select(model: nn.Module, layers: Iterable[str] | None) -> list[str]:
-    names = [n for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    if layers is None:
-        return names
-    patterns = tuple(layers)
-    return [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+def _select(model: nn.Module, layers: LayerSelection | dict | None) -> list[str]:
+    return list(select(model, layers, LAYER_TYPES))
 
 
 def _check_batches(batches) -> list[tuple[torch.Tensor, ...]]:
@@ -381,8 +376,9 @@ def adaround_report(
     reduce_range: bool = False,
     iters: int = 500,
     samples: int = 8192,
+    *,
     inplace: bool = False,
-    layers: Iterable[str] | None = None,
+    layers: LayerSelection | dict | None = None,
     seed: int = 0,
     lam: float = 0.01,
     warmup: float = 0.2,
@@ -445,8 +441,9 @@ def adaround(
     reduce_range: bool = False,
     iters: int = 500,
     samples: int = 8192,
+    *,
     inplace: bool = False,
-    layers: Iterable[str] | None = None,
+    layers: LayerSelection | dict | None = None,
     seed: int = 0,
 ) -> nn.Module:
     """Round every Conv1d / Conv2d / Linear weight onto ONNX Runtime's s8 grid with AdaRound.
@@ -458,13 +455,17 @@ def adaround(
         per_channel / reduce_range: the grid ORT will use (see :class:`Int8Config`).
         iters: optimisation steps per layer. samples: input rows (output positions) per layer.
         inplace: edit ``model`` itself instead of a deep copy.
-        layers: fnmatch patterns of module names to round (default: every supported layer).
+        layers: ``{include: [...], exclude: [...]}`` (:class:`~slimtorch.core.layers.LayerSelection`):
+            the layers to round (default: every supported layer).
         seed: seed of the row sampling.
 
     Returns:
         The model with each selected weight exactly ``scale * q``, integer ``q``, scale unchanged.
 
     Raises:
-        ConfigError: empty ``batches`` or non-positive ``iters`` / ``samples``.
+        ConfigError: empty ``batches``, non-positive ``iters`` / ``samples``, or a ``layers`` pattern that
+            matches nothing.
     """
-    return adaround_report(model, batches, per_channel, reduce_range, iters, samples, inplace, layers, seed)[0]
+    return adaround_report(
+        model, batches, per_channel, reduce_range, iters, samples, inplace=inplace, layers=layers, seed=seed
+    )[0]

@@ -12,12 +12,14 @@ channel, ±127 (±64 with ``reduce_range``: ORT's reduced int8 range is [-64, 64
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from slimtorch.core.layers import LayerSelection, select
 from slimtorch.deploy.grid import ort_qmax, round_to_grid
+
+CORRECTED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @torch.no_grad()
@@ -26,28 +28,27 @@ def bias_correct(
     batches: list[tuple[torch.Tensor, ...]],
     per_channel: bool = True,
     reduce_range: bool = False,
+    *,
+    layers: LayerSelection | dict | None = None,
     inplace: bool = False,
-    skip: Iterable[str] = (),
 ) -> nn.Module:
     """Correct the bias of every Conv / Linear for the expected weight-quantization error.
 
     Args:
         model: the (BN-folded, equalized) float model.
         batches: calibration input batches (from :func:`slimtorch.deploy.data.input_batches`).
-        skip: names of layers left alone (e.g. those AdaRound already rounded: their
-            weights are on the grid, and their rounding was chosen against the outputs).
+        layers: ``{include: [...], exclude: [...]}`` (:class:`~slimtorch.core.layers.LayerSelection`):
+            the layers to correct (default: every Conv / Linear). Exclude, e.g., those AdaRound
+            already rounded: their weights are on the grid, and their rounding was chosen
+            against the outputs.
+        inplace: correct ``model`` itself instead of a deep copy.
 
     Returns:
         The corrected model (float; its weights are unchanged).
     """
     model = model if inplace else copy.deepcopy(model)
     model.eval()
-    skip = set(skip)
-    layers = {
-        n: m
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and n not in skip
-    }
+    layers = select(model, layers, CORRECTED_TYPES)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 

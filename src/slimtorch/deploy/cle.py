@@ -65,7 +65,7 @@ def _scale_pair(l1: nn.Module, l2: nn.Module, eps: float = 1e-8) -> float:
 
 
 def cross_layer_equalize(
-    model: nn.Module, iterations: int = 20, relu6: str = "skip", tol: float = 1e-6, inplace: bool = False
+    model: nn.Module, iterations: int = 20, relu6: str = "skip", tol: float = 1e-6, *, inplace: bool = False
 ) -> nn.Module:
     """Equalize the weight ranges of every conv/Linear pair joined by ReLU / identity.
 

@@ -17,7 +17,7 @@ from slimtorch.deploy.graph import conv_bn_pairs, set_module
 
 
 @torch.no_grad()
-def fold_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
+def fold_conv_bn(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Fold every BatchNorm that reads only a conv's output into that conv.
 
     Args:

@@ -51,7 +51,7 @@ from torch import nn
 from slimtorch.core.progress import track
 from slimtorch.core.quiet import log_level
 from slimtorch.deploy.artifact import Int8Model, reference_outputs
-from slimtorch.deploy.bias_correction import bias_correct
+from slimtorch.deploy.bias_correction import CORRECTED_TYPES, bias_correct
 from slimtorch.deploy.cle import cross_layer_equalize
 from slimtorch.deploy.config import Int8Config
 from slimtorch.deploy.fallback import accuracy_aware_fallback
@@ -93,9 +93,16 @@ def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.T
     if cfg.adaround and cfg.mode == "static":
         m, info["adaround"] = _adaround(m, cfg, batches)
         rounded = list(info["adaround"]["per_layer"])
-    if cfg.bias_correction and cfg.mode == "static":
+    # layers AdaRound rounded keep their weights; when it rounded all of them there is nothing to correct
+    left = [n for n, mod in m.named_modules() if isinstance(mod, CORRECTED_TYPES) and n not in rounded]
+    if cfg.bias_correction and cfg.mode == "static" and left:
         m = bias_correct(
-            m, batches, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, inplace=True, skip=rounded
+            m,
+            batches,
+            per_channel=cfg.per_channel,
+            reduce_range=cfg.reduce_range,
+            inplace=True,
+            layers={"exclude": [glob.escape(n) for n in rounded]},
         )
     if cfg.smooth_alpha is not None and cfg.mode == "dynamic":
         from slimtorch.deploy.smooth import smooth_linears
@@ -123,7 +130,7 @@ def _adaround(m: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, .
         reduce_range=cfg.reduce_range,
         iters=cfg.adaround_iters,
         inplace=True,
-        layers=[glob.escape(n) for n in names],
+        layers={"include": [glob.escape(n) for n in names]},
     )
 
 

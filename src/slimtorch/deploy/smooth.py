@@ -75,7 +75,7 @@ def input_channel_max(model: nn.Module, batches: list[tuple[torch.Tensor, ...]])
 
 @torch.no_grad()
 def smooth_linears(
-    model: nn.Module, batches: list[tuple[torch.Tensor, ...]], alpha: float = 0.5, inplace: bool = False
+    model: nn.Module, batches: list[tuple[torch.Tensor, ...]], alpha: float = 0.5, *, inplace: bool = False
 ) -> nn.Module:
     """Wrap every ``nn.Linear`` that saw calibration input in a :class:`SmoothedLinear` (exact in float).
 

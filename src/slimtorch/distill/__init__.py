@@ -1,6 +1,6 @@
 """Knowledge distillation (Hinton et al., 2015), feature hints, lightweight students.
 
-``distill(student, teacher, train_data, DistillConfig(...))`` trains a student
+``distill(student, DistillConfig(...), teacher, train_data)`` trains a student
 through :func:`slimtorch.train.fit` with a distillation loss. The recipe stage
 lives in :mod:`slimtorch.distill.stage` (imported by the pipeline's stage list).
 """

@@ -87,10 +87,21 @@ def is_compressed(model: nn.Module) -> bool:
     return is_transformed(model)
 
 
+def _check_order(fn: str, config: object, train_data: object) -> None:
+    """The old order, ``fn(model, train_data, config)``, passes the data where the config goes now."""
+    configs = (DistillConfig, dict, type(None))
+    if not isinstance(config, configs) and isinstance(train_data, configs):
+        raise TypeError(
+            f"{fn}(model, config, train_data, ...): the config comes second, as in every verb "
+            f"(fn(model, config, *data)); this call passes a {type(config).__name__} there, the old order "
+            f"{fn}(model, train_data, config). Write {fn}(model, config, train_data) (config=None for the defaults)"
+        )
+
+
 def finetune_pruned_with_kd(
     pruned: nn.Module,
+    config: DistillConfig | dict | None,
     train_data: Dataset,
-    config: DistillConfig | dict | None = None,
     teacher: nn.Module | None = None,
     eval_data: Dataset | None = None,
     *,
@@ -111,6 +122,7 @@ def finetune_pruned_with_kd(
     Returns:
         The fine-tuned copy of ``pruned`` (``pruned`` itself when ``inplace``); its zeros are still zero.
     """
+    _check_order("finetune_pruned_with_kd", config, train_data)
     if teacher is None:
         if not is_compressed(pruned):
             raise ValueError(
@@ -120,9 +132,9 @@ def finetune_pruned_with_kd(
         teacher = dense_copy(pruned)
     return distill(
         pruned,
+        config,
         teacher,
         train_data,
-        config,
         eval_data,
         callbacks=callbacks,
         checkpoint_dir=checkpoint_dir,
@@ -134,8 +146,8 @@ def finetune_pruned_with_kd(
 
 def qat_with_teacher(
     qat_model: nn.Module,
+    config: DistillConfig | dict | None,
     train_data: Dataset,
-    config: DistillConfig | dict | None = None,
     teacher: nn.Module | None = None,
     eval_data: Dataset | None = None,
     *,
@@ -158,15 +170,16 @@ def qat_with_teacher(
     Returns:
         The trained copy of ``qat_model`` (``qat_model`` itself when ``inplace``), still fake-quantized.
     """
+    _check_order("qat_with_teacher", config, train_data)
     if teacher is None:
         if not is_compressed(qat_model):
             raise ValueError("qat_with_teacher: no parametrizations to undo; pass teacher= (the float model)")
         teacher = dense_copy(qat_model)
     return distill(
         qat_model,
+        config,
         teacher,
         train_data,
-        config,
         eval_data,
         callbacks=callbacks,
         checkpoint_dir=checkpoint_dir,

@@ -112,9 +112,9 @@ def distill_stage(ctx: Context, cfg: DistillStageConfig) -> None:
     out = ctx.stage_dir()
     result = distill_fit(
         ctx.model,
+        kd_cfg,
         teacher,
         ctx.require_train_data(),
-        kd_cfg,
         eval_data=ctx.monitor_data,
         checkpoint_dir=out,
         resume=ctx.resume,

@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -143,11 +144,22 @@ def make_distill_loss(
     return loss_fn
 
 
+def _check_order(fn: str, config: Any) -> None:
+    """The old order, ``fn(student, teacher, train_data, config)``, passes a model where the config goes now."""
+    if isinstance(config, nn.Module):
+        raise TypeError(
+            f"{fn}(student, config, teacher, train_data, ...): the config comes second, as in every verb "
+            f"(fn(model, config, *data)); this call passes a {type(config).__name__} there, the old order "
+            f"{fn}(student, teacher, train_data, config). Write {fn}(student, config, teacher, train_data) "
+            "(config=None for the defaults)"
+        )
+
+
 def distill_fit(
     student: nn.Module,
+    config: DistillConfig | dict | None,
     teacher: nn.Module,
     train_data: Dataset,
-    config: DistillConfig | dict,
     eval_data: Dataset | None = None,
     *,
     callbacks: Sequence[Callback] = (),
@@ -157,6 +169,7 @@ def distill_fit(
     verbose: bool = True,
 ) -> FitResult:
     """Like :func:`distill` but returns fit's history (the student is trained in place)."""
+    _check_order("distill_fit", config)
     config = validate_config(DistillConfig, config, "distill")
     if config.cache_teacher and config.train.jitter:  # configs built with model_construct skip validation
         raise ConfigError("cache_teacher=True cannot be combined with train.jitter > 0", field="cache_teacher")
@@ -195,9 +208,9 @@ def distill_fit(
 
 def distill(
     student: nn.Module,
+    config: DistillConfig | dict | None,
     teacher: nn.Module,
     train_data: Dataset,
-    config: DistillConfig | dict | None = None,
     eval_data: Dataset | None = None,
     *,
     callbacks: Sequence[Callback] = (),
@@ -211,10 +224,11 @@ def distill(
 
     Args:
         student: any ``nn.Module`` producing logits; left as it is unless ``inplace``.
+        config: :class:`DistillConfig` (or its dict; ``None``: Hinton KL, T=4, alpha=0.9). Second, as
+            in every verb (``fn(model, config, *data)``).
         teacher: any ``nn.Module`` producing logits of the same shape, possibly pruned
             or fake-quantized; frozen while distilling, its state restored afterwards.
         train_data: map-style dataset of ``(input, label)``; the transfer set.
-        config: :class:`DistillConfig` (or its dict); default Hinton KL, T=4, alpha=0.9.
         eval_data: labelled data evaluated during training (student accuracy).
         callbacks: ``fit`` callbacks, e.g. a pruning schedule. A callback built on the student
             (``AGPCallback(student, ...)``) changes the object it holds: pass ``inplace=True``.
@@ -227,16 +241,21 @@ def distill(
     Returns:
         The trained student (``student`` itself when ``inplace``), in eval mode; hint
         adapters are discarded.
+
+    Raises:
+        TypeError: a model where the config goes: the order before this version,
+            ``distill(student, teacher, train_data, config)``.
     """
+    _check_order("distill", config)
     config = validate_config(DistillConfig, config, "distill")  # before the copy: a wrong field costs nothing
     if student is teacher:
         raise ValueError("student and teacher are the same object; pass a copy as teacher (copy.deepcopy)")
     student = working_model(student, inplace)
     distill_fit(
         student,
+        config,
         teacher,
         train_data,
-        config,
         eval_data,
         callbacks=callbacks,
         checkpoint_dir=checkpoint_dir,

@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
 
-def fold(model: nn.Module, inplace: bool = False) -> nn.Module:
+def fold(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Return a model whose parameters are the effective (masked / quantized) weights.
 
     Args:

@@ -20,7 +20,7 @@ from slimtorch.prune.schedule import (
     prune_iterative,
     retrain_config,
 )
-from slimtorch.prune.select import PRUNABLE_TYPES, select_layers
+from slimtorch.prune.select import PRUNABLE_TYPES, prunable_layers
 from slimtorch.prune.sensitivity import (
     plot_sensitivity,
     save_sensitivity,
@@ -51,6 +51,7 @@ __all__ = [
     "masked_layers",
     "nm_keep",
     "plot_sensitivity",
+    "prunable_layers",
     "prune",
     "prune_iterative",
     "prune_magnitude_lm",
@@ -60,7 +61,6 @@ __all__ = [
     "remove_masks",
     "retrain_config",
     "save_sensitivity",
-    "select_layers",
     "sensitivity",
     "sparsegpt_weight",
     "sparsities_for_tolerance",

@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.layers import SelectsLayers
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -28,7 +28,7 @@ def _check_fraction(value: float, field: str, allow_full: bool) -> None:
         )
 
 
-class PruneConfig(FrozenConfig):
+class PruneConfig(SelectsLayers):
     """One unstructured (or N:M) pruning step.
 
     Attributes:
@@ -44,8 +44,9 @@ class PruneConfig(FrozenConfig):
         pattern: ``unstructured`` or ``"N:M"`` (e.g. ``"2:4"``): in every group of M
             consecutive weights along the input dimension keep the N best; ``sparsity``
             and ``scope`` are then ignored (the sparsity is 1 - N/M).
-        include / exclude: fnmatch patterns over module names (``"fc*"``,
-            ``"encoder.*"``); by default every Linear / Conv layer is pruned.
+        layers: ``{include: [...], exclude: [...]}``, fnmatch patterns over module names
+            (``"fc*"``, ``"encoder.*"``; :class:`~slimtorch.core.layers.LayerSelection`); by
+            default every Linear / Conv layer is pruned.
         per_layer: name pattern → sparsity overriding the default for matching
             layers (first matching pattern wins). In global scope these layers are
             pruned on their own and left out of the global pool.
@@ -66,8 +67,6 @@ class PruneConfig(FrozenConfig):
     sparsity: Fraction = 0.5
     scope: Literal["layer", "global"] = "layer"
     pattern: str = "unstructured"
-    include: list[str] = Field(default_factory=lambda: ["*"])
-    exclude: list[str] = Field(default_factory=list)
     per_layer: dict[str, Fraction] = Field(default_factory=dict)
     quality: float = Field(1.0, ge=0)
     per_layer_quality: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)

@@ -181,7 +181,10 @@ def activation_scores(
     out = {}
     for fqn, m in layers.items():
         if fqn not in sq_sums:
-            raise ConfigError(f"layer '{fqn}' was never called in the forward pass; exclude it", field="exclude")
+            raise ConfigError(
+                f"layer '{fqn}' was never called in the forward pass; leave it out with layers: {{exclude: [...]}}",
+                field="layers.exclude",
+            )
         w = m.weight.detach()
         cout = w.shape[0]
         norms = sq_sums[fqn].sqrt().to(w.dtype)

@@ -5,7 +5,7 @@ saliency w²/[H⁻¹]²) and in whether they correct the kept weights (SparseGPT
 Everything else lives here, once:
 
 * :class:`LMPruneConfig`: how much (``sparsity``, or an ``N:M`` pattern that fixes
-  it), which Linears (``layers`` / ``exclude`` patterns over the model's names),
+  it), which Linears (``layers: {include, exclude}`` over the model's names),
   and the calibration batching. Sparsity 0 and 1 are refused: one is a no-op that
   still costs a calibration, the other turns every layer's output into its bias.
 * :func:`decoder_linears`: the ``nn.Linear`` layers inside the decoder blocks. The
@@ -20,14 +20,12 @@ reloads as one, and the zeros are what an N:M kernel or the entropy coder reads.
 
 from __future__ import annotations
 
-import fnmatch
-
 import pydantic
 import torch
 from torch import nn
 
-from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.layers import SelectsLayers, select
 from slimtorch.prune.prune import nm_keep, topk_keep
 
 
@@ -51,7 +49,7 @@ def parse_nm(pattern: str) -> tuple[int, int] | None:
     )
 
 
-class LMPruneConfig(FrozenConfig):
+class LMPruneConfig(SelectsLayers):
     """Fields every language-model pruning method shares.
 
     Attributes:
@@ -59,9 +57,8 @@ class LMPruneConfig(FrozenConfig):
             ``None``: 0.5 unstructured, ``1 - N/M`` for an N:M pattern (which fixes it).
         pattern: ``"unstructured"`` or ``"N:M"``: in every M consecutive input columns of
             each output row keep the N best (``"2:4"``: the sparse tensor core pattern).
-        layers: fnmatch patterns over the model's Linear names (``"*.mlp.*"``); ``None``:
-            every Linear inside the decoder blocks.
-        exclude: patterns left dense.
+        layers: ``{include: [...], exclude: [...]}`` over the model's Linear names
+            (``"*.mlp.*"``); by default every Linear inside the decoder blocks.
         true_sequential: inside a block, score the Linears that read one input (q/k/v,
             gate/up) from calibration inputs that already went through the pruned earlier
             sets (as GPTQ does); ``False``: every Linear of the block from the dense block.
@@ -70,8 +67,6 @@ class LMPruneConfig(FrozenConfig):
 
     sparsity: float | None = None
     pattern: str = "unstructured"
-    layers: list[str] | None = None
-    exclude: list[str] = pydantic.Field(default_factory=list)
     true_sequential: bool = True
     batch_size: int = pydantic.Field(8, ge=1)
 
@@ -102,42 +97,29 @@ class LMPruneConfig(FrozenConfig):
         return 0.5 if self.sparsity is None else self.sparsity
 
 
-def _match(name: str, patterns: list[str]) -> bool:
-    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
 def decoder_linears(model: nn.Module, config: LMPruneConfig) -> tuple[str, dict[str, nn.Linear]]:
-    """(blocks' qualified name, {name: Linear}) of the decoder-block Linears ``config`` selects.
+    """(blocks' qualified name, {name: Linear}) of the decoder-block Linears ``config.layers`` selects.
 
     Raises:
-        ConfigError: a ``layers`` pattern matches no block Linear, nothing is selected, or an
-            N:M pattern does not tile a layer's inputs (names the layer).
+        ConfigError: a pattern matches nothing, nothing is selected (:func:`slimtorch.core.layers.select`),
+            or an N:M pattern does not tile a layer's inputs (names the layer).
     """
     from slimtorch.models.llm import decoder_blocks
 
     prefix, _ = decoder_blocks(model)
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith(prefix + ".")]
-    for p in config.layers or []:
-        if not any(_match(n, [p]) for n in names):
-            raise ConfigError(
-                f"layers pattern '{p}' matches no Linear inside the decoder blocks ({prefix}.*); "
-                f"there are e.g.: {', '.join(names[:8])}",
-                field="layers",
-            )
-    chosen = {
-        n: model.get_submodule(n)
-        for n in names
-        if (config.layers is None or _match(n, config.layers)) and not _match(n, config.exclude)
-    }
-    if not chosen:
-        raise ConfigError("no decoder Linear is selected for pruning; check 'layers' and 'exclude'", field="layers")
+    chosen = select(
+        model,
+        config.layers,
+        lambda m, n: isinstance(m, nn.Linear) and n.startswith(prefix + "."),
+        what="decoder-block nn.Linear",
+    )
     nm = config.nm
     if nm is not None:
         for n, m in chosen.items():
             if m.in_features % nm[1]:
                 raise ConfigError(
                     f"pattern {config.pattern!r}: layer '{n}' has {m.in_features} inputs, not a multiple of "
-                    f"M={nm[1]}, so the pattern does not tile it; add it to 'exclude'",
+                    f"M={nm[1]}, so the pattern does not tile it; add it to layers: {{exclude: [...]}}",
                     field="pattern",
                 )
     return prefix, chosen

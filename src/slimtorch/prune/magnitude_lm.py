@@ -33,7 +33,7 @@ class MagnitudeLMConfig(LMPruneConfig):
 
 @torch.no_grad()
 def prune_magnitude_lm(
-    model: nn.Module, config: MagnitudeLMConfig | dict | None = None, inplace: bool = False
+    model: nn.Module, config: MagnitudeLMConfig | dict | None = None, *, inplace: bool = False
 ) -> nn.Module:
     """Zero the smallest-magnitude weights of the selected decoder Linears; returns the model (a copy by default)."""
     config = coerce(MagnitudeLMConfig, config)

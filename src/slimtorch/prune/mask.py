@@ -97,7 +97,7 @@ def zero_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> 
                 buf.mul_(mask.mask)
 
 
-def remove_masks(model: nn.Module, inplace: bool = False) -> nn.Module:
+def remove_masks(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Remove every parametrization, keeping the effective (masked) weights as plain parameters.
 
     A copy by default, like every transform (docs/api.md); ``inplace=True`` folds ``model`` itself.

@@ -24,7 +24,7 @@ from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.criteria import CRITERIA, LossFn
 from slimtorch.prune.mask import get_mask, set_mask
 from slimtorch.prune.protect import sensitive_layers
-from slimtorch.prune.select import FilterFn, check_overrides, layer_value, select_layers
+from slimtorch.prune.select import FilterFn, check_overrides, layer_value, prunable_layers
 
 
 def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -53,7 +53,7 @@ def nm_keep(scores: torch.Tensor, n: int, m: int, fqn: str = "") -> torch.Tensor
     if rows.shape[1] % m:
         raise UnsupportedModelError(
             f"layer '{fqn}': {rows.shape[1]} inputs per output is not a multiple of M={m}, "
-            f"so the {n}:{m} pattern does not tile it; add it to 'exclude'"
+            f"so the {n}:{m} pattern does not tile it; add it to layers: {{exclude: [...]}}"
         )
     groups = rows.reshape(rows.shape[0], -1, m)
     # Already-pruned weights score -inf, so they are only "kept" here when a group has
@@ -81,7 +81,7 @@ def compute_masks(
     filter_fn: FilterFn | None = None,
 ) -> dict[str, torch.Tensor]:
     """The keep-masks :func:`prune` would install (fqn → bool tensor), without installing them."""
-    layers = select_layers(model, config.include, config.exclude, filter_fn)
+    layers = prunable_layers(model, config.layers, filter_fn)
     criterion = CRITERIA.get(config.method)
     if criterion.needs_data and data is None:
         raise ConfigError(
@@ -179,7 +179,7 @@ def prune(
     model = working_model(model, inplace)
     masks = compute_masks(model, config, data, loss_fn=loss_fn, filter_fn=filter_fn)
     recurrent = [f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
-    if recurrent and config.include == ["*"]:
+    if recurrent and config.layers.include is None:
         import warnings
 
         warnings.warn(
@@ -202,7 +202,7 @@ def attach_masks(model: nn.Module, config: PruneConfig | None = None, filter_fn:
     structure (and checkpoint keys) stays the same for the whole run.
     """
     config = coerce(PruneConfig, config)
-    for module in select_layers(model, config.include, config.exclude, filter_fn).values():
+    for module in prunable_layers(model, config.layers, filter_fn).values():
         if get_mask(module) is None:
             set_mask(module, torch.ones_like(module.weight, dtype=torch.bool))
     return model

@@ -8,6 +8,7 @@ lower sparsity. :func:`sparsities_for_tolerance` turns the curves into a
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +18,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from slimtorch.core.fileio import atomic_write_json
+from slimtorch.core.layers import LayerSelection
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.prune import prune
-from slimtorch.prune.select import select_layers
+from slimtorch.prune.select import prunable_layers
 from slimtorch.train import distributed as D
 from slimtorch.train import evaluate
 
@@ -30,7 +32,7 @@ def sensitivity(
     model: nn.Module,
     eval_data: Dataset,
     sparsities: Sequence[float] = DEFAULT_SPARSITIES,
-    layers: Sequence[str] | None = None,
+    layers: LayerSelection | dict | None = None,
     method: str = "magnitude",
     data: Any = None,
     *,
@@ -42,7 +44,8 @@ def sensitivity(
         model: the trained model (left untouched: every point prunes a copy).
         eval_data: labelled data for the accuracy.
         sparsities: values in [0, 1).
-        layers: fnmatch patterns of the layers to analyse (default every prunable one).
+        layers: ``{include: [...], exclude: [...]}`` (:class:`~slimtorch.core.layers.LayerSelection`):
+            the layers to analyse (default every prunable one).
         method: criterion (``magnitude``, ``activation``…); ``data`` for data-driven ones.
         distributed: under torchrun, share the (layer, sparsity) points among the
             processes; every rank returns the whole result. ``False`` runs them all here.
@@ -50,7 +53,7 @@ def sensitivity(
     Returns:
         layer fqn → ``[(sparsity, accuracy), ...]`` in the order of ``sparsities``.
     """
-    names = list(select_layers(model, list(layers) if layers else None))
+    names = list(prunable_layers(model, layers))
     # Sparsity 0 is the dense model whatever the layer: one evaluation serves every curve.
     points: list[tuple[str | None, float]] = [(None, 0.0)] if names and 0.0 in sparsities else []
     points += [(fqn, float(s)) for fqn in names for s in sparsities if s != 0.0]
@@ -59,7 +62,9 @@ def sensitivity(
         fqn, s = point
         if fqn is None:
             return evaluate(model, eval_data).accuracy
-        pruned = prune(model, PruneConfig(method=method, sparsity=s, include=[fqn], protect=False), data)  # a copy
+        pruned = prune(
+            model, PruneConfig(method=method, sparsity=s, layers={"include": [glob.escape(fqn)]}, protect=False), data
+        )  # a copy
         return evaluate(pruned, eval_data).accuracy
 
     run = D.fan_out if distributed else lambda fn, items: [fn(x) for x in items]

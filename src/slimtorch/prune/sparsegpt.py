@@ -234,8 +234,9 @@ def _solve(block: nn.Module, mods: dict[str, nn.Module], group: list[str], acc: 
     for n in group:
         if acc["n"] == 0:
             raise ConfigError(
-                f"'{n}' is never called when the block runs, so SparseGPT has no inputs for it; add it to 'exclude'",
-                field="exclude",
+                f"'{n}' is never called when the block runs, so SparseGPT has no inputs for it; "
+                "add it to layers: {exclude: [...]}",
+                field="layers.exclude",
             )
         W, _, qw = sparsegpt_weight(mods[n].weight, acc["H"] / acc["n"], config)
         if qw is not None:
@@ -250,6 +251,7 @@ def prune_sparsegpt(
     model: nn.Module,
     config: SparseGPTConfig | dict | None,
     ids: torch.Tensor,
+    *,
     inplace: bool = False,
     checkpoint_dir=None,
 ) -> nn.Module:

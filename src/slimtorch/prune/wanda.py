@@ -98,7 +98,12 @@ def prune_block(block: nn.Module, data: BlockData, names: list[str], config: Wan
 
 @torch.no_grad()
 def prune_wanda(
-    model: nn.Module, config: WandaConfig | dict | None, ids: torch.Tensor, inplace: bool = False, checkpoint_dir=None
+    model: nn.Module,
+    config: WandaConfig | dict | None,
+    ids: torch.Tensor,
+    *,
+    inplace: bool = False,
+    checkpoint_dir=None,
 ) -> nn.Module:
     """Wanda-prune the decoder Linears of ``model`` on calibration token ids ``ids (N, L)``.
 

@@ -206,7 +206,7 @@ def _awq_block(block: nn.Module, data: BlockData, names: list[str], config: AWQC
 
 @torch.no_grad()
 def quantize_awq(
-    model: nn.Module, config: AWQConfig | dict | None, ids: torch.Tensor, inplace: bool = False, checkpoint_dir=None
+    model: nn.Module, config: AWQConfig | dict | None, ids: torch.Tensor, *, inplace: bool = False, checkpoint_dir=None
 ) -> nn.Module:
     """AWQ-quantize the selected Linears of a Llama-family decoder on calibration ids ``(N, L)``.
 

@@ -17,8 +17,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.core.config import coerce
+from slimtorch.core.layers import select
 from slimtorch.quantize.config import ClipConfig
-from slimtorch.quantize.layers import FilterFn, select_layers
+from slimtorch.quantize.layers import QUANTIZABLE, FilterFn
 
 
 def clip_tensor(w: torch.Tensor, threshold: float, value: float | None = None) -> torch.Tensor:
@@ -41,7 +42,7 @@ def clip_weights(
     config = coerce(ClipConfig, config)
     out = model if inplace else copy.deepcopy(model)
     n = 0
-    for _, module in select_layers(out, config.layers, config.skip, filter_fn):
+    for module in select(out, config.layers, QUANTIZABLE, filter_fn=filter_fn).values():
         target = (
             module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") else module.weight
         )

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.layers import SelectsLayers
 
 UNIFORM_BITS = (2, 8)
 KMEANS_BITS = (1, 16)
@@ -57,7 +58,7 @@ class UniformConfig(FrozenConfig):
         return _check_bits(v, "bits", UNIFORM_BITS)
 
 
-class QuantConfig(FrozenConfig):
+class QuantConfig(SelectsLayers):
     """Simulated (fake-quant) quantization of a model's weights and activations.
 
     Attributes:
@@ -75,8 +76,8 @@ class QuantConfig(FrozenConfig):
             (learned step size, Esser et al. 2020) for QAT.
         per_layer: layer name (or fnmatch pattern) → weight bits, overriding
             ``weight_bits`` (mixed precision).
-        layers: fnmatch patterns of layers to quantize (default: every Linear/Conv).
-        skip: fnmatch patterns of layers left in float.
+        layers: ``{include: [...], exclude: [...]}``: the layers to quantize (default: every
+            Linear / Conv; excluded layers stay float).
         quantize_outputs: also fake-quantize each layer's output (else inputs only).
         calib_batches: batches of calibration data the observers see.
         calib_batch_size: batch size used when ``calib_data`` is a Dataset.
@@ -93,8 +94,6 @@ class QuantConfig(FrozenConfig):
     act_percentile: float = Field(99.99, gt=50, le=100)
     method: Literal["ste", "lsq"] = "ste"
     per_layer: dict[str, int] = Field(default_factory=dict)
-    layers: list[str] | None = None
-    skip: list[str] = Field(default_factory=list)
     quantize_outputs: bool = False
     calib_batches: int = Field(16, ge=1)
     calib_batch_size: int = Field(256, ge=1)
@@ -130,7 +129,7 @@ class QuantConfig(FrozenConfig):
         return self
 
 
-class KMeansConfig(FrozenConfig):
+class KMeansConfig(SelectsLayers):
     """k-means weight sharing (Han et al. 2016, "Deep Compression", section 3).
 
     Attributes:
@@ -140,7 +139,7 @@ class KMeansConfig(FrozenConfig):
         iters: maximum Lloyd iterations (stops early when assignments settle).
         seed: seeds ``kmeans++`` (the other inits are deterministic).
         per_layer: layer name / fnmatch pattern → bits (mixed precision).
-        layers / skip: fnmatch patterns selecting the layers (default: every Linear/Conv).
+        layers: ``{include: [...], exclude: [...]}`` selecting the layers (default: every Linear / Conv).
         reseed_empty: move clusters that end up empty (linear init puts many in the
             hole that pruning leaves around zero) onto the worst-served weights, so all
             2^bits codes are used; ``False`` is the paper's plain Lloyd iteration.
@@ -157,8 +156,6 @@ class KMeansConfig(FrozenConfig):
     iters: int = Field(50, ge=1, le=10_000)
     seed: int = 0
     per_layer: dict[str, int] = Field(default_factory=dict)
-    layers: list[str] | None = None
-    skip: list[str] = Field(default_factory=list)
     reseed_empty: bool = True
     empty_layers: Literal["skip", "error"] = "skip"
     bias_bits: int | None = None
@@ -186,17 +183,15 @@ class KMeansConfig(FrozenConfig):
         return v
 
 
-class ClipConfig(FrozenConfig):
+class ClipConfig(SelectsLayers):
     """Seed 001's weight clipping (权重裁剪, section 3.1): ``w -> t if |w| > T else w``.
 
     Attributes:
         threshold: T > 0 (absolute).
         value: the replacement t. None (default) keeps the sign, ``t = sign(w)·T``,
             i.e. saturation at the threshold; a number reproduces the seed literally.
-        layers / skip: fnmatch patterns selecting the layers.
+        layers: ``{include: [...], exclude: [...]}`` selecting the layers (default: every Linear / Conv).
     """
 
     threshold: float = Field(gt=0)
     value: float | None = None
-    layers: list[str] | None = None
-    skip: list[str] = Field(default_factory=list)

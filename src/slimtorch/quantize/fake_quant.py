@@ -143,7 +143,8 @@ class ActFakeQuant(nn.Module):
             raise UnsupportedModelError(
                 f"activation quantizer '{self.name}' saw no data during calibration; the layer was never "
                 "called as a module (e.g. nn.MultiheadAttention uses out_proj's weight directly) — check the "
-                "model's forward and the calibration data, or leave the layer out with QuantConfig(skip=[...])"
+                "model's forward and the calibration data, or leave the layer out with QuantConfig's "
+                "layers: {exclude: [...]}"
             )
         self.set_qparams(*qparams_from_range(*self._observer.range(), self.bits, self.symmetric))
         self._observer = None

@@ -224,7 +224,7 @@ def quantize_block(
 
 @torch.no_grad()
 def quantize_gptq(
-    model: nn.Module, config: GPTQConfig | dict | None, ids: torch.Tensor, inplace: bool = False, checkpoint_dir=None
+    model: nn.Module, config: GPTQConfig | dict | None, ids: torch.Tensor, *, inplace: bool = False, checkpoint_dir=None
 ) -> nn.Module:
     """GPTQ-quantize the selected Linears of a decoder, block by block, on calibration ids ``(N, L)``.
 

@@ -92,7 +92,7 @@ def hqq_weight(w: torch.Tensor, config: HQQConfig) -> QuantizedWeight:
 
 
 @torch.no_grad()
-def quantize_hqq(model: nn.Module, config: HQQConfig | dict | None = None, inplace: bool = False) -> nn.Module:
+def quantize_hqq(model: nn.Module, config: HQQConfig | dict | None = None, *, inplace: bool = False) -> nn.Module:
     """HQQ-quantize every selected Linear of ``model`` (no calibration data)."""
     config = coerce(HQQConfig, config)
     return quantize_each(model, config, inplace, lambda w: hqq_weight(w, config), "HQQ")

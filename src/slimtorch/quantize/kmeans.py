@@ -30,9 +30,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.core.config import coerce
+from slimtorch.core.layers import select
 from slimtorch.quantize.config import KMeansConfig
 from slimtorch.quantize.fake_quant import WeightFakeQuant
-from slimtorch.quantize.layers import FilterFn, bits_for, check_per_layer, find_parametrization, select_layers
+from slimtorch.quantize.layers import QUANTIZABLE, FilterFn, bits_for, check_per_layer, find_parametrization
 
 
 def _init_centroids(v: torch.Tensor, k: int, init: str, gen: torch.Generator) -> torch.Tensor:
@@ -164,7 +165,7 @@ def kmeans_share(
     out = model if inplace else copy.deepcopy(model)
     check_per_layer(out, cfg.per_layer)
     skipped, tied = [], _tied_weights(out)
-    for name, module in list(select_layers(out, cfg.layers, cfg.skip, filter_fn)):
+    for name, module in select(out, cfg.layers, QUANTIZABLE, filter_fn=filter_fn).items():
         if name in tied:
             skipped.append(name)
             warnings.warn(
@@ -181,7 +182,7 @@ def kmeans_share(
             if cfg.empty_layers == "error":
                 raise ValueError(
                     f"layer '{name}' has no non-zero weight to share (fully pruned); "
-                    "skip it with KMeansConfig(skip=[...]) or empty_layers='skip'"
+                    "leave it out with layers: {exclude: [...]} or empty_layers='skip'"
                 )
             skipped.append(name)
             continue

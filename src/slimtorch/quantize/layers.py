@@ -1,52 +1,17 @@
-"""Which layers a quantization transform touches, and their bit widths."""
+"""The layers a quantization transform works on, and their bit widths (selection: :mod:`slimtorch.core.layers`)."""
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-FilterFn = Callable[[nn.Module, str], bool]
+from slimtorch.core.layers import FilterFn  # noqa: F401  (the verbs' filter_fn type)
 
+# The layers quantize_model, kmeans_share and clip_weights select among (slimtorch.core.layers.select).
 QUANTIZABLE = (nn.Linear, nn.modules.conv._ConvNd)
-
-
-def _matches(name: str, patterns: list[str]) -> bool:
-    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def select_layers(
-    model: nn.Module, layers: list[str] | None, skip: list[str], filter_fn: FilterFn | None = None
-) -> Iterator[tuple[str, nn.Module]]:
-    """(fqn, module) of every Linear / Conv layer selected by patterns and ``filter_fn``.
-
-    Raises:
-        ConfigError: ``layers`` was given and matches no Linear / Conv layer (as pruning's
-            ``include`` does: a typo must not quietly quantize nothing); lists the layers.
-    """
-    from slimtorch.core.errors import ConfigError
-
-    chosen = []
-    for name, module in model.named_modules():
-        if not isinstance(module, QUANTIZABLE):
-            continue
-        if layers is not None and not _matches(name, layers):
-            continue
-        if _matches(name, skip) or (filter_fn is not None and not filter_fn(module, name)):
-            continue
-        chosen.append((name, module))
-    if layers is not None and not any(
-        _matches(n, layers) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)
-    ):
-        names = [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
-        raise ConfigError(
-            f"'layers' {layers} matches no Linear/Conv layer; layers are: {', '.join(names) or '(none)'}",
-            field="layers",
-        )
-    return iter(chosen)
 
 
 def bits_for(name: str, default: int, per_layer: dict[str, int]) -> int:

@@ -86,7 +86,7 @@ def _streamed_gptq(ctx: Context):
             field="stream",
         )
 
-    def fn(model, config, ids, inplace=True, checkpoint_dir=None):
+    def fn(model, config, ids, *, inplace=True, checkpoint_dir=None):
         from slimtorch.pipeline.lm import reload_into
 
         out = ctx.stage_dir() / "streamed"

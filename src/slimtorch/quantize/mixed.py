@@ -10,15 +10,17 @@ is raised one step.
 
 from __future__ import annotations
 
+import glob
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
+from slimtorch.core.layers import select
 from slimtorch.quantize.config import KMeansConfig, QuantConfig
 from slimtorch.quantize.kmeans import kmeans_share
-from slimtorch.quantize.layers import select_layers
+from slimtorch.quantize.layers import QUANTIZABLE
 from slimtorch.quantize.model import quantize_model
 from slimtorch.train import distributed as D
 
@@ -49,12 +51,12 @@ def sensitivity(
     Under torchrun (and ``distributed=True``) the (layer, bits) points are shared among the
     processes and every rank returns the whole result.
     """
-    names = [n for n, _ in select_layers(model, config.layers, config.skip)]
+    names = list(select(model, config.layers, QUANTIZABLE))
     points = [(name, b) for name in names for b in bits_options]
 
     def accuracy(point: tuple[str, int]) -> float:
         name, b = point
-        cfg = config.replace(layers=[name], per_layer={name: b})
+        cfg = config.replace(layers={"include": [glob.escape(name)]}, per_layer={name: b})
         return _accuracy(_apply(model, cfg, calib_data), eval_data)
 
     accs = D.fan_out(accuracy, points) if distributed else [accuracy(p) for p in points]

@@ -21,14 +21,14 @@ import torch
 from torch import nn
 
 from slimtorch.core.blockwise import BlockData, input_hooks, sequential
-from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.layers import LayerSelection, SelectsLayers
 from slimtorch.quantize.gptq import accumulate, hessian_accumulator
-from slimtorch.quantize.weight_only import selected_linears
+from slimtorch.quantize.weight_only import default_selection, selected_linears
 from slimtorch.quantize.wgrid import GridConfig, group_bounds, rtn_weight
 
 
-class MixedBitsConfig(FrozenConfig):
+class MixedBitsConfig(SelectsLayers):
     """Candidates, budget and grid of a mixed-precision allocation.
 
     Attributes:
@@ -36,14 +36,13 @@ class MixedBitsConfig(FrozenConfig):
         avg_bits: budget: average bits per weight over the selected Linears, including
             the per-group scale (32 bits) and zero (``bits`` bits) overhead.
         grid: group size and symmetry (``bits`` is ignored).
-        layers / exclude: which Linears, as in the weight-only configs.
+        layers: which Linears, as in the weight-only configs (default ``{exclude: [lm_head]}``).
     """
 
     candidates: list[int] = pydantic.Field(default_factory=lambda: [3, 4])
     avg_bits: float = pydantic.Field(3.5, gt=1)
     grid: GridConfig = pydantic.Field(default_factory=GridConfig)
-    layers: list[str] | None = None
-    exclude: list[str] = pydantic.Field(default_factory=lambda: ["lm_head"])
+    layers: LayerSelection = pydantic.Field(default_factory=default_selection)
     batch_size: int = pydantic.Field(8, ge=1)
 
     @pydantic.field_validator("candidates")
@@ -66,7 +65,7 @@ def layer_sensitivity(model: nn.Module, ids: torch.Tensor, config: MixedBitsConf
     from slimtorch.models.llm import decoder_blocks
     from slimtorch.quantize.weight_only import WeightOnlyConfig
 
-    chosen = selected_linears(model, WeightOnlyConfig(layers=config.layers, exclude=config.exclude))
+    chosen = selected_linears(model, WeightOnlyConfig(layers=config.layers))
     prefix, _ = decoder_blocks(model)
     out: dict[str, dict[int, float]] = {}
 

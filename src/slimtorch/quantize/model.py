@@ -21,15 +21,16 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, Dataset
 
 from slimtorch.core.config import coerce
+from slimtorch.core.layers import select
 from slimtorch.quantize.config import QuantConfig, UniformConfig
 from slimtorch.quantize.fake_quant import ActFakeQuant, WeightFakeQuant, input_hook, output_hook
 from slimtorch.quantize.layers import (
+    QUANTIZABLE,
     FilterFn,
     bits_for,
     check_per_layer,
     find_parametrization,
     pre_weight,
-    select_layers,
 )
 
 
@@ -50,7 +51,7 @@ def quantize_model(
         calib_data: inputs for activation calibration (a Dataset of ``(x, y)`` or ``x``,
             a DataLoader, or an iterable of batches). Required before the model is run
             when ``act_bits`` is set; may instead be given later to :func:`calibrate`.
-        filter_fn: ``filter_fn(module, fqn) -> bool``, on top of ``config.layers`` / ``skip``.
+        filter_fn: ``filter_fn(module, fqn) -> bool``, on top of ``config.layers``.
         inplace: modify ``model`` instead of a deep copy.
 
     Returns:
@@ -61,7 +62,7 @@ def quantize_model(
     check_per_layer(out, cfg.per_layer)
     learn = cfg.method == "lsq"
     touched = 0
-    for name, module in list(select_layers(out, cfg.layers, cfg.skip, filter_fn)):
+    for name, module in select(out, cfg.layers, QUANTIZABLE, filter_fn=filter_fn).items():
         if find_parametrization(module, WeightFakeQuant) is not None:
             raise ValueError(f"layer '{name}' is already quantized; start from the float model")
         ucfg = UniformConfig(
@@ -198,7 +199,7 @@ def quant_params(model: nn.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
-def strip_activation_quant(model: nn.Module, inplace: bool = False) -> nn.Module:
+def strip_activation_quant(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Remove activation quantizers and their hooks (weights untouched)."""
     out = model if inplace else copy.deepcopy(model)
     for module in out.modules():

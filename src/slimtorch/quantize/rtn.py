@@ -19,7 +19,7 @@ class RTNConfig(WeightOnlyConfig):
 
 
 @torch.no_grad()
-def quantize_rtn(model: nn.Module, config: RTNConfig | dict | None = None, inplace: bool = False) -> nn.Module:
+def quantize_rtn(model: nn.Module, config: RTNConfig | dict | None = None, *, inplace: bool = False) -> nn.Module:
     """Quantize every selected Linear of ``model`` to ``config.grid`` by rounding to nearest."""
     config = coerce(RTNConfig, config)
     return quantize_each(model, config, inplace, lambda w: rtn_weight(w, config.grid), "RTN")

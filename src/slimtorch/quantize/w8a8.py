@@ -62,7 +62,7 @@ class W8A8Linear(nn.Module):
 
 @torch.no_grad()
 def quantize_w8a8(
-    model: nn.Module, config: W8A8Config | dict | None, ids: torch.Tensor | None = None, inplace: bool = False
+    model: nn.Module, config: W8A8Config | dict | None, ids: torch.Tensor | None = None, *, inplace: bool = False
 ) -> nn.Module:
     """SmoothQuant (with calibration ``ids``) then simulated W8A8 on every Linear of the decoder blocks."""
     config = coerce(W8A8Config, config)

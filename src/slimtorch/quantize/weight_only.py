@@ -8,60 +8,52 @@ algorithm.
 
 from __future__ import annotations
 
-import fnmatch
-
 import pydantic
 from torch import nn
 
-from slimtorch.core.config import FrozenConfig, coerce  # noqa: F401  (re-exported for the methods)
-from slimtorch.core.errors import ConfigError
+from slimtorch.core.config import coerce  # noqa: F401  (re-exported for the methods)
 from slimtorch.core.inplace import working_model
+from slimtorch.core.layers import LayerSelection, SelectsLayers, select
 from slimtorch.core.progress import track
 from slimtorch.quantize.qlinear import QuantLinear, replace_linear
 from slimtorch.quantize.wgrid import GridConfig
 
+# Left in float unless a selection says otherwise: the output head is often tied to the embedding.
+DEFAULT_EXCLUDE = ("lm_head",)
 
-class WeightOnlyConfig(FrozenConfig):
+
+def default_selection() -> LayerSelection:
+    return LayerSelection(exclude=list(DEFAULT_EXCLUDE))
+
+
+class WeightOnlyConfig(SelectsLayers):
     """Common fields.
 
     Attributes:
         grid: bits, group size, symmetry, range search.
-        layers: fnmatch patterns of the Linear layers to quantize (``None``: every ``nn.Linear``).
-        exclude: patterns left in float; by default the (often tied) ``lm_head``.
+        layers: ``{include: [...], exclude: [...]}`` over the ``nn.Linear`` names; default
+            ``{exclude: [lm_head]}`` (every Linear but the often tied output head). A
+            ``layers`` you give replaces the default whole: keep ``lm_head`` in its
+            ``exclude`` if the head should stay float.
     """
 
     grid: GridConfig = pydantic.Field(default_factory=GridConfig)
-    layers: list[str] | None = None
-    exclude: list[str] = pydantic.Field(default_factory=lambda: ["lm_head"])
-
-
-def _match(name: str, patterns: list[str]) -> bool:
-    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+    layers: LayerSelection = pydantic.Field(default_factory=default_selection)
 
 
 def selected_linears(model: nn.Module, config: WeightOnlyConfig) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` layers ``config`` selects, by qualified name.
+    """The ``nn.Linear`` layers ``config.layers`` selects, by qualified name.
 
     Raises:
-        ConfigError: a ``layers`` pattern matches nothing, or nothing is selected.
+        ConfigError: a pattern matches nothing, or nothing is selected (:func:`slimtorch.core.layers.select`).
     """
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, QuantLinear)]
-    if config.layers is not None:
-        for p in config.layers:
-            if not any(_match(n, [p]) for n in names):
-                raise ConfigError(
-                    f"layers pattern '{p}' matches no nn.Linear; there are: {', '.join(names[:12])}…", field="layers"
-                )
-    chosen = {
-        n: model.get_submodule(n)
-        for n in names
-        if (config.layers is None or _match(n, config.layers)) and not _match(n, config.exclude)
-    }
-    if not chosen:
-        raise ConfigError(
-            "no nn.Linear layer is selected for quantization; check 'layers' and 'exclude'", field="layers"
-        )
-    return chosen
+    return select(
+        model,
+        config.layers,
+        lambda m, _n: isinstance(m, nn.Linear) and not isinstance(m, QuantLinear),
+        what="nn.Linear",
+        may_miss=DEFAULT_EXCLUDE,
+    )
 
 
 def target(model: nn.Module, inplace: bool) -> nn.Module:

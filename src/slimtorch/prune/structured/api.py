@@ -8,6 +8,7 @@ an importance criterion (:mod:`.importance`) ranks those units, and
 
 from __future__ import annotations
 
+import glob
 import math
 from collections.abc import Callable
 
@@ -19,11 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from slimtorch.core.config import validate_config
 from slimtorch.core.errors import ConfigError, UnsupportedModelError
 from slimtorch.core.inplace import working_model
+from slimtorch.core.layers import select
 from slimtorch.prune.structured import importance as imp
 from slimtorch.prune.structured.apply import remove_channels
 from slimtorch.prune.structured.compensate import activation_scores, compensate, input_stats
 from slimtorch.prune.structured.config import StructuredConfig
-from slimtorch.prune.structured.graph import Graph, build_graph, classifier_name, matches
+from slimtorch.prune.structured.graph import PRODUCERS, Graph, build_graph, classifier_name, matches
 from slimtorch.prune.structured.transformer import encoder_layers, prune_encoder
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -158,10 +160,16 @@ def prune_channels(
             raise ConfigError(f"per_layer['{pattern}'] must be in [0, 1), got {r}", field=f"per_layer.{pattern}")
     model = working_model(model, inplace)
     if encoder_layers(model):
+        if cfg.layers.include is not None or cfg.layers.exclude:
+            raise ConfigError(
+                "structured pruning of a BERT-style encoder prunes every layer's heads and FFN neurons; "
+                "it takes no layer selection yet: leave 'layers' out",
+                field="layers",
+            )
         summary = prune_encoder(model, cfg, calib=data if data is not None else example_input)
         model.slimtorch_structured = summary
         return model
-    ignored = tuple(cfg.ignored_layers)
+    ignored = _ignored(model, cfg)
     tied = tuple(_tied_layers(model))
     head = classifier_name(model) if cfg.ignore_classifier else None
     if head is not None:
@@ -183,12 +191,23 @@ def prune_channels(
     except RuntimeError as exc:  # a channel-indexed constant the graph could not see
         raise UnsupportedModelError(
             f"the pruned model no longer runs ({exc}); a tensor outside the layers (a buffer or constant) "
-            "depends on the channel count. Add the layers feeding it to StructuredConfig.ignored_layers."
+            "depends on the channel count. Add the layers feeding it to layers: {exclude: [...]}."
         ) from exc
     if after != before:
         raise UnsupportedModelError(f"pruning changed the output shapes {before} -> {after}; this is a bug")
     model.slimtorch_structured = summary
     return model
+
+
+def _ignored(model: nn.Module, cfg: StructuredConfig) -> tuple[str, ...]:
+    """Patterns of the modules whose outputs keep their size: the excluded ones and the producers not included.
+
+    Raises:
+        ConfigError: a pattern of ``cfg.layers`` matches nothing (:func:`slimtorch.core.layers.select`).
+    """
+    chosen = select(model, cfg.layers, PRODUCERS, what="Conv/Linear/Embedding")
+    left_out = [glob.escape(n) for n, m in model.named_modules() if isinstance(m, PRODUCERS) and n not in chosen]
+    return (*cfg.layers.exclude, *left_out)
 
 
 def _tied_layers(model: nn.Module) -> list[str]:

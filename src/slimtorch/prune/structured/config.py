@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from slimtorch.core.config import FrozenConfig
+from slimtorch.core.layers import SelectsLayers
 
 
-class StructuredConfig(FrozenConfig):
+class StructuredConfig(SelectsLayers):
     """What to remove and how to rank it.
 
     Attributes:
@@ -28,8 +28,10 @@ class StructuredConfig(FrozenConfig):
             ``activation`` on encoders.
         round_to: kept channel counts are multiples of this (8 suits SIMD kernels).
         max_group_ratio: no group loses more than this fraction (``global`` scope).
-        ignored_layers: fnmatch patterns of module names whose *outputs* are never pruned;
-            an ignored module of unknown type is treated as opaque (its inputs are kept too).
+        layers: ``{include: [...], exclude: [...]}`` (:class:`~slimtorch.core.layers.LayerSelection`):
+            the Conv / Linear / Embedding layers whose *outputs* may be pruned (default: all).
+            Layers outside it keep their output channels; an excluded module of a type the
+            graph does not know is treated as opaque (its inputs are kept too).
         ignore_classifier: never prune the output side of the last Linear (the logits).
         per_layer: pattern -> ratio overriding ``ratio`` for the groups whose producer matches.
         calib_batches: batches of ``data`` used for Taylor gradients, activation statistics
@@ -44,7 +46,6 @@ class StructuredConfig(FrozenConfig):
     importance: Literal["l1", "l2", "bn", "taylor", "random", "activation"] = "l2"
     round_to: int = Field(1, ge=1)
     max_group_ratio: float = Field(0.9, gt=0.0, lt=1.0)
-    ignored_layers: tuple[str, ...] = ()
     ignore_classifier: bool = True
     per_layer: dict[str, float] = Field(default_factory=dict)
     calib_batches: int = Field(4, ge=1)

@@ -77,9 +77,9 @@ def prune_finetune(
         if distill is not None:
             model = run_distill(
                 model,
+                kd,
                 teacher,
                 train_data,
-                kd,
                 eval_data=eval_data,
                 checkpoint_dir=ckpt,
                 resume=resume,

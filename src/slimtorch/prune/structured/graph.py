@@ -40,6 +40,7 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _FIXING_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 _KNOWN = (*_CONV, nn.Linear, *_BN, *_FIXING_NORMS, nn.Embedding)
+PRODUCERS = (*_CONV, nn.Linear, nn.Embedding)  # layers whose output channels a selection may keep
 
 _PASS = {
     "Relu",
@@ -242,7 +243,7 @@ class _Walker:
         layer, fn = self.where.get(node, ("<unknown>", type(node).__name__))
         raise UnsupportedModelError(
             f"layer '{layer}' (op {fn}): {what}. Structured pruning cannot rewrite this safely; add the layer to "
-            "StructuredConfig.ignored_layers to keep its channels, or rewrite the pattern."
+            "StructuredConfig's layers: {exclude: [...]} to keep its channels, or rewrite the pattern."
         )
 
     def fix(self, v: Val | None) -> None:
@@ -320,7 +321,7 @@ class _Walker:
                 raise UnsupportedModelError(
                     f"layer '{owner}' ({kind})"
                     f" uses its own parameter in op {type(node).__name__} on pruned channels; slimtorch does not "
-                    "know how to slice it. Add the layer to StructuredConfig.ignored_layers."
+                    "know how to slice it. Add the layer to StructuredConfig's layers: {exclude: [...]}."
                 )
             for v in tracked:
                 self.fix(v)
