@@ -20,9 +20,9 @@ from pydantic import Field, field_validator, model_validator
 
 from slimtorch.core.config import FrozenConfig, validate_config
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.stages import STAGES, StageSpec
 from slimtorch.models.hf import HFModelSource
 from slimtorch.models.user import UserModelSource
-from slimtorch.pipeline.registry import STAGES, StageSpec
 
 
 class ModelSource(FrozenConfig):

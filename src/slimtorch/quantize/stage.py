@@ -14,19 +14,19 @@ Recipe examples::
       init: linear
       finetune: {epochs: 2, optimizer: {lr: 0.001}}   # centroid fine-tuning
 
-Both write into ``ctx.info[stage_name]``: accuracy before / after (and after
-fine-tuning), the per-layer report (bits, distinct values, SQNR) and, for
-``quantize``, the scales / zero points an exporter needs.
+Both record a typed result (:class:`QuantizeResult`, :class:`KMeansResult`): accuracy
+before / after (and after fine-tuning), the per-layer report (bits, distinct values,
+SQNR) and, for ``quantize``, the scales / zero points an exporter needs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.registry import register_stage
+from slimtorch.core.stages import Context, StageResult, base_config, optional, register_stage
 from slimtorch.quantize.config import KMeansConfig, QuantConfig
 from slimtorch.quantize.kmeans import kmeans_share, kmeans_skipped
 from slimtorch.quantize.model import quant_params, quantize_model
@@ -49,6 +49,37 @@ class KMeansStageConfig(KMeansConfig):
     finetune: TrainConfig | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Finetuned(StageResult):
+    """Fields of an optional fine-tuning run (absent without ``finetune``)."""
+
+    history: list[dict[str, Any]] | None = optional()
+    resumed_from: int | None = optional()
+    accuracy_finetuned: float | None = optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeResult(_Finetuned):
+    """Accuracies (``None`` without test data), the config applied, per-layer report and quantizer parameters."""
+
+    accuracy_before: float | None
+    config: dict[str, Any]
+    accuracy_quantized: float | None
+    layers: list[dict[str, Any]]
+    quant_params: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KMeansResult(_Finetuned):
+    """Accuracies (``None`` without test data), the config applied, layers left alone, per-layer report."""
+
+    accuracy_before: float | None
+    config: dict[str, Any]
+    skipped_layers: list[str]
+    accuracy_shared: float | None
+    layers: list[dict[str, Any]]
+
+
 def _acc(ctx: Context, model) -> float | None:
     return evaluate(model, ctx.test_data).accuracy if ctx.test_data is not None else None
 
@@ -60,9 +91,10 @@ def _calib(ctx: Context, n: int):
     return Subset(data, range(min(n, len(data))))
 
 
-def _finetune(ctx: Context, model, cfg: TrainConfig | None, info: dict[str, Any]) -> None:
+def _finetune(ctx: Context, model, cfg: TrainConfig | None) -> dict[str, Any]:
+    """Fine-tune when ``cfg`` is set; the :class:`_Finetuned` fields."""
     if cfg is None:
-        return
+        return {}
     result = fit(
         model,
         ctx.require_train_data(),
@@ -72,31 +104,43 @@ def _finetune(ctx: Context, model, cfg: TrainConfig | None, info: dict[str, Any]
         resume=ctx.resume,
         verbose=ctx.verbose,
     )
-    info["history"] = result.history
-    info["resumed_from"] = result.resumed_from
-    info["accuracy_finetuned"] = _acc(ctx, model)
+    return {"history": result.history, "resumed_from": result.resumed_from, "accuracy_finetuned": _acc(ctx, model)}
 
 
 @register_stage("quantize", QuantizeStageConfig, trains=True)
 def quantize_stage(ctx: Context, cfg: QuantizeStageConfig) -> None:
-    qcfg = QuantConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in QuantConfig.model_fields})
-    info: dict[str, Any] = {"accuracy_before": _acc(ctx, ctx.model), "config": qcfg.to_dict()}
+    qcfg = base_config(cfg, QuantConfig)
+    before = _acc(ctx, ctx.model)
     calib = _calib(ctx, cfg.calib_examples) if qcfg.act_bits is not None else None
     ctx.model = quantize_model(ctx.model, qcfg, calib)
-    info["accuracy_quantized"] = _acc(ctx, ctx.model)
-    _finetune(ctx, ctx.model, cfg.finetune, info)
-    info["layers"] = layer_report(ctx.model)
-    info["quant_params"] = quant_params(ctx.model)
-    ctx.info[ctx.stage_name] = info
+    quantized = _acc(ctx, ctx.model)
+    tuned = _finetune(ctx, ctx.model, cfg.finetune)
+    ctx.record(
+        QuantizeResult(
+            accuracy_before=before,
+            config=qcfg.to_dict(),
+            accuracy_quantized=quantized,
+            **tuned,
+            layers=layer_report(ctx.model),
+            quant_params=quant_params(ctx.model),
+        )
+    )
 
 
 @register_stage("kmeans", KMeansStageConfig, trains=True)
 def kmeans_stage(ctx: Context, cfg: KMeansStageConfig) -> None:
-    kcfg = KMeansConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in KMeansConfig.model_fields})
-    info: dict[str, Any] = {"accuracy_before": _acc(ctx, ctx.model), "config": kcfg.to_dict()}
+    kcfg = base_config(cfg, KMeansConfig)
+    before = _acc(ctx, ctx.model)
     ctx.model = kmeans_share(ctx.model, kcfg)
-    info["skipped_layers"] = kmeans_skipped(ctx.model)
-    info["accuracy_shared"] = _acc(ctx, ctx.model)
-    _finetune(ctx, ctx.model, cfg.finetune, info)
-    info["layers"] = layer_report(ctx.model)
-    ctx.info[ctx.stage_name] = info
+    skipped, shared = kmeans_skipped(ctx.model), _acc(ctx, ctx.model)
+    tuned = _finetune(ctx, ctx.model, cfg.finetune)
+    ctx.record(
+        KMeansResult(
+            accuracy_before=before,
+            config=kcfg.to_dict(),
+            skipped_layers=skipped,
+            accuracy_shared=shared,
+            **tuned,
+            layers=layer_report(ctx.model),
+        )
+    )
