@@ -117,45 +117,71 @@ def _record(model: nn.Module, x: torch.Tensor, name: str, artifact: Path, cfg: A
     return rec.to_dict(layers=False)
 
 
-def _prune_gradually(
-    model: nn.Module,
-    pcfg,
-    train: Dataset,
-    ev: Dataset,
-    cfg: AutoConfig,
-    bound: float,
-    info: dict[str, Any],
-    loss_fn=None,
+def _prune(
+    model: nn.Module, pcfg, train: Dataset, ev: Dataset, cfg: AutoConfig, bound: float, info: dict[str, Any], loss_fn
 ) -> nn.Module:
-    """AGP pruning to ``pcfg``'s per-layer targets during the candidate's fine-tuning.
+    """Prune ``model`` (this candidate's copy) to ``pcfg`` on the configured schedule.
 
-    With ``finetune="auto"`` the one-shot pruned model is tried first: if it already keeps
-    half the allowed drop, gradual pruning would not pay and that model is used as is.
+    The schedule itself is :func:`~slimtorch.prune.scheduled.prune_scheduled`, the same code
+    the recipe stage ``prune`` runs; what is ``auto``'s own is the choice of its settings and,
+    with ``finetune="auto"``, skipping fine-tuning that would not pay: a one-shot pruned model
+    within half the allowed drop is kept as is (for AGP, tried on a copy before the gradual run).
     """
     from slimtorch.prune import prune
-    from slimtorch.prune.schedule import AGPCallback, AGPConfig
+    from slimtorch.prune.schedule import AGPConfig
+    from slimtorch.prune.scheduled import PruneScheduleConfig, prune_scheduled
 
-    if cfg.finetune == "auto":
-        probe = prune(model, pcfg, train)  # a copy: model goes on to the gradual schedule if this is not enough
-        acc = evaluate(probe, ev).accuracy
-        info["acc_before_finetune"] = acc
+    trains = cfg.finetune != "never" and cfg.finetune_epochs > 0
+    schedule = cfg.prune_schedule if trains else "one_shot"
+    sched: dict[str, Any] = {"prune": pcfg, "schedule": schedule}
+    if schedule == "agp":
+        if cfg.finetune == "auto":
+            probe = prune(model, pcfg, train)  # a copy: model goes on to the gradual schedule if this is not enough
+            acc = evaluate(probe, ev).accuracy
+            info["acc_before_finetune"] = acc
+            if acc >= bound:
+                info["finetune_skipped"] = True
+                return probe
+        steps_per_epoch = -(-len(train) // cfg.batch_size)
+        end = cfg.finetune_epochs * cfg.agp_end
+        # about ten mask updates: enough for the cubic curve, few enough that each is followed by training
+        frequency = max(1, round(end * steps_per_epoch / 10))
+        sched.update(
+            finetune=_train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr),
+            agp=AGPConfig(end_epoch=end, frequency=frequency),
+        )
+    elif schedule == "iterative":
+        # Han et al.: one epoch of fine-tuning after each of finetune_epochs pruning rounds (cubic targets)
+        sched.update(finetune=_train_config(cfg, 1, cfg.finetune_lr), steps=cfg.finetune_epochs)
+    elif trains:
+        sched["finetune"] = _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr)
+
+    def worth_finetuning(pruned: nn.Module) -> bool:
+        if cfg.finetune != "auto" or not trains:
+            return True
+        acc = info["acc_before_finetune"] = evaluate(pruned, ev).accuracy
         if acc >= bound:
             info["finetune_skipped"] = True
-            return probe
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    end = cfg.finetune_epochs * cfg.agp_end
-    # about ten mask updates: enough for the cubic curve, few enough that each is followed by training
-    frequency = max(1, round(end * steps_per_epoch / 10))
-    cb = AGPCallback(model, pcfg, AGPConfig(end_epoch=end, frequency=frequency), data=train)
-    fit(
+        return acc < bound
+
+    log: dict[str, Any] = {}
+    model = prune_scheduled(
         model,
+        PruneScheduleConfig(**sched),
         train,
-        _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr),
-        callbacks=[cb],
+        train,
         loss_fn=loss_fn,
+        after_prune=worth_finetuning,
         verbose=False,
+        log=log,
+        inplace=True,  # model is already this candidate's copy
     )
-    info.update(finetune_epochs=cfg.finetune_epochs, agp_updates=len(cb.history))
+    if schedule == "iterative":
+        info.update(finetune_epochs=cfg.finetune_epochs, prune_rounds=cfg.finetune_epochs)
+    elif schedule == "agp":
+        info.update(finetune_epochs=cfg.finetune_epochs, agp_updates=log["agp_updates"])
+    elif log["finetune_epochs"]:
+        info["finetune_epochs"] = log["finetune_epochs"]
     return model
 
 
@@ -171,7 +197,7 @@ def evaluate_size(
 ) -> Evaluated:
     """Prune → fine-tune → k-means → centroid fine-tune → ``.slim`` → decoded model measured."""
     from slimtorch.encode.model import load_packed, pack_model
-    from slimtorch.prune import PruneConfig, prune
+    from slimtorch.prune import PruneConfig
     from slimtorch.quantize import KMeansConfig, kmeans_share
 
     half = baseline - cfg.max_drop / 200  # within half the budget: fine-tuning would not pay
@@ -188,28 +214,7 @@ def evaluate_size(
     per_layer = params["per_layer"]
     if any(s > 0 for s in per_layer.values()):
         pcfg = PruneConfig(method=cfg.prune_method, sparsity=0.0, per_layer=per_layer, seed=cfg.seed)
-        trains = cfg.finetune != "never" and cfg.finetune_epochs > 0
-        if cfg.prune_schedule == "agp" and trains:
-            m = _prune_gradually(m, pcfg, train, ev, cfg, half, info, kd)
-        elif cfg.prune_schedule == "iterative" and trains:
-            # Han et al.: one epoch of fine-tuning after each of finetune_epochs pruning rounds (cubic targets)
-            from slimtorch.prune import prune_iterative
-
-            m = prune_iterative(
-                m,
-                pcfg,
-                train,
-                _train_config(cfg, 1, cfg.finetune_lr),
-                steps=cfg.finetune_epochs,
-                data=train,
-                loss_fn=kd,
-                verbose=False,
-                inplace=True,
-            )
-            info.update(finetune_epochs=cfg.finetune_epochs, prune_rounds=cfg.finetune_epochs)
-        else:
-            m = prune(m, pcfg, train, inplace=True)  # m is already this candidate's copy
-            _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune", kd)
+        m = _prune(m, pcfg, train, ev, cfg, half, info, kd)
     m = kmeans_share(
         m,
         KMeansConfig(
