@@ -43,9 +43,14 @@ def optional(default: Any = None) -> Any:
     return field(default=default, metadata={_OMIT: True})
 
 
-def flattened() -> Any:
-    """A ``dict`` field whose keys appear at the top level of :meth:`StageResult.to_dict`."""
-    return field(default_factory=dict, metadata={_FLATTEN: True})
+def flattened(*, required: bool = False) -> Any:
+    """A field (a ``dict`` or a dataclass) whose keys appear at the top level of :meth:`StageResult.to_dict`.
+
+    ``None`` adds nothing: a group of keys recorded together or not at all (e.g. a fine-tuning run's).
+    """
+    if required:
+        return field(metadata={_FLATTEN: True})
+    return field(default=None, metadata={_FLATTEN: True})
 
 
 def _to_dict(obj: Any) -> dict[str, Any]:
@@ -55,7 +60,8 @@ def _to_dict(obj: Any) -> dict[str, Any]:
         if f.metadata.get(_OMIT) and value is None:
             continue
         if f.metadata.get(_FLATTEN):
-            out.update(value)
+            if value is not None:
+                out.update(_to_dict(value) if dataclasses.is_dataclass(value) else value)
             continue
         out[f.name] = _to_dict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
     return out

@@ -66,7 +66,7 @@ class Int8Result(StageResult):
     is what the run's record of this stage reports.
     """
 
-    conversion: dict[str, Any] = flattened()
+    conversion: dict[str, Any] = flattened(required=True)
     fallback_checked_on: str
     fidelity_test: dict[str, Any] | None = optional()
     accuracy_int8: float | None = optional()

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import Field
 
-from slimtorch.core.stages import Context, StageResult, base_config, optional, register_stage
+from slimtorch.core.stages import Context, StageResult, base_config, flattened, register_stage
 from slimtorch.quantize.config import KMeansConfig, QuantConfig
 from slimtorch.quantize.kmeans import kmeans_share, kmeans_skipped
 from slimtorch.quantize.model import quant_params, quantize_model
@@ -50,33 +50,35 @@ class KMeansStageConfig(KMeansConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Finetuned(StageResult):
-    """Fields of an optional fine-tuning run (absent without ``finetune``)."""
+class FinetuneRun:
+    """The optional fine-tuning after quantizing / sharing (QAT, centroid fine-tuning)."""
 
-    history: list[dict[str, Any]] | None = optional()
-    resumed_from: int | None = optional()
-    accuracy_finetuned: float | None = optional()
+    history: list[dict[str, Any]]
+    resumed_from: int | None
+    accuracy_finetuned: float | None
 
 
 @dataclass(frozen=True, kw_only=True)
-class QuantizeResult(_Finetuned):
+class QuantizeResult(StageResult):
     """Accuracies (``None`` without test data), the config applied, per-layer report and quantizer parameters."""
 
     accuracy_before: float | None
     config: dict[str, Any]
     accuracy_quantized: float | None
+    finetune: FinetuneRun | None = flattened()  # None: no fine-tuning (its keys are absent)
     layers: list[dict[str, Any]]
     quant_params: dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)
-class KMeansResult(_Finetuned):
+class KMeansResult(StageResult):
     """Accuracies (``None`` without test data), the config applied, layers left alone, per-layer report."""
 
     accuracy_before: float | None
     config: dict[str, Any]
     skipped_layers: list[str]
     accuracy_shared: float | None
+    finetune: FinetuneRun | None = flattened()  # None: no fine-tuning (its keys are absent)
     layers: list[dict[str, Any]]
 
 
@@ -91,10 +93,10 @@ def _calib(ctx: Context, n: int):
     return Subset(data, range(min(n, len(data))))
 
 
-def _finetune(ctx: Context, model, cfg: TrainConfig | None) -> dict[str, Any]:
-    """Fine-tune when ``cfg`` is set; the :class:`_Finetuned` fields."""
+def _finetune(ctx: Context, model, cfg: TrainConfig | None) -> FinetuneRun | None:
+    """Fine-tune when ``cfg`` is set."""
     if cfg is None:
-        return {}
+        return None
     result = fit(
         model,
         ctx.require_train_data(),
@@ -104,7 +106,7 @@ def _finetune(ctx: Context, model, cfg: TrainConfig | None) -> dict[str, Any]:
         resume=ctx.resume,
         verbose=ctx.verbose,
     )
-    return {"history": result.history, "resumed_from": result.resumed_from, "accuracy_finetuned": _acc(ctx, model)}
+    return FinetuneRun(history=result.history, resumed_from=result.resumed_from, accuracy_finetuned=_acc(ctx, model))
 
 
 @register_stage("quantize", QuantizeStageConfig, trains=True)
@@ -120,7 +122,7 @@ def quantize_stage(ctx: Context, cfg: QuantizeStageConfig) -> None:
             accuracy_before=before,
             config=qcfg.to_dict(),
             accuracy_quantized=quantized,
-            **tuned,
+            finetune=tuned,
             layers=layer_report(ctx.model),
             quant_params=quant_params(ctx.model),
         )
@@ -140,7 +142,7 @@ def kmeans_stage(ctx: Context, cfg: KMeansStageConfig) -> None:
             config=kcfg.to_dict(),
             skipped_layers=skipped,
             accuracy_shared=shared,
-            **tuned,
+            finetune=tuned,
             layers=layer_report(ctx.model),
         )
     )
