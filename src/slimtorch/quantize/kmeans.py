@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.core.config import coerce
+from slimtorch.core.progress import track
 from slimtorch.quantize.config import KMeansConfig
 from slimtorch.quantize.fake_quant import WeightFakeQuant
 from slimtorch.quantize.layers import FilterFn, bits_for, check_per_layer, find_parametrization, select_layers
@@ -164,7 +165,7 @@ def kmeans_share(
     out = model if inplace else copy.deepcopy(model)
     check_per_layer(out, cfg.per_layer)
     skipped, tied = [], _tied_weights(out)
-    for name, module in list(select_layers(out, cfg.layers, cfg.skip, filter_fn)):
+    for name, module in track(list(select_layers(out, cfg.layers, cfg.skip, filter_fn)), "k-means: layers shared"):
         if name in tied:
             skipped.append(name)
             warnings.warn(
