@@ -53,8 +53,8 @@ class PruneScheduleConfig(FrozenConfig):
 
 def prune_scheduled(
     model: nn.Module,
-    config: PruneScheduleConfig | dict | None,
-    train_data: Dataset | None,
+    config: PruneScheduleConfig | dict | None = None,
+    train_data: Dataset | None = None,
     data: Any = None,
     *,
     eval_data: Dataset | None = None,
