@@ -176,6 +176,18 @@ class Context:
             raise ValueError(f"stage '{self.stage_name}' needs training data; set 'data' in the recipe")
         return self.train_data
 
+    def require_reference(self, why: str) -> nn.Module:
+        """The model before compression (``reference``), or a ConfigError saying that ``why`` needs one."""
+        if self.reference is None:
+            from slimtorch.core.errors import ConfigError
+
+            raise ConfigError(
+                f"stage '{self.stage_name}': {why} needs the model before compression, and there is none "
+                "yet (put it after a compression stage)",
+                field=self.stage_name,
+            )
+        return self.reference
+
     def record(self, result: R) -> R:
         """Record the current stage's result (typed in ``results``, as a dict in ``info``)."""
         self.results[self.stage_name] = result

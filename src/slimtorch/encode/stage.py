@@ -6,6 +6,7 @@ latency) is of what a user gets from the file, not of the in-memory model.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +43,9 @@ class EncodeResult(StageResult):
 def encode_stage(ctx: Context, cfg: EncodeStageConfig) -> None:
     path = ctx.out_dir / cfg.filename
     data = pack_model(ctx.model, path, method=cfg.method, index=cfg.index, max_codebook=cfg.max_codebook)
-    decoded = load_packed(path)
+    # a model without a zoo spec (the user's own class) decodes into a copy of the uncompressed one
+    spec = getattr(ctx.model, "slimtorch_spec", None)
+    decoded = load_packed(path, copy.deepcopy(ctx.reference) if spec is None and ctx.reference is not None else None)
     if cfg.verify:
         # The decoded model must compute exactly what the quantized one did.
         with torch.no_grad():

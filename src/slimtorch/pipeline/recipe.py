@@ -110,7 +110,16 @@ class Recipe(FrozenConfig):
 
     def stage_configs(self) -> list[tuple[str, StageSpec, FrozenConfig]]:
         """Validated ``(label, spec, config)`` for every stage."""
-        return [_validate_stage(i, s) for i, s in enumerate(self.stages)]
+        return stage_list(self.stages)
+
+
+def stage_list(entries: list[dict[str, Any]]) -> list[tuple[str, StageSpec, FrozenConfig]]:
+    """Validated ``(label, spec, config)`` for stage entries as a recipe writes them (``{type: ..., ...}``).
+
+    What :func:`~slimtorch.pipeline.runner.run_stages` runs; ``slimtorch auto`` builds its
+    candidates' stages this way too.
+    """
+    return [_validate_stage(i, s) for i, s in enumerate(entries)]
 
 
 def _validate_stage(i: int, entry: dict[str, Any]) -> tuple[str, StageSpec, FrozenConfig]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ import yaml
 from torch.utils.data import Subset
 
 import slimtorch.pipeline.stages  # noqa: F401  (registers every stage)
+from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import ConfigError
 from slimtorch.core.fileio import atomic_write_json, atomic_write_text, prepare_output_dir
 from slimtorch.core.seed import seed_everything, set_threads
-from slimtorch.core.stages import Context, Deployed, DeployedLM, StageResult
+from slimtorch.core.stages import Context, Deployed, DeployedLM, StageResult, StageSpec
 from slimtorch.io.model_file import load_model, save_model
 from slimtorch.measure.env import environment
 from slimtorch.measure.record import measure
@@ -193,22 +195,14 @@ def run_recipe(
     lm_base: list[dict[str, Any]] = []  # a language model's first record (its size is the ratio's base)
     records = [] if trained_first else [record("initial")]
     lm_base[:] = records[:1]
-    for i, (label, spec, cfg) in enumerate(stages, start=1):
-        ctx.stage_index, ctx.stage_name = i, label
-        if verbose:
-            print(f"[stage {i}/{len(stages)}] {label} ({spec.name})", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        spec.fn(ctx, cfg)
-        if ctx.device != "cpu":
-            # stages that train move the model to the recipe's device; measuring, saving and
-            # encoding run on the CPU (the deployment target whose latency is reported)
-            ctx.model.cpu()
-        seconds = time.perf_counter() - t0
-        ctx.info.setdefault(label, {})["seconds"] = seconds
+
+    def after(label: str, spec: StageSpec) -> None:
         if spec.name == "train" and ctx.reference is None:
             ctx.reference = copy.deepcopy(ctx.model).eval()
         records.append(record(label, ctx.artifacts.get(label)))
         atomic_write_json(out / "results.json", _results(recipe, records, ctx))
+
+    run_stages(ctx, stages, after=after, verbose=verbose)
 
     if not D.is_main():
         return RunResult(out, records, ctx.info, ctx.model, ctx.results)
@@ -223,6 +217,35 @@ def run_recipe(
     if verbose:
         print_table(records, title=f"{recipe.name} — {out}")
     return RunResult(out, records, ctx.info, ctx.model, ctx.results)
+
+
+def run_stages(
+    ctx: Context,
+    stages: list[tuple[str, StageSpec, FrozenConfig]],
+    *,
+    after: Callable[[str, StageSpec], None] | None = None,
+    verbose: bool = False,
+) -> Context:
+    """Run validated stages (:func:`~slimtorch.pipeline.recipe.stage_list`) in order on ``ctx``.
+
+    The one loop a recipe run and ``slimtorch auto``'s candidates go through: each stage
+    gets its index and label (its folder ``NN_label``), its time is recorded (``seconds``),
+    and ``after(label, spec)`` runs after it (the recipe runner measures there).
+    """
+    for i, (label, spec, cfg) in enumerate(stages, start=1):
+        ctx.stage_index, ctx.stage_name = i, label
+        if verbose:
+            print(f"[stage {i}/{len(stages)}] {label} ({spec.name})", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        spec.fn(ctx, cfg)
+        if ctx.device != "cpu":
+            # stages that train move the model to the recipe's device; measuring, saving and
+            # encoding run on the CPU (the deployment target whose latency is reported)
+            ctx.model.cpu()
+        ctx.info.setdefault(label, {})["seconds"] = time.perf_counter() - t0
+        if after is not None:
+            after(label, spec)
+    return ctx
 
 
 def _language_model(model: torch.nn.Module, recipe: Recipe):

@@ -73,8 +73,10 @@ def prune_scheduled(
         data: scoring data for data-driven criteria (default ``train_data``).
         eval_data: monitored while fine-tuning.
         loss_fn: fine-tuning loss (e.g. a distillation loss); default cross-entropy.
-        after_prune: ``one_shot`` only: called with the pruned model before any fine-tuning;
-            returning ``False`` skips the fine-tuning (e.g. the model is already good enough).
+        after_prune: called with the one-shot pruned model before any fine-tuning; returning
+            ``False`` means it is good enough as it is: ``one_shot`` skips the fine-tuning,
+            ``agp`` (which prunes a copy for this check) returns that copy instead of pruning
+            gradually. Not called for ``iterative``.
         log: if given, filled with ``finetune_epochs`` and, by schedule, ``rounds``
             (iterative: one dict per round) or ``agp_updates``.
         inplace: prune and train ``model`` itself instead of a deep copy.
@@ -100,6 +102,11 @@ def prune_scheduled(
         log["rounds"] = rounds
         epochs = ft.epochs * len(rounds)
     else:
+        if after_prune is not None:
+            probe = prune(model, config.prune, data)  # a copy: model goes on to the gradual schedule if needed
+            if after_prune(probe) is False:
+                log["finetune_epochs"] = 0
+                return probe
         cb = AGPCallback(model, config.prune, config.agp, data=data)
         fit(model, _train_data(train_data), ft, callbacks=[cb], **train)
         log["agp_updates"] = len(cb.history)

@@ -21,11 +21,13 @@ from typing import Any
 from pydantic import Field
 
 from slimtorch.core.stages import Context, StageResult, optional, register_stage
+from slimtorch.distill.config import DistillConfig
 from slimtorch.prune.mask import finalize
 from slimtorch.prune.prune import protected
 from slimtorch.prune.report import sparsity_report, total_sparsity
 from slimtorch.prune.scheduled import PruneScheduleConfig, prune_scheduled
 from slimtorch.train import evaluate
+from slimtorch.train.evaluate import good_enough
 
 
 class PruneStageConfig(PruneScheduleConfig):
@@ -37,10 +39,18 @@ class PruneStageConfig(PruneScheduleConfig):
         warn_drop: a ``one_shot`` prune that costs more than this much test accuracy
             (before any fine-tuning) prints a warning suggesting a gradual schedule or
             ``slimtorch auto``.
+        distill: fine-tune with knowledge distillation from ``ctx.reference`` (the model
+            before compression; ``temperature``, ``alpha``…) instead of plain cross-entropy.
+        finetune_below: fine-tune only if the one-shot pruned model's accuracy on the
+            validation data (``data.validation_size``) is below this; at or above it the
+            pruned model is kept as it is (``agp`` tries the one-shot prune on a copy first).
+            Not for ``iterative``.
     """
 
     finalize: bool = False
     warn_drop: float = Field(0.05, ge=0.0, le=1.0)
+    distill: DistillConfig | None = None
+    finetune_below: float | None = Field(None, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +67,8 @@ class PruneResult(StageResult):
     warnings: list[str] | None = optional()
     rounds: list[dict[str, Any]] | None = optional()  # iterative
     agp_updates: int | None = optional()  # agp
+    accuracy_before_finetune: float | None = optional()  # finetune_below: the validation accuracy checked
+    finetune_skipped: bool | None = optional()  # finetune_below: the pruned model was good enough
     finetune_epochs: int
     layers: dict[str, float]
     weights: int
@@ -101,6 +113,23 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
 
                 warn([msg], ctx.stage_name)
 
+    checked: dict[str, Any] = {}
+    gate = cfg.finetune_below is not None and cfg.finetune is not None and cfg.schedule != "iterative"
+
+    def after_prune(model) -> bool | None:
+        if cfg.schedule == "one_shot":
+            check_drop(model)
+        if not gate:
+            return None
+        checked["accuracy"], enough = good_enough(model, ctx.monitor_data, cfg.finetune_below, "finetune_below")
+        checked["skipped"] = enough or None
+        return not enough
+
+    loss_fn = None
+    if cfg.distill is not None and cfg.finetune is not None:
+        from slimtorch.distill.transform import teacher_loss
+
+        loss_fn = teacher_loss(ctx.require_reference("distill"), cfg.distill)
     log: dict[str, Any] = {}
     model = prune_scheduled(
         ctx.model,
@@ -108,7 +137,8 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
         ctx.require_train_data() if cfg.finetune is not None else ctx.train_data,
         ctx.score_data,
         eval_data=ctx.monitor_data,
-        after_prune=check_drop,
+        loss_fn=loss_fn,
+        after_prune=after_prune if cfg.schedule == "one_shot" or gate else None,
         checkpoint_dir=ctx.stage_dir(),
         resume=ctx.resume,
         verbose=ctx.verbose,
@@ -123,6 +153,8 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
         warnings=pruned.get("warnings"),
         rounds=log.get("rounds"),
         agp_updates=log.get("agp_updates"),
+        accuracy_before_finetune=checked.get("accuracy"),
+        finetune_skipped=checked.get("skipped"),
         finetune_epochs=log["finetune_epochs"],
         layers={k: round(v["sparsity"], 6) for k, v in sparsity_report(model).items()},
         **total_sparsity(model),

@@ -26,13 +26,14 @@ from typing import Any
 
 from pydantic import Field
 
-from slimtorch.core.stages import Context, StageResult, base_config, flattened, register_stage
+from slimtorch.core.stages import Context, StageResult, base_config, flattened, optional, register_stage
+from slimtorch.distill.config import DistillConfig
 from slimtorch.quantize.config import KMeansConfig, QuantConfig
 from slimtorch.quantize.kmeans import kmeans_share, kmeans_skipped
 from slimtorch.quantize.model import quant_params, quantize_model
 from slimtorch.quantize.report import layer_report
 from slimtorch.train.config import TrainConfig
-from slimtorch.train.evaluate import evaluate
+from slimtorch.train.evaluate import evaluate, good_enough
 from slimtorch.train.loop import fit
 
 
@@ -44,9 +45,18 @@ class QuantizeStageConfig(QuantConfig):
 
 
 class KMeansStageConfig(KMeansConfig):
-    """:class:`KMeansConfig` plus optional centroid fine-tuning."""
+    """:class:`KMeansConfig` plus optional centroid fine-tuning.
+
+    Attributes:
+        distill: fine-tune the centroids with knowledge distillation from ``ctx.reference``
+            (the model before compression) instead of plain cross-entropy.
+        finetune_below: fine-tune only if the shared model's accuracy on the validation data
+            (``data.validation_size``) is below this.
+    """
 
     finetune: TrainConfig | None = None
+    distill: DistillConfig | None = None
+    finetune_below: float | None = Field(None, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +88,8 @@ class KMeansResult(StageResult):
     config: dict[str, Any]
     skipped_layers: list[str]
     accuracy_shared: float | None
+    accuracy_before_finetune: float | None = optional()  # finetune_below: the validation accuracy checked
+    finetune_skipped: bool | None = optional()  # finetune_below: the shared model was good enough
     finetune: FinetuneRun | None = flattened()  # None: no fine-tuning (its keys are absent)
     layers: list[dict[str, Any]]
 
@@ -93,7 +105,7 @@ def _calib(ctx: Context, n: int):
     return Subset(data, range(min(n, len(data))))
 
 
-def _finetune(ctx: Context, model, cfg: TrainConfig | None) -> FinetuneRun | None:
+def _finetune(ctx: Context, model, cfg: TrainConfig | None, loss_fn=None) -> FinetuneRun | None:
     """Fine-tune when ``cfg`` is set."""
     if cfg is None:
         return None
@@ -102,6 +114,7 @@ def _finetune(ctx: Context, model, cfg: TrainConfig | None) -> FinetuneRun | Non
         ctx.require_train_data(),
         cfg,
         eval_data=ctx.monitor_data,
+        loss_fn=loss_fn,
         checkpoint_dir=ctx.stage_dir(),
         resume=ctx.resume,
         verbose=ctx.verbose,
@@ -135,13 +148,25 @@ def kmeans_stage(ctx: Context, cfg: KMeansStageConfig) -> None:
     before = _acc(ctx, ctx.model)
     ctx.model = kmeans_share(ctx.model, kcfg)
     skipped, shared = kmeans_skipped(ctx.model), _acc(ctx, ctx.model)
-    tuned = _finetune(ctx, ctx.model, cfg.finetune)
+    finetune, checked, skip = cfg.finetune, None, None
+    if finetune is not None and cfg.finetune_below is not None:
+        checked, enough = good_enough(ctx.model, ctx.monitor_data, cfg.finetune_below, "finetune_below")
+        if enough:
+            finetune, skip = None, True
+    loss_fn = None
+    if finetune is not None and cfg.distill is not None:
+        from slimtorch.distill.transform import teacher_loss
+
+        loss_fn = teacher_loss(ctx.require_reference("distill"), cfg.distill)
+    tuned = _finetune(ctx, ctx.model, finetune, loss_fn)
     ctx.record(
         KMeansResult(
             accuracy_before=before,
             config=kcfg.to_dict(),
             skipped_layers=skipped,
             accuracy_shared=shared,
+            accuracy_before_finetune=checked,
+            finetune_skipped=skip,
             finetune=tuned,
             layers=layer_report(ctx.model),
         )
