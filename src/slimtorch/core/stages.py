@@ -34,13 +34,13 @@ _OMIT = "slimtorch_omit_none"  # field metadata: leave the key out of to_dict() 
 _FLATTEN = "slimtorch_flatten"  # field metadata: merge this dict's keys into to_dict() (open-ended summaries)
 
 
-def optional(default: Any = None) -> Any:
+def optional() -> Any:
     """A result field that is recorded only when set (``None``: the key is absent from the JSON).
 
     For figures a stage measures only sometimes (test accuracy when the recipe has test data,
     ``warnings`` when something regressed), so the JSON keeps the keys it always had.
     """
-    return field(default=default, metadata={_OMIT: True})
+    return field(default=None, metadata={_OMIT: True})
 
 
 def flattened(*, required: bool = False) -> Any:

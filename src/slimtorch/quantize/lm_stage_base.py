@@ -13,6 +13,10 @@ killed calibration continues after its last finished block; a stage that had
 already finished reloads its saved folder instead of calibrating again (the
 folder is written atomically and ``done.json`` records the config and the
 calibration tokens it was made from).
+
+It lives next to :mod:`slimtorch.quantize.qlinear` (whose files it writes), not in
+:mod:`slimtorch.pipeline`, so the pruning, encoding and deployment packages use it
+without importing the runner (``slimtorch.pipeline.lm`` re-exports it).
 """
 
 from __future__ import annotations
