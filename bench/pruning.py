@@ -41,9 +41,11 @@ from slimtorch.prune import (
     AGPCallback,
     AGPConfig,
     PruneConfig,
+    PruneScheduleConfig,
     finalize,
     prune,
     prune_iterative,
+    prune_scheduled,
     retrain_config,
     save_sensitivity,
     sensitivity,
@@ -150,11 +152,11 @@ def _headline_long(
     3 iterative rounds (cubic targets) of ``round_epochs`` epochs."""
     dense, dense_err, train, val, test, base = _setup(name, dense_info)
     t0 = time.perf_counter()
-    model = copy.deepcopy(dense)
     if schedule == "agp":
         ft = retrain_config(base, 0.5, epochs=epochs(agp_epochs))
         agp = AGPConfig(begin_epoch=0, end_epoch=0.5 if SMOKE else agp_end, frequency=50)
-        fit(model, train, ft, callbacks=[AGPCallback(model, config, agp)], verbose=False)
+        sched = PruneScheduleConfig(prune=config, schedule="agp", finetune=ft, agp=agp)
+        model = prune_scheduled(dense, sched, train, verbose=False)  # a copy
         out = {
             "schedule": f"AGP (cubic) over epochs 0-{agp.end_epoch} of {ft.epochs} at lr/2",
             "agp": agp.to_dict(),
@@ -162,13 +164,12 @@ def _headline_long(
         }
     else:
         ft = retrain_config(base, 0.5, epochs=epochs(round_epochs))
-        rounds: list = []
-        model = prune_iterative(
-            model, config, train, ft, steps=3, eval_data=val, verbose=False, log=rounds, inplace=True
-        )
+        sched = PruneScheduleConfig(prune=config, schedule="iterative", steps=3, finetune=ft)
+        steps: dict = {}
+        model = prune_scheduled(dense, sched, train, eval_data=val, verbose=False, log=steps)  # a copy
         out = {
             "schedule": f"iterative: 3 rounds (cubic targets) x {round_epochs} epochs at lr/2",
-            "rounds": rounds,
+            "rounds": steps["rounds"],
             "finetune_epochs": 3 * ft.epochs,
         }
     out.update(

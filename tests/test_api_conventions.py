@@ -174,6 +174,13 @@ def _prune_iterative(m, x, folder, **kw):
     )
 
 
+def _prune_scheduled(m, x, folder, **kw):
+    from slimtorch.prune import prune_scheduled
+
+    cfg = {"prune": {"sparsity": 0.5}, "schedule": "agp", "finetune": {"epochs": 1, "batch_size": 8}}
+    return prune_scheduled(m, cfg, labelled(x, 4), verbose=False, **kw)
+
+
 def _prune_finetune(m, x, folder, **kw):
     from slimtorch.prune.structured import prune_finetune
 
@@ -295,6 +302,7 @@ G = {"grid": {"bits": 4, "group_size": 32}}
 ROWS = [
     Row("prune", mlp, mlp_batch, _prune, io_round_trip(None)),
     Row("prune_iterative", mlp, mlp_batch, _prune_iterative, io_round_trip(None)),
+    Row("prune_scheduled", mlp, mlp_batch, _prune_scheduled, io_round_trip(None)),
     Row("prune_channels", conv_net, conv_batch, _prune_channels, io_round_trip(ConvUserNet)),
     Row("prune_finetune", conv_net, conv_batch, _prune_finetune, io_round_trip(ConvUserNet)),
     Row("quantize_model", mlp, mlp_batch, _quantize_model, quantized_round_trip, hooks=True),
@@ -704,6 +712,14 @@ CONFIGURED = {
         {"sparsity": 0.5},
         {"per_layer": {"head": 2.0}},
         "per_layer.head",
+    ),
+    "prune_scheduled": Configured(
+        "slimtorch.prune.prune_scheduled",
+        mlp,
+        _with_data(labelled(mlp_batch(), 4), verbose=False),
+        {"prune": {"sparsity": 0.5}},
+        {"prune": {"sparsity": 1.5}},
+        "prune.sparsity",
     ),
     "prune_channels": Configured(
         "slimtorch.prune.structured.prune_channels",

@@ -284,9 +284,9 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from slimtorch.core.stages import STAGES
     from slimtorch.data import list_datasets
     from slimtorch.models import list_models
-    from slimtorch.pipeline.registry import STAGES
     from slimtorch.pipeline.runner import run_recipe  # noqa: F401  (registers the stages)
 
     print("models:   " + ", ".join(list_models()))

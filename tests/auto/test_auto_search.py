@@ -331,3 +331,25 @@ def test_choices_never_see_eval_data(trained, tmp_path, monkeypatch):
     assert len(tr) == len(train) - 40 and list(sel.indices) == list(range(len(train) - 40, len(train)))
     with pytest.raises(slimtorch.core.errors.ConfigError, match="selection split"):
         selection_split(train, cfg.replace(selection_samples=len(train)))
+
+
+def test_size_candidates_are_recipe_stages_run_by_the_recipe_runner(trained, tmp_path, monkeypatch):
+    from slimtorch.auto.evaluate import evaluate_size, size_stages
+    from slimtorch.pipeline import runner
+
+    model, train, test = trained
+    cfg = AutoConfig(prune_schedule="agp", finetune="auto", finetune_epochs=1, kmeans_epochs=1, **FAST)
+    params = {"per_layer": {"block.0": 0.5, "head": 0.0}, "bits": {"stem": 8, "block.0": 6, "head": 8}}
+    stages = size_stages(params, train, cfg, 0.9)
+    assert [s["type"] for s in stages] == ["prune", "kmeans", "encode"]
+    assert stages[0]["schedule"] == "agp" and stages[0]["finetune_below"] == stages[1]["finetune_below"] == 0.9
+    assert stages[0]["distill"] == stages[1]["distill"] == {"temperature": 4.0, "alpha": 0.7}
+    ran = []
+    real = runner.run_stages
+    monkeypatch.setattr(
+        runner, "run_stages", lambda ctx, st, **kw: ran.append([s[1].name for s in st]) or real(ctx, st)
+    )
+    res = evaluate_size(model, params, train, test, cfg, tmp_path, "c", evaluate(model, test).accuracy)
+    assert ran == [["prune", "kmeans", "encode"]]
+    assert res.slim == (tmp_path / "candidate.slim").read_bytes()
+    assert {"acc_before_finetune", "acc_before_kmeans_finetune"} <= set(res.record["steps"])

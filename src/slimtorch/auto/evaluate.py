@@ -71,19 +71,17 @@ def _train_config(cfg: AutoConfig, epochs: int, lr: float) -> TrainConfig:
     )
 
 
+def _distill(cfg: AutoConfig) -> dict[str, float] | None:
+    """The KD settings of the fine-tuning (Hinton KD from the original), or None (cross-entropy)."""
+    return {"temperature": cfg.distill_temperature, "alpha": cfg.distill_alpha} if cfg.distill_alpha > 0 else None
+
+
 def teacher_loss(original: nn.Module, cfg: AutoConfig) -> Callable[..., torch.Tensor] | None:
-    """The fine-tuning loss.
+    """The fine-tuning loss: KD from a frozen copy of the original (``cfg.distill_alpha`` > 0), else None."""
+    from slimtorch.distill.transform import teacher_loss as kd_loss
 
-    Hinton KD from a frozen copy of the original (``cfg.distill_alpha`` > 0), else None (cross-entropy).
-    """
-    if cfg.distill_alpha <= 0:
-        return None
-    from slimtorch.distill import DistillConfig
-    from slimtorch.distill.transform import make_distill_loss
-
-    teacher = copy.deepcopy(original).eval()  # a copy: the caller's model stays trainable and untouched
-    teacher.requires_grad_(False)
-    return make_distill_loss(teacher, DistillConfig(temperature=cfg.distill_temperature, alpha=cfg.distill_alpha))
+    kd = _distill(cfg)
+    return None if kd is None else kd_loss(original, kd)
 
 
 def _maybe_finetune(
@@ -118,46 +116,101 @@ def _record(model: nn.Module, x: torch.Tensor, name: str, artifact: Path, cfg: A
     return rec.to_dict(layers=False)
 
 
-def _prune_gradually(
-    model: nn.Module,
-    pcfg,
-    train: Dataset,
-    ev: Dataset,
-    cfg: AutoConfig,
-    bound: float,
-    info: dict[str, Any],
-    loss_fn=None,
-) -> nn.Module:
-    """AGP pruning to ``pcfg``'s per-layer targets during the candidate's fine-tuning.
+def size_stages(params: dict[str, Any], train: Dataset, cfg: AutoConfig, bound: float) -> list[dict[str, Any]]:
+    """A size candidate as recipe stages: ``prune`` (on the configured schedule) → ``kmeans`` → ``encode``.
 
-    With ``finetune="auto"`` the one-shot pruned model is tried first: if it already keeps
-    half the allowed drop, gradual pruning would not pay and that model is used as is.
+    Fine-tuning distills from the original (``distill``) and, with ``finetune="auto"``, is
+    skipped when the model already keeps half the allowed drop (``finetune_below``): it
+    would not pay.
     """
-    from slimtorch.prune import prune
-    from slimtorch.prune.schedule import AGPCallback, AGPConfig
+    from slimtorch.prune import PruneConfig
+    from slimtorch.quantize import KMeansConfig
 
-    if cfg.finetune == "auto":
-        probe = prune(model, pcfg, train)  # a copy: model goes on to the gradual schedule if this is not enough
-        acc = evaluate(probe, ev).accuracy
-        info["acc_before_finetune"] = acc
-        if acc >= bound:
+    kd, below = _distill(cfg), (bound if cfg.finetune == "auto" else None)
+    stages: list[dict[str, Any]] = []
+    per_layer = params["per_layer"]
+    if any(s > 0 for s in per_layer.values()):
+        pcfg = PruneConfig(method=cfg.prune_method, sparsity=0.0, per_layer=per_layer, seed=cfg.seed)
+        trains = cfg.finetune != "never" and cfg.finetune_epochs > 0
+        prune: dict[str, Any] = {"type": "prune", "prune": pcfg.to_dict(), "distill": kd}
+        schedule = cfg.prune_schedule if trains else "one_shot"
+        if schedule == "agp":
+            steps_per_epoch = -(-len(train) // cfg.batch_size)
+            end = cfg.finetune_epochs * cfg.agp_end
+            # about ten mask updates: enough for the cubic curve, few enough that each is followed by training
+            agp = {"end_epoch": end, "frequency": max(1, round(end * steps_per_epoch / 10))}
+            ft = _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr)
+            prune.update(schedule="agp", finetune=ft.to_dict(), agp=agp, finetune_below=below)
+        elif schedule == "iterative":
+            # Han et al.: one epoch of fine-tuning after each of finetune_epochs pruning rounds (cubic targets)
+            ft = _train_config(cfg, 1, cfg.finetune_lr)
+            prune.update(schedule="iterative", finetune=ft.to_dict(), steps=cfg.finetune_epochs)
+        elif trains:
+            ft = _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr)
+            prune.update(finetune=ft.to_dict(), finetune_below=below)
+        stages.append(prune)
+    bits = params["bits"]
+    kmeans = {
+        "type": "kmeans",
+        **KMeansConfig(
+            bits=max(bits.values()),
+            per_layer=bits,
+            seed=cfg.seed,
+            layers={"include": [glob.escape(n) for n in bits]},
+        ).to_dict(),
+    }
+    if cfg.finetune != "never" and cfg.kmeans_epochs > 0:
+        ft = _train_config(cfg, cfg.kmeans_epochs, cfg.kmeans_lr)
+        kmeans.update(finetune=ft.to_dict(), distill=kd, finetune_below=below)
+    return [*stages, kmeans, {"type": "encode", "filename": "candidate.slim"}]
+
+
+def _steps(results: dict[str, Any]) -> dict[str, Any]:
+    """The candidate record's ``steps``: what its fine-tuning did (skipped, epochs, AGP updates, rounds)."""
+    info: dict[str, Any] = {}
+    prune, kmeans = results.get("prune"), results["kmeans"]
+    if prune is not None:
+        if prune.accuracy_before_finetune is not None:
+            info["acc_before_finetune"] = prune.accuracy_before_finetune
+        if prune.finetune_skipped:
             info["finetune_skipped"] = True
-            return probe
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    end = cfg.finetune_epochs * cfg.agp_end
-    # about ten mask updates: enough for the cubic curve, few enough that each is followed by training
-    frequency = max(1, round(end * steps_per_epoch / 10))
-    cb = AGPCallback(model, pcfg, AGPConfig(end_epoch=end, frequency=frequency), data=train)
-    fit(
-        model,
-        train,
-        _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr),
-        callbacks=[cb],
-        loss_fn=loss_fn,
+        if prune.finetune_epochs:
+            info["finetune_epochs"] = prune.finetune_epochs
+        if prune.agp_updates is not None:
+            info["agp_updates"] = prune.agp_updates
+        if prune.rounds is not None:
+            info["prune_rounds"] = len(prune.rounds)
+    if kmeans.accuracy_before_finetune is not None:
+        info["acc_before_kmeans_finetune"] = kmeans.accuracy_before_finetune
+    if kmeans.finetune_skipped:
+        info["kmeans_finetune_skipped"] = True
+    if kmeans.finetune is not None:
+        info["kmeans_finetune_epochs"] = len(kmeans.finetune.history)
+    return info
+
+
+def run_candidate(model: nn.Module, stages: list[dict[str, Any]], train: Dataset, ev: Dataset, work: Path):
+    """Run ``stages`` on a copy of ``model`` through the recipe runner; the stage context afterwards.
+
+    The original is the reference (distillation teacher, decoding template); ``ev`` (the
+    selection split) is the validation data every fine-tuning decision is made on; there is
+    no test data here.
+    """
+    from slimtorch.core.stages import Context
+    from slimtorch.pipeline.recipe import stage_list
+    from slimtorch.pipeline.runner import run_stages
+
+    ctx = Context(
+        model=copy.deepcopy(model),
+        train_data=train,
+        test_data=None,
+        validation_data=ev,
+        out_dir=work,
+        example_input=example_input(ev),
+        reference=model,
         verbose=False,
     )
-    info.update(finetune_epochs=cfg.finetune_epochs, agp_updates=len(cb.history))
-    return model
+    return run_stages(ctx, stage_list(stages))
 
 
 def evaluate_size(
@@ -170,13 +223,11 @@ def evaluate_size(
     name: str,
     baseline: float,
 ) -> Evaluated:
-    """Prune → fine-tune → k-means → centroid fine-tune → ``.slim`` → decoded model measured."""
-    from slimtorch.encode.model import load_packed, pack_model
-    from slimtorch.prune import PruneConfig, prune
-    from slimtorch.quantize import KMeansConfig, kmeans_share
+    """Prune → fine-tune → k-means → centroid fine-tune → ``.slim`` → decoded model measured.
 
+    The steps are recipe stages (:func:`size_stages`) run by the recipe runner.
+    """
     half = baseline - cfg.max_drop / 200  # within half the budget: fine-tuning would not pay
-    info: dict[str, Any] = {}
     if "finetune_epochs" in params:  # a refinement candidate: longer fine-tuning, always done
         cfg = cfg.replace(
             finetune_epochs=params["finetune_epochs"],
@@ -184,51 +235,12 @@ def evaluate_size(
             prune_schedule=cfg.refine_schedule,
             finetune_lr=cfg.refine_lr or cfg.finetune_lr,
         )
-    m = copy.deepcopy(model)
-    kd = teacher_loss(model, cfg)
-    per_layer = params["per_layer"]
-    if any(s > 0 for s in per_layer.values()):
-        pcfg = PruneConfig(method=cfg.prune_method, sparsity=0.0, per_layer=per_layer, seed=cfg.seed)
-        trains = cfg.finetune != "never" and cfg.finetune_epochs > 0
-        if cfg.prune_schedule == "agp" and trains:
-            m = _prune_gradually(m, pcfg, train, ev, cfg, half, info, kd)
-        elif cfg.prune_schedule == "iterative" and trains:
-            # Han et al.: one epoch of fine-tuning after each of finetune_epochs pruning rounds (cubic targets)
-            from slimtorch.prune import prune_iterative
-
-            m = prune_iterative(
-                m,
-                pcfg,
-                train,
-                _train_config(cfg, 1, cfg.finetune_lr),
-                steps=cfg.finetune_epochs,
-                data=train,
-                loss_fn=kd,
-                verbose=False,
-                inplace=True,
-            )
-            info.update(finetune_epochs=cfg.finetune_epochs, prune_rounds=cfg.finetune_epochs)
-        else:
-            m = prune(m, pcfg, train, inplace=True)  # m is already this candidate's copy
-            _maybe_finetune(m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune", kd)
-    m = kmeans_share(
-        m,
-        KMeansConfig(
-            bits=max(params["bits"].values()),
-            per_layer=params["bits"],
-            seed=cfg.seed,
-            layers={"include": [glob.escape(n) for n in params["bits"]]},
-        ),
-        inplace=True,
-    )
-    _maybe_finetune(m, train, ev, cfg, cfg.kmeans_epochs, cfg.kmeans_lr, half, info, "kmeans_finetune", kd)
-    slim_path = work / "candidate.slim"
-    data = pack_model(m, slim_path, spec=getattr(model, "slimtorch_spec", None))
-    decoded = load_packed(data, copy.deepcopy(model) if getattr(model, "slimtorch_spec", None) is None else None)
+    ctx = run_candidate(model, size_stages(params, train, cfg, half), train, ev, work)
+    decoded, slim_path = ctx.model, work / "candidate.slim"
     rec = _record(decoded, example_input(ev), name, slim_path, cfg)
     res = evaluate(decoded, ev)
-    rec.update(accuracy=res.accuracy, loss=res.loss, steps=info)
-    return Evaluated(rec, decoded, data)
+    rec.update(accuracy=res.accuracy, loss=res.loss, steps=_steps(ctx.results))
+    return Evaluated(rec, decoded, slim_path.read_bytes())
 
 
 def _int8_accuracy(art: Any, ev: Dataset, batch_size: int = 64) -> float:

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from slimtorch.auto.space import Candidate, latency_plan, size_plan, tolerance_l
 from slimtorch.auto.splits import selection_split
 from slimtorch.core.config import validate_config
 from slimtorch.core.fileio import atomic_write_json, prepare_output_dir
+from slimtorch.core.progress import task
 
 Hook = Callable[[dict[str, Any]], None]
 
@@ -251,33 +253,42 @@ def auto_compress(
     state["elapsed_s"] = elapsed()
     st.save_state(out, state)
     cand: Candidate | None = next(plan, None)
-    while cand is not None:
-        entry = done.get(cand.key)
-        if entry is None:
-            if cfg.max_candidates is not None and len(entries) >= cfg.max_candidates:
-                stopped = "max_candidates"
-                break
-            if not may_start(elapsed(), [e["seconds"] for e in entries], cfg.budget_s):
-                stopped = "budget"
-                break
-            # refinement candidates (longer fine-tuning) decide the outcome: they get the larger training set
-            data = refine_train if "finetune_epochs" in cand.params else train
-            entry = _evaluate(
-                model, cand, len(entries), data, ev, cfg, out, work, baseline, evaluator, clock, elapsed()
-            )
-            entry["session"] = session
-            entries.append(entry)
-            done[cand.key] = entry
-            _after_candidate(out, state, entry, cfg, baseline, metric, load_model, elapsed)
-            if verbose:
-                left = cfg.budget_s - elapsed() if cfg.budget_s else None
-                print(_progress(entry, target, baseline, st.meets(entry, baseline, cfg.max_drop), left), flush=True)
-            for hook in hooks:
-                hook(entry)
-        try:
-            cand = plan.send(st.meets(entry, baseline, cfg.max_drop))
-        except StopIteration:
-            cand = None
+    # a bar over the candidates on a terminal (their number is open unless max_candidates is set);
+    # the one line per candidate is the plain log
+    with (
+        task("auto: candidates", cfg.max_candidates, plain=False)
+        if verbose
+        else nullcontext(lambda n=1: None) as advance
+    ):
+        advance(len(entries))  # those of earlier sessions (resume)
+        while cand is not None:
+            entry = done.get(cand.key)
+            if entry is None:
+                if cfg.max_candidates is not None and len(entries) >= cfg.max_candidates:
+                    stopped = "max_candidates"
+                    break
+                if not may_start(elapsed(), [e["seconds"] for e in entries], cfg.budget_s):
+                    stopped = "budget"
+                    break
+                # refinement candidates (longer fine-tuning) decide the outcome: they get the larger training set
+                data = refine_train if "finetune_epochs" in cand.params else train
+                entry = _evaluate(
+                    model, cand, len(entries), data, ev, cfg, out, work, baseline, evaluator, clock, elapsed()
+                )
+                entry["session"] = session
+                entries.append(entry)
+                done[cand.key] = entry
+                _after_candidate(out, state, entry, cfg, baseline, metric, load_model, elapsed)
+                if verbose:
+                    left = cfg.budget_s - elapsed() if cfg.budget_s else None
+                    print(_progress(entry, target, baseline, st.meets(entry, baseline, cfg.max_drop), left), flush=True)
+                advance()
+                for hook in hooks:
+                    hook(entry)
+            try:
+                cand = plan.send(st.meets(entry, baseline, cfg.max_drop))
+            except StopIteration:
+                cand = None
     shutil.rmtree(work, ignore_errors=True)
     return _finish(out, state, cfg, baseline, metric, stopped, load_model, elapsed, verbose, (model, test, len(ev)))
 

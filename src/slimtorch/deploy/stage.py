@@ -15,18 +15,21 @@ Recipe examples::
 one), checks its fallback on a selection split of the calibration data (the
 ``selection_examples`` after the ``calib_examples``; never the test data) and
 records fidelity on the test data, latency of the INT8 runtime next to
-ONNX Runtime fp32, and the layers kept float in ``ctx.info[stage]``. The
-float ``ctx.model`` is left as it was: the INT8 artifact is a deployment file.
+ONNX Runtime fp32, and the layers kept float (an :class:`Int8Result`, whose
+``deployed`` figures the runner reports in the stage's row). The float
+``ctx.model`` is left as it was: the INT8 artifact is a deployment file.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 from torch.utils.data import Subset
 
 from slimtorch.core.config import FrozenConfig
+from slimtorch.core.stages import Context, Deployed, StageResult, base_config, flattened, optional, register_stage
 from slimtorch.deploy.artifact import reference_outputs
 from slimtorch.deploy.config import Int8Config
 from slimtorch.deploy.convert import time_variants, to_int8
@@ -34,8 +37,6 @@ from slimtorch.deploy.data import input_batches
 from slimtorch.deploy.fidelity import fidelity
 from slimtorch.deploy.regression import regressions, warn
 from slimtorch.export.onnx import export_onnx, export_pt2, ort_session, run_session
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.registry import register_stage
 
 
 class Int8StageConfig(Int8Config):
@@ -53,6 +54,38 @@ class Int8StageConfig(Int8Config):
 class ExportStageConfig(FrozenConfig):
     formats: tuple[Literal["onnx", "pt2"], ...] = ("onnx",)
     opset: int = Field(18, ge=13)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8Result(StageResult):
+    """What the ``int8`` stage measured.
+
+    ``conversion`` is :meth:`~slimtorch.deploy.artifact.Int8Model.summary` (backend, mode,
+    path, size, float layers and the conversion's own figures), flattened into the JSON.
+    Latencies are median ms per variant (``ort_fp32``, ``torch_fp32``, ``int8``); ``deployed``
+    is what the run's record of this stage reports.
+    """
+
+    conversion: dict[str, Any] = flattened(required=True)
+    fallback_checked_on: str
+    fidelity_test: dict[str, Any] | None = optional()
+    accuracy_int8: float | None = optional()
+    accuracy_float: float | None = optional()
+    latency_ms_batch1: dict[str, float]
+    latency_ms: dict[str, dict[str, float]]
+    speedup_vs_ort_fp32: float
+    speedup_vs_fastest_fp32: dict[str, float]
+    fp32_onnx_bytes: int
+    warnings: list[str] | None = optional()
+    deployed: Deployed
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportResult(StageResult):
+    """``onnx_parity``: the ONNX export's check against PyTorch; ``pt2``: the exported program's path."""
+
+    onnx_parity: dict[str, Any] | None = optional()
+    pt2: str | None = optional()
 
 
 def _eager(model, threads: int):
@@ -78,7 +111,7 @@ def _subset(data, n):
 
 @register_stage("int8", Int8StageConfig)
 def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
-    icfg = Int8Config.from_dict({k: v for k, v in cfg.to_dict().items() if k in Int8Config.model_fields})
+    icfg = base_config(cfg, Int8Config)
     calib = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
     selection = None
     if calib is not None and cfg.selection_examples and len(calib) > cfg.calib_examples:
@@ -87,7 +120,7 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
         )
     ctx.model.eval()  # the float model is the reference, exported and timed below (to_int8 leaves its mode alone)
     q = to_int8(ctx.model, _subset(calib, cfg.calib_examples), icfg, check_data=selection, out_dir=ctx.stage_dir())
-    info: dict[str, Any] = q.summary()
+    info: dict[str, Any] = {}
     info["fallback_checked_on"] = (
         f"selection: {len(selection)} examples after the calibration ones"
         if selection is not None
@@ -130,33 +163,28 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
             f"int8 ({q.backend}): recurrent layers {', '.join(q.info['float_recurrent'])} stay float "
             "(no INT8 kernel there); try backend: torch_fx or auto"
         )
-    if warnings:
-        info["warnings"] = warnings
-        if ctx.verbose:
-            warn(warnings, ctx.stage_name)
+    if warnings and ctx.verbose:
+        warn(warnings, ctx.stage_name)
     # what the run's record of this stage shows: the deployed INT8 artifact, not the float module
-    deployed: dict[str, Any] = {"runtime": f"{q.backend} int8", "latency_b1_ms": lat["int8"]}
-    if "fidelity_test" in info and "top1_agreement" in info["fidelity_test"]:
-        deployed["agreement"] = info["fidelity_test"]["top1_agreement"]
-    if "accuracy_int8" in info:
-        deployed["accuracy"] = info["accuracy_int8"]
-    info["deployed"] = deployed
+    deployed = Deployed(
+        runtime=f"{q.backend} int8",
+        latency_b1_ms=lat["int8"],
+        agreement=info.get("fidelity_test", {}).get("top1_agreement"),
+        accuracy=info.get("accuracy_int8"),
+    )
     if q.path is not None:
         ctx.artifacts[ctx.stage_name] = q.path
-    ctx.info[ctx.stage_name] = info
+    ctx.record(Int8Result(conversion=q.summary(), **info, warnings=warnings or None, deployed=deployed))
 
 
 @register_stage("export", ExportStageConfig)
 def export_stage(ctx: Context, cfg: ExportStageConfig) -> None:
-    info: dict[str, Any] = {}
+    parity = pt2 = None
     if "onnx" in cfg.formats:
         path = ctx.stage_dir() / "model.onnx"
-        info["onnx_parity"] = export_onnx(
-            ctx.model, ctx.example_input, path, opset=cfg.opset, verbose=ctx.verbose
-        ).to_dict()
+        parity = export_onnx(ctx.model, ctx.example_input, path, opset=cfg.opset, verbose=ctx.verbose).to_dict()
         ctx.artifacts[ctx.stage_name] = path
     if "pt2" in cfg.formats:
         pt2 = export_pt2(ctx.model, ctx.example_input, ctx.stage_dir() / "model.pt2")
-        info["pt2"] = str(pt2)
         ctx.artifacts.setdefault(ctx.stage_name, pt2)
-    ctx.info[ctx.stage_name] = info
+    ctx.record(ExportResult(onnx_parity=parity, pt2=str(pt2) if pt2 is not None else None))

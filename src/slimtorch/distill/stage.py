@@ -19,16 +19,16 @@ Recipe example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.stages import Context, StageResult, base_config, optional, register_stage
 from slimtorch.distill.config import DistillConfig
 from slimtorch.distill.transform import CACHE_NAME, distill_fit
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.registry import register_stage
 from slimtorch.train.evaluate import evaluate
 
 
@@ -102,13 +102,27 @@ def resolve_teacher(ctx: Context, cfg: DistillStageConfig):
     return load_model(cfg.teacher_weights, model=model), f"{t['name']} ({cfg.teacher_weights})"
 
 
+@dataclass(frozen=True, kw_only=True)
+class DistillResult(StageResult):
+    """The teacher used, the KD settings, the training history and both accuracies on the test data."""
+
+    teacher: str
+    loss: str
+    temperature: float
+    alpha: float
+    history: list[dict[str, Any]]
+    resumed_from: int | None
+    teacher_accuracy: float | None = optional()
+    student_accuracy: float | None = optional()
+
+
 @register_stage("distill", DistillStageConfig, trains=True)
 def distill_stage(ctx: Context, cfg: DistillStageConfig) -> None:
-    """Fine-tune ``ctx.model`` with KD from the configured teacher; results into ``ctx.info``."""
+    """Fine-tune ``ctx.model`` with KD from the configured teacher; record a :class:`DistillResult`."""
     teacher, desc = resolve_teacher(ctx, cfg)
     if teacher is ctx.model:
         raise ConfigError(f"stage '{ctx.stage_name}': the teacher is the model being trained", field="teacher")
-    kd_cfg = DistillConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in DistillConfig.model_fields})
+    kd_cfg = base_config(cfg, DistillConfig)
     out = ctx.stage_dir()
     result = distill_fit(
         ctx.model,
@@ -121,15 +135,16 @@ def distill_stage(ctx: Context, cfg: DistillStageConfig) -> None:
         cache_path=out / CACHE_NAME,
         verbose=ctx.verbose,
     )
-    info: dict[str, Any] = {
-        "teacher": desc,
-        "loss": cfg.loss,
-        "temperature": cfg.temperature,
-        "alpha": cfg.alpha,
-        "history": result.history,
-        "resumed_from": result.resumed_from,
-    }
-    if ctx.test_data is not None:
-        info["teacher_accuracy"] = evaluate(teacher, ctx.test_data).accuracy
-        info["student_accuracy"] = evaluate(ctx.model, ctx.test_data).accuracy
-    ctx.info[ctx.stage_name] = info
+    test = ctx.test_data
+    ctx.record(
+        DistillResult(
+            teacher=desc,
+            loss=cfg.loss,
+            temperature=cfg.temperature,
+            alpha=cfg.alpha,
+            history=result.history,
+            resumed_from=result.resumed_from,
+            teacher_accuracy=evaluate(teacher, test).accuracy if test is not None else None,
+            student_accuracy=evaluate(ctx.model, test).accuracy if test is not None else None,
+        )
+    )

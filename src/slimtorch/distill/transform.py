@@ -12,6 +12,7 @@ mode and flags are restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from slimtorch.core.config import validate_config
+from slimtorch.core.config import coerce, validate_config
 from slimtorch.core.errors import ConfigError
 from slimtorch.core.inplace import working_model
 from slimtorch.distill.cache import build_teacher_cache, with_indices
@@ -264,3 +265,15 @@ def distill(
         verbose=verbose,
     )
     return student
+
+
+def teacher_loss(teacher: nn.Module, config: DistillConfig | dict | None = None) -> LossFn:
+    """A fine-tuning loss distilling from a frozen copy of ``teacher`` (the caller's module is left as it is).
+
+    What a recipe stage's ``distill:`` option and ``slimtorch auto`` fine-tune with: the
+    teacher is usually the model before compression, so the loss pulls the compressed
+    model back towards its own uncompressed outputs.
+    """
+    frozen = copy.deepcopy(teacher).eval()
+    frozen.requires_grad_(False)
+    return make_distill_loss(frozen, coerce(DistillConfig, config, "distill"))

@@ -21,16 +21,16 @@ checks that the decoded model's logits equal the encoded one's bit for bit.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pydantic
 import torch
 
 from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import FormatError
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.lm import require_lm
-from slimtorch.pipeline.registry import register_stage
+from slimtorch.core.stages import Context, StageResult, register_stage
+from slimtorch.quantize.lm_stage_base import require_lm
 from slimtorch.quantize.qembedding import EmbeddingGrid
 
 _KEEP_ATTRS = ("slimtorch_tokenizer", "slimtorch_spec", "example_input_shape", "input_dtype")
@@ -61,13 +61,28 @@ class SlimLMStageConfig(FrozenConfig):
     verify: bool = True
 
 
+@dataclass(frozen=True, kw_only=True)
+class QuantizeEmbeddingResult(StageResult):
+    grid: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlimLMResult(StageResult):
+    """The ``.slim`` file, its size, its byte breakdown (:func:`~slimtorch.encode.lm.slim_breakdown`), bits/weight."""
+
+    file: str
+    bytes: int
+    breakdown: dict[str, Any]
+    bits_per_weight: float
+
+
 @register_stage("quantize_embedding", QuantizeEmbeddingStageConfig)
 def quantize_embedding_stage(ctx: Context, cfg: QuantizeEmbeddingStageConfig) -> None:
     from slimtorch.quantize.qembedding import quantize_embedding
 
     require_lm(ctx)
     ctx.model = quantize_embedding(ctx.model, cfg.grid, inplace=True)
-    ctx.info.setdefault(ctx.stage_name, {}).update(grid=cfg.grid.to_dict())
+    ctx.record(QuantizeEmbeddingResult(grid=cfg.grid.to_dict()))
 
 
 @register_stage("slim_lm", SlimLMStageConfig)
@@ -96,11 +111,13 @@ def slim_lm_stage(ctx: Context, cfg: SlimLMStageConfig) -> None:
         if hasattr(ctx.model, attr):
             setattr(decoded, attr, getattr(ctx.model, attr))
     breakdown = slim_breakdown(path)
-    ctx.info.setdefault(ctx.stage_name, {}).update(
-        file=str(path),
-        bytes=breakdown["file"],
-        breakdown=breakdown,
-        bits_per_weight=8 * breakdown["file"] / max(breakdown["weights"], 1),
+    ctx.record(
+        SlimLMResult(
+            file=str(path),
+            bytes=breakdown["file"],
+            breakdown=breakdown,
+            bits_per_weight=8 * breakdown["file"] / max(breakdown["weights"], 1),
+        )
     )
     ctx.artifacts[ctx.stage_name] = path
     ctx.model = decoded

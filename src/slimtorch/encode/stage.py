@@ -6,18 +6,19 @@ latency) is of what a user gets from the file, not of the in-memory model.
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import FormatError
+from slimtorch.core.stages import Context, StageResult, optional, register_stage
 from slimtorch.encode.model import load_packed, pack_model
 from slimtorch.encode.report import compression_report, render_report
 from slimtorch.io.fold import fold
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.registry import register_stage
 
 
 class EncodeStageConfig(FrozenConfig):
@@ -28,11 +29,23 @@ class EncodeStageConfig(FrozenConfig):
     verify: bool = True
 
 
+@dataclass(frozen=True, kw_only=True)
+class EncodeResult(StageResult):
+    """The ``.slim`` file, its size in bytes and the per-layer compression rows."""
+
+    file: str
+    bytes: int
+    layers: list[dict[str, Any]]
+    warnings: list[str] | None = optional()
+
+
 @register_stage("encode", EncodeStageConfig)
 def encode_stage(ctx: Context, cfg: EncodeStageConfig) -> None:
     path = ctx.out_dir / cfg.filename
     data = pack_model(ctx.model, path, method=cfg.method, index=cfg.index, max_codebook=cfg.max_codebook)
-    decoded = load_packed(path)
+    # a model without a zoo spec (the user's own class) decodes into a copy of the uncompressed one
+    spec = getattr(ctx.model, "slimtorch_spec", None)
+    decoded = load_packed(path, copy.deepcopy(ctx.reference) if spec is None and ctx.reference is not None else None)
     if cfg.verify:
         # The decoded model must compute exactly what the quantized one did.
         with torch.no_grad():
@@ -41,18 +54,16 @@ def encode_stage(ctx: Context, cfg: EncodeStageConfig) -> None:
         if not torch.equal(a, b):
             raise FormatError(f"decoded {path} differs from the encoded model (max diff {float((a - b).abs().max())})")
     rows = compression_report(data)
-    ctx.info[ctx.stage_name] = {"file": str(path), "bytes": len(data), "layers": rows}
     from slimtorch.deploy.regression import regressions, warn
     from slimtorch.io.fold import effective_state_dict
 
     dense = sum(t.numel() * t.element_size() for t in effective_state_dict(ctx.model).values())
     warnings = regressions(".slim file", {}, "", (), len(data), dense, "the dense fp32 tensors")
-    if warnings:  # e.g. an unpruned, unshared model: entropy coding cannot beat 32-bit floats by much
-        ctx.info[ctx.stage_name]["warnings"] = warnings
-        if ctx.verbose:
-            warn(warnings, ctx.stage_name)
+    if warnings and ctx.verbose:  # e.g. an unpruned, unshared model: entropy coding cannot beat 32-bit floats
+        warn(warnings, ctx.stage_name)
     if ctx.verbose:
         print(render_report(rows))
     ctx.artifacts[ctx.stage_name] = path
     decoded.slimtorch_spec = getattr(ctx.model, "slimtorch_spec", None)
     ctx.model = decoded
+    ctx.record(EncodeResult(file=str(path), bytes=len(data), layers=rows, warnings=warnings or None))

@@ -140,7 +140,7 @@ def measure_lm(
     *,
     name: str,
     artifact: str | os.PathLike | None = None,
-    stage_info: dict[str, Any] | None = None,
+    calib_seconds: float | None = None,
     dense_bytes: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def measure_lm(
     Args:
         text: a :class:`~slimtorch.data.lm_text.LMText` (``None``: no perplexity).
         artifact: the saved model folder (or file) of this stage.
-        stage_info: the stage's ``ctx.info`` entry (``calib_seconds`` is copied).
+        calib_seconds: the stage's calibration time (copied into the record).
         dense_bytes: the first record's float32 size (the ratio's base).
     """
     from slimtorch.measure.perplexity import perplexity
@@ -175,7 +175,7 @@ def measure_lm(
         "decoder_sparsity": stats["decoder_sparsity"],
         "quantized_linears": stats["quantized_linears"],
         "bits": stats["bits"],
-        "calib_seconds": (stage_info or {}).get("calib_seconds"),
+        "calib_seconds": calib_seconds,
     }
     if artifact is not None:
         rec["artifact"] = str(artifact)

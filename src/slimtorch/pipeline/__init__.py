@@ -1,13 +1,18 @@
-"""Recipes (validated YAML), the stage registry and the runner."""
+"""Recipes (validated YAML) and the runner.
 
-from slimtorch.pipeline.context import Context
+The stage registry, the stage context and typed stage results live in
+:mod:`slimtorch.core.stages` (techniques register stages without importing the
+runner); they are re-exported here for code written against the old location.
+"""
+
+from slimtorch.core.stages import STAGES, Context, StageResult, StageSpec, register_stage
 from slimtorch.pipeline.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict
-from slimtorch.pipeline.registry import STAGES, StageSpec, register_stage
 
 __all__ = [
     "STAGES",
     "Context",
     "Recipe",
+    "StageResult",
     "StageSpec",
     "apply_overrides",
     "load_recipe",

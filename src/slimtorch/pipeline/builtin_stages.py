@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
 from slimtorch.core.config import FrozenConfig
+from slimtorch.core.stages import Context, StageResult, register_stage
 from slimtorch.io.model_file import save_model
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.registry import register_stage
 from slimtorch.train.config import TrainConfig
 from slimtorch.train.loop import fit
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult(StageResult):
+    """``history``: one dict per epoch (loss, accuracy, lr, seconds); ``resumed_from``: the epoch resumed after."""
+
+    history: list[dict[str, Any]]
+    resumed_from: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasureResult(StageResult):
+    note: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudentResult(StageResult):
+    student: dict[str, Any]
 
 
 @register_stage("train", TrainConfig, trains=True)
@@ -28,7 +46,7 @@ def train_stage(ctx: Context, cfg: TrainConfig) -> None:
         verbose=ctx.verbose,
     )
     ctx.model.to("cpu")  # measurement, encoding and export run on the CPU
-    ctx.info[ctx.stage_name] = {"history": result.history, "resumed_from": result.resumed_from}
+    ctx.record(TrainResult(history=result.history, resumed_from=result.resumed_from))
 
 
 class MeasureStageConfig(FrozenConfig):
@@ -39,7 +57,7 @@ class MeasureStageConfig(FrozenConfig):
 
 @register_stage("measure", MeasureStageConfig)
 def measure_stage(ctx: Context, cfg: MeasureStageConfig) -> None:
-    ctx.info[ctx.stage_name] = {"note": cfg.note}
+    ctx.record(MeasureResult(note=cfg.note))
 
 
 class StudentStageConfig(FrozenConfig):
@@ -57,7 +75,7 @@ def student_stage(ctx: Context, cfg: StudentStageConfig) -> None:
 
     ctx.reference = copy.deepcopy(ctx.model).eval()
     ctx.model = create_model(cfg.name, **cfg.kwargs)
-    ctx.info[ctx.stage_name] = {"student": cfg.to_dict()}
+    ctx.record(StudentResult(student=cfg.to_dict()))
 
 
 class SaveStageConfig(FrozenConfig):
@@ -71,9 +89,9 @@ def save_stage(ctx: Context, cfg: SaveStageConfig) -> None:
     from slimtorch.measure.lm import is_causal_lm
 
     if is_causal_lm(ctx.model):  # a language model is a folder (codes + scales, config, tokenizer): NN_label/model
-        from slimtorch.pipeline.lm import save_stage_model
+        from slimtorch.quantize.lm_stage_base import save_stage_model
 
         ctx.artifacts[ctx.stage_name] = save_stage_model(ctx, ctx.stage_dir() / "model")
-        return
-    path = save_model(ctx.model, ctx.out_dir / cfg.filename)
-    ctx.artifacts[ctx.stage_name] = path
+    else:
+        ctx.artifacts[ctx.stage_name] = save_model(ctx.model, ctx.out_dir / cfg.filename)
+    ctx.record(StageResult())  # the file is the result (ctx.artifacts)

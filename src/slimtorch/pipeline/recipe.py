@@ -20,9 +20,9 @@ from pydantic import Field, field_validator, model_validator
 
 from slimtorch.core.config import FrozenConfig, validate_config
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.stages import STAGES, StageSpec
 from slimtorch.models.hf import HFModelSource
 from slimtorch.models.user import UserModelSource
-from slimtorch.pipeline.registry import STAGES, StageSpec
 
 
 class ModelSource(FrozenConfig):
@@ -110,7 +110,16 @@ class Recipe(FrozenConfig):
 
     def stage_configs(self) -> list[tuple[str, StageSpec, FrozenConfig]]:
         """Validated ``(label, spec, config)`` for every stage."""
-        return [_validate_stage(i, s) for i, s in enumerate(self.stages)]
+        return stage_list(self.stages)
+
+
+def stage_list(entries: list[dict[str, Any]]) -> list[tuple[str, StageSpec, FrozenConfig]]:
+    """Validated ``(label, spec, config)`` for stage entries as a recipe writes them (``{type: ..., ...}``).
+
+    What :func:`~slimtorch.pipeline.runner.run_stages` runs; ``slimtorch auto`` builds its
+    candidates' stages this way too.
+    """
+    return [_validate_stage(i, s) for i, s in enumerate(entries)]
 
 
 def _validate_stage(i: int, entry: dict[str, Any]) -> tuple[str, StageSpec, FrozenConfig]:

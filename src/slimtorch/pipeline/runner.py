@@ -21,7 +21,8 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,15 @@ import yaml
 from torch.utils.data import Subset
 
 import slimtorch.pipeline.stages  # noqa: F401  (registers every stage)
+from slimtorch.core.config import FrozenConfig
 from slimtorch.core.errors import ConfigError
 from slimtorch.core.fileio import atomic_write_json, atomic_write_text, prepare_output_dir
 from slimtorch.core.seed import seed_everything, set_threads
+from slimtorch.core.stages import Context, Deployed, DeployedLM, StageResult, StageSpec
 from slimtorch.io.model_file import load_model, save_model
 from slimtorch.measure.env import environment
 from slimtorch.measure.record import measure
 from slimtorch.measure.table import print_table
-from slimtorch.pipeline.context import Context
 from slimtorch.pipeline.recipe import Recipe
 from slimtorch.report.build import write_report
 from slimtorch.report.weights import weight_summary
@@ -46,10 +48,20 @@ from slimtorch.train import distributed as D
 
 @dataclass
 class RunResult:
+    """A finished run.
+
+    Attributes:
+        records: one measurement per point (initial, then after each stage), as in ``results.json``.
+        info: stage label → that stage's result as ``results.json`` holds it (plus ``seconds``).
+        model: the final model.
+        results: stage label → the stage's typed :class:`~slimtorch.core.stages.StageResult`.
+    """
+
     out_dir: Path
     records: list[dict[str, Any]]
     info: dict[str, Any]
     model: torch.nn.Module
+    results: dict[str, StageResult] = field(default_factory=dict)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -174,7 +186,7 @@ def run_recipe(
             from slimtorch.train import evaluate
 
             rec["val_accuracy"] = evaluate(ctx.model, ctx.validation_data).accuracy
-        _apply_deployed(rec, ctx.info.get(name, {}).get("deployed"))
+        _apply_deployed(rec, getattr(ctx.results.get(name), "deployed", None))
         if verbose:
             acc = f"top-1 {rec['accuracy'] * 100:.2f}% " if rec["accuracy"] is not None else ""
             print(f"[measure] {name}: {acc}size {rec['size_bytes']} B", file=sys.stderr, flush=True)
@@ -183,25 +195,17 @@ def run_recipe(
     lm_base: list[dict[str, Any]] = []  # a language model's first record (its size is the ratio's base)
     records = [] if trained_first else [record("initial")]
     lm_base[:] = records[:1]
-    for i, (label, spec, cfg) in enumerate(stages, start=1):
-        ctx.stage_index, ctx.stage_name = i, label
-        if verbose:
-            print(f"[stage {i}/{len(stages)}] {label} ({spec.name})", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        spec.fn(ctx, cfg)
-        if ctx.device != "cpu":
-            # stages that train move the model to the recipe's device; measuring, saving and
-            # encoding run on the CPU (the deployment target whose latency is reported)
-            ctx.model.cpu()
-        seconds = time.perf_counter() - t0
-        ctx.info.setdefault(label, {})["seconds"] = seconds
+
+    def after(label: str, spec: StageSpec) -> None:
         if spec.name == "train" and ctx.reference is None:
             ctx.reference = copy.deepcopy(ctx.model).eval()
         records.append(record(label, ctx.artifacts.get(label)))
         atomic_write_json(out / "results.json", _results(recipe, records, ctx))
 
+    run_stages(ctx, stages, after=after, verbose=verbose)
+
     if not D.is_main():
-        return RunResult(out, records, ctx.info, ctx.model)
+        return RunResult(out, records, ctx.info, ctx.model, ctx.results)
     if lm:
         final_path = _save_final_lm(ctx, stages[-1][0] if stages else None)
     else:
@@ -212,7 +216,36 @@ def run_recipe(
     write_report(out, {**results, "environment": environment()})
     if verbose:
         print_table(records, title=f"{recipe.name} — {out}")
-    return RunResult(out, records, ctx.info, ctx.model)
+    return RunResult(out, records, ctx.info, ctx.model, ctx.results)
+
+
+def run_stages(
+    ctx: Context,
+    stages: list[tuple[str, StageSpec, FrozenConfig]],
+    *,
+    after: Callable[[str, StageSpec], None] | None = None,
+    verbose: bool = False,
+) -> Context:
+    """Run validated stages (:func:`~slimtorch.pipeline.recipe.stage_list`) in order on ``ctx``.
+
+    The one loop a recipe run and ``slimtorch auto``'s candidates go through: each stage
+    gets its index and label (its folder ``NN_label``), its time is recorded (``seconds``),
+    and ``after(label, spec)`` runs after it (the recipe runner measures there).
+    """
+    for i, (label, spec, cfg) in enumerate(stages, start=1):
+        ctx.stage_index, ctx.stage_name = i, label
+        if verbose:
+            print(f"[stage {i}/{len(stages)}] {label} ({spec.name})", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        spec.fn(ctx, cfg)
+        if ctx.device != "cpu":
+            # stages that train move the model to the recipe's device; measuring, saving and
+            # encoding run on the CPU (the deployment target whose latency is reported)
+            ctx.model.cpu()
+        ctx.info.setdefault(label, {})["seconds"] = time.perf_counter() - t0
+        if after is not None:
+            after(label, spec)
+    return ctx
 
 
 def _language_model(model: torch.nn.Module, recipe: Recipe):
@@ -241,29 +274,32 @@ def _lm_example(text) -> torch.Tensor:
 def _record_lm(ctx: Context, name: str, artifact, base: list[dict[str, Any]], verbose: bool) -> dict[str, Any]:
     from slimtorch.measure.lm import measure_lm
 
-    deployed = (ctx.info.get(name) or {}).get("deployed_lm")
+    result = ctx.results.get(name)
+    deployed = getattr(result, "deployed_lm", None)
+    if not isinstance(deployed, DeployedLM):
+        deployed = None
     # a deployed stage (onnx_lm) reports its file, measured by its runtime: no second PyTorch perplexity pass
     rec = measure_lm(
         ctx.model,
         None if deployed else ctx.text,
         name=name,
         artifact=None if deployed else artifact,
-        stage_info=ctx.info.get(name),
+        calib_seconds=getattr(result, "calib_seconds", None),
         dense_bytes=base[0]["dense_bytes"] if base else None,
     )
     if deployed:
         rec.update(
-            runtime=deployed["runtime"],
-            artifact=deployed["artifact"],
-            size_bytes=deployed["size_bytes"],
-            artifact_bytes=deployed["size_bytes"],
-            perplexity=deployed.get("perplexity"),
-            loss=deployed.get("nll"),
-            perplexity_eval=deployed.get("perplexity_eval"),
+            runtime=deployed.runtime,
+            artifact=deployed.artifact,
+            size_bytes=deployed.size_bytes,
+            artifact_bytes=deployed.size_bytes,
+            perplexity=deployed.perplexity,
+            loss=deployed.nll,
+            perplexity_eval=deployed.perplexity_eval,
         )
-        if "speed" in deployed:
-            rec["decode_tokens_per_s"] = deployed["speed"]["decode_tokens_per_s"]
-            rec["prefill_ms"] = deployed["speed"]["prefill_ms"]
+        if deployed.speed is not None:
+            rec["decode_tokens_per_s"] = deployed.speed["decode_tokens_per_s"]
+            rec["prefill_ms"] = deployed.speed["prefill_ms"]
     rec["weights"] = {}
     if verbose:
         ppl = f"perplexity {rec['perplexity']:.3f} " if rec["perplexity"] is not None else ""
@@ -298,18 +334,20 @@ def _save_final_lm(ctx: Context, last_label: str | None) -> Path:
     return save_quantized_lm(ctx.model, final, getattr(ctx.model, "slimtorch_tokenizer", None))
 
 
-def _apply_deployed(rec: dict[str, Any], deployed: dict[str, Any] | None) -> None:
+def _apply_deployed(rec: dict[str, Any], deployed: Deployed | None) -> None:
     """A stage that deployed the model to a runtime (``int8``) reports that artifact's latency and fidelity.
 
-    Without this the row would show the unchanged float module timed in eager PyTorch.
+    Without this the row would show the unchanged float module timed in eager PyTorch. Any stage
+    whose result has a ``deployed`` field (a :class:`~slimtorch.core.stages.Deployed`) is reported so.
     """
-    if not deployed:
+    if not isinstance(deployed, Deployed):
         return
-    rec["runtime"] = deployed["runtime"]
-    rec["latency"] = {"b1": {"batch_size": 1, "median_ms": deployed["latency_b1_ms"], "runtime": deployed["runtime"]}}
-    for key in ("accuracy", "agreement"):
-        if key in deployed:
-            rec[key] = deployed[key]
+    rec["runtime"] = deployed.runtime
+    rec["latency"] = {"b1": {"batch_size": 1, "median_ms": deployed.latency_b1_ms, "runtime": deployed.runtime}}
+    if deployed.accuracy is not None:
+        rec["accuracy"] = deployed.accuracy
+    if deployed.agreement is not None:
+        rec["agreement"] = deployed.agreement
 
 
 def _results(recipe: Recipe, records: list[dict[str, Any]], ctx: Context) -> dict[str, Any]:

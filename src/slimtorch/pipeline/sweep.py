@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from slimtorch.core.fileio import atomic_write_json, atomic_write_text, prepare_output_dir
+from slimtorch.core.progress import track
 from slimtorch.measure.env import environment
 from slimtorch.measure.table import print_table
 from slimtorch.pipeline.recipe import Recipe, sweep_points
@@ -113,7 +114,8 @@ def _run_point(
 def _serial_points(recipe: Recipe, points: list[Recipe], out: Path, run: dict[str, Any]):
     """One point after the other (under torchrun each point's training is itself DDP)."""
     finals, info, last = [], {}, None
-    for k in range(len(points)):
+    # a bar over the points on a terminal; the "[sweep k/n]" line per point is the plain log
+    for k in track(range(len(points)), "sweep: points", plain=False) if run["verbose"] else range(len(points)):
         last = _run_point(recipe, points, k, out, run)
         finals.append(dict(last.final))
         name, entry = _info(recipe, k, last.out_dir)

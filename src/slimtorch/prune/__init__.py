@@ -20,6 +20,7 @@ from slimtorch.prune.schedule import (
     prune_iterative,
     retrain_config,
 )
+from slimtorch.prune.scheduled import PruneScheduleConfig, prune_scheduled
 from slimtorch.prune.select import PRUNABLE_TYPES, prunable_layers
 from slimtorch.prune.sensitivity import (
     plot_sensitivity,
@@ -40,6 +41,7 @@ __all__ = [
     "MagnitudeLMConfig",
     "Mask",
     "PruneConfig",
+    "PruneScheduleConfig",
     "SparseGPTConfig",
     "WandaConfig",
     "agp_sparsity",
@@ -55,6 +57,7 @@ __all__ = [
     "prune",
     "prune_iterative",
     "prune_magnitude_lm",
+    "prune_scheduled",
     "prune_sparsegpt",
     "prune_wanda",
     "register_criterion",

@@ -10,7 +10,7 @@ Recipe example (SmolLM2, 50 % unstructured)::
 Each stage takes its method's config fields (:class:`~slimtorch.prune.wanda.WandaConfig`,
 :class:`~slimtorch.prune.sparsegpt.SparseGPTConfig` (``grid:`` quantizes the kept
 weights too), :class:`~slimtorch.prune.magnitude_lm.MagnitudeLMConfig`) plus
-``calib_windows`` and ``save`` (:class:`~slimtorch.pipeline.lm.LMStageFields`).
+``calib_windows`` and ``save`` (:class:`~slimtorch.quantize.lm_stage_base.LMStageFields`).
 The pruned model goes to ``NN_label/model`` (dense float32 safetensors: the zeros
 are stored, not skipped; with SparseGPT's ``grid``, packed integer codes). Wanda
 and SparseGPT calibrate block by block and resume after the last finished block.
@@ -18,12 +18,11 @@ and SparseGPT calibrate block by block and resume after the last finished block.
 
 from __future__ import annotations
 
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.lm import LMStageFields, run_lm_stage
-from slimtorch.pipeline.registry import register_stage
+from slimtorch.core.stages import Context, register_stage
 from slimtorch.prune.magnitude_lm import MagnitudeLMConfig, prune_magnitude_lm
 from slimtorch.prune.sparsegpt import SparseGPTConfig, prune_sparsegpt
 from slimtorch.prune.wanda import WandaConfig, prune_wanda
+from slimtorch.quantize.lm_stage_base import LMStageFields, run_lm_stage
 
 
 class WandaStageConfig(WandaConfig, LMStageFields):

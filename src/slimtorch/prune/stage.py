@@ -15,139 +15,150 @@ the model (so later fine-tuning stages keep the sparsity); saving folds them.
 from __future__ import annotations
 
 import sys
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from slimtorch.core.config import FrozenConfig
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.registry import register_stage
-from slimtorch.prune.config import PruneConfig
+from slimtorch.core.stages import Context, StageResult, optional, register_stage
+from slimtorch.distill.config import DistillConfig
 from slimtorch.prune.mask import finalize
-from slimtorch.prune.prune import protected, prune
+from slimtorch.prune.prune import protected
 from slimtorch.prune.report import sparsity_report, total_sparsity
-from slimtorch.prune.schedule import AGPCallback, AGPConfig, prune_iterative
-from slimtorch.train import TrainConfig, evaluate, fit
+from slimtorch.prune.scheduled import PruneScheduleConfig, prune_scheduled
+from slimtorch.train import evaluate
+from slimtorch.train.evaluate import good_enough
 
 
-class PruneStageConfig(FrozenConfig):
-    """Config of the ``prune`` recipe stage.
+class PruneStageConfig(PruneScheduleConfig):
+    """Config of the ``prune`` recipe stage: :class:`PruneScheduleConfig` plus what the stage adds.
 
     Attributes:
-        prune: the (final) pruning target.
-        schedule: ``one_shot`` (prune, then optionally fine-tune), ``iterative``
-            (``steps`` rounds of prune → ``finetune``) or ``agp`` (gradual pruning
-            during one ``finetune`` run, timed by ``agp``).
-        steps: rounds (int) or list of sparsities, for ``iterative``.
-        finetune: training config (per round for ``iterative``); required for
-            ``iterative`` and ``agp``, optional for ``one_shot``.
-        agp: AGP timing (begin/end epoch, update frequency).
         finalize: fold the masks into plain weights at the end of the stage
             (later training stages could then revive pruned weights).
         warn_drop: a ``one_shot`` prune that costs more than this much test accuracy
             (before any fine-tuning) prints a warning suggesting a gradual schedule or
             ``slimtorch auto``.
+        distill: fine-tune with knowledge distillation from ``ctx.reference`` (the model
+            before compression; ``temperature``, ``alpha``…) instead of plain cross-entropy.
+        finetune_below: fine-tune only if the one-shot pruned model's accuracy on the
+            validation data (``data.validation_size``) is below this; at or above it the
+            pruned model is kept as it is (``agp`` tries the one-shot prune on a copy first).
+            Not for ``iterative``.
     """
 
-    prune: PruneConfig = PruneConfig()
-    schedule: Literal["one_shot", "iterative", "agp"] = "one_shot"
-    steps: int | list[float] = 3
-    finetune: TrainConfig | None = None
-    agp: AGPConfig = AGPConfig()
     finalize: bool = False
     warn_drop: float = Field(0.05, ge=0.0, le=1.0)
+    distill: DistillConfig | None = None
+    finetune_below: float | None = Field(None, ge=0.0, le=1.0)
 
-    @model_validator(mode="after")
-    def _needs_finetune(self) -> PruneStageConfig:
-        if self.schedule != "one_shot" and self.finetune is None:
-            raise ValueError(f"schedule '{self.schedule}' trains while pruning: set 'finetune' (a training config)")
-        return self
+
+@dataclass(frozen=True, kw_only=True)
+class PruneResult(StageResult):
+    """What the ``prune`` stage measured (accuracies on the test data, when the recipe has some).
+
+    The totals (``weights`` … ``compression``) are :func:`~slimtorch.prune.report.total_sparsity`'s.
+    """
+
+    schedule: str
+    accuracy_before: float | None = optional()
+    protected: dict[str, dict[str, Any]] | None = optional()
+    accuracy_pruned: float | None = optional()  # one_shot: before fine-tuning
+    warnings: list[str] | None = optional()
+    rounds: list[dict[str, Any]] | None = optional()  # iterative
+    agp_updates: int | None = optional()  # agp
+    accuracy_before_finetune: float | None = optional()  # finetune_below: the validation accuracy checked
+    finetune_skipped: bool | None = optional()  # finetune_below: the pruned model was good enough
+    finetune_epochs: int
+    layers: dict[str, float]
+    weights: int
+    weights_nonzero: int
+    weight_sparsity: float
+    params: int
+    params_nonzero: int
+    param_sparsity: float
+    compression: float
+    accuracy_after: float | None = optional()
 
 
 @register_stage("prune", PruneStageConfig, trains=True)
 def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
-    """Prune ``ctx.model`` by ``cfg`` and record sparsity and accuracy in ``ctx.info``."""
-    model, info = ctx.model, {"schedule": cfg.schedule}
-    score_data = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
-    if ctx.test_data is not None:
-        info["accuracy_before"] = evaluate(model, ctx.test_data).accuracy
-    caps = protected(model, cfg.prune)
-    if caps:
-        info["protected"] = {fqn: {"max_sparsity": cap, "reason": why} for fqn, (cap, why) in caps.items()}
-        if ctx.verbose and cfg.prune.sparsity > min(cap for cap, _ in caps.values()):
-            capped = ", ".join(f"{f} <= {c:.0%} ({w})" for f, (c, w) in caps.items() if c < cfg.prune.sparsity)
-            print(
-                f"[prune] sensitive layers pruned less: {capped}; per_layer values or protect: false override",
-                file=sys.stderr,
-                flush=True,
-            )
-    epochs = 0
-    if cfg.schedule == "one_shot":
-        model = prune(model, cfg.prune, score_data, inplace=True)  # the stage owns ctx.model: no second copy
-        if ctx.test_data is not None:
-            info["accuracy_pruned"] = evaluate(model, ctx.test_data).accuracy
-            drop = info["accuracy_before"] - info["accuracy_pruned"]
-            if drop > cfg.warn_drop:
-                msg = (
-                    f"one-shot pruning cost {drop * 100:.1f} pp of test accuracy "
-                    f"({info['accuracy_before'] * 100:.2f} % -> {info['accuracy_pruned'] * 100:.2f} %) before "
-                    "fine-tuning; a gradual schedule (iterative / agp), lower sparsity or `slimtorch auto` "
-                    "usually keeps more"
-                )
-                info["warnings"] = [msg]
-                if ctx.verbose:
-                    from slimtorch.deploy.regression import warn
+    """Prune ``ctx.model`` by ``cfg`` (:func:`~slimtorch.prune.scheduled.prune_scheduled`); record a PruneResult."""
+    test = ctx.test_data
+    before = evaluate(ctx.model, test).accuracy if test is not None else None
+    caps = protected(ctx.model, cfg.prune)
+    if caps and ctx.verbose and cfg.prune.sparsity > min(cap for cap, _ in caps.values()):
+        capped = ", ".join(f"{f} <= {c:.0%} ({w})" for f, (c, w) in caps.items() if c < cfg.prune.sparsity)
+        print(
+            f"[prune] sensitive layers pruned less: {capped}; per_layer values or protect: false override",
+            file=sys.stderr,
+            flush=True,
+        )
+    pruned: dict[str, Any] = {}
 
-                    warn([msg], ctx.stage_name)
-        if cfg.finetune is not None:
-            fit(
-                model,
-                ctx.require_train_data(),
-                cfg.finetune,
-                eval_data=ctx.monitor_data,
-                checkpoint_dir=ctx.stage_dir(),
-                resume=ctx.resume,
-                verbose=ctx.verbose,
+    def check_drop(model) -> None:  # one_shot: the accuracy right after pruning, before any fine-tuning
+        if test is None:
+            return
+        pruned["accuracy"] = acc = evaluate(model, test).accuracy
+        if before - acc > cfg.warn_drop:
+            msg = (
+                f"one-shot pruning cost {(before - acc) * 100:.1f} pp of test accuracy "
+                f"({before * 100:.2f} % -> {acc * 100:.2f} %) before "
+                "fine-tuning; a gradual schedule (iterative / agp), lower sparsity or `slimtorch auto` "
+                "usually keeps more"
             )
-            epochs = cfg.finetune.epochs
-    elif cfg.schedule == "iterative":
-        rounds: list[dict[str, Any]] = []
-        model = prune_iterative(
-            model,
-            cfg.prune,
-            ctx.require_train_data(),
-            cfg.finetune,
-            cfg.steps,
-            data=score_data,
-            eval_data=ctx.monitor_data,
-            checkpoint_dir=ctx.stage_dir(),
-            resume=ctx.resume,
-            verbose=ctx.verbose,
-            log=rounds,
-            inplace=True,
-        )
-        info["rounds"] = rounds
-        epochs = cfg.finetune.epochs * len(rounds)
-    else:
-        cb = AGPCallback(model, cfg.prune, cfg.agp, data=score_data)
-        fit(
-            model,
-            ctx.require_train_data(),
-            cfg.finetune,
-            eval_data=ctx.monitor_data,
-            callbacks=[cb],
-            checkpoint_dir=ctx.stage_dir(),
-            resume=ctx.resume,
-            verbose=ctx.verbose,
-        )
-        info["agp_updates"] = len(cb.history)
-        epochs = cfg.finetune.epochs
-    info["finetune_epochs"] = epochs
-    info["layers"] = {k: round(v["sparsity"], 6) for k, v in sparsity_report(model).items()}
-    info.update(total_sparsity(model))
-    if ctx.test_data is not None:
-        info["accuracy_after"] = evaluate(model, ctx.test_data).accuracy
-    if cfg.finalize:
-        model = finalize(model)
-    ctx.model = model
-    ctx.info[ctx.stage_name] = info
+            pruned["warnings"] = [msg]
+            if ctx.verbose:
+                from slimtorch.deploy.regression import warn
+
+                warn([msg], ctx.stage_name)
+
+    checked: dict[str, Any] = {}
+    gate = cfg.finetune_below is not None and cfg.finetune is not None and cfg.schedule != "iterative"
+
+    def after_prune(model) -> bool | None:
+        if cfg.schedule == "one_shot":
+            check_drop(model)
+        if not gate:
+            return None
+        checked["accuracy"], enough = good_enough(model, ctx.monitor_data, cfg.finetune_below, "finetune_below")
+        checked["skipped"] = enough or None
+        return not enough
+
+    loss_fn = None
+    if cfg.distill is not None and cfg.finetune is not None:
+        from slimtorch.distill.transform import teacher_loss
+
+        loss_fn = teacher_loss(ctx.require_reference("distill"), cfg.distill)
+    log: dict[str, Any] = {}
+    model = prune_scheduled(
+        ctx.model,
+        cfg,
+        ctx.require_train_data() if cfg.finetune is not None else ctx.train_data,
+        ctx.score_data,
+        eval_data=ctx.monitor_data,
+        loss_fn=loss_fn,
+        after_prune=after_prune if cfg.schedule == "one_shot" or gate else None,
+        checkpoint_dir=ctx.stage_dir(),
+        resume=ctx.resume,
+        verbose=ctx.verbose,
+        log=log,
+        inplace=True,  # the stage owns ctx.model: no second copy
+    )
+    result = PruneResult(
+        schedule=cfg.schedule,
+        accuracy_before=before,
+        protected={fqn: {"max_sparsity": cap, "reason": why} for fqn, (cap, why) in caps.items()} or None,
+        accuracy_pruned=pruned.get("accuracy"),
+        warnings=pruned.get("warnings"),
+        rounds=log.get("rounds"),
+        agp_updates=log.get("agp_updates"),
+        accuracy_before_finetune=checked.get("accuracy"),
+        finetune_skipped=checked.get("skipped"),
+        finetune_epochs=log["finetune_epochs"],
+        layers={k: round(v["sparsity"], 6) for k, v in sparsity_report(model).items()},
+        **total_sparsity(model),
+        accuracy_after=evaluate(model, test).accuracy if test is not None else None,
+    )
+    ctx.model = finalize(model) if cfg.finalize else model
+    ctx.record(result)

@@ -31,6 +31,7 @@ from torch.nn.utils import parametrize
 
 from slimtorch.core.config import coerce
 from slimtorch.core.layers import select
+from slimtorch.core.progress import track
 from slimtorch.quantize.config import KMeansConfig
 from slimtorch.quantize.fake_quant import WeightFakeQuant
 from slimtorch.quantize.layers import QUANTIZABLE, FilterFn, bits_for, check_per_layer, find_parametrization
@@ -165,7 +166,9 @@ def kmeans_share(
     out = model if inplace else copy.deepcopy(model)
     check_per_layer(out, cfg.per_layer)
     skipped, tied = [], _tied_weights(out)
-    for name, module in select(out, cfg.layers, QUANTIZABLE, filter_fn=filter_fn).items():
+    for name, module in track(
+        list(select(out, cfg.layers, QUANTIZABLE, filter_fn=filter_fn).items()), "k-means: layers shared"
+    ):
         if name in tied:
             skipped.append(name)
             warnings.warn(

@@ -14,7 +14,7 @@ Recipe example (SmolLM2, 4-bit, group 128)::
 Each stage takes its method's config fields (:class:`~slimtorch.quantize.gptq.GPTQConfig`,
 :class:`~slimtorch.quantize.awq.AWQConfig`, :class:`~slimtorch.quantize.hqq.HQQConfig`,
 :class:`~slimtorch.quantize.rtn.RTNConfig`) plus ``calib_windows`` and ``save``
-(:class:`~slimtorch.pipeline.lm.LMStageFields`). The quantized model (integer
+(:class:`~slimtorch.quantize.lm_stage_base.LMStageFields`). The quantized model (integer
 codes, scales, zeros) is written to ``NN_label/model``; its ``model.safetensors``
 is the size reported. GPTQ and AWQ calibrate block by block and resume after the
 last finished block (``slimtorch run --resume``). ``gptq`` with ``stream: true`` reads
@@ -27,12 +27,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.lm import LMStageFields, run_lm_stage
-from slimtorch.pipeline.registry import register_stage
+from slimtorch.core.stages import Context, register_stage
 from slimtorch.quantize.awq import AWQConfig, quantize_awq
 from slimtorch.quantize.gptq import GPTQConfig, quantize_gptq, quantize_gptq_streamed
 from slimtorch.quantize.hqq import HQQConfig, quantize_hqq
+from slimtorch.quantize.lm_stage_base import LMStageFields, run_lm_stage
 from slimtorch.quantize.rtn import RTNConfig, quantize_rtn
 
 
@@ -87,7 +86,7 @@ def _streamed_gptq(ctx: Context):
         )
 
     def fn(model, config, ids, *, inplace=True, checkpoint_dir=None):
-        from slimtorch.pipeline.lm import reload_into
+        from slimtorch.quantize.lm_stage_base import reload_into
 
         out = ctx.stage_dir() / "streamed"
         shutil.rmtree(out, ignore_errors=True)

@@ -14,25 +14,26 @@ Recipe examples::
       init: linear
       finetune: {epochs: 2, optimizer: {lr: 0.001}}   # centroid fine-tuning
 
-Both write into ``ctx.info[stage_name]``: accuracy before / after (and after
-fine-tuning), the per-layer report (bits, distinct values, SQNR) and, for
-``quantize``, the scales / zero points an exporter needs.
+Both record a typed result (:class:`QuantizeResult`, :class:`KMeansResult`): accuracy
+before / after (and after fine-tuning), the per-layer report (bits, distinct values,
+SQNR) and, for ``quantize``, the scales / zero points an exporter needs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.registry import register_stage
+from slimtorch.core.stages import Context, StageResult, base_config, flattened, optional, register_stage
+from slimtorch.distill.config import DistillConfig
 from slimtorch.quantize.config import KMeansConfig, QuantConfig
 from slimtorch.quantize.kmeans import kmeans_share, kmeans_skipped
 from slimtorch.quantize.model import quant_params, quantize_model
 from slimtorch.quantize.report import layer_report
 from slimtorch.train.config import TrainConfig
-from slimtorch.train.evaluate import evaluate
+from slimtorch.train.evaluate import evaluate, good_enough
 from slimtorch.train.loop import fit
 
 
@@ -44,9 +45,53 @@ class QuantizeStageConfig(QuantConfig):
 
 
 class KMeansStageConfig(KMeansConfig):
-    """:class:`KMeansConfig` plus optional centroid fine-tuning."""
+    """:class:`KMeansConfig` plus optional centroid fine-tuning.
+
+    Attributes:
+        distill: fine-tune the centroids with knowledge distillation from ``ctx.reference``
+            (the model before compression) instead of plain cross-entropy.
+        finetune_below: fine-tune only if the shared model's accuracy on the validation data
+            (``data.validation_size``) is below this.
+    """
 
     finetune: TrainConfig | None = None
+    distill: DistillConfig | None = None
+    finetune_below: float | None = Field(None, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneRun:
+    """The optional fine-tuning after quantizing / sharing (QAT, centroid fine-tuning)."""
+
+    history: list[dict[str, Any]]
+    resumed_from: int | None
+    accuracy_finetuned: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeResult(StageResult):
+    """Accuracies (``None`` without test data), the config applied, per-layer report and quantizer parameters."""
+
+    accuracy_before: float | None
+    config: dict[str, Any]
+    accuracy_quantized: float | None
+    finetune: FinetuneRun | None = flattened()  # None: no fine-tuning (its keys are absent)
+    layers: list[dict[str, Any]]
+    quant_params: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KMeansResult(StageResult):
+    """Accuracies (``None`` without test data), the config applied, layers left alone, per-layer report."""
+
+    accuracy_before: float | None
+    config: dict[str, Any]
+    skipped_layers: list[str]
+    accuracy_shared: float | None
+    accuracy_before_finetune: float | None = optional()  # finetune_below: the validation accuracy checked
+    finetune_skipped: bool | None = optional()  # finetune_below: the shared model was good enough
+    finetune: FinetuneRun | None = flattened()  # None: no fine-tuning (its keys are absent)
+    layers: list[dict[str, Any]]
 
 
 def _acc(ctx: Context, model) -> float | None:
@@ -60,43 +105,69 @@ def _calib(ctx: Context, n: int):
     return Subset(data, range(min(n, len(data))))
 
 
-def _finetune(ctx: Context, model, cfg: TrainConfig | None, info: dict[str, Any]) -> None:
+def _finetune(ctx: Context, model, cfg: TrainConfig | None, loss_fn=None) -> FinetuneRun | None:
+    """Fine-tune when ``cfg`` is set."""
     if cfg is None:
-        return
+        return None
     result = fit(
         model,
         ctx.require_train_data(),
         cfg,
         eval_data=ctx.monitor_data,
+        loss_fn=loss_fn,
         checkpoint_dir=ctx.stage_dir(),
         resume=ctx.resume,
         verbose=ctx.verbose,
     )
-    info["history"] = result.history
-    info["resumed_from"] = result.resumed_from
-    info["accuracy_finetuned"] = _acc(ctx, model)
+    return FinetuneRun(history=result.history, resumed_from=result.resumed_from, accuracy_finetuned=_acc(ctx, model))
 
 
 @register_stage("quantize", QuantizeStageConfig, trains=True)
 def quantize_stage(ctx: Context, cfg: QuantizeStageConfig) -> None:
-    qcfg = QuantConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in QuantConfig.model_fields})
-    info: dict[str, Any] = {"accuracy_before": _acc(ctx, ctx.model), "config": qcfg.to_dict()}
+    qcfg = base_config(cfg, QuantConfig)
+    before = _acc(ctx, ctx.model)
     calib = _calib(ctx, cfg.calib_examples) if qcfg.act_bits is not None else None
     ctx.model = quantize_model(ctx.model, qcfg, calib)
-    info["accuracy_quantized"] = _acc(ctx, ctx.model)
-    _finetune(ctx, ctx.model, cfg.finetune, info)
-    info["layers"] = layer_report(ctx.model)
-    info["quant_params"] = quant_params(ctx.model)
-    ctx.info[ctx.stage_name] = info
+    quantized = _acc(ctx, ctx.model)
+    tuned = _finetune(ctx, ctx.model, cfg.finetune)
+    ctx.record(
+        QuantizeResult(
+            accuracy_before=before,
+            config=qcfg.to_dict(),
+            accuracy_quantized=quantized,
+            finetune=tuned,
+            layers=layer_report(ctx.model),
+            quant_params=quant_params(ctx.model),
+        )
+    )
 
 
 @register_stage("kmeans", KMeansStageConfig, trains=True)
 def kmeans_stage(ctx: Context, cfg: KMeansStageConfig) -> None:
-    kcfg = KMeansConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in KMeansConfig.model_fields})
-    info: dict[str, Any] = {"accuracy_before": _acc(ctx, ctx.model), "config": kcfg.to_dict()}
+    kcfg = base_config(cfg, KMeansConfig)
+    before = _acc(ctx, ctx.model)
     ctx.model = kmeans_share(ctx.model, kcfg)
-    info["skipped_layers"] = kmeans_skipped(ctx.model)
-    info["accuracy_shared"] = _acc(ctx, ctx.model)
-    _finetune(ctx, ctx.model, cfg.finetune, info)
-    info["layers"] = layer_report(ctx.model)
-    ctx.info[ctx.stage_name] = info
+    skipped, shared = kmeans_skipped(ctx.model), _acc(ctx, ctx.model)
+    finetune, checked, skip = cfg.finetune, None, None
+    if finetune is not None and cfg.finetune_below is not None:
+        checked, enough = good_enough(ctx.model, ctx.monitor_data, cfg.finetune_below, "finetune_below")
+        if enough:
+            finetune, skip = None, True
+    loss_fn = None
+    if finetune is not None and cfg.distill is not None:
+        from slimtorch.distill.transform import teacher_loss
+
+        loss_fn = teacher_loss(ctx.require_reference("distill"), cfg.distill)
+    tuned = _finetune(ctx, ctx.model, finetune, loss_fn)
+    ctx.record(
+        KMeansResult(
+            accuracy_before=before,
+            config=kcfg.to_dict(),
+            skipped_layers=skipped,
+            accuracy_shared=shared,
+            accuracy_before_finetune=checked,
+            finetune_skipped=skip,
+            finetune=tuned,
+            layers=layer_report(ctx.model),
+        )
+    )

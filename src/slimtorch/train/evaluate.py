@@ -73,3 +73,19 @@ def agreement(model: nn.Module, reference: nn.Module, data: Dataset | DataLoader
     b = predict(reference, data, batch_size)
     kl = nn.functional.kl_div(a.log_softmax(1), b.log_softmax(1), log_target=True, reduction="batchmean")
     return {"top1_agreement": float((a.argmax(1) == b.argmax(1)).float().mean()), "mean_kl": float(kl)}
+
+
+def good_enough(model: nn.Module, data: Dataset | None, threshold: float, where: str) -> tuple[float, bool]:
+    """``(accuracy on data, accuracy >= threshold)``: whether fine-tuning ``model`` would still pay.
+
+    The ``finetune_below`` gate of the recipe stages (``prune``, ``kmeans``) and ``slimtorch auto``:
+    ``data`` is validation data, never the test set; ``where`` names the setting in the error.
+    """
+    if data is None:
+        from slimtorch.core.errors import ConfigError
+
+        raise ConfigError(
+            f"{where} compares accuracy on validation data; set data.validation_size in the recipe", field=where
+        )
+    acc = evaluate(model, data).accuracy
+    return acc, acc >= threshold

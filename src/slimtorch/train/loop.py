@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from slimtorch.core.progress import track
 from slimtorch.train import distributed as D
 from slimtorch.train.batches import iterate_batches
 from slimtorch.train.callbacks import Callback, TrainState
@@ -144,13 +145,17 @@ def fit(
     for cb in callbacks:
         cb.on_train_begin(state)
 
-    for epoch in range(start_epoch, config.epochs):
+    epochs = range(start_epoch, config.epochs)
+    # a bar over epochs and one over the epoch's batches on a terminal; the epoch lines below are the plain log
+    for epoch in track(epochs, "training: epochs", plain=False) if verbose else epochs:
         state.epoch = epoch
         seed = _epoch_seed(config.seed, epoch)
         torch.manual_seed(seed + rank)  # dropout differs per rank, as with independent workers
         jitter_gen = torch.Generator().manual_seed(seed + 1 + rank)
-        sampler = D.StridedEpochSampler(len(train_data), seed, rank, world)
-        loader = iterate_batches(train_data, list(sampler), local_batch)
+        indices = list(D.StridedEpochSampler(len(train_data), seed, rank, world))
+        loader = iterate_batches(train_data, indices, local_batch)
+        if verbose:
+            loader = track(loader, f"epoch {epoch + 1}/{config.epochs}", -(-len(indices) // local_batch), plain=False)
         model.train()
         if config.freeze_bn:
             for m in model.modules():

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 
 import pydantic
 
+from slimtorch.core.stages import Context, DeployedLM, StageResult, base_config, register_stage
 from slimtorch.deploy.lm.config import LMExportConfig
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.lm import require_lm
-from slimtorch.pipeline.registry import register_stage
+from slimtorch.quantize.lm_stage_base import require_lm
 
 
 class OnnxLMStageConfig(LMExportConfig):
@@ -45,6 +45,13 @@ class OnnxLMStageConfig(LMExportConfig):
     new_tokens: int = pydantic.Field(64, ge=2)
     prompt_tokens: int = pydantic.Field(32, ge=1)
     prefill_tokens: int = pydantic.Field(512, ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxLMResult(StageResult):
+    """The exported file and what ONNX Runtime measured on it (the runner reports it in the stage's row)."""
+
+    deployed_lm: DeployedLM
 
 
 def measure_speed(lm, tokens, cfg: OnnxLMStageConfig) -> dict:
@@ -79,7 +86,7 @@ def onnx_lm_stage(ctx: Context, cfg: OnnxLMStageConfig) -> None:
     folder = ctx.stage_dir() / "onnx"
     if folder.exists():  # a resumed run exports again (cheap next to calibration)
         shutil.rmtree(folder)
-    export_cfg = LMExportConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in LMExportConfig.model_fields})
+    export_cfg = base_config(cfg, LMExportConfig)
     t0 = time.perf_counter()
     export_onnx(ctx.model, folder, export_cfg, getattr(ctx.model, "slimtorch_tokenizer", None))
     info = {
@@ -105,7 +112,7 @@ def onnx_lm_stage(ctx: Context, cfg: OnnxLMStageConfig) -> None:
         )
         if cfg.speed_rounds:
             info["speed"] = measure_speed(lm, ctx.text.test.reshape(-1), cfg)
-    ctx.info.setdefault(ctx.stage_name, {})["deployed_lm"] = info
+    ctx.record(OnnxLMResult(deployed_lm=DeployedLM(**info)))
     ctx.artifacts[ctx.stage_name] = folder
     if ctx.verbose:
         speed = info.get("speed", {})

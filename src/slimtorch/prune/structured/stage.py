@@ -8,20 +8,20 @@ Recipe example::
       finetune: {epochs: 3, optimizer: {lr: 0.01}}
       distill: {temperature: 4, alpha: 0.7}    # KD from ctx.reference (the unpruned model)
 
-Records MACs, parameters and accuracy before and after in ``ctx.info[stage]``.
+Records MACs, parameters, accuracy and batch-1 latency before and after (:class:`PruneChannelsResult`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import field_validator
 
 from slimtorch.core.config import FrozenConfig
+from slimtorch.core.stages import Context, StageResult, optional, register_stage
 from slimtorch.distill.config import DistillConfig
 from slimtorch.measure import count_macs, count_parameters
-from slimtorch.pipeline.context import Context
-from slimtorch.pipeline.registry import register_stage
 from slimtorch.prune.structured.api import prune_channels
 from slimtorch.prune.structured.config import StructuredConfig
 from slimtorch.prune.structured.finetune import prune_finetune
@@ -52,24 +52,38 @@ class PruneChannelsStageConfig(FrozenConfig):
         return v
 
 
+@dataclass(frozen=True, kw_only=True)
+class PruneChannelsResult(StageResult):
+    """``layers``: channels kept per layer; ``latency_ms_b1``: eager median ms, ``before`` / ``pruned``."""
+
+    macs_before: int
+    params_before: int
+    accuracy_before: float | None = optional()
+    rounds: list[dict[str, Any]] | None = optional()
+    macs_after: int
+    params_after: int
+    layers: dict[str, Any]
+    accuracy_after: float | None = optional()
+    latency_ms_b1: dict[str, float]
+    warnings: list[str] | None = optional()
+
+
 @register_stage("prune_channels", PruneChannelsStageConfig, trains=True)
 def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
     """Prune ``ctx.model``'s channels by ``cfg`` and record sizes and accuracy."""
     import copy
 
-    model = ctx.model
-    x = ctx.example_input
+    model, x, test = ctx.model, ctx.example_input, ctx.test_data
     before = copy.deepcopy(model).eval()  # timed beside the pruned model: no speed-up is reported, not hidden
-    info: dict[str, Any] = {"macs_before": count_macs(model, x), "params_before": count_parameters(model)}
-    if ctx.test_data is not None:
-        info["accuracy_before"] = evaluate(model, ctx.test_data).accuracy
-    score_data = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
+    macs_before, params_before = count_macs(model, x), count_parameters(model)
+    acc_before = evaluate(model, test).accuracy if test is not None else None
+    rounds: list | None = None
     if cfg.finetune is None:
         if cfg.steps > 1:
             raise ValueError(f"stage '{ctx.stage_name}': steps > 1 needs 'finetune'")
-        model = prune_channels(model, cfg.prune, x, data=score_data, inplace=True)  # the stage owns ctx.model
+        model = prune_channels(model, cfg.prune, x, data=ctx.score_data, inplace=True)  # the stage owns ctx.model
     else:
-        rounds: list = []
+        rounds = []
         model = prune_finetune(
             model,
             cfg.prune,
@@ -86,28 +100,34 @@ def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
             log=rounds,
             inplace=True,
         )
-        info["rounds"] = rounds
-    info.update(
-        macs_after=count_macs(model, x),
-        params_after=count_parameters(model),
-        layers=getattr(model, "slimtorch_structured", {}),
-    )
-    if ctx.test_data is not None:
-        info["accuracy_after"] = evaluate(model, ctx.test_data).accuracy
-    info["latency_ms_b1"] = _timed(before, model.eval(), x)
-    if info["latency_ms_b1"]["pruned"] >= info["latency_ms_b1"]["before"]:
-        lat = info["latency_ms_b1"]
-        info["warnings"] = [
+    macs_after = count_macs(model, x)
+    lat = _timed(before, model.eval(), x)
+    warnings = None
+    if lat["pruned"] >= lat["before"]:
+        warnings = [
             f"structured pruning made the model no faster in eager PyTorch at batch 1: "
             f"{lat['pruned']:.3g} ms vs {lat['before']:.3g} ms before (MACs "
-            f"{info['macs_before']} -> {info['macs_after']})"
+            f"{macs_before} -> {macs_after})"
         ]
         if ctx.verbose:
             from slimtorch.deploy.regression import warn
 
-            warn(info["warnings"], ctx.stage_name)
+            warn(warnings, ctx.stage_name)
     ctx.model = model
-    ctx.info[ctx.stage_name] = info
+    ctx.record(
+        PruneChannelsResult(
+            macs_before=macs_before,
+            params_before=params_before,
+            accuracy_before=acc_before,
+            rounds=rounds,
+            macs_after=macs_after,
+            params_after=count_parameters(model),
+            layers=getattr(model, "slimtorch_structured", {}),
+            accuracy_after=evaluate(model, test).accuracy if test is not None else None,
+            latency_ms_b1=lat,
+            warnings=warnings,
+        )
+    )
 
 
 def _timed(before, after, x, rounds: int = 20) -> dict[str, float]:
