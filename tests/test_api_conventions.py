@@ -234,7 +234,7 @@ def _to_int8(backend: str, mode: str):
     def call(m, x, folder):
         from slimtorch.deploy import to_int8
 
-        return to_int8(m, x, {"backend": backend, "mode": mode}, out_dir=folder)
+        return to_int8(m, {"backend": backend, "mode": mode}, x, out_dir=folder)
 
     return call
 
@@ -657,7 +657,7 @@ def test_to_int8_leaves_a_model_in_training_mode_as_it_was(tmp_path):
     from slimtorch.deploy import to_int8
 
     model = mlp().train()
-    to_int8(model, mlp_batch(), {"backend": "torch_fx", "mode": "dynamic"}, out_dir=tmp_path)
+    to_int8(model, {"backend": "torch_fx", "mode": "dynamic"}, mlp_batch(), out_dir=tmp_path)
     assert all(m.training for m in model.modules())
 
 
