@@ -15,9 +15,11 @@ measured) sets ``minilm_opset_ab``.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +34,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fidelity_set import fidelity_split  # noqa: E402
 
 from slimtorch.core.fileio import atomic_write_json  # noqa: E402
-from slimtorch.deploy import FidelityTarget, Int8Config, fidelity, time_variants, to_int8  # noqa: E402
+from slimtorch.deploy import (  # noqa: E402
+    FidelityTarget,
+    Int8Config,
+    evaluate_int8,
+    fidelity,
+    time_variants,
+    to_int8,
+)
 from slimtorch.deploy.backends import quiet  # noqa: E402
 from slimtorch.export.onnx import export_onnx, ort_session  # noqa: E402
 from slimtorch.measure import environment  # noqa: E402
@@ -42,6 +51,7 @@ QUICK = "--quick" in sys.argv
 ROUNDS = 15 if QUICK else 25
 OUT = Path(__file__).parent / "results" / "int8.json"
 WORK = Path(tempfile.mkdtemp(prefix="int8_bench_"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)  # the converted files are scratch; results go to OUT
 RESULT: dict = {"environment": environment(), "loadavg_start": os.getloadavg(), "rounds": ROUNDS, "threads": 1}
 
 
@@ -226,7 +236,7 @@ def mobilenet_slimtorch_int8(model, cal_q, sel, out_dir):
     cfg = Int8Config(
         **{"calibration": "percentile", **(chosen or {}), "max_float_layers": 4 if QUICK else 6, "calib_batches": 4}
     )
-    return to_int8(model, cal_q, cfg, check_data=sel, out_dir=out_dir), cfg, chosen
+    return to_int8(model, cfg, cal_q, check_data=sel, out_dir=out_dir), cfg, chosen
 
 
 def mobilenet():
@@ -335,7 +345,7 @@ def mobilenet_sweep():
     for name, kw in settings.items():
         t = time.time()
         cfg = Int8Config(**{"calibration": "percentile", "max_float_layers": 0, "calib_batches": 4, **kw})
-        qm = to_int8(model, cal_q, cfg, out_dir=WORK / f"sweep_{name}")
+        qm = to_int8(model, cfg, cal_q, out_dir=WORK / f"sweep_{name}")
         rows[name] = {
             "settings": kw,
             "convert_s": time.time() - t,
@@ -473,8 +483,8 @@ def mobilenet_fallback_frontier():
     # a target no model meets with a budget of two: the fallback ranks every unit, then stops
     probe = to_int8(
         model,
-        cal_q,
         Int8Config(**base, max_float_layers=2, target=FidelityTarget(min_agreement=None, max_kl=0.0)),
+        cal_q,
         check_data=cal_check,
         out_dir=WORK / "frontier_probe",
     )
@@ -488,8 +498,8 @@ def mobilenet_fallback_frontier():
                 layers += new
         qm = to_int8(
             model,
-            cal_q,
             Int8Config(**base, keep_float=tuple(layers), max_float_layers=0),
+            cal_q,
             out_dir=WORK / f"frontier_{k}",
         )
         runners[f"float_{k}"] = qm.runner
@@ -562,19 +572,19 @@ def mobilenet_adaround():
     rows = {}
     for label, cfg in [("slimtorch_int8", base), ("slimtorch_int8_adaround", base.replace(adaround=True))]:
         t0 = time.time()
-        qm = to_int8(model, cal_q, cfg, check_data=cal_check, out_dir=WORK / f"ada_{label}")
+        qm = to_int8(model, cfg, cal_q, check_data=cal_check, out_dir=WORK / f"ada_{label}")
         ada = {k: v for k, v in qm.info.get("adaround", {}).items() if k != "per_layer"}
         rows[label] = row(qm.runner, t0, float_layers=qm.float_layers, adaround=ada or None)
         print(label, rows[label], flush=True)
     # all-INT8 (no fallback): the AdaRounded float model is prepared once and handed to to_int8 with every
     # preparation step off, so the same weights are exported (prepare_float is deterministic)
     t0 = time.time()
-    qm = to_int8(model, cal_q, base.replace(max_float_layers=0), out_dir=WORK / "ada_rtn_all")
+    qm = to_int8(model, base.replace(max_float_layers=0), cal_q, out_dir=WORK / "ada_rtn_all")
     rows["slimtorch_int8_all_int8"] = row(qm.runner, t0)
     t0 = time.time()
     prepared, info = prepare_float(model, base.replace(adaround=True), batches)
     plain = base.replace(fold_bn=False, cle=False, bias_correction=False, max_float_layers=0)
-    qm = to_int8(prepared, cal_q, plain, out_dir=WORK / "ada_ada_all")
+    qm = to_int8(prepared, plain, cal_q, out_dir=WORK / "ada_ada_all")
     rows["slimtorch_int8_adaround_all_int8"] = row(qm.runner, t0, adaround=info["adaround"])
     print("all int8", {k: rows[k]["fidelity_eval"] for k in rows}, flush=True)
     res["static"] = rows
@@ -725,8 +735,8 @@ def minilm_slimtorch_int8(enc, cal, sel, out_dir, opset: int = MINILM_OPSET):
     for alpha in (None, 0.8) if QUICK else MINILM_ALPHAS:
         qm = to_int8(
             enc,
-            calib_set,
             base.replace(smooth_alpha=alpha, max_float_layers=0),
+            calib_set,
             out_dir=Path(out_dir) / f"alpha_{alpha}",
         )
         f = fidelity(ref_sel, predict(qm.runner, sel))
@@ -736,7 +746,7 @@ def minilm_slimtorch_int8(enc, cal, sel, out_dir, opset: int = MINILM_OPSET):
     cfg = base.replace(smooth_alpha=best, max_float_layers=0 if QUICK else 8)  # the fallback's ranking: ~4 min
     # the fallback's sensitivity ranking and its target check run on the selection sentences
     t0 = time.time()
-    qm = to_int8(enc, calib_set, cfg, check_data=torch.utils.data.TensorDataset(*sel), out_dir=Path(out_dir) / "final")
+    qm = to_int8(enc, cfg, calib_set, check_data=torch.utils.data.TensorDataset(*sel), out_dir=Path(out_dir) / "final")
     return qm, cfg, sweep, best, time.time() - t0
 
 
@@ -876,7 +886,6 @@ def openvino_ab():
     alpha = (RESULT.get("minilm", {}).get("selection") or {}).get("smooth_alpha_chosen")
     mq = to_int8(
         enc,
-        torch.utils.data.TensorDataset(*cal),
         Int8Config(
             mode="dynamic",
             per_channel=True,
@@ -888,6 +897,7 @@ def openvino_ab():
             calib_batch_size=32,
             opset=MINILM_OPSET,
         ),
+        torch.utils.data.TensorDataset(*cal),
         out_dir=WORK / "ov_minilm_slim",
     )
     runners = {
@@ -1120,8 +1130,8 @@ def lenet():
     export_onnx(model, xs[:8], fp32)
     qm = to_int8(
         model,
-        cal,
         Int8Config(cle=True, cle_relu6="skip", calibration="percentile", max_float_layers=0),
+        cal,
         out_dir=WORK / "lenet",
     )
     with quiet():
@@ -1133,9 +1143,9 @@ def lenet():
         "torch_ao_quantize_dynamic": torch_runner(tq),
     }
     rows = {}
+    test_set = torch.utils.data.TensorDataset(xs, ys)
     for k, run in runners.items():
-        acc = float((predict(run, (xs,), 500).argmax(1) == ys).float().mean())
-        rows[k] = {"test_accuracy": acc}
+        rows[k] = {"test_accuracy": evaluate_int8(lambda *x, run=run: run(x), test_set, batch_size=500).accuracy}
     lat = time_variants(runners, (xs[:1],), rounds=ROUNDS)
     for k in runners:
         rows[k]["latency_ms_b1"] = lat[k]

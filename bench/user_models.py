@@ -26,8 +26,10 @@ runtime at each batch size. Writes ``bench/results/user_models.json``.
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +52,7 @@ ROUNDS = {1: 15 if QUICK else 60, 32: 5 if QUICK else 20}
 FRAMES, MELS = 160, 40
 OUT = ROOT / "bench" / "results" / "user_models.json"
 WORK = Path(tempfile.mkdtemp(prefix="user_models_bench_"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)  # scratch files; results go to the JSON
 TARGETS = {"int8_size_ratio_max": 0.30, "speedup_min": 1.5, "cosine_min": 0.998}
 
 
@@ -81,7 +84,7 @@ def input_sensitivity(model: torch.nn.Module) -> dict:
         row = {}
         for name, extra in {"all_int8": {"max_float_layers": 0}, "with_fallback": {}}.items():
             cfg = {"mode": "dynamic", "target": {"min_agreement": None, "max_kl": None, "min_cosine": 0.998}, **extra}
-            q = to_int8(model, calib, Int8Config.from_dict(cfg), out_dir=WORK / f"sens_{std}_{name}")
+            q = to_int8(model, Int8Config.from_dict(cfg), calib, out_dir=WORK / f"sens_{std}_{name}")
             row[name] = {
                 "cosine_mean": fidelity(ref, q.runner((held,)))["cosine_mean"],
                 "float_layers": q.float_layers,
@@ -145,8 +148,8 @@ def main() -> None:
         t0 = time.perf_counter()
         q = to_int8(
             model,
-            calib,
             Int8Config.from_dict({"mode": "dynamic", "target": target, **cfg}),
+            calib,
             check_data=calib,
             out_dir=WORK / name,
         )

@@ -241,7 +241,7 @@ def _to_int8(backend: str, mode: str):
     def call(m, x, folder):
         from slimtorch.deploy import to_int8
 
-        return to_int8(m, x, {"backend": backend, "mode": mode}, out_dir=folder)
+        return to_int8(m, {"backend": backend, "mode": mode}, x, out_dir=folder)
 
     return call
 
@@ -665,7 +665,7 @@ def test_to_int8_leaves_a_model_in_training_mode_as_it_was(tmp_path):
     from slimtorch.deploy import to_int8
 
     model = mlp().train()
-    to_int8(model, mlp_batch(), {"backend": "torch_fx", "mode": "dynamic"}, out_dir=tmp_path)
+    to_int8(model, {"backend": "torch_fx", "mode": "dynamic"}, mlp_batch(), out_dir=tmp_path)
     assert all(m.training for m in model.modules())
 
 
@@ -761,10 +761,19 @@ CONFIGURED = {
     "to_int8": Configured(
         "slimtorch.deploy.to_int8",
         mlp,
-        lambda fn, m, c: fn(m, mlp_batch(), c),
+        _with_data(mlp_batch()),
         {"backend": "torch_fx", "mode": "dynamic"},
         {"calib_batches": 0},
         "calib_batches",
+    ),
+    # one config class per backend and mode: a setting of another mode is named, not ignored
+    "to_int8[onnxruntime-dynamic]": Configured(
+        "slimtorch.deploy.to_int8",
+        mlp,
+        _with_data(mlp_batch()),
+        {"mode": "dynamic", "max_float_layers": 0},
+        {"calibration": "minmax"},
+        "calibration",
     ),
     "distill": Configured(
         "slimtorch.distill.distill",
@@ -923,7 +932,7 @@ def test_object_dict_and_none_give_the_same_model(name, tmp_path):
 def test_every_row_with_a_config_has_a_validation_case():
     """Rows whose verb takes a config (the keyword-argument deploy helpers take none; docs/api.md)."""
     no_config = {"cross_layer_equalize", "fold_conv_bn", "bias_correct", "adaround", "smooth_linears"}
-    assert {r.id.split("[")[0] for r in ROWS} - no_config == set(CONFIG_CALLS)
+    assert {r.id.split("[")[0] for r in ROWS} - no_config == {k.split("[")[0] for k in CONFIG_CALLS}
 
 
 # ---- the layer-streamed language-model variants: a folder in, a folder out ------------------------------------

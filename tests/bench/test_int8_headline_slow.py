@@ -35,8 +35,10 @@ def test_minilm_int8_test_cosine_reproduces(tmp_path):
     enc, data, got_split = minilm_data((split["calibration"], split["selection"], split["test"]))
     assert got_split["disjoint"] is True and got_split["test"] >= 1000
     assert got_split["sources"] == split["sources"]  # the same sentences as the recorded run
-    cfg = Int8Config.from_dict(row["config"]).replace(keep_float=tuple(row["float_layers"]), max_float_layers=0)
-    qm = to_int8(enc, TensorDataset(*data["calibration"]), cfg, out_dir=tmp_path)
+    cfg = Int8Config.from_legacy(
+        row["config"]
+    )  # recorded by the former single Int8Config.replace(keep_float=tuple(row["float_layers"]), max_float_layers=0)
+    qm = to_int8(enc, cfg, TensorDataset(*data["calibration"]), out_dir=tmp_path)
     test = tuple(t[:300] for t in data["test"])
     f = fidelity(predict(torch_runner(enc), test), predict(qm.runner, test))
     assert f["cosine_mean"] == pytest.approx(row["fidelity"]["cosine_mean"], abs=5e-4)
@@ -68,8 +70,8 @@ def test_lenet5_int8_accuracy_reproduces(tmp_path):
     cal = torch.stack([train[i][0] for i in range(512)])
     qm = to_int8(
         model,
-        cal,
         Int8Config(cle=True, cle_relu6="skip", calibration="percentile", max_float_layers=0),
+        cal,
         out_dir=tmp_path,
     )
     xs = torch.stack([test[i][0] for i in range(len(test))])

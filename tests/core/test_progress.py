@@ -70,8 +70,8 @@ def test_int8_calibration_reports_progress(tmp_path, capsys):
     calibration = "minmax"
     to_int8(
         conv_net(),
-        x,
         {"backend": "onnxruntime", "mode": "static", "calibration": calibration, "calib_batch_size": 8},
+        x,
         out_dir=tmp_path,
     )
     assert f"INT8 calibration ({calibration}): 4/4" in capsys.readouterr().err

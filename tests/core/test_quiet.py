@@ -78,7 +78,7 @@ def test_torch_fx_backend_leaves_the_quantized_engine_as_it_found_it(tmp_path):
     other = "qnnpack" if "qnnpack" in torch.backends.quantized.supported_engines else old
     torch.backends.quantized.engine = other
     try:
-        q = to_int8(model, x, Int8Config(mode="dynamic", backend="torch_fx"), out_dir=tmp_path)
+        q = to_int8(model, Int8Config(mode="dynamic", backend="torch_fx"), x, out_dir=tmp_path)
         assert torch.backends.quantized.engine == other
         # the converted model still runs on its own (x86) kernels while another engine is current
         assert torch.nn.functional.cosine_similarity(q(x), model(x)).min() > 0.98

@@ -68,7 +68,7 @@ def test_weights_land_exactly_on_the_grid_with_unchanged_scales(per_channel, red
 def test_ort_keeps_the_adaround_integers(tmp_path):
     model, calib = conv_net(), _images()
     cfg = Int8Config(adaround=True, adaround_iters=200, max_float_layers=0, cle=False, calib_batches=4)
-    q = to_int8(model, calib, cfg, out_dir=tmp_path)
+    q = to_int8(model, cfg, calib, out_dir=tmp_path)
     # the same preparation, deterministic: the weights ORT was handed
     prepared, _ = prepare_float(model, cfg, input_batches(calib, 1, cfg.calib_batch_size, cfg.calib_batches))
     graph = onnx.load(str(q.path)).graph

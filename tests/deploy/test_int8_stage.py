@@ -47,9 +47,9 @@ def test_int8_stage_checks_its_fallback_on_a_selection_split_not_the_test_data(t
     seen = {}
     real = stage.to_int8
 
-    def spy(model, calib, cfg, check_data=None, out_dir=None):
+    def spy(model, cfg, calib, check_data=None, out_dir=None):
         seen["calib"], seen["check"] = list(calib.indices), check_data and list(check_data.indices)
-        return real(model, calib, cfg, check_data=check_data, out_dir=out_dir)
+        return real(model, cfg, calib, check_data=check_data, out_dir=out_dir)
 
     monkeypatch.setattr(stage, "to_int8", spy)
     model = conv_net()

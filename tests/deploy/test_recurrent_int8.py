@@ -54,7 +54,7 @@ def test_lstm_becomes_dynamic_quantize_lstm_with_per_channel_weights(tmp_path, b
     model = LstmEncoder(batch_first).eval()
     x = torch.randn(16, 12, 16)
     cfg = Int8Config(mode="dynamic", target=COSINE, max_float_layers=0)
-    q = to_int8(model, x, cfg, out_dir=tmp_path)
+    q = to_int8(model, cfg, x, out_dir=tmp_path)
     ops = _ops(q.path)
     assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops  # both layers, none float
     proto = onnx.load(str(q.path))
@@ -70,7 +70,7 @@ def test_gru_stays_float_on_onnxruntime_and_says_so(tmp_path):
     torch.manual_seed(0)
     model = GruTagger().eval()
     ids = torch.randint(0, 500, (16, 10))
-    q = to_int8(model, ids, Int8Config(mode="dynamic", target=COSINE), out_dir=tmp_path)
+    q = to_int8(model, Int8Config(mode="dynamic", target=COSINE), ids, out_dir=tmp_path)
     assert q.info["float_recurrent"] == ["gru[layer 0]"]
     assert "gru[layer 0]" in q.float_layers
     assert "GRU" in _ops(q.path)
@@ -85,7 +85,7 @@ def test_fbgemm_backend_quantizes_gru_lstm_and_embedding():
         (LstmEncoder().eval(), torch.randn(16, 12, 16)),
     ]:
         fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
-        q = to_int8(model, x, Int8Config(mode="dynamic", backend="torch_fx", target=COSINE))
+        q = to_int8(model, Int8Config(mode="dynamic", backend="torch_fx", target=COSINE), x)
         assert q.size_bytes < 0.5 * fp32_bytes
         assert q.info["fidelity_checked"]["cosine_mean"] > 0.99
 
@@ -94,7 +94,7 @@ def test_auto_backend_weighs_every_backend_against_fp32_on_onnxruntime(tmp_path,
     torch.manual_seed(0)
     model = LstmEncoder().eval()
     q = to_int8(
-        model, torch.randn(16, 12, 16), Int8Config(mode="dynamic", backend="auto", target=COSINE), out_dir=tmp_path
+        model, Int8Config(mode="dynamic", backend="auto", target=COSINE), torch.randn(16, 12, 16), out_dir=tmp_path
     )
     auto = q.info["auto"]
     assert {"onnxruntime", "torch_fx", "ort_fp32"} <= set(auto["latency_ms"])
@@ -113,8 +113,8 @@ def test_float_computed_layers_still_store_int8_weights_when_the_target_holds(tm
     model = GruTagger().eval()
     ids = torch.randint(0, 500, (16, 10))
     base = {"mode": "dynamic", "target": COSINE}
-    q = to_int8(model, ids, Int8Config(**base), out_dir=tmp_path / "w8")
-    plain = to_int8(model, ids, Int8Config(**base, float_weights_int8=False), out_dir=tmp_path / "plain")
+    q = to_int8(model, Int8Config(**base), ids, out_dir=tmp_path / "w8")
+    plain = to_int8(model, Int8Config(**base, float_weights_int8=False), ids, out_dir=tmp_path / "plain")
     assert sorted(q.info["weights_int8_compute_float"]) == ["gru[layer 0].R", "gru[layer 0].W"]
     proto = onnx.load(str(q.path))
     gru = next(n for n in proto.graph.node if n.op_type == "GRU")

@@ -50,7 +50,7 @@ def test_smoothing_improves_dynamic_int8_on_outlier_inputs(tmp_path):
     cos = {}
     for alpha in (None, 0.7):
         cfg = Int8Config(mode="dynamic", smooth_alpha=alpha, max_float_layers=0, target=FidelityTarget(min_cosine=None))
-        q = to_int8(model, calib, cfg, out_dir=tmp_path / str(alpha))
+        q = to_int8(model, cfg, calib, out_dir=tmp_path / str(alpha))
         with torch.no_grad():
             ref = model(x)
         cos[alpha] = float(nn.functional.cosine_similarity(q(x).flatten(1), ref.flatten(1), dim=1).mean())

@@ -21,7 +21,7 @@ def _images(n=64, seed=0):
 
 def test_static_ort_int8_is_faithful_and_small(tmp_path):
     model = conv_net()
-    q = to_int8(model, TensorDataset(_images(), torch.zeros(64)), {"max_float_layers": 0}, out_dir=tmp_path)
+    q = to_int8(model, {"max_float_layers": 0}, TensorDataset(_images(), torch.zeros(64)), out_dir=tmp_path)
     x = _images(32, seed=1)
     with torch.no_grad():
         ref = model(x)
@@ -35,7 +35,7 @@ def test_static_ort_int8_is_faithful_and_small(tmp_path):
 
 def test_keep_float_leaves_named_layers_unquantized(tmp_path):
     cfg = Int8Config(keep_float=("pw", "head"), max_float_layers=0, cle=False)
-    q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
+    q = to_int8(conv_net(), cfg, _images(), out_dir=tmp_path)
     assert set(q.float_layers) == {"pw", "head"}
     graph = onnx.load(str(q.path)).graph
     float_weights = {
@@ -50,7 +50,7 @@ def test_keep_float_leaves_named_layers_unquantized(tmp_path):
 def test_fallback_keeps_layers_float_until_target(tmp_path):
     # an unreachable KL target forces the fallback to spend its whole budget
     cfg = Int8Config(target=FidelityTarget(min_agreement=1.0, max_kl=0.0), max_float_layers=2, cle=False)
-    q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
+    q = to_int8(conv_net(), cfg, _images(), out_dir=tmp_path)
     units = {u["unit"]: u["layers"] for u in q.info["sensitivity"]}
     assert {"node_conv2d", "node_conv2d_1", "node_conv2d_2", "node_linear"} <= set(units)  # every layer alone
     # and each activation tensor between two layers, with both of them (its producer and its consumer)
@@ -68,7 +68,7 @@ def test_fallback_regions_off_ranks_single_layers_only(tmp_path):
     cfg = Int8Config(
         target=FidelityTarget(min_agreement=1.0, max_kl=0.0), max_float_layers=1, cle=False, fallback_regions=False
     )
-    q = to_int8(conv_net(), _images(), cfg, out_dir=tmp_path)
+    q = to_int8(conv_net(), cfg, _images(), out_dir=tmp_path)
     assert all(len(u["layers"]) == 1 and not u["unit"].startswith("tensor ") for u in q.info["sensitivity"])
     assert len(q.info["sensitivity"]) == 4 and len(q.float_layers) <= 1
 
@@ -82,7 +82,7 @@ def test_float_kept_layers_drop_bias_correction(tmp_path):
 
     model, x = conv_net(), _images()
     cfg = Int8Config(keep_float=("dw",), max_float_layers=0, cle=False, bias_correction=True)
-    q = to_int8(model, x, cfg, out_dir=tmp_path)
+    q = to_int8(model, cfg, x, out_dir=tmp_path)
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(q.path)).graph.initializer}
     dw_bias = [n.input[2] for n in onnx.load(str(q.path)).graph.node if n.name == "node_conv2d_1"][0]
     exact = exact_float(model, cfg).dw.bias.detach().numpy()
@@ -96,7 +96,7 @@ def test_dynamic_ort_int8_for_mlp(tmp_path):
     torch.manual_seed(0)
     model = MLPUserNet().eval()
     x = torch.randn(64, 32)
-    q = to_int8(model, x, Int8Config(mode="dynamic", target=FidelityTarget(min_cosine=0.99)), out_dir=tmp_path)
+    q = to_int8(model, Int8Config(mode="dynamic", target=FidelityTarget(min_cosine=0.99)), x, out_dir=tmp_path)
     ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
     with torch.no_grad():
@@ -106,15 +106,19 @@ def test_dynamic_ort_int8_for_mlp(tmp_path):
 
 def test_empty_calibration_loader_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="empty"):
-        to_int8(conv_net(), torch.utils.data.DataLoader(TensorDataset(torch.empty(0, 3, 12, 12))), out_dir=tmp_path)
+        to_int8(
+            conv_net(),
+            calib_data=torch.utils.data.DataLoader(TensorDataset(torch.empty(0, 3, 12, 12))),
+            out_dir=tmp_path,
+        )
 
 
 def test_backend_registry_and_errors():
     assert {"onnxruntime", "torchao", "torch_fx"} <= set(BACKENDS.names())
     with pytest.raises(ConfigError, match="no static mode"):
-        to_int8(conv_net(), _images(), {"backend": "torchao"})
+        to_int8(conv_net(), {"backend": "torchao", "mode": "static"}, _images())
     with pytest.raises(ConfigError, match="unknown int8 backend"):
-        to_int8(conv_net(), _images(), {"backend": "tensorrt"})
+        to_int8(conv_net(), {"backend": "tensorrt"}, _images())
     with pytest.raises(ConfigError, match="calibration"):
         Int8Config.from_dict({"calibration": "kmeans"})
 
@@ -128,7 +132,7 @@ def test_torch_backends_run(tmp_path):
     torch.manual_seed(0)
     model, x = MLPUserNet().eval(), torch.randn(32, 32)
     for name in ("torchao", "torch_fx"):
-        q = to_int8(model, x, Int8Config(mode="dynamic", backend=name), out_dir=tmp_path)
+        q = to_int8(model, Int8Config(mode="dynamic", backend=name), x, out_dir=tmp_path)
         assert q.backend == name and q(x).shape == (32, 4)
         assert q.info["fidelity_checked"]["cosine_mean"] > 0.98
 
@@ -144,7 +148,7 @@ def _ranges(out_dir):
 def test_calibration_with_a_ragged_last_batch(tmp_path, method):
     # 20 examples in batches of 16: ORT's histogram collector cannot stack a batch of 4 with ones of 16
     cfg = Int8Config(calibration=method, calib_batch_size=16, max_float_layers=0)
-    q = to_int8(conv_net(), _images(20), cfg, out_dir=tmp_path)
+    q = to_int8(conv_net(), cfg, _images(20), out_dir=tmp_path)
     assert q(_images(3, seed=2)).shape == (3, conv_net()(_images(3)).shape[1])
 
 
@@ -155,7 +159,7 @@ def test_calibration_methods_choose_different_ranges(tmp_path):
     got = {}
     for method in ("minmax", "entropy", "percentile", "mse"):
         cfg = Int8Config(calibration=method, percentile=99.9, max_float_layers=0, cle=False, bias_correction=False)
-        to_int8(conv_net(), x, cfg, out_dir=tmp_path / method)
+        to_int8(conv_net(), cfg, x, out_dir=tmp_path / method)
         got[method] = _ranges(tmp_path / method)
     inp = "input"
     assert got["minmax"][inp][1] == pytest.approx(40.0)
@@ -189,7 +193,7 @@ def test_dynamic_int8_stores_embedding_tables_as_int8(tmp_path, embeddings):
     model = TokenUserNet().eval()
     ids = torch.randint(0, 4000, (64, 12))
     cfg = Int8Config(mode="dynamic", quantize_embeddings=embeddings, target=FidelityTarget(min_cosine=0.99))
-    q = to_int8(model, ids, cfg, out_dir=tmp_path)
+    q = to_int8(model, cfg, ids, out_dir=tmp_path)
     table = max((numpy_helper.to_array(t) for t in onnx.load(str(q.path)).graph.initializer), key=lambda a: a.size)
     assert table.size == 4000 * 32
     assert (table.dtype.itemsize == 1) == embeddings

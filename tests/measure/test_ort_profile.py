@@ -22,7 +22,7 @@ def models(tmp_path_factory):
     model = conv_net()
     x = torch.rand(32, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     export_onnx(model, x[:4], d / "fp32.onnx", verbose=False)
-    q = to_int8(model, x, {"max_float_layers": 0}, out_dir=d / "int8")
+    q = to_int8(model, {"max_float_layers": 0}, x, out_dir=d / "int8")
     return d / "fp32.onnx", q.path, x[:2]
 
 

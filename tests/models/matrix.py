@@ -327,7 +327,7 @@ def _int8(mode):
 
         target = {"min_agreement": None, "max_kl": None, "min_cosine": 0.9}
         q = to_int8(
-            model, x, Int8Config(mode=mode, target=target, max_float_layers=0, calib_batch_size=8), out_dir=tmp / mode
+            model, Int8Config(mode=mode, target=target, max_float_layers=0, calib_batch_size=8), x, out_dir=tmp / mode
         )
         cos = _cos(q.runner((x,)), _out(model, x))
         _check(cos > 0.9, f"INT8 output far from float (cosine {cos:.3f})")

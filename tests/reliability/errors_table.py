@@ -282,6 +282,17 @@ def main() -> None:
                 {"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "kmeans", "bits": ["x"]}]}
             ),
         ),
+        (
+            "recipe",
+            "int8 setting of another mode",
+            lambda: recipe_from_dict(
+                {
+                    "name": "x",
+                    "model": {"name": "mlp"},
+                    "stages": [{"type": "int8", "mode": "dynamic", "calibration": "minmax"}],
+                }
+            ).stage_configs(),
+        ),
         ("checkpoint", "missing file", lambda: load_checkpoint(T / "nope.pt")),
         ("checkpoint", "holds a code-running object", lambda: load_checkpoint(w("c1.pt", tbuf.getvalue()))),
         ("checkpoint", "raw pickle / legacy format", lambda: load_checkpoint(w("c2.pt", evil))),

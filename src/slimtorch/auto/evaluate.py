@@ -243,14 +243,6 @@ def evaluate_size(
     return Evaluated(rec, decoded, slim_path.read_bytes())
 
 
-def _int8_accuracy(art: Any, ev: Dataset, batch_size: int = 64) -> float:
-    correct = n = 0
-    for x, y in DataLoader(ev, batch_size=batch_size):
-        correct += int((art(x).argmax(1) == y).sum())
-        n += len(y)
-    return correct / n
-
-
 def evaluate_latency(
     model: nn.Module,
     params: dict[str, Any],
@@ -289,23 +281,21 @@ def evaluate_latency(
     rec["accuracy"] = evaluate(m, ev).accuracy
     onnx = None
     if params["int8"]:
-        from slimtorch.deploy import FidelityTarget, Int8Config, to_int8
+        from slimtorch.deploy import FidelityTarget, Int8Config, OrtInt8Config, evaluate_int8, to_int8
 
         target = FidelityTarget(min_agreement=max(0.0, 1 - cfg.max_drop / 100), max_kl=None)
+        icfg = Int8Config(backend=cfg.int8_backend, target=target, threads=cfg.threads or torch.get_num_threads())
+        if isinstance(icfg, OrtInt8Config):  # the fallback budget is an ONNX Runtime setting
+            icfg = icfg.replace(max_float_layers=4)
         art = to_int8(
             m,
+            icfg,
             first(train, 256),
-            Int8Config(
-                backend=cfg.int8_backend,
-                target=target,
-                max_float_layers=4,
-                threads=cfg.threads or torch.get_num_threads(),
-            ),
             check_data=first(ev, 256),
             out_dir=work / "int8",
         )
         rec["float_accuracy"] = rec["accuracy"]
-        rec["accuracy"] = _int8_accuracy(art, ev)
+        rec["accuracy"] = evaluate_int8(art, ev).accuracy
         lat = measure_latency(art, x, 1, threads=cfg.threads, runs=cfg.latency_runs)
         rec["latency"] = {"b1": lat.to_dict()}
         rec["int8"] = {k: v for k, v in art.summary().items() if k in ("backend", "float_layers", "size_bytes")}
@@ -339,7 +329,9 @@ def test_figures(
         def art(x):
             return torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
 
-        acc = _int8_accuracy(art, test)
+        from slimtorch.deploy import evaluate_int8
+
+        acc = evaluate_int8(art, test).accuracy
     else:
         acc = evaluate(slimtorch.load(out / entry["files"]["slim"], load_model), test).accuracy
     return {"candidate": entry["name"], "accuracy": acc, "baseline": evaluate(original, test).accuracy, "n": len(test)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,11 @@ class Int8Model:
         path: the artifact on disk (an ``.onnx`` file for ONNX Runtime) or None.
         float_layers: layers left in float (by the user's ``keep_float`` or by the fallback).
         info: fidelity on the checked data, sensitivity ranking, options used.
+
+    A model that :func:`~slimtorch.deploy.to_int8` wrote into a temporary folder (no
+    ``out_dir``) owns that folder: :meth:`close`, the end of a ``with`` block, or garbage
+    collection removes it, so ``path`` is valid while the model is in use. Pass ``out_dir``
+    to keep the files.
     """
 
     backend: str
@@ -33,6 +40,22 @@ class Int8Model:
     float_layers: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     size_bytes: int | None = None
+    _cleanup: weakref.finalize | None = field(default=None, init=False, repr=False, compare=False)
+
+    def owns_folder(self, folder: Path) -> None:
+        """Remove ``folder`` (and everything in it) when this model is closed or garbage-collected."""
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(folder), ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove the temporary folder this model owns (nothing when it was written to an ``out_dir``)."""
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def __enter__(self) -> Int8Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.runner(as_tuple(inputs[0]) if len(inputs) == 1 else tuple(inputs))

@@ -1,5 +1,8 @@
 """Backends behind one interface: ``convert(model, calib, config, out_dir, check) -> Int8Model``.
 
+Each backend registers the config class of each mode it has (:mod:`slimtorch.deploy.config`);
+``Int8Config(backend=..., mode=...)`` builds that class.
+
 * ``onnxruntime``: static QDQ or dynamic INT8 (:mod:`slimtorch.deploy.ort`).
 * ``torchao``: ``quantize_`` with ``Int8WeightOnlyConfig`` or
   ``Int8DynamicActivationInt8WeightConfig`` (dynamic mode; PyTorch eager).
@@ -26,7 +29,13 @@ from slimtorch.core.errors import UnsupportedModelError
 from slimtorch.core.quiet import quantized_engine, quiet
 from slimtorch.core.registry import Registry
 from slimtorch.deploy.artifact import Int8Model, reference_outputs
-from slimtorch.deploy.config import Int8Config
+from slimtorch.deploy.config import (
+    Int8Config,
+    OrtDynamicInt8Config,
+    OrtStaticInt8Config,
+    TorchaoInt8Config,
+    TorchFxInt8Config,
+)
 from slimtorch.deploy.fidelity import fidelity
 from slimtorch.deploy.fold import fold_conv_bn
 from slimtorch.deploy.ort import convert_onnxruntime
@@ -36,17 +45,26 @@ Batches = list[tuple[torch.Tensor, ...]]
 
 @dataclass(frozen=True)
 class Backend:
+    """A registered backend: its conversion and, per mode it has, the config class it reads."""
+
     name: str
-    modes: tuple[str, ...]
+    configs: dict[str, type[Int8Config]]
     convert: Callable[[nn.Module, Batches, Int8Config, Path, Batches | None], Int8Model]
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(self.configs)
 
 
 BACKENDS: Registry[Backend] = Registry("int8 backend")
 
 
-def register_backend(name: str, modes: tuple[str, ...]):
+def register_backend(name: str, configs: dict[str, type[Int8Config]]):
+    """Register ``convert`` under ``name``; ``configs``: ``mode -> Int8Config subclass`` (its ``backend`` field
+    a ``Literal`` of ``name``), what ``Int8Config(backend=name, mode=...)`` builds."""
+
     def deco(fn):
-        BACKENDS.register(name, Backend(name, modes, fn))
+        BACKENDS.register(name, Backend(name, dict(configs), fn))
         return fn
 
     return deco
@@ -66,24 +84,30 @@ def _state_bytes(model: nn.Module) -> int:
     return total
 
 
-def _torch_runner(model: nn.Module, engine: str | None = None):
-    """``inputs -> float output``; with ``engine``, torch's quantized engine is that one during each call only."""
+def _torch_runner(model: nn.Module, threads: int, engine: str | None = None):
+    """``inputs -> float output`` at ``threads`` intra-op threads (like an ONNX Runtime session); with ``engine``,
+    torch's quantized engine is that one. Both are set during each call only and given back after it."""
 
     @torch.inference_mode()
     def run(inputs):
-        with quantized_engine(engine) if engine else contextlib.nullcontext():
-            out = model(*inputs)
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with quantized_engine(engine) if engine else contextlib.nullcontext():
+                out = model(*inputs)
+        finally:
+            torch.set_num_threads(old)
         return (out[0] if isinstance(out, (tuple, list)) else out).float()
 
     return run
 
 
-@register_backend("onnxruntime", ("static", "dynamic"))
+@register_backend("onnxruntime", {"static": OrtStaticInt8Config, "dynamic": OrtDynamicInt8Config})
 def _ort(model, calib, cfg, out_dir, check=None):
     return convert_onnxruntime(model, calib, cfg, out_dir, check)
 
 
-@register_backend("torchao", ("dynamic",))
+@register_backend("torchao", {"dynamic": TorchaoInt8Config})
 def _torchao(model, calib, cfg, out_dir, check=None):
     with quiet():
         from torchao.quantization import (
@@ -92,14 +116,10 @@ def _torchao(model, calib, cfg, out_dir, check=None):
             quantize_,
         )
 
-        qcfg = (
-            Int8WeightOnlyConfig()
-            if cfg.torchao_scheme == "int8_weight_only"
-            else Int8DynamicActivationInt8WeightConfig()
-        )
+        qcfg = Int8WeightOnlyConfig() if cfg.scheme == "int8_weight_only" else Int8DynamicActivationInt8WeightConfig()
         m = copy.deepcopy(model).eval()
         quantize_(m, qcfg)
-    run = _torch_runner(m)
+    run = _torch_runner(m, cfg.threads)
     check = check or calib
     metrics = fidelity(reference_outputs(model, check), torch.cat([run(b) for b in check]))
     return Int8Model(
@@ -108,12 +128,12 @@ def _torchao(model, calib, cfg, out_dir, check=None):
         run,
         None,
         [],
-        {"fidelity_checked": metrics, "scheme": cfg.torchao_scheme},
+        {"fidelity_checked": metrics, "scheme": cfg.scheme},
         _state_bytes(m),
     )
 
 
-@register_backend("torch_fx", ("static", "dynamic"))
+@register_backend("torch_fx", {"static": TorchFxInt8Config, "dynamic": TorchFxInt8Config})
 def _torch_fx(model, calib, cfg, out_dir, check=None):
     # the x86 (fbgemm) kernels pack the weights; the engine is set for the conversion and each run, then restored
     with quiet(), quantized_engine("x86"):
@@ -144,7 +164,7 @@ def _torch_fx(model, calib, cfg, out_dir, check=None):
                 for b in calib:
                     m(*b)
             m = convert_fx(m)
-    run = _torch_runner(m, engine="x86")
+    run = _torch_runner(m, cfg.threads, engine="x86")
     check = check or calib
     with quiet():
         metrics = fidelity(reference_outputs(model, check), torch.cat([run(b) for b in check]))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import shutil
 import statistics
 import tempfile
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from slimtorch.core.config import coerce
 from slimtorch.core.errors import ConfigError
 from slimtorch.deploy.artifact import Int8Model
 from slimtorch.deploy.backends import BACKENDS
-from slimtorch.deploy.config import Int8Config
+from slimtorch.deploy.config import AUTO, Int8Config
 from slimtorch.deploy.data import input_batches
 from slimtorch.deploy.fidelity import meets, score
 
@@ -53,8 +55,8 @@ def required_inputs(model: nn.Module) -> int:
 
 def to_int8(
     model: nn.Module,
-    calib_data: Any,
     config: Int8Config | dict | None = None,
+    calib_data: Any = None,
     check_data: Any = None,
     out_dir: str | os.PathLike | None = None,
 ) -> Int8Model:
@@ -62,20 +64,40 @@ def to_int8(
 
     Args:
         model: any float ``nn.Module``; left as it is (converted in eval mode, its flags restored).
+        config: the config of a backend and mode (:mod:`slimtorch.deploy.config`), its dict form
+            (``backend`` and ``mode`` choose the class) or None (ONNX Runtime static, the defaults).
         calib_data: calibration inputs: a tensor, a Dataset of ``(x, y)`` or a DataLoader.
-        config: :class:`Int8Config` or its dict form.
         check_data: data the fidelity target is checked on (default: ``calib_data``).
-        out_dir: where artifacts are written (default: a fresh temporary folder).
+        out_dir: where artifacts are written. Default: a fresh temporary folder that the returned
+            model owns: it is removed by ``Int8Model.close()``, at the end of a ``with`` block, or
+            when the model is garbage-collected (its ``path`` is valid until then).
 
     Returns:
         The :class:`Int8Model` (callable; ``.path`` is the ONNX file for ONNX Runtime).
 
     Raises:
-        ConfigError: empty calibration data, unknown backend, or a backend without ``config.mode``.
+        ConfigError: the config names a field of another backend / mode, an unknown backend, a mode the
+            backend does not have, or the calibration data is missing or empty.
     """
+    _refuse_old_order(config, calib_data)
     cfg = coerce(Int8Config, config)
     with _eval_mode(model):
         return _convert(model, calib_data, cfg, check_data, out_dir)
+
+
+def _refuse_old_order(config: Any, calib_data: Any) -> None:
+    """``to_int8(model, calib_data, config)`` was the order before 0.x: say so instead of a type error."""
+    from torch.utils.data import DataLoader, Dataset
+
+    looks_like_data = isinstance(config, (torch.Tensor, Dataset, DataLoader)) or (
+        isinstance(config, (list, tuple)) and len(config) > 0 and isinstance(config[0], (torch.Tensor, tuple, list))
+    )
+    if looks_like_data:
+        raise ConfigError(
+            f"to_int8(model, config, calib_data): the config comes before the data now, got a "
+            f"{type(config).__name__} as config (the former order was to_int8(model, calib_data, config))",
+            field="config",
+        )
 
 
 @contextlib.contextmanager
@@ -99,16 +121,17 @@ def _convert(
         input_batches(check_data, n_inputs, cfg.calib_batch_size, what="check data") if check_data is not None else None
     )
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="slimtorch_int8_"))
-    if cfg.backend != "auto":
-        backend = BACKENDS.get(cfg.backend)
-        if cfg.mode not in backend.modes:
-            raise ConfigError(
-                f"backend '{cfg.backend}' has no {cfg.mode} mode; it supports {', '.join(backend.modes)}",
-                field="backend",
-            )
-        result = backend.convert(model, calib, cfg, out / cfg.backend, check)
-    else:
-        result = _auto(model, calib, check, cfg, out)
+    try:
+        if cfg.backend != AUTO:
+            result = BACKENDS.get(cfg.backend).convert(model, calib, cfg, out / cfg.backend, check)
+        else:
+            result = _auto(model, calib, check, cfg, out)
+    except BaseException:
+        if out_dir is None:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    if out_dir is None:
+        result.owns_folder(out)
     warn_not_smaller(result, model)
     return result
 
@@ -138,15 +161,24 @@ def warn_not_smaller(result: Int8Model, model: nn.Module) -> list[str]:
 def _auto(model, calib, check, cfg, out) -> Int8Model:
     """Every backend with this mode, and fp32 on ONNX Runtime: the fastest meeting the target
     (else the most faithful INT8 one). fp32 wins when no INT8 variant is faster than it: a
-    quantized model slower than the float one is not a result to hand back (it says so)."""
+    quantized model slower than the float one is not a result to hand back (it says so).
+
+    ``cfg`` is the ONNX Runtime config of the mode (what ``backend: auto`` builds); the other
+    backends get its shared fields (target, calibration data amount, threads) and their defaults.
+    """
     results: dict[str, Int8Model] = {}
     errors: dict[str, str] = {}
+    shared = {k: getattr(cfg, k) for k in Int8Config.model_fields}
     for name in BACKENDS.names():
         backend = BACKENDS.get(name)
         if cfg.mode not in backend.modes:
             continue
+        if name in _backend_names(type(cfg)):
+            sub = cfg.replace(backend=name)
+        else:
+            sub = backend.configs[cfg.mode].from_dict({**shared, "backend": name})
         try:
-            results[name] = backend.convert(model, calib, cfg.replace(backend=name), out / name, check)
+            results[name] = backend.convert(model, calib, sub, out / name, check)
         except Exception as exc:  # noqa: BLE001 - one backend failing must not stop the others
             errors[name] = f"{type(exc).__name__}: {exc}"
     if not results:
@@ -175,6 +207,11 @@ def _auto(model, calib, check, cfg, out) -> Int8Model:
         "fidelity": {k: r.info["fidelity_checked"] for k, r in results.items()},
     }
     return chosen
+
+
+def _backend_names(cls: type[Int8Config]) -> tuple[str, ...]:
+    """The values a config class's ``backend`` field takes (a ``Literal``)."""
+    return typing.get_args(cls.model_fields["backend"].annotation)
 
 
 def _ort_fp32(model, calib, cfg: Int8Config, out: Path) -> Int8Model:

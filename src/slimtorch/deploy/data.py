@@ -23,6 +23,21 @@ def input_batches(
         ConfigError: ``data`` is None or yields no batch (an empty calibration
             set would silently give all-zero ranges).
     """
+    return [b[:n_inputs] for b in field_batches(data, n_inputs, batch_size, max_batches, what)]
+
+
+def field_batches(
+    data: torch.Tensor | Dataset | DataLoader | Iterable,
+    n_inputs: int = 1,
+    batch_size: int = 16,
+    max_batches: int | None = None,
+    what: str = "calibration data",
+) -> list[tuple[torch.Tensor, ...]]:
+    """Every field of each batch (inputs, then labels or whatever the data carries); at least ``n_inputs``.
+
+    Raises:
+        ConfigError: as :func:`input_batches`.
+    """
     if data is None:
         raise ConfigError(f"{what} is required (a tensor, a Dataset of (x, y) or a DataLoader)", field=what)
     if isinstance(data, torch.Tensor):
@@ -38,7 +53,7 @@ def input_batches(
             raise ConfigError(
                 f"{what}: a batch has {len(fields)} field(s), the model takes {n_inputs} input(s)", field=what
             )
-        out.append(tuple(f for f in fields[:n_inputs]))
+        out.append(fields)
         if max_batches is not None and len(out) >= max_batches:
             break
     if not out or out[0][0].shape[0] == 0:

@@ -7,9 +7,16 @@ of textures or text for an ImageNet model) many reference predictions are near
 ties, and any perturbation, even 8-bit rounding of the weights alone, flips some of
 them; the confident agreement separates those flips from real damage.
 Any output: mean / min cosine similarity of the flattened per-example outputs.
+
+:func:`evaluate_int8` is the one evaluation of a converted model on a data set (fidelity to
+the float model, accuracy against labels) that the recipe stage, ``auto`` and the benchmarks call.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,3 +63,73 @@ def meets(metrics: dict[str, float], target: FidelityTarget) -> bool:
 def score(metrics: dict[str, float]) -> float:
     """One number to rank layers by sensitivity (higher is worse): KL for classifiers, 1 - cosine otherwise."""
     return metrics["mean_kl"] if "mean_kl" in metrics else 1.0 - metrics["cosine_mean"]
+
+
+@dataclass(frozen=True)
+class Int8Evaluation:
+    """How a converted model does on one data set: against the float model's outputs and the labels.
+
+    Attributes:
+        n: examples evaluated.
+        fidelity: :func:`fidelity` of its outputs to the reference's (None without a reference).
+        accuracy: top-1 accuracy against the data's labels (None when the data has none).
+        accuracy_float: the reference's accuracy on the same examples (None without both).
+    """
+
+    n: int
+    fidelity: dict[str, float] | None = None
+    accuracy: float | None = None
+    accuracy_float: float | None = None
+
+
+def evaluate_int8(
+    int8: Callable[..., Any],
+    data: Any,
+    reference: torch.nn.Module | None = None,
+    *,
+    batch_size: int = 64,
+    n_inputs: int = 1,
+) -> Int8Evaluation:
+    """A converted model's fidelity to ``reference`` and its accuracy, on ``data``: the one INT8 evaluation.
+
+    The ``int8`` recipe stage, ``auto`` and ``bench/int8.py`` all call this, so a figure means the
+    same thing wherever it is reported.
+
+    Args:
+        int8: called like the float model, ``int8(*inputs) -> outputs``: an :class:`Int8Model`, a
+            wrapped ONNX Runtime session, or a float model itself.
+        data: a tensor, a Dataset of ``(inputs..., label)`` or a DataLoader. The field after the
+            ``n_inputs`` inputs counts as labels when it is 1-D with no negative value (unlabelled
+            photos carry -1 and are evaluated for fidelity only).
+        reference: the float model whose outputs are the fidelity reference (its accuracy is
+            reported beside the INT8 one); None: accuracy only.
+
+    Raises:
+        ConfigError: ``data`` is None or empty.
+    """
+    from slimtorch.deploy.artifact import reference_outputs
+    from slimtorch.deploy.data import field_batches
+
+    batches = field_batches(data, n_inputs, batch_size, what="evaluation data")
+    inputs = [b[:n_inputs] for b in batches]
+    with torch.inference_mode():
+        out = torch.cat([_first(int8(*x)) for x in inputs]).float()
+    ref = reference_outputs(reference, inputs) if reference is not None else None
+    labels = _labels([b[n_inputs] if len(b) > n_inputs else None for b in batches])
+    acc = acc_float = None
+    if labels is not None and out.ndim == 2:
+        acc = float((out.argmax(1) == labels).float().mean())
+        if ref is not None:
+            acc_float = float((ref.argmax(1) == labels).float().mean())
+    return Int8Evaluation(out.shape[0], fidelity(ref, out) if ref is not None else None, acc, acc_float)
+
+
+def _first(out: Any) -> torch.Tensor:
+    return torch.as_tensor(out[0] if isinstance(out, (tuple, list)) else out)
+
+
+def _labels(fields: list[Any]) -> torch.Tensor | None:
+    if any(not isinstance(f, torch.Tensor) or f.ndim != 1 for f in fields):
+        return None
+    y = torch.cat(fields)
+    return y if bool((y >= 0).all()) else None

@@ -53,7 +53,7 @@ from slimtorch.core.quiet import log_level
 from slimtorch.deploy.artifact import Int8Model, reference_outputs
 from slimtorch.deploy.bias_correction import CORRECTED_TYPES, bias_correct
 from slimtorch.deploy.cle import cross_layer_equalize
-from slimtorch.deploy.config import Int8Config
+from slimtorch.deploy.config import OrtInt8Config, OrtStaticInt8Config
 from slimtorch.deploy.fallback import accuracy_aware_fallback
 from slimtorch.deploy.fidelity import fidelity
 from slimtorch.deploy.fold import fold_conv_bn
@@ -70,7 +70,7 @@ _CALIB = {
 }
 
 
-def exact_float(model: nn.Module, cfg: Int8Config) -> nn.Module:
+def exact_float(model: nn.Module, cfg: OrtInt8Config) -> nn.Module:
     """The exact steps of :func:`prepare_float` (BN folding, CLE): what a layer kept in float computes.
 
     Bias correction and AdaRound adjust a layer for the rounding of its *int8* weights; a layer
@@ -78,19 +78,22 @@ def exact_float(model: nn.Module, cfg: Int8Config) -> nn.Module:
     biases of float-kept early layers cost more fidelity than floating them gained).
     """
     m = model
-    if cfg.fold_bn or cfg.cle or cfg.bias_correction or cfg.adaround:
+    static = cfg.mode == "static"  # bias correction and AdaRound are static-mode settings
+    if cfg.fold_bn or cfg.cle or (static and (cfg.bias_correction or cfg.adaround)):
         m = fold_conv_bn(model)
     if cfg.cle:
         m = cross_layer_equalize(m, relu6=cfg.cle_relu6, inplace=True)
     return m
 
 
-def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, ...]]) -> tuple[nn.Module, dict]:
+def prepare_float(
+    model: nn.Module, cfg: OrtInt8Config, batches: list[tuple[torch.Tensor, ...]]
+) -> tuple[nn.Module, dict]:
     """BN folding, CLE and bias correction as ``cfg`` asks; returns the float model to export and what changed."""
     info: dict[str, Any] = {}
     m = exact_float(model, cfg)
     rounded: list[str] = []
-    if cfg.adaround and cfg.mode == "static":
+    if cfg.mode == "static" and cfg.adaround:
         m, info["adaround"] = _adaround(m, cfg, batches)
         rounded = list(info["adaround"]["per_layer"])
     # layers AdaRound rounded keep their weights; when it rounded all of them there is nothing to correct
@@ -104,7 +107,7 @@ def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.T
             inplace=True,
             layers={"exclude": [glob.escape(n) for n in rounded]},
         )
-    if cfg.smooth_alpha is not None and cfg.mode == "dynamic":
+    if cfg.mode == "dynamic" and cfg.smooth_alpha is not None:
         from slimtorch.deploy.smooth import smooth_linears
 
         m = smooth_linears(m, batches, cfg.smooth_alpha, inplace=m is not model)
@@ -114,7 +117,9 @@ def prepare_float(model: nn.Module, cfg: Int8Config, batches: list[tuple[torch.T
     return m.eval(), info
 
 
-def _adaround(m: nn.Module, cfg: Int8Config, batches: list[tuple[torch.Tensor, ...]]) -> tuple[nn.Module, dict]:
+def _adaround(
+    m: nn.Module, cfg: OrtStaticInt8Config, batches: list[tuple[torch.Tensor, ...]]
+) -> tuple[nn.Module, dict]:
     """AdaRound every layer ORT will quantize; ``keep_float`` layers stay float, so their weights are left as is."""
     from slimtorch.deploy.adaround import LAYER_TYPES, adaround_report
 
@@ -220,7 +225,7 @@ def _runner(path: Path, threads: int):
 
 
 def _calibrate(
-    fp32: Path, cfg: Int8Config, names: list[str], calib: list[tuple[torch.Tensor, ...]], cache: Path
+    fp32: Path, cfg: OrtStaticInt8Config, names: list[str], calib: list[tuple[torch.Tensor, ...]], cache: Path
 ) -> None:
     """Activation ranges of every tensor ORT will quantize, written to ORT's calibration cache."""
     from onnxruntime import quantization as q
@@ -333,7 +338,7 @@ def _exact_patcher(fp32: Path, exact: dict[str, dict[str, np.ndarray]], dst: Pat
 def _quantizer(
     fp32: Path,
     out_dir: Path,
-    cfg: Int8Config,
+    cfg: OrtInt8Config,
     calib: list[tuple[torch.Tensor, ...]],
     names: list[str],
     exact: dict[str, dict[str, np.ndarray]] | None = None,
@@ -345,7 +350,6 @@ def _quantizer(
     """
     from onnxruntime import quantization as q
 
-    fmt = q.QuantFormat.QDQ if cfg.quant_format == "qdq" else q.QuantFormat.QOperator
     cache = out_dir / "calibration_ranges.json"
     if cache.exists():
         cache.unlink()
@@ -369,6 +373,7 @@ def _quantizer(
                 extra_options={"MatMulConstBOnly": True},
             )
         else:
+            fmt = q.QuantFormat.QDQ if cfg.quant_format == "qdq" else q.QuantFormat.QOperator
             q.quantize_static(
                 with_exact(exclude),
                 out,
@@ -401,7 +406,7 @@ def _quantizer(
 def convert_onnxruntime(
     model: nn.Module,
     calib: list[tuple[torch.Tensor, ...]],
-    cfg: Int8Config,
+    cfg: OrtInt8Config,
     out_dir: Path,
     check: list[tuple[torch.Tensor, ...]] | None = None,
 ) -> Int8Model:

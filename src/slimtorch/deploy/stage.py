@@ -11,7 +11,9 @@ Recipe examples::
     - type: export
       formats: [onnx, pt2]
 
-``int8`` sets ``ctx.artifacts[stage] = <int8 .onnx>`` (when the backend writes
+The ``int8`` stage takes the flat fields of its backend and mode's config
+(:mod:`slimtorch.deploy.config`: a field of another backend is an error naming it)
+plus its own (:class:`Int8StageConfig`). It sets ``ctx.artifacts[stage] = <int8 .onnx>`` (when the backend writes
 one), checks its fallback on a selection split of the calibration data (the
 ``selection_examples`` after the ``calib_examples``; never the test data) and
 records fidelity on the test data, latency of the INT8 runtime next to
@@ -29,18 +31,22 @@ from pydantic import Field
 from torch.utils.data import Subset
 
 from slimtorch.core.config import FrozenConfig
-from slimtorch.core.stages import Context, Deployed, StageResult, base_config, flattened, optional, register_stage
-from slimtorch.deploy.artifact import reference_outputs
-from slimtorch.deploy.config import Int8Config
+from slimtorch.core.stages import Context, Deployed, StageResult, flattened, optional, register_stage
+from slimtorch.deploy.config import Int8Config, OrtInt8Config
 from slimtorch.deploy.convert import time_variants, to_int8
 from slimtorch.deploy.data import input_batches
-from slimtorch.deploy.fidelity import fidelity
+from slimtorch.deploy.fidelity import evaluate_int8
 from slimtorch.deploy.regression import regressions, warn
 from slimtorch.export.onnx import export_onnx, export_pt2, ort_session, run_session
 
 
 class Int8StageConfig(Int8Config):
-    """:class:`Int8Config` plus how much data the stage reads and times."""
+    """The config of the stage's backend and mode (:mod:`slimtorch.deploy.config`, the same flat fields as in
+    ``to_int8``'s dict) plus how much data the stage reads and times.
+
+    Like :class:`Int8Config`, building it builds the class of ``backend`` and ``mode``: a subclass of both
+    that backend's config and this one (:func:`stage_config_class`).
+    """
 
     calib_examples: int = Field(512, ge=1)
     # the fallback's ranking and its target check run on the next examples of the calibration data (a
@@ -49,6 +55,28 @@ class Int8StageConfig(Int8Config):
     test_examples: int = Field(1000, ge=1)
     timing_rounds: int = Field(20, ge=1)
     timing_batch: int = Field(32, ge=1, description="the larger batch timed besides batch 1 (from calibration data)")
+
+    @classmethod
+    def concrete_class(cls, data: dict[str, Any]) -> type[Int8Config]:
+        if cls is not Int8StageConfig:
+            return super().concrete_class(data)
+        return stage_config_class(Int8Config.concrete_class(data))
+
+
+_STAGE_CLASSES: dict[type[Int8Config], type[Int8StageConfig]] = {}
+
+
+def stage_config_class(config_cls: type[Int8Config]) -> type[Int8StageConfig]:
+    """The stage config of one backend / mode config class: its fields plus the stage's (made once per class)."""
+    if config_cls not in _STAGE_CLASSES:
+        name = config_cls.__name__.replace("Int8Config", "Int8StageConfig")
+        doc = f":class:`{config_cls.__name__}` plus the fields of :class:`Int8StageConfig`."
+        _STAGE_CLASSES[config_cls] = type(name, (config_cls, Int8StageConfig), {"__doc__": doc, "__module__": __name__})
+    return _STAGE_CLASSES[config_cls]
+
+
+# the opset of the fp32 baseline file when the backend writes no ONNX (torchao, torch_fx)
+DEFAULT_OPSET = OrtInt8Config.model_fields["opset"].default
 
 
 class ExportStageConfig(FrozenConfig):
@@ -111,7 +139,6 @@ def _subset(data, n):
 
 @register_stage("int8", Int8StageConfig)
 def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
-    icfg = base_config(cfg, Int8Config)
     calib = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
     selection = None
     if calib is not None and cfg.selection_examples and len(calib) > cfg.calib_examples:
@@ -119,7 +146,8 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
             calib, range(cfg.calib_examples, min(len(calib), cfg.calib_examples + cfg.selection_examples))
         )
     ctx.model.eval()  # the float model is the reference, exported and timed below (to_int8 leaves its mode alone)
-    q = to_int8(ctx.model, _subset(calib, cfg.calib_examples), icfg, check_data=selection, out_dir=ctx.stage_dir())
+    # the stage config is the backend's config (plus the stage's fields, which to_int8 does not read)
+    q = to_int8(ctx.model, cfg, _subset(calib, cfg.calib_examples), check_data=selection, out_dir=ctx.stage_dir())
     info: dict[str, Any] = {}
     info["fallback_checked_on"] = (
         f"selection: {len(selection)} examples after the calibration ones"
@@ -128,20 +156,20 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     )
     test = _subset(ctx.test_data, cfg.test_examples)
     if test is not None:
-        batches = input_batches(test, 1, icfg.calib_batch_size, what="test data")
-        ref = reference_outputs(ctx.reference or ctx.model, batches)
-        info["fidelity_test"] = fidelity(ref, q.predict(batches))
-        labels = [b[1] for b in input_batches(test, 2, icfg.calib_batch_size, what="test data")]
-        if labels and labels[0].ndim == 1 and bool((labels[0] >= 0).all()):  # unlabelled photos: fidelity only
-            import torch
-
-            y = torch.cat(labels)
-            info["accuracy_int8"] = float((q.predict(batches).argmax(1) == y).float().mean())
-            info["accuracy_float"] = float((ref.argmax(1) == y).float().mean())
+        ev = evaluate_int8(q, test, ctx.reference or ctx.model, batch_size=cfg.calib_batch_size)
+        info["fidelity_test"] = ev.fidelity
+        if ev.accuracy is not None:  # unlabelled photos: fidelity only
+            info["accuracy_int8"], info["accuracy_float"] = ev.accuracy, ev.accuracy_float
     fp32 = ctx.stage_dir() / "fp32.onnx"
-    export_onnx(ctx.model, ctx.example_input, fp32, opset=icfg.opset, check=False)
-    sess = ort_session(fp32, icfg.threads)
-    eager = _eager(ctx.model, icfg.threads)
+    export_onnx(
+        ctx.model,
+        ctx.example_input,
+        fp32,
+        opset=cfg.opset if isinstance(cfg, OrtInt8Config) else DEFAULT_OPSET,
+        check=False,
+    )
+    sess = ort_session(fp32, cfg.threads)
+    eager = _eager(ctx.model, cfg.threads)
     variants = {"ort_fp32": lambda b: run_session(sess, b), "torch_fp32": eager, "int8": q.runner}
     big = input_batches(calib, 1, cfg.timing_batch, 1)[0][0] if calib is not None else None
     lat_by_batch = {1: time_variants(variants, (ctx.example_input,), rounds=cfg.timing_rounds)}
