@@ -267,14 +267,14 @@ def test_distill_alpha_fine_tunes_on_the_originals_soft_targets(trained):
 
 
 def test_refinement_candidates_get_the_larger_training_set(trained):
-    from slimtorch.auto.search import _prepare_data
+    from slimtorch.auto.search import prepare_data
 
     model, train, test = trained
-    screen, refine, sel, _, _ = _prepare_data(
+    screen, refine, sel, _, _ = prepare_data(
         model, train, test, AutoConfig(finetune_samples=64, refine_epochs=3, **FAST)
     )
     assert (len(screen), len(refine), len(sel)) == (64, len(train) - len(sel), round(0.1 * len(train)))
-    screen, refine, _, ev, metric = _prepare_data(
+    screen, refine, _, ev, metric = prepare_data(
         model,
         train,
         test,
@@ -284,13 +284,13 @@ def test_refinement_candidates_get_the_larger_training_set(trained):
     # agreement: both sets are labelled with the original's predictions
     xs = torch.stack([refine[i][0] for i in range(len(refine))])
     assert torch.equal(torch.stack([refine[i][1] for i in range(len(refine))]), model(xs).argmax(1))
-    _, refine, _, _, _ = _prepare_data(model, train, test, AutoConfig(finetune_samples=64, **FAST))
+    _, refine, _, _, _ = prepare_data(model, train, test, AutoConfig(finetune_samples=64, **FAST))
     assert len(refine) == 64  # no refinement phase: nothing more is prepared
 
 
 @pytest.mark.parametrize("clip", [1.0, None])
 def test_fine_tuning_clips_gradients_as_configured(trained, monkeypatch, clip):
-    from slimtorch.auto.evaluate import _maybe_finetune
+    from slimtorch.auto.evaluate import maybe_finetune
 
     model, train, test = trained
     seen = []
@@ -304,7 +304,7 @@ def test_fine_tuning_clips_gradients_as_configured(trained, monkeypatch, clip):
     m = UserNet(width=8)
     m.load_state_dict(model.state_dict())
     info = {}
-    _maybe_finetune(m, train, test, AutoConfig(grad_clip=clip, finetune="always", **FAST), 1, 0.01, 0.0, info, "ft")
+    maybe_finetune(m, train, test, AutoConfig(grad_clip=clip, finetune="always", **FAST), 1, 0.01, 0.0, info, "ft")
     assert info["ft_epochs"] == 1
     assert seen == ([clip] * (len(train) // 32) if clip else [])  # one clip per step, or none
 

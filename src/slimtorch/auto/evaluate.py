@@ -84,7 +84,7 @@ def teacher_loss(original: nn.Module, cfg: AutoConfig) -> Callable[..., torch.Te
     return None if kd is None else kd_loss(original, kd)
 
 
-def _maybe_finetune(
+def maybe_finetune(
     model: nn.Module,
     train: Dataset,
     ev: Dataset,
@@ -271,7 +271,7 @@ def evaluate_latency(
             compensate=cfg.channel_compensate,
         )
         m = prune_channels(m, scfg, torch.cat([x, x]), data=first(train, 64), inplace=True)
-        _maybe_finetune(
+        maybe_finetune(
             m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune", teacher_loss(model, cfg)
         )
     m.eval()

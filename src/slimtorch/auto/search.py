@@ -99,7 +99,7 @@ def _progress(e: dict[str, Any], target: str, baseline: float, ok: bool, left: f
     )
 
 
-def _prepare_data(model: nn.Module, train_data: Dataset, eval_data: Dataset, cfg: AutoConfig):
+def prepare_data(model: nn.Module, train_data: Dataset, eval_data: Dataset, cfg: AutoConfig):
     """Fine-tuning sets (screening, refinement), the selection split (from ``train_data``), the test set, the metric."""
     train_data, selection = selection_split(train_data, cfg)
     metric = cfg.metric
@@ -229,7 +229,7 @@ def auto_compress(
     cfg = validate_config(AutoConfig, config or {})
     out = prepare_output_dir(out_dir, force=force, resume=resume)
     start = clock()
-    train, refine_train, ev, test, metric = _prepare_data(model, train_data, eval_data, cfg)
+    train, refine_train, ev, test, metric = prepare_data(model, train_data, eval_data, cfg)
     state = st.load_state(out, cfg.target) if resume else None
     if state is None:
         state = _setup(model, train, ev, cfg, out)
