@@ -605,8 +605,6 @@ HELPERS = {
     "attach_masks": "prune's first step (all-ones masks)",
     "finalize": "folds prune's masks; run by the io round trip",
     "remove_masks": "finalize on a copy (inplace=True: finalize)",
-    "calibrate": "quantize_model's calibration",
-    "attach_activation_quant": "load_quantized's last step",
     "strip_activation_quant": "save_quantized's first step",
     "exact_float": "to_int8's float reference",
     "dense_copy": "a teacher for finetune_pruned_with_kd",

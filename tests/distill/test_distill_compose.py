@@ -9,7 +9,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
 from slimtorch.data import synthetic_classification
-from slimtorch.distill import DistillConfig, dense_copy, finetune_pruned_with_kd, is_compressed, qat_with_teacher
+from slimtorch.distill import DistillConfig, dense_copy, finetune_pruned_with_kd, qat_with_teacher
+from slimtorch.distill.compose import is_compressed
 from slimtorch.train import OptimizerConfig, TrainConfig, fit
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from slimtorch.distill import hint_loss, kd_loss, logit_mse_loss, soft_target_loss
+from slimtorch.distill import kd_loss
+from slimtorch.distill.losses import hint_loss, logit_mse_loss, soft_target_loss
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from slimtorch.core import ConfigError, UnsupportedModelError
-from slimtorch.distill import mobilenet_v2_student, separable_lenet5, small_lenet5, small_mlp, thinner, thinner_spec
+from slimtorch.distill import mobilenet_v2_student, separable_lenet5, small_lenet5, small_mlp, thinner
+from slimtorch.distill.students import thinner_spec
 from slimtorch.models import create_model
 
 

@@ -9,14 +9,8 @@ from torch.nn.utils import parametrize
 
 from slimtorch.core import ConfigError
 from slimtorch.data import synthetic_classification
-from slimtorch.distill import (
-    DistillConfig,
-    FeaturePair,
-    distill,
-    distill_fit,
-    kd_loss,
-    make_distill_loss,
-)
+from slimtorch.distill import DistillConfig, FeaturePair, distill, distill_fit, kd_loss
+from slimtorch.distill.transform import make_distill_loss
 from slimtorch.train import OptimizerConfig, TrainConfig, agreement
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slimtorch.encode import best_encoding, decode_shared, encode_with, gap_decode, gap_encode
+from slimtorch.encode.index_coding import best_encoding, decode_shared, encode_with, gap_decode, gap_encode
 from tests.encode.encode_strategies import make_shared, shared_tensors
 
 SCHEMES = [("gap", 2), ("gap", 3), ("gap", 5), ("gap", 8), ("gap-raw", 0), ("bitmask", 0)]

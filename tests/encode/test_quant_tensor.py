@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from slimtorch.core.errors import FormatError
-from slimtorch.encode import pack_state, unpack_shared
-from slimtorch.encode.format import read_header
+from slimtorch.encode import pack_state
+from slimtorch.encode.format import read_header, unpack_shared
 from slimtorch.encode.quant_tensor import QuantTensor, decode_quant, encode_quant
 from tests.encode.slim_edit import manifest_doc, with_manifest
 

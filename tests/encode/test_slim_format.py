@@ -13,15 +13,8 @@ from hypothesis import strategies as st
 from safetensors.numpy import load, save
 
 from slimtorch.core.errors import FormatError
-from slimtorch.encode import (
-    SharedTensor,
-    load_slim,
-    pack_state,
-    save_slim,
-    unpack_shared,
-    unpack_state,
-)
-from slimtorch.encode.format import read_header
+from slimtorch.encode import SharedTensor, load_slim, pack_state, save_slim, unpack_state
+from slimtorch.encode.format import read_header, unpack_shared
 from tests.encode.encode_strategies import make_shared, shared_tensors
 from tests.encode.slim_edit import manifest_doc, rewrite, with_manifest
 

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from slimtorch.prune import CRITERIA, PruneConfig, get_mask, prune
+from slimtorch.prune import CRITERIA, PruneConfig, prune
 from slimtorch.prune.criteria import activation_scores, taylor_scores
+from slimtorch.prune.mask import get_mask
 from tests.prune.prune_helpers import TinyConv, make, vector_data
 
 

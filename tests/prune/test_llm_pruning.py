@@ -15,10 +15,10 @@ from slimtorch.prune import (
     prune_sparsegpt,
     prune_wanda,
     sparsegpt_weight,
-    wanda_scores,
 )
 from slimtorch.prune import sparsegpt as sparsegpt_module
 from slimtorch.prune.lm_common import keep_mask
+from slimtorch.prune.wanda import wanda_scores
 from slimtorch.quantize.qlinear import QuantLinear, load_quantized_lm, save_quantized_lm
 from slimtorch.quantize.wgrid import group_bounds
 from tests.llm_fixtures import tiny_ids, tiny_llama

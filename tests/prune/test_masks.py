@@ -7,8 +7,8 @@ import torch
 from torch.nn.utils import parametrize
 
 from slimtorch.io import fold
-from slimtorch.prune import PruneConfig, finalize, get_mask, prune, remove_masks, sparsity_report, total_sparsity
-from slimtorch.prune.mask import zero_optimizer_state
+from slimtorch.prune import PruneConfig, finalize, prune, remove_masks, sparsity_report, total_sparsity
+from slimtorch.prune.mask import get_mask, zero_optimizer_state
 from slimtorch.train import OptimizerConfig, ScheduleConfig, TrainConfig, fit
 from tests.prune.prune_helpers import TinyConv, image_data, make, vector_data
 

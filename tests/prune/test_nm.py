@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from slimtorch.core.errors import UnsupportedModelError
-from slimtorch.prune import PruneConfig, get_mask, nm_keep, prune
+from slimtorch.prune import PruneConfig, prune
+from slimtorch.prune.mask import get_mask
+from slimtorch.prune.prune import nm_keep
 from tests.prune.prune_helpers import make
 
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from slimtorch.core.errors import ConfigError
-from slimtorch.prune import PruneConfig, get_mask, prune, sparsity_report, total_sparsity
+from slimtorch.prune import PruneConfig, prune, sparsity_report, total_sparsity
+from slimtorch.prune.mask import get_mask
 from tests.prune.prune_helpers import Encoded, TinyConv, make
 
 LINEARS = ["encoder.0", "mix", "head"]

@@ -11,11 +11,11 @@ from slimtorch.prune import (
     AGPConfig,
     PruneConfig,
     agp_sparsity,
-    get_mask,
     prune_iterative,
     retrain_config,
     total_sparsity,
 )
+from slimtorch.prune.mask import get_mask
 from slimtorch.prune.schedule import iterative_progress
 from slimtorch.train import ScheduleConfig, TrainConfig, fit
 from tests.prune.prune_helpers import make, vector_data

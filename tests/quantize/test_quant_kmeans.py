@@ -11,18 +11,14 @@ from slimtorch.io import fold, load_model, save_model
 from slimtorch.quantize import (
     ClipConfig,
     KMeansConfig,
-    KMeansShare,
     QuantConfig,
     clip_weights,
-    kmeans_1d,
     kmeans_share,
-    kmeans_skipped,
     layer_report,
     select_bits,
     shared_state,
-    shared_tensors,
-    to_shared_tensor,
 )
+from slimtorch.quantize.kmeans import KMeansShare, kmeans_1d, kmeans_skipped, shared_tensors, to_shared_tensor
 from tests.user_models import ZeroMask
 
 

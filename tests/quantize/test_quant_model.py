@@ -7,17 +7,9 @@ from torch.nn.utils import parametrize
 from torch.utils.data import TensorDataset
 
 from slimtorch.io import fold, load_model, save_model
-from slimtorch.quantize import (
-    ActFakeQuant,
-    QuantConfig,
-    WeightFakeQuant,
-    calibrate,
-    layer_report,
-    load_quantized,
-    quant_params,
-    quantize_model,
-    save_quantized,
-)
+from slimtorch.quantize import QuantConfig, layer_report, load_quantized, quant_params, quantize_model, save_quantized
+from slimtorch.quantize.fake_quant import ActFakeQuant, WeightFakeQuant
+from slimtorch.quantize.model import calibrate
 from slimtorch.train import OptimizerConfig, TrainConfig, fit
 from tests.user_models import ZeroMask
 

@@ -4,9 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slimtorch.core import ConfigError
-from slimtorch.quantize import (
-    QuantConfig,
-    UniformConfig,
+from slimtorch.quantize import QuantConfig, UniformConfig
+from slimtorch.quantize.uniform import (
     compute_qparams,
     dequantize,
     fake_quantize,

@@ -121,7 +121,8 @@ def prepare_data(model: nn.Module, train_data: Dataset, eval_data: Dataset, cfg:
 def _setup(model: nn.Module, train: Dataset, ev: Dataset, cfg: AutoConfig, out: Path) -> dict[str, Any]:
     """Baseline, the original's record and (size target) the sensitivity curves: computed once, stored."""
     from slimtorch.measure import environment, measure
-    from slimtorch.prune import prunable_layers, sensitivity
+    from slimtorch.prune import sensitivity
+    from slimtorch.prune.select import prunable_layers
     from slimtorch.train import evaluate
 
     baseline = evaluate(model, ev).accuracy

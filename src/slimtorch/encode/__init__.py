@@ -7,51 +7,21 @@ package does that losslessly (canonical Huffman as in the paper, or rANS after D
 container (``.slim``), with a per-layer report in the style of the paper's Tables 2-3.
 """
 
-from slimtorch.encode.format import (
-    MAGIC,
-    VERSION,
-    load_slim,
-    pack_state,
-    read_manifest,
-    save_slim,
-    unpack_shared,
-    unpack_state,
-)
-from slimtorch.encode.index_coding import (
-    EncodedShared,
-    best_encoding,
-    bitmask_encode,
-    decode_shared,
-    encode_with,
-    gap_decode,
-    gap_encode,
-    raw_gaps,
-)
+from slimtorch.encode.format import load_slim, pack_state, read_manifest, save_slim, unpack_state
 from slimtorch.encode.report import compression_report, render_report
 from slimtorch.encode.streams import CODERS, decode_stream, encode_stream
 from slimtorch.encode.tensor import SharedTensor
 
 __all__ = [
     "CODERS",
-    "MAGIC",
-    "VERSION",
-    "EncodedShared",
     "SharedTensor",
-    "best_encoding",
-    "bitmask_encode",
     "compression_report",
-    "decode_shared",
     "decode_stream",
     "encode_stream",
-    "encode_with",
-    "gap_decode",
-    "gap_encode",
     "load_slim",
     "pack_state",
-    "raw_gaps",
     "read_manifest",
     "render_report",
     "save_slim",
-    "unpack_shared",
     "unpack_state",
 ]

@@ -7,37 +7,21 @@ Wanda (Sun et al. 2024) and SparseGPT (Frantar & Alistarh 2023), block by block.
 
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.criteria import CRITERIA, Criterion, register_criterion
-from slimtorch.prune.lm_common import LMPruneConfig
 from slimtorch.prune.magnitude_lm import MagnitudeLMConfig, prune_magnitude_lm
-from slimtorch.prune.mask import Mask, finalize, get_mask, masked_layers, remove_masks
-from slimtorch.prune.prune import attach_masks, compute_masks, nm_keep, prune
+from slimtorch.prune.mask import Mask, finalize, remove_masks
+from slimtorch.prune.prune import attach_masks, prune
 from slimtorch.prune.report import sparsity_report, total_sparsity
-from slimtorch.prune.schedule import (
-    AGPCallback,
-    AGPConfig,
-    agp_sparsity,
-    cubic_progress,
-    prune_iterative,
-    retrain_config,
-)
+from slimtorch.prune.schedule import AGPCallback, AGPConfig, agp_sparsity, prune_iterative, retrain_config
 from slimtorch.prune.scheduled import PruneScheduleConfig, prune_scheduled
-from slimtorch.prune.select import PRUNABLE_TYPES, prunable_layers
-from slimtorch.prune.sensitivity import (
-    plot_sensitivity,
-    save_sensitivity,
-    sensitivity,
-    sparsities_for_tolerance,
-)
+from slimtorch.prune.sensitivity import plot_sensitivity, save_sensitivity, sensitivity, sparsities_for_tolerance
 from slimtorch.prune.sparsegpt import SparseGPTConfig, prune_sparsegpt, sparsegpt_weight
-from slimtorch.prune.wanda import WandaConfig, prune_wanda, wanda_scores
+from slimtorch.prune.wanda import WandaConfig, prune_wanda
 
 __all__ = [
-    "CRITERIA",
-    "PRUNABLE_TYPES",
     "AGPCallback",
     "AGPConfig",
+    "CRITERIA",
     "Criterion",
-    "LMPruneConfig",
     "MagnitudeLMConfig",
     "Mask",
     "PruneConfig",
@@ -46,14 +30,8 @@ __all__ = [
     "WandaConfig",
     "agp_sparsity",
     "attach_masks",
-    "compute_masks",
-    "cubic_progress",
     "finalize",
-    "get_mask",
-    "masked_layers",
-    "nm_keep",
     "plot_sensitivity",
-    "prunable_layers",
     "prune",
     "prune_iterative",
     "prune_magnitude_lm",
@@ -69,5 +47,4 @@ __all__ = [
     "sparsities_for_tolerance",
     "sparsity_report",
     "total_sparsity",
-    "wanda_scores",
 ]

@@ -7,83 +7,60 @@ composes with pruning masks and is folded by ``slimtorch.io.fold``. The recipe
 stages live in :mod:`slimtorch.quantize.stage` (imported by the pipeline).
 """
 
-from slimtorch.quantize.clip import clip_tensor, clip_weights
+from slimtorch.quantize.awq import AWQConfig, quantize_awq, quantize_awq_streamed
+from slimtorch.quantize.clip import clip_weights
 from slimtorch.quantize.config import ClipConfig, KMeansConfig, QuantConfig, UniformConfig
-from slimtorch.quantize.fake_quant import ActFakeQuant, WeightFakeQuant, lsq_quantize
-from slimtorch.quantize.kmeans import (
-    KMeansShare,
-    SharedLayer,
-    kmeans_1d,
-    kmeans_share,
-    kmeans_skipped,
-    shared_state,
-    shared_tensors,
-    to_shared_tensor,
-)
+from slimtorch.quantize.gptq import GPTQConfig, quantize_gptq, quantize_gptq_streamed
+from slimtorch.quantize.hqq import HQQConfig, quantize_hqq
+from slimtorch.quantize.kmeans import kmeans_share, shared_state
 from slimtorch.quantize.mixed import MixedPrecisionResult, select_bits, sensitivity
+from slimtorch.quantize.mixed_lm import MixedBitsConfig
 from slimtorch.quantize.model import (
-    activation_quantizers,
-    attach_activation_quant,
-    calibrate,
     load_quantized,
     quant_params,
     quantize_model,
     save_quantized,
     strip_activation_quant,
 )
-from slimtorch.quantize.observers import OBSERVERS
+from slimtorch.quantize.qembedding import EmbeddingGrid, quantize_embedding
+from slimtorch.quantize.qlinear import load_quantized_lm, save_quantized_lm
 from slimtorch.quantize.report import format_report, layer_report
-from slimtorch.quantize.uniform import (
-    compute_qparams,
-    dequantize,
-    fake_quantize,
-    mse_clip_ratio,
-    qparams_from_range,
-    qrange,
-    quantize,
-    quantize_tensor,
-    sqnr_db,
-)
+from slimtorch.quantize.rtn import RTNConfig, quantize_rtn
+from slimtorch.quantize.w8a8 import W8A8Config, quantize_w8a8
 
 __all__ = [
-    "OBSERVERS",
-    "ActFakeQuant",
+    "AWQConfig",
     "ClipConfig",
+    "EmbeddingGrid",
+    "GPTQConfig",
+    "HQQConfig",
     "KMeansConfig",
-    "KMeansShare",
+    "MixedBitsConfig",
     "MixedPrecisionResult",
     "QuantConfig",
-    "SharedLayer",
+    "RTNConfig",
     "UniformConfig",
-    "WeightFakeQuant",
-    "activation_quantizers",
-    "attach_activation_quant",
-    "calibrate",
-    "clip_tensor",
+    "W8A8Config",
     "clip_weights",
-    "compute_qparams",
-    "dequantize",
-    "fake_quantize",
     "format_report",
-    "kmeans_1d",
     "kmeans_share",
-    "kmeans_skipped",
     "layer_report",
     "load_quantized",
-    "lsq_quantize",
-    "mse_clip_ratio",
-    "qparams_from_range",
-    "qrange",
+    "load_quantized_lm",
     "quant_params",
-    "quantize",
+    "quantize_awq",
+    "quantize_awq_streamed",
+    "quantize_embedding",
+    "quantize_gptq",
+    "quantize_gptq_streamed",
+    "quantize_hqq",
     "quantize_model",
-    "quantize_tensor",
+    "quantize_rtn",
+    "quantize_w8a8",
     "save_quantized",
+    "save_quantized_lm",
     "select_bits",
     "sensitivity",
     "shared_state",
-    "shared_tensors",
-    "sqnr_db",
     "strip_activation_quant",
-    "to_shared_tensor",
 ]

@@ -168,7 +168,7 @@ class ActFakeQuant(nn.Module):
         if not bool(self.calibrated):
             raise RuntimeError(
                 f"activation quantizer '{self.name}' is not calibrated; "
-                "call slimtorch.quantize.calibrate(model, data) or pass calib_data= to quantize_model"
+                "call slimtorch.quantize.model.calibrate(model, data) or pass calib_data= to quantize_model"
             )
         if self.learn_scale:
             g = 1.0 / math.sqrt(max(x[0].numel(), 1) * self.qmax)
