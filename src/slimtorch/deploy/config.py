@@ -266,8 +266,8 @@ class OrtDynamicInt8Config(OrtInt8Config):
             float, one per-channel ``Mul`` per Linear); None disables it.
         quantize_embeddings: store embedding tables (``Gather`` of a constant) as int8 as well (a
             size win; they never stay float for fidelity).
-        float_weights_int8: layers that compute in float (kept by the fallback, or GRU / RNN
-            without an INT8 kernel) still store their weights as int8 (per row, dequantized once
+        float_weights_int8: layers that compute in float (excluded by ``layers``, kept by the
+            fallback, or GRU / RNN without an INT8 kernel) still store their weights as int8 (per row, dequantized once
             when the session loads) wherever the target still holds
             (:mod:`slimtorch.deploy.weight_only`).
     """

@@ -368,7 +368,9 @@ def _quantizer(
                 per_channel=cfg.per_channel,
                 reduce_range=cfg.reduce_range,
                 weight_type=q.QuantType.QInt8,
-                nodes_to_exclude=list(exclude),
+                # the dynamic quantizer first rewrites each Gemm as "<name>_MatMul" + "<name>_Add" and then
+                # compares names: a Gemm excluded by its own name would be quantized all the same
+                nodes_to_exclude=[*exclude, *(f"{n}_MatMul" for n in exclude)],
                 extra_options={"MatMulConstBOnly": True},
             )
         else:
@@ -454,7 +456,11 @@ def convert_onnxruntime(
         from slimtorch.deploy.weight_only import weight_only_int8
 
         float_compute = [n for n in result.excluded if n in nodes] + float_recurrent(fp32)
-        _, stored, metrics = weight_only_int8(final, float_compute, evaluate, lambda m: meets(m, cfg.target), modules)
+        # in the INT8 file a float Gemm is the dynamic quantizer's "<name>_MatMul" (see _quantizer)
+        renamed = {f"{n}_MatMul": n for n in float_compute}
+        float_compute += list(renamed)
+        named = {**modules, **{a: modules.get(n, n) for a, n in renamed.items()}}
+        _, stored, metrics = weight_only_int8(final, float_compute, evaluate, lambda m: meets(m, cfg.target), named)
         if stored:
             result.info["weights_int8_compute_float"] = stored
             result.info["fidelity_checked"] = metrics
