@@ -1014,12 +1014,11 @@ def _int8_left_float(out: Any, name: str) -> None:
     if out.path is not None:  # ONNX Runtime: the layer's node reads its float weight; the others int8 ones
         import onnx
 
-        from slimtorch.export.onnx import onnx_module_names
-
-        graph, modules = onnx.load(str(out.path)).graph, onnx_module_names(out.path)
+        graph = onnx.load(str(out.path)).graph
         floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
         weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1]
-        assert {modules.get(n.name) for n in weighted if n.input[1] in floats} == {name}
+        # the exporter names a weight after its module ("pw.weight"; "fc1.weight_Transposed" once ORT transposes it)
+        assert {n.input[1].split(".")[0] for n in weighted if n.input[1] in floats} == {name}
         assert out.info["quantized_layers"] >= 1
     else:  # torch: the layer is a float module, some other module is a torch.ao quantized one
         model = inspect.getclosurevars(inspect.unwrap(out.runner)).nonlocals["model"]

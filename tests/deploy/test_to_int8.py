@@ -286,3 +286,15 @@ def test_torchao_include_narrows_the_quantized_linears(tmp_path):
     with pytest.raises(ConfigError) as exc:
         to_int8(model, {"backend": "torchao", "layers": {"include": ["fc9"]}}, x)
     assert exc.value.field == "layers.include" and "'fc9'" in str(exc.value)
+
+
+def test_an_excluded_gemm_stays_float_in_dynamic_mode(tmp_path):
+    """ORT's dynamic quantizer renames each Gemm "<name>_MatMul" before it reads nodes_to_exclude."""
+    torch.manual_seed(0)
+    cfg = {"mode": "dynamic", "layers": {"exclude": ["fc2"]}, "max_float_layers": 0, "float_weights_int8": False}
+    q = to_int8(MLPUserNet().eval(), cfg, torch.randn(32, 32), out_dir=tmp_path)
+    graph = onnx.load(str(q.path)).graph
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    float_matmuls = [n.input[1] for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in floats]
+    assert q.float_layers == ["fc2"] and len(float_matmuls) == 1 and float_matmuls[0].startswith("fc2.")
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 2  # fc1 and fc3 are int8
