@@ -148,9 +148,11 @@ class Int8Config(SelectsLayers):
             if key == "torchao_scheme":
                 raise ConfigError("'torchao_scheme' is now 'scheme' (backend: torchao)", field=key)
             if key == "keep_float":
+                was = data[key]
+                was = [was] if isinstance(was, str) else list(was or [])
                 raise ConfigError(
                     f"'keep_float' was replaced by layers: {{exclude: [...]}} (here: layers: {{exclude: "
-                    f"{list(data[key] or [])!r}}}; a dict saved from the former single Int8Config: "
+                    f"{was!r}}}; a dict saved from the former single Int8Config: "
                     "Int8Config.from_legacy(d))",
                     field=key,
                 )
