@@ -498,7 +498,7 @@ def mobilenet_fallback_frontier():
                 layers += new
         qm = to_int8(
             model,
-            Int8Config(**base, keep_float=tuple(layers), max_float_layers=0),
+            Int8Config(**base, layers={"exclude": layers}, max_float_layers=0),
             cal_q,
             out_dir=WORK / f"frontier_{k}",
         )

@@ -976,7 +976,8 @@ class Selecting:
     """A verb with a ``layers`` selection: how to call it with one, and a layer to exclude.
 
     ``trained``: the verb trains the whole model, so an excluded layer keeps its shape and
-    stays dense rather than bit-identical.
+    stays dense rather than bit-identical. ``left_float``: for a verb that returns no module
+    (``to_int8``), ``left_float(result, name)`` checks that the excluded layer stayed float.
     """
 
     path: str
@@ -984,11 +985,47 @@ class Selecting:
     call: Callable[[Callable, nn.Module, Any], Any]  # call(verb, model, layers)
     excluded: str
     trained: bool = False
+    left_float: Callable[[Any, str], None] | None = None
 
 
 def _with_config(name: str):
     c = CONFIGURED[name]
     return lambda fn, m, layers: c.call(fn, m, {**c.good, "layers": layers})
+
+
+def _int8_with_layers(backend: str, mode: str, batch: Callable[[], torch.Tensor]):
+    def call(fn, m, layers):
+        # no fallback (only the selection is float) and, dynamic, no int8 storage of the float layers' weights
+        extra = {"max_float_layers": 0} if backend == "onnxruntime" else {}
+        if backend == "onnxruntime" and mode == "dynamic":
+            extra["float_weights_int8"] = False
+        return fn(m, {"backend": backend, "mode": mode, "layers": layers, **extra}, batch())
+
+    return call
+
+
+def _int8_left_float(out: Any, name: str) -> None:
+    """The excluded layer is the one float layer; the rest of the model was quantized."""
+    import inspect
+
+    assert out.float_layers == [name], out.float_layers
+    if out.path is not None:  # ONNX Runtime: the layer's node reads its float weight; the others int8 ones
+        import onnx
+
+        graph = onnx.load(str(out.path)).graph
+        floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+        weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1]
+        # the exporter names a weight after its module ("pw.weight"; "fc1.weight_Transposed" once ORT transposes it)
+        assert {n.input[1].split(".")[0] for n in weighted if n.input[1] in floats} == {name}
+        assert out.info["quantized_layers"] >= 1
+    else:  # torch: the layer is a float module, some other module is a torch.ao quantized one
+        model = inspect.getclosurevars(inspect.unwrap(out.runner)).nonlocals["model"]
+        kinds = {n: type(m).__module__ for n, m in model.named_modules()}
+        assert kinds[name].startswith("torch.nn.modules"), kinds[name]
+        assert any(k.startswith("torch.ao.nn.quantized") for k in kinds.values()) or any(
+            type(p.data).__name__ != "Tensor"
+            for p in model.parameters()  # torchao: int8 tensor subclasses
+        )
 
 
 _LM_LAYER = "model.layers.0.mlp.down_proj"
@@ -1014,6 +1051,22 @@ SELECTING = {
     "clip_weights": Selecting("slimtorch.quantize.clip_weights", mlp, _with_config("clip_weights"), "fc1"),
     "adaround": Selecting("slimtorch.deploy.adaround", folded_trained_like_conv_net, _adaround_sel, "conv1"),
     "bias_correct": Selecting("slimtorch.deploy.bias_correct", conv_net, _bias_correct_sel, "conv1"),
+    **{
+        f"to_int8[{backend}-{mode}]": Selecting(
+            "slimtorch.deploy.to_int8",
+            model,
+            _int8_with_layers(backend, mode, batch),
+            layer,
+            left_float=_int8_left_float,
+        )
+        for backend, mode, model, batch, layer in (
+            ("onnxruntime", "static", conv_net, conv_batch, "pw"),
+            ("onnxruntime", "dynamic", mlp, mlp_batch, "fc1"),
+            ("torchao", "dynamic", mlp, mlp_batch, "fc1"),
+            ("torch_fx", "static", conv_net, conv_batch, "pw"),
+            ("torch_fx", "dynamic", mlp, mlp_batch, "fc1"),
+        )
+    },
     **{
         name: Selecting(CONFIGURED[name].path, llama, _with_config(name), _LM_LAYER)
         for name in (
@@ -1064,6 +1117,10 @@ def test_an_excluded_layer_is_left_as_it_was(name):
     kind, before = _layer_state(model, s.excluded)
     with torch.random.fork_rng(devices=[]):
         out = s.call(verb(s.path), model, {"exclude": [s.excluded]})
+    if s.left_float is not None:  # an Int8Model, not a module
+        s.left_float(out, s.excluded)
+        assert same(fingerprint(model), fingerprint(s.model()))  # and the input model is untouched
+        return
     assert not same(fingerprint(out), fingerprint(model)), f"{name} changed nothing: the check would prove nothing"
     after_kind, after = _layer_state(out, s.excluded)
     assert after_kind is kind and after.keys() == before.keys()
@@ -1075,19 +1132,19 @@ def test_an_excluded_layer_is_left_as_it_was(name):
 
 
 def test_every_verb_with_a_layer_selection_has_a_selection_case():
-    """Rows whose verb selects layers (to_int8's keep_float is its own config; the rest take no selection)."""
+    """Rows whose verb selects layers (to_int8's once per backend and mode); the rest take no selection."""
     no_selection = {
         "cross_layer_equalize",
         "fold_conv_bn",
         "smooth_linears",
-        "to_int8",
         "distill",
         "finetune_pruned_with_kd",
         "qat_with_teacher",
         "quantize_w8a8",
         "quantize_embedding",
     }
-    assert {r.id.split("[")[0] for r in ROWS} - no_selection == set(SELECTING)
+    rows = {r.id if r.id.startswith("to_int8[") else r.id.split("[")[0] for r in ROWS}
+    assert rows - no_selection == set(SELECTING)
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,9 @@ def test_minilm_int8_test_cosine_reproduces(tmp_path):
     enc, data, got_split = minilm_data((split["calibration"], split["selection"], split["test"]))
     assert got_split["disjoint"] is True and got_split["test"] >= 1000
     assert got_split["sources"] == split["sources"]  # the same sentences as the recorded run
-    cfg = Int8Config.from_legacy(
-        row["config"]
-    )  # recorded by the former single Int8Config.replace(keep_float=tuple(row["float_layers"]), max_float_layers=0)
+    # recorded by the former single Int8Config.replace(keep_float=tuple(row["float_layers"]), max_float_layers=0);
+    # from_legacy reads its keep_float as layers: {exclude: [...]}
+    cfg = Int8Config.from_legacy(row["config"])
     qm = to_int8(enc, cfg, TensorDataset(*data["calibration"]), out_dir=tmp_path)
     test = tuple(t[:300] for t in data["test"])
     f = fidelity(predict(torch_runner(enc), test), predict(qm.runner, test))

@@ -190,7 +190,7 @@ def test_bias_correction_sees_no_error_on_rounded_layers():
 
 def test_prepare_float_records_adaround_and_keeps_float_layers_untouched():
     model, calib = conv_net(), _batches()
-    cfg = Int8Config(adaround=True, adaround_iters=100, cle=False, keep_float=("head",))
+    cfg = Int8Config(adaround=True, adaround_iters=100, cle=False, layers={"exclude": ["head"]})
     prepared, info = prepare_float(model, cfg, calib)
     rec = info["adaround"]
     assert set(rec["per_layer"]) == {"conv1", "dw", "pw"} and rec["iters"] == 100

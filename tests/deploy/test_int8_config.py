@@ -33,7 +33,7 @@ BUILDS = [
     ({"mode": "dynamic", "smooth_alpha": 0.5}, OrtDynamicInt8Config, "onnxruntime", "dynamic"),
     ({"backend": "onnxruntime", "mode": "static", "calibration": "mse"}, OrtStaticInt8Config, "onnxruntime", "static"),
     ({"backend": "auto", "mode": "dynamic"}, OrtDynamicInt8Config, "auto", "dynamic"),
-    ({"backend": "auto", "keep_float": ["head"]}, OrtStaticInt8Config, "auto", "static"),
+    ({"backend": "auto", "layers": {"exclude": ["head"]}}, OrtStaticInt8Config, "auto", "static"),
     ({"backend": "torchao"}, TorchaoInt8Config, "torchao", "dynamic"),  # torchao's only mode is the default
     ({"backend": "torchao", "scheme": "int8_dynamic"}, TorchaoInt8Config, "torchao", "dynamic"),
     ({"backend": "torch_fx"}, TorchFxInt8Config, "torch_fx", "static"),
@@ -61,7 +61,6 @@ def test_every_backend_and_mode_builds_its_class_from_a_dict(data, cls, backend,
         ({"mode": "dynamic", "calibration": "entropy"}, "calibration", "onnxruntime static"),
         ({"mode": "dynamic", "adaround": True}, "adaround", "onnxruntime static"),
         ({"mode": "static", "smooth_alpha": 0.5}, "smooth_alpha", "onnxruntime dynamic"),
-        ({"backend": "torch_fx", "keep_float": ["fc1"]}, "keep_float", "onnxruntime static / onnxruntime dynamic"),
         ({"backend": "torchao", "max_float_layers": 2}, "max_float_layers", "onnxruntime"),
         ({"backend": "onnxruntime", "scheme": "int8_dynamic"}, "scheme", "torchao dynamic"),
     ],
@@ -129,6 +128,29 @@ def test_from_legacy_reads_a_recorded_single_int8config_dict():
     assert type(tao) is TorchaoInt8Config and tao.scheme == "int8_dynamic"
 
 
+def test_from_legacy_maps_keep_float_to_layers_exclude():
+    old = {"backend": "onnxruntime", "mode": "static", "keep_float": ["features.0.*", "classifier.1"], "scheme": "x"}
+    cfg = Int8Config.from_legacy(old)
+    assert cfg.layers.exclude == ["features.0.*", "classifier.1"] and cfg.layers.include is None
+    assert Int8Config.from_legacy({**old, "keep_float": []}).layers.exclude == []
+    # the former class ignored keep_float on the torch backends; so does the legacy reader
+    fx = Int8Config.from_legacy({**old, "backend": "torch_fx"})
+    assert type(fx) is TorchFxInt8Config and fx.layers.exclude == []
+
+
+@pytest.mark.parametrize("build", [Int8Config.from_dict, lambda d: Int8Config(**d), Int8StageConfig.from_dict])
+def test_keep_float_is_refused_with_the_layers_form(build):
+    with pytest.raises(ConfigError) as exc:
+        build({"keep_float": ["head"]})
+    assert exc.value.field == "keep_float"
+    assert "'keep_float' was replaced by layers: {exclude: [...]}" in str(exc.value) and "['head']" in str(exc.value)
+
+
+def test_the_old_selection_names_are_refused_on_int8_too():
+    with pytest.raises(ConfigError, match=r"'exclude' was replaced by layers: \{exclude"):
+        Int8Config.from_dict({"backend": "torch_fx", "exclude": ["fc1"]})
+
+
 def test_the_former_argument_order_is_refused_with_the_new_one_named():
     model, x = MLPUserNet(), torch.randn(8, 32)
     for data in (x, TensorDataset(x), [x]):
@@ -140,10 +162,10 @@ def test_the_former_argument_order_is_refused_with_the_new_one_named():
 def test_auto_gives_the_other_backends_the_shared_fields(tmp_path):
     model, x = MLPUserNet().eval(), torch.randn(32, 32)
     target = FidelityTarget(min_agreement=None, max_kl=None, min_cosine=0.9)
-    cfg = {"backend": "auto", "mode": "dynamic", "target": target.to_dict(), "keep_float": ["fc3"]}
+    cfg = {"backend": "auto", "mode": "dynamic", "target": target.to_dict(), "layers": {"exclude": ["fc3"]}}
     q = to_int8(model, cfg, x, out_dir=tmp_path)
     tried = q.info.get("auto", {}).get("fidelity", {})
-    assert {"onnxruntime", "torchao", "torch_fx"} <= set(tried)  # the torch backends ran without keep_float
+    assert {"onnxruntime", "torchao", "torch_fx"} <= set(tried)  # the torch backends honour the selection too
     assert q(x).shape == (32, 4)
 
 

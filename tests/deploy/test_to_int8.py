@@ -33,8 +33,8 @@ def test_static_ort_int8_is_faithful_and_small(tmp_path):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
 
 
-def test_keep_float_leaves_named_layers_unquantized(tmp_path):
-    cfg = Int8Config(keep_float=("pw", "head"), max_float_layers=0, cle=False)
+def test_excluded_layers_stay_float_in_the_onnx_graph(tmp_path):
+    cfg = Int8Config(layers={"exclude": ["pw", "head"]}, max_float_layers=0, cle=False)
     q = to_int8(conv_net(), cfg, _images(), out_dir=tmp_path)
     assert set(q.float_layers) == {"pw", "head"}
     graph = onnx.load(str(q.path)).graph
@@ -81,7 +81,7 @@ def test_float_kept_layers_drop_bias_correction(tmp_path):
     from slimtorch.deploy.ort import exact_float, prepare_float
 
     model, x = conv_net(), _images()
-    cfg = Int8Config(keep_float=("dw",), max_float_layers=0, cle=False, bias_correction=True)
+    cfg = Int8Config(layers={"exclude": ["dw"]}, max_float_layers=0, cle=False, bias_correction=True)
     q = to_int8(model, cfg, x, out_dir=tmp_path)
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(q.path)).graph.initializer}
     dw_bias = [n.input[2] for n in onnx.load(str(q.path)).graph.node if n.name == "node_conv2d_1"][0]
@@ -124,7 +124,7 @@ def test_backend_registry_and_errors():
 
 
 def test_config_round_trip():
-    cfg = Int8Config(mode="dynamic", keep_float=("fc*",), target=FidelityTarget(min_cosine=0.998))
+    cfg = Int8Config(mode="dynamic", layers={"exclude": ["fc*"]}, target=FidelityTarget(min_cosine=0.998))
     assert Int8Config.from_dict(cfg.to_dict()) == cfg
 
 
@@ -202,3 +202,99 @@ def test_dynamic_int8_stores_embedding_tables_as_int8(tmp_path, embeddings):
     with torch.no_grad():
         cos = torch.nn.functional.cosine_similarity(q(ids), model(ids), dim=1)
     assert float(cos.mean()) > 0.99
+
+
+def _float_weight_nodes(path) -> set[str]:
+    """Conv / Gemm nodes that read a float initializer as their weight: the layers left in float."""
+    graph = onnx.load(str(path)).graph
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    return {n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in floats}
+
+
+def test_include_narrows_what_ort_quantizes(tmp_path):
+    cfg = Int8Config(layers={"include": ["conv1", "dw"]}, max_float_layers=0, cle=False)
+    q = to_int8(conv_net(), cfg, _images(), out_dir=tmp_path)
+    assert set(q.float_layers) == {"pw", "head"}  # the layers outside include stay float
+    assert len(_float_weight_nodes(q.path)) == 2 and q.info["quantized_layers"] == 2
+
+
+def test_an_onnx_node_name_selects_a_layer_on_onnx_runtime(tmp_path):
+    cfg = Int8Config(layers={"exclude": ["node_linear"]}, max_float_layers=0, cle=False)  # the head's node
+    q = to_int8(conv_net(), cfg, _images(), out_dir=tmp_path)
+    assert q.float_layers == ["head"] and _float_weight_nodes(q.path) == {"node_linear"}
+
+
+@pytest.mark.parametrize("field", ["include", "exclude"])
+def test_an_ort_pattern_matching_no_module_nor_node_is_an_error_naming_it(tmp_path, field):
+    cfg = Int8Config(layers={field: ["haed"]}, max_float_layers=0, cle=False)
+    with pytest.raises(ConfigError) as exc:
+        to_int8(conv_net(), cfg, _images(), out_dir=tmp_path)
+    assert exc.value.field == f"layers.{field}" and "'haed'" in str(exc.value)
+    assert "head" in str(exc.value)  # real names to pick from
+
+
+def test_a_selection_leaving_nothing_to_quantize_is_an_error(tmp_path):
+    cfg = Int8Config(layers={"exclude": ["*"]}, max_float_layers=0, cle=False)
+    with pytest.raises(ConfigError, match="selects no layer") as exc:
+        to_int8(conv_net(), cfg, _images(), out_dir=tmp_path)
+    assert exc.value.field == "layers"
+
+
+def _torch_model(q) -> torch.nn.Module:
+    """The module a torch backend's Int8Model runs (its runner's closure holds it)."""
+    import inspect
+
+    found = inspect.getclosurevars(inspect.unwrap(q.runner)).nonlocals["model"]
+    assert isinstance(found, torch.nn.Module)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_torch_fx_leaves_the_excluded_layers_float(tmp_path, mode):
+    torch.manual_seed(0)
+    model = conv_net() if mode == "static" else MLPUserNet().eval()
+    x = _images() if mode == "static" else torch.randn(32, 32)
+    layer = "pw" if mode == "static" else "fc2"
+    base = to_int8(model, {"backend": "torch_fx", "mode": mode}, x, out_dir=tmp_path / "all")
+    q = to_int8(model, {"backend": "torch_fx", "mode": mode, "layers": {"exclude": [layer]}}, x, out_dir=tmp_path)
+    assert q.float_layers == [layer] and base.float_layers == []
+
+    def quantized(q) -> set[str]:
+        mods = _torch_model(q).named_modules()
+        return {
+            n
+            for n, m in mods
+            if n and "_packed_params" not in n and type(m).__module__.startswith("torch.ao.nn.quantized")
+        }
+
+    assert layer in quantized(base) and quantized(q) == quantized(base) - {layer}  # the others are int8
+    modules = dict(_torch_model(q).named_modules())
+    assert type(modules[layer]).__module__.startswith("torch.nn.modules")
+    with pytest.raises(ConfigError) as exc:
+        to_int8(model, {"backend": "torch_fx", "mode": mode, "layers": {"exclude": ["nope"]}}, x)
+    assert exc.value.field == "layers.exclude" and "'nope'" in str(exc.value)
+
+
+def test_torchao_include_narrows_the_quantized_linears(tmp_path):
+    torch.manual_seed(0)
+    model, x = MLPUserNet().eval(), torch.randn(32, 32)
+    q = to_int8(model, {"backend": "torchao", "layers": {"include": ["fc1"]}}, x, out_dir=tmp_path)
+    assert q.float_layers == ["fc2", "fc3"]
+    mods = _torch_model(q).named_modules()
+    weights = {n: type(m.weight.data).__name__ for n, m in mods if isinstance(m, torch.nn.Linear)}
+    assert weights["fc2"] == weights["fc3"] == "Tensor" and weights["fc1"] != "Tensor", weights
+    with pytest.raises(ConfigError) as exc:
+        to_int8(model, {"backend": "torchao", "layers": {"include": ["fc9"]}}, x)
+    assert exc.value.field == "layers.include" and "'fc9'" in str(exc.value)
+
+
+def test_an_excluded_gemm_stays_float_in_dynamic_mode(tmp_path):
+    """ORT's dynamic quantizer renames each Gemm "<name>_MatMul" before it reads nodes_to_exclude."""
+    torch.manual_seed(0)
+    cfg = {"mode": "dynamic", "layers": {"exclude": ["fc2"]}, "max_float_layers": 0, "float_weights_int8": False}
+    q = to_int8(MLPUserNet().eval(), cfg, torch.randn(32, 32), out_dir=tmp_path)
+    graph = onnx.load(str(q.path)).graph
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    float_matmuls = [n.input[1] for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in floats]
+    assert q.float_layers == ["fc2"] and len(float_matmuls) == 1 and float_matmuls[0].startswith("fc2.")
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 2  # fc1 and fc3 are int8

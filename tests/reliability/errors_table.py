@@ -293,6 +293,13 @@ def main() -> None:
                 }
             ).stage_configs(),
         ),
+        (
+            "recipe",
+            "int8 `keep_float` (now `layers.exclude`)",
+            lambda: recipe_from_dict(
+                {"name": "x", "model": {"name": "mlp"}, "stages": [{"type": "int8", "keep_float": ["fc1"]}]}
+            ).stage_configs(),
+        ),
         ("checkpoint", "missing file", lambda: load_checkpoint(T / "nope.pt")),
         ("checkpoint", "holds a code-running object", lambda: load_checkpoint(w("c1.pt", tbuf.getvalue()))),
         ("checkpoint", "raw pickle / legacy format", lambda: load_checkpoint(w("c2.pt", evil))),

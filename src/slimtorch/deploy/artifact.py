@@ -24,7 +24,7 @@ class Int8Model:
             fp32 on ONNX Runtime and kept that).
         runner: inputs tuple → output tensor.
         path: the artifact on disk (an ``.onnx`` file for ONNX Runtime) or None.
-        float_layers: layers left in float (by the user's ``keep_float`` or by the fallback).
+        float_layers: layers left in float (by the config's ``layers`` selection or by the fallback).
         info: fidelity on the checked data, sensitivity ranking, options used.
 
     A model that :func:`~slimtorch.deploy.to_int8` wrote into a temporary folder (no

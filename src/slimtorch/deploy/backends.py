@@ -39,8 +39,11 @@ from slimtorch.deploy.config import (
 from slimtorch.deploy.fidelity import fidelity
 from slimtorch.deploy.fold import fold_conv_bn
 from slimtorch.deploy.ort import convert_onnxruntime
+from slimtorch.deploy.selection import torch_unselected
 
 Batches = list[tuple[torch.Tensor, ...]]
+# the layers the FX static flow quantizes with weights (what a ``layers`` selection chooses among)
+_FX_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,12 @@ def _torchao(model, calib, cfg, out_dir, check=None):
 
         qcfg = Int8WeightOnlyConfig() if cfg.scheme == "int8_weight_only" else Int8DynamicActivationInt8WeightConfig()
         m = copy.deepcopy(model).eval()
-        quantize_(m, qcfg)
+        # torchao quantizes nn.Linear (its default filter); the selection's float layers are filtered out
+        float_layers = torch_unselected(model, cfg.layers, nn.Linear, "Linear")
+        skip = set(float_layers)
+        quantize_(
+            m, qcfg, filter_fn=(lambda mod, fqn: isinstance(mod, nn.Linear) and fqn not in skip) if skip else None
+        )
     run = _torch_runner(m, cfg.threads)
     check = check or calib
     metrics = fidelity(reference_outputs(model, check), torch.cat([run(b) for b in check]))
@@ -127,7 +135,7 @@ def _torchao(model, calib, cfg, out_dir, check=None):
         "dynamic",
         run,
         None,
-        [],
+        float_layers,
         {"fidelity_checked": metrics, "scheme": cfg.scheme},
         _state_bytes(m),
     )
@@ -148,16 +156,24 @@ def _torch_fx(model, calib, cfg, out_dir, check=None):
 
             # recurrent layers too (fbgemm's dynamic LSTM / GRU kernels; one weight scale per tensor) and
             # embedding tables (int8 rows, one scale / offset per row)
-            spec = {
+            spec: dict = {
                 nn.Linear: default_dynamic_qconfig,
                 nn.LSTM: default_dynamic_qconfig,
                 nn.GRU: default_dynamic_qconfig,
                 nn.Embedding: float_qparams_weight_only_qconfig,
             }
+            # a module name's entry overrides its type's: None leaves that layer float
+            kinds = (nn.Linear, nn.LSTM, nn.GRU, nn.Embedding)
+            float_layers = torch_unselected(model, cfg.layers, kinds, "Linear/LSTM/GRU/Embedding")
+            spec.update(dict.fromkeys(float_layers))
             m = quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
         else:
+            mapping = get_default_qconfig_mapping("x86")
+            float_layers = torch_unselected(model, cfg.layers, _FX_LAYERS, "Conv/Linear")
+            for name in float_layers:
+                mapping.set_module_name(name, None)  # the selection's float layers: no observers, no int8
             try:
-                m = prepare_fx(fold_conv_bn(model), get_default_qconfig_mapping("x86"), calib[0])
+                m = prepare_fx(fold_conv_bn(model), mapping, calib[0])
             except Exception as exc:
                 raise UnsupportedModelError(f"torch_fx backend cannot trace the model: {exc}") from exc
             with torch.inference_mode():
@@ -168,4 +184,4 @@ def _torch_fx(model, calib, cfg, out_dir, check=None):
     check = check or calib
     with quiet():
         metrics = fidelity(reference_outputs(model, check), torch.cat([run(b) for b in check]))
-    return Int8Model("torch_fx", cfg.mode, run, None, [], {"fidelity_checked": metrics}, _state_bytes(m))
+    return Int8Model("torch_fx", cfg.mode, run, None, float_layers, {"fidelity_checked": metrics}, _state_bytes(m))

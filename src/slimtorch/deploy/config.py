@@ -24,6 +24,12 @@ validation path, :func:`slimtorch.core.config.validate_config`). A field of anot
 backend or mode is a :class:`~slimtorch.core.errors.ConfigError` that names the
 field and where it belongs. A dict of the former single ``Int8Config`` (25 fields,
 found in results files and run records) goes through :meth:`Int8Config.from_legacy`.
+
+Which layers INT8 quantizes is the ``layers: {include, exclude}`` selection every technique
+has (:mod:`slimtorch.core.layers`): ``exclude`` names the layers left in float (the former
+``keep_float``), ``include`` narrows what may be quantized. ONNX Runtime also accepts ONNX
+node names of the exported graph there (a node without a module of its own has no other
+name); the torch backends match module names.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pydantic import Field, model_validator
 
 from slimtorch.core.config import FrozenConfig, validate_config
 from slimtorch.core.errors import ConfigError
+from slimtorch.core.layers import SelectsLayers
 
 Mode = Literal["static", "dynamic"]
 Calibration = Literal["minmax", "percentile", "entropy", "distribution", "mse"]
@@ -63,7 +70,7 @@ def _entry_point(cls: type) -> type:
 
 
 @_entry_point
-class Int8Config(FrozenConfig):
+class Int8Config(SelectsLayers):
     """What every backend reads; building one gives the config class of ``backend`` and ``mode``.
 
     Attributes:
@@ -77,6 +84,11 @@ class Int8Config(FrozenConfig):
             first, until it does; ``auto`` picks among the backends that reach it.
         calib_batches / calib_batch_size: how much calibration data is read.
         threads: intra-op threads the INT8 model runs with (latency is measured at this count).
+        layers: which layers are quantized: ``include`` (default: every layer the backend
+            quantizes) and ``exclude`` (left in float), fnmatch patterns over module names; ONNX
+            Runtime matches ONNX node names of the exported graph too. A pattern matching nothing
+            is a :class:`~slimtorch.core.errors.ConfigError` naming it. The accuracy-aware fallback
+            (ONNX Runtime) may keep further layers float; the result's ``float_layers`` lists them all.
     """
 
     backend: str = "onnxruntime"
@@ -135,6 +147,15 @@ class Int8Config(FrozenConfig):
                 continue
             if key == "torchao_scheme":
                 raise ConfigError("'torchao_scheme' is now 'scheme' (backend: torchao)", field=key)
+            if key == "keep_float":
+                was = data[key]
+                was = [was] if isinstance(was, str) else list(was or [])
+                raise ConfigError(
+                    f"'keep_float' was replaced by layers: {{exclude: [...]}} (here: layers: {{exclude: "
+                    f"{was!r}}}; a dict saved from the former single Int8Config: "
+                    "Int8Config.from_legacy(d))",
+                    field=key,
+                )
             owners = [f"{b} {m}" for (b, m), c in _variants().items() if key in c.model_fields]
             if owners:
                 here = f"{data.get('backend', 'onnxruntime')} {data.get('mode', cls.model_fields['mode'].default)}"
@@ -150,14 +171,19 @@ class Int8Config(FrozenConfig):
         """The config a dict of the former 25-field ``Int8Config`` ran with (results files, run records).
 
         That class read only the fields of its backend and mode and ignored the rest, so they
-        are dropped here; what remains is validated as usual.
+        are dropped here; what remains is validated as usual. Its ``keep_float`` (read by ONNX
+        Runtime only) becomes ``layers: {exclude: [...]}``.
         """
         if not isinstance(data, dict):
             raise ConfigError(f"from_legacy: expected a dict, got {type(data).__name__}", field="config")
         data = dict(data)
         if "torchao_scheme" in data:
             data["scheme"] = data.pop("torchao_scheme")
-        keep = cls.concrete_class(data).model_fields
+        keep_float = data.pop("keep_float", None)
+        concrete = cls.concrete_class(data)
+        if keep_float and issubclass(concrete, OrtInt8Config):
+            data["layers"] = {"exclude": list(keep_float)}
+        keep = concrete.model_fields
         return validate_config(cls, {k: v for k, v in data.items() if k in keep})
 
 
@@ -174,8 +200,6 @@ class OrtInt8Config(Int8Config):
         cle_relu6: ``replace`` turns ReLU6 between equalized layers into ReLU (the
             paper's choice; changes the float model slightly), ``skip`` leaves such
             pairs unequalized so the float model is untouched.
-        keep_float: fnmatch patterns of layer names (PyTorch module names, or ONNX
-            node names) that always stay float.
         max_float_layers: fallback budget: layers kept in float, most sensitive first, until
             ``target`` is met (0 disables the fallback).
         opset: ONNX opset of the exported graph.
@@ -187,7 +211,6 @@ class OrtInt8Config(Int8Config):
     fold_bn: bool = True
     cle: bool = True
     cle_relu6: Literal["replace", "skip"] = "skip"
-    keep_float: tuple[str, ...] = ()
     max_float_layers: int = Field(8, ge=0)
     opset: int = Field(18, ge=13)
 
@@ -245,8 +268,8 @@ class OrtDynamicInt8Config(OrtInt8Config):
             float, one per-channel ``Mul`` per Linear); None disables it.
         quantize_embeddings: store embedding tables (``Gather`` of a constant) as int8 as well (a
             size win; they never stay float for fidelity).
-        float_weights_int8: layers that compute in float (kept by the fallback, or GRU / RNN
-            without an INT8 kernel) still store their weights as int8 (per row, dequantized once
+        float_weights_int8: layers that compute in float (excluded by ``layers``, kept by the
+            fallback, or GRU / RNN without an INT8 kernel) still store their weights as int8 (per row, dequantized once
             when the session loads) wherever the target still holds
             (:mod:`slimtorch.deploy.weight_only`).
     """

@@ -36,7 +36,6 @@ dequantizes only the rows it reads.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import glob
 import io
 import logging
@@ -58,6 +57,7 @@ from slimtorch.deploy.fallback import accuracy_aware_fallback
 from slimtorch.deploy.fidelity import fidelity
 from slimtorch.deploy.fold import fold_conv_bn
 from slimtorch.deploy.regions import activation_regions
+from slimtorch.deploy.selection import module_selected, ort_float_nodes
 from slimtorch.export.onnx import as_tuple, export_onnx, onnx_module_names, ort_session
 
 # "mse" collects the same signed histograms as "entropy"; the ranges are then ours (slimtorch.deploy.mse_ranges)
@@ -120,14 +120,10 @@ def prepare_float(
 def _adaround(
     m: nn.Module, cfg: OrtStaticInt8Config, batches: list[tuple[torch.Tensor, ...]]
 ) -> tuple[nn.Module, dict]:
-    """AdaRound every layer ORT will quantize; ``keep_float`` layers stay float, so their weights are left as is."""
+    """AdaRound every layer ORT will quantize; layers the selection leaves float keep their weights as they are."""
     from slimtorch.deploy.adaround import LAYER_TYPES, adaround_report
 
-    names = [
-        n
-        for n, mod in m.named_modules()
-        if isinstance(mod, LAYER_TYPES) and not any(fnmatch.fnmatch(n, p) for p in cfg.keep_float)
-    ]
+    names = [n for n, mod in m.named_modules() if isinstance(mod, LAYER_TYPES) and module_selected(n, cfg.layers)]
     return adaround_report(
         m,
         batches,
@@ -171,6 +167,13 @@ def quantizable_nodes(path: Path, mode: str) -> list[str]:
     return [n.name for n in proto.graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1] in inits]
 
 
+def graph_node_names(path: Path) -> list[str]:
+    """Every node name of the graph (what a ``layers`` pattern may name besides a module)."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node if n.name]
+
+
 def float_recurrent(path: Path) -> list[str]:
     """ONNX ``GRU`` / ``RNN`` nodes: ONNX Runtime has no INT8 kernel for them, so they stay float."""
     import onnx
@@ -207,10 +210,6 @@ def untie_initializers(path: Path) -> int:
     if copies:
         onnx.save(proto, str(path))
     return copies
-
-
-def _match(nodes: list[str], modules: dict[str, str], patterns: tuple[str, ...]) -> list[str]:
-    return [n for n in nodes if any(fnmatch.fnmatch(n, p) or fnmatch.fnmatch(modules.get(n, ""), p) for p in patterns)]
 
 
 def _runner(path: Path, threads: int):
@@ -369,7 +368,9 @@ def _quantizer(
                 per_channel=cfg.per_channel,
                 reduce_range=cfg.reduce_range,
                 weight_type=q.QuantType.QInt8,
-                nodes_to_exclude=list(exclude),
+                # the dynamic quantizer first rewrites each Gemm as "<name>_MatMul" + "<name>_Add" and then
+                # compares names: a Gemm excluded by its own name would be quantized all the same
+                nodes_to_exclude=[*exclude, *(f"{n}_MatMul" for n in exclude)],
                 extra_options={"MatMulConstBOnly": True},
             )
         else:
@@ -425,7 +426,7 @@ def convert_onnxruntime(
     info["untied_initializers"] = untie_initializers(fp32)
     modules = onnx_module_names(fp32)
     nodes = quantizable_nodes(fp32, cfg.mode)
-    keep = _match(nodes, modules, cfg.keep_float)
+    keep = ort_float_nodes(cfg.layers, model, nodes, modules, graph_node_names(fp32))
     n_inputs = len(as_tuple(calib[0]))
     names = [f"input_{i}" for i in range(n_inputs)] if n_inputs > 1 else ["input"]
     exact = None
@@ -455,7 +456,11 @@ def convert_onnxruntime(
         from slimtorch.deploy.weight_only import weight_only_int8
 
         float_compute = [n for n in result.excluded if n in nodes] + float_recurrent(fp32)
-        _, stored, metrics = weight_only_int8(final, float_compute, evaluate, lambda m: meets(m, cfg.target), modules)
+        # in the INT8 file a float Gemm is the dynamic quantizer's "<name>_MatMul" (see _quantizer)
+        renamed = {f"{n}_MatMul": n for n in float_compute}
+        float_compute += list(renamed)
+        named = {**modules, **{a: modules.get(n, n) for a, n in renamed.items()}}
+        _, stored, metrics = weight_only_int8(final, float_compute, evaluate, lambda m: meets(m, cfg.target), named)
         if stored:
             result.info["weights_int8_compute_float"] = stored
             result.info["fidelity_checked"] = metrics

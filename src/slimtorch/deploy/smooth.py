@@ -29,7 +29,7 @@ class SmoothedLinear(nn.Linear):
     """``linear(x * inv_scale)`` with the scale folded into the weight columns (same output as the original).
 
     A subclass of ``nn.Linear`` that replaces the original in place, so module names (used by
-    ``keep_float`` patterns and reported float layers) do not change.
+    ``to_int8``'s ``layers`` patterns and reported float layers) do not change.
     """
 
     def __init__(self, linear: nn.Linear, scale: torch.Tensor):
