@@ -999,6 +999,12 @@ SELECTING = {
     "prune_iterative": Selecting(
         "slimtorch.prune.prune_iterative", mlp, _with_config("prune_iterative"), "fc1", trained=True
     ),
+    "prune_scheduled": Selecting(
+        "slimtorch.prune.prune_scheduled",
+        mlp,
+        lambda fn, m, layers: CONFIGURED["prune_scheduled"].call(fn, m, {"prune": {"sparsity": 0.5, "layers": layers}}),
+        "fc1",
+    ),
     "prune_channels": Selecting(
         "slimtorch.prune.structured.prune_channels", conv_net, _with_config("prune_channels"), "conv1"
     ),

@@ -98,7 +98,7 @@ def prepare_float(
         rounded = list(info["adaround"]["per_layer"])
     # layers AdaRound rounded keep their weights; when it rounded all of them there is nothing to correct
     left = [n for n, mod in m.named_modules() if isinstance(mod, CORRECTED_TYPES) and n not in rounded]
-    if cfg.bias_correction and cfg.mode == "static" and left:
+    if cfg.mode == "static" and cfg.bias_correction and left:  # dynamic configs have no bias_correction
         m = bias_correct(
             m,
             batches,
