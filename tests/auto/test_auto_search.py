@@ -243,14 +243,23 @@ def test_size_candidate_reaches_its_per_layer_sparsities(trained, tmp_path, sche
         assert "agp_updates" not in res.record["steps"] and "prune_rounds" not in res.record["steps"]
 
 
-def test_distill_alpha_fine_tunes_on_the_originals_soft_targets(trained):
+def test_fine_tuning_distills_from_the_originals_soft_targets(trained):
     import torch.nn.functional as F
 
-    from slimtorch.auto.evaluate import teacher_loss
+    from slimtorch.auto.evaluate import latency_stages, size_stages
+    from slimtorch.distill.transform import teacher_loss
 
     model, train, _ = trained
-    assert teacher_loss(model, AutoConfig(distill_alpha=0.0, **FAST)) is None  # cross-entropy on the labels
-    loss = teacher_loss(model, AutoConfig(distill_alpha=1.0, distill_temperature=2.0, **FAST))
+    size, lat = {"per_layer": {"block.0": 0.5}, "bits": {"block.0": 6}}, {"channel_ratio": 0.25, "int8": False}
+
+    def kd(cfg):  # the distill setting of every fine-tuning stage of both targets
+        stages = size_stages(size, train, cfg, 0.9) + latency_stages(lat, cfg, 0.9)
+        return [s["distill"] for s in stages if "finetune" in s]
+
+    assert kd(AutoConfig(distill_alpha=0.0, **FAST)) == [None] * 3  # cross-entropy on the labels
+    kds = kd(AutoConfig(distill_alpha=1.0, distill_temperature=2.0, **FAST))
+    assert kds == [{"temperature": 2.0, "alpha": 1.0}] * 3
+    loss = teacher_loss(model, kds[0])
     x, y = next(iter(torch.utils.data.DataLoader(train, batch_size=32)))
     student = UserNet(width=8)
     with torch.no_grad():
@@ -289,8 +298,8 @@ def test_refinement_candidates_get_the_larger_training_set(trained):
 
 
 @pytest.mark.parametrize("clip", [1.0, None])
-def test_fine_tuning_clips_gradients_as_configured(trained, monkeypatch, clip):
-    from slimtorch.auto.evaluate import maybe_finetune
+def test_fine_tuning_clips_gradients_as_configured(trained, tmp_path, monkeypatch, clip):
+    from slimtorch.auto.evaluate import evaluate_latency
 
     model, train, test = trained
     seen = []
@@ -301,11 +310,9 @@ def test_fine_tuning_clips_gradients_as_configured(trained, monkeypatch, clip):
         return real(params, max_norm, *a, **k)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
-    m = UserNet(width=8)
-    m.load_state_dict(model.state_dict())
-    info = {}
-    maybe_finetune(m, train, test, AutoConfig(grad_clip=clip, finetune="always", **FAST), 1, 0.01, 0.0, info, "ft")
-    assert info["ft_epochs"] == 1
+    cfg = AutoConfig(target="latency", grad_clip=clip, finetune="always", int8=False, round_to=1, **FAST)
+    res = evaluate_latency(model, {"channel_ratio": 0.25, "int8": False}, train, test, cfg, tmp_path, "c", 1.0)
+    assert res.record["steps"] == {"finetune_epochs": 1}
     assert seen == ([clip] * (len(train) // 32) if clip else [])  # one clip per step, or none
 
 
@@ -353,3 +360,60 @@ def test_size_candidates_are_recipe_stages_run_by_the_recipe_runner(trained, tmp
     assert ran == [["prune", "kmeans", "encode"]]
     assert res.slim == (tmp_path / "candidate.slim").read_bytes()
     assert {"acc_before_finetune", "acc_before_kmeans_finetune"} <= set(res.record["steps"])
+
+
+def test_latency_candidates_are_recipe_stages_that_compute_what_the_direct_calls_did(trained, tmp_path, monkeypatch):
+    """prune_channels → int8 through the runner: the candidate's record (latency aside) is that of the
+    public transforms called one after another, as the search composed them before it used stages."""
+    import copy
+
+    from slimtorch.auto.evaluate import evaluate_latency, example_input, first, latency_stages
+    from slimtorch.deploy import FidelityTarget, OrtInt8Config, evaluate_int8, to_int8
+    from slimtorch.distill.transform import teacher_loss
+    from slimtorch.pipeline import runner
+    from slimtorch.prune.structured import StructuredConfig, prune_channels
+    from slimtorch.train import OptimizerConfig, ScheduleConfig
+
+    model, train, ev = trained
+    cfg = AutoConfig(target="latency", max_drop=3.0, round_to=1, channel_importance="taylor", finetune="auto", **FAST)
+    params = {"channel_ratio": 0.25, "int8": True}
+    stages = latency_stages(params, cfg, 1.0)
+    assert [s["type"] for s in stages] == ["prune_channels", "int8"]
+    assert stages[0]["finetune_below"] == 1.0 and stages[0]["distill"] == {"temperature": 4.0, "alpha": 0.7}
+    assert stages[1]["baseline"] is False and stages[1]["selection_from"] == "validation"
+    ran = []
+    real = runner.run_stages
+    monkeypatch.setattr(
+        runner, "run_stages", lambda ctx, st, **kw: ran.append([s[1].name for s in st]) or real(ctx, st)
+    )
+    # a bound of 1.0 (half the drop under a baseline of 1.015): the pruned model is fine-tuned unless perfect
+    res = evaluate_latency(model, params, train, ev, cfg, tmp_path / "c", "c", 1.015)
+    rec = res.record
+    assert ran == [["prune_channels", "int8"]]
+
+    x = example_input(ev)
+    scfg = StructuredConfig(ratio=0.25, round_to=1, importance="taylor", compensate=True)
+    m = prune_channels(copy.deepcopy(model).eval(), scfg, torch.cat([x, x]), data=first(train, 64))
+    before = evaluate(m, ev).accuracy
+    ft = TrainConfig(
+        epochs=1,
+        batch_size=32,
+        eval_every=0,
+        freeze_bn=True,
+        grad_clip=1.0,
+        optimizer=OptimizerConfig(name="sgd", lr=0.02, momentum=0.9),
+        schedule=ScheduleConfig(name="cosine"),
+    )
+    fit(m, train, ft, loss_fn=teacher_loss(model, {"temperature": 4.0, "alpha": 0.7}), verbose=False)
+    m.eval()
+    target = FidelityTarget(min_agreement=0.97, max_kl=None)
+    icfg = OrtInt8Config(target=target, threads=torch.get_num_threads(), max_float_layers=4)
+    q = to_int8(m, icfg, first(train, 256), check_data=first(ev, 256), out_dir=tmp_path / "direct")
+    assert rec["steps"] == {"acc_before_finetune": before, "finetune_epochs": 1}
+    got, want = res.model.state_dict(), m.state_dict()
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)  # the same weights, bit for bit
+    assert rec["params"] == sum(p.numel() for p in m.parameters())
+    assert rec["float_accuracy"] == evaluate(m, ev).accuracy
+    assert rec["accuracy"] == evaluate_int8(q, ev).accuracy
+    assert rec["int8"] == {k: v for k, v in q.summary().items() if k in ("backend", "float_layers", "size_bytes")}
+    assert rec["size_bytes"] == q.size_bytes and rec["latency"]["b1"]["runs"] == FAST["latency_runs"]

@@ -1,4 +1,5 @@
-"""The stage options ``slimtorch auto`` builds its candidates with: ``finetune_below`` and ``distill``."""
+"""The stage options ``slimtorch auto`` builds its candidates with: ``finetune_below`` and ``distill``
+(``prune``, ``prune_channels``, ``kmeans``)."""
 
 import pytest
 import torch
@@ -36,18 +37,21 @@ def _ctx(data, tmp_path, validation=True, reference=True):
 
 def test_finetune_below_skips_finetuning_a_model_already_good_enough(data, tmp_path):
     stages = [
+        {"type": "prune_channels", "prune": {"ratio": 0.25, "round_to": 1}, "finetune": FT, "finetune_below": 0.0},
         {"type": "prune", "prune": {"sparsity": 0.5}, "finetune": FT, "finetune_below": 0.0},
         {"type": "prune", "label": "gradual", "prune": {"sparsity": 0.6}, "schedule": "agp", "finetune": FT,
          "finetune_below": 0.0},
         {"type": "kmeans", "bits": 4, "finetune": FT, "finetune_below": 0.0},
     ]  # fmt: skip
     ctx = run_stages(_ctx(data, tmp_path), stage_list(stages))
-    for label in ("prune", "gradual", "kmeans"):
+    for label in ("prune_channels", "prune", "gradual", "kmeans"):
         r = ctx.results[label]
         assert r.finetune_skipped is True and 0.0 <= r.accuracy_before_finetune <= 1.0
     assert ctx.results["prune"].finetune_epochs == 0 and ctx.results["gradual"].agp_updates is None
+    assert ctx.results["prune_channels"].rounds[0]["finetuned"] is False
+    assert not (tmp_path / "00_prune_channels" / "round0").exists()  # no training, so no checkpoint
     assert ctx.results["kmeans"].finetune is None and "history" not in ctx.info["kmeans"]
-    assert "seconds" in ctx.info["kmeans"] and [ctx.stage_index, ctx.stage_name] == [3, "kmeans"]
+    assert "seconds" in ctx.info["kmeans"] and [ctx.stage_index, ctx.stage_name] == [4, "kmeans"]
 
 
 def test_without_the_gate_the_stages_finetune_and_record_no_check(data, tmp_path):
@@ -59,6 +63,25 @@ def test_without_the_gate_the_stages_finetune_and_record_no_check(data, tmp_path
     assert ctx.results["prune"].finetune_epochs == 1 and ctx.results["prune"].finetune_skipped is None
     assert len(ctx.results["kmeans"].finetune.history) == 1
     assert "accuracy_before_finetune" not in ctx.info["prune"] and "finetune_skipped" not in ctx.info["kmeans"]
+
+
+def test_prune_channels_finetunes_below_the_gate_and_records_the_check(data, tmp_path, monkeypatch):
+    from slimtorch.prune.structured import finetune
+
+    fits = []
+    real = finetune.fit
+    monkeypatch.setattr(finetune, "fit", lambda *a, **k: fits.append(1) or real(*a, **k))
+    stage = {"type": "prune_channels", "prune": {"ratio": 0.25, "round_to": 1}, "finetune": FT, "finetune_below": 1.0}
+    ctx = run_stages(_ctx(data, tmp_path), stage_list([stage]))
+    r = ctx.results["prune_channels"]
+    assert fits == [1] and r.finetune_skipped is None and r.accuracy_before_finetune < 1.0
+    assert "finetuned" not in r.rounds[0] and "finetune_skipped" not in ctx.info["prune_channels"]
+    del stage["finetune_below"]
+    ctx = run_stages(_ctx(data, tmp_path / "plain"), stage_list([stage]))
+    assert len(fits) == 2 and "accuracy_before_finetune" not in ctx.info["prune_channels"]
+    with pytest.raises(ConfigError, match="steps: 1") as exc:
+        stage_list([{**stage, "steps": 2, "finetune_below": 0.5}])
+    assert "finetune_below" in str(exc.value)
 
 
 def test_finetune_below_needs_validation_data(data, tmp_path):

@@ -7,13 +7,18 @@ accuracy checked against the budget is the accuracy of what is shipped.
 
 Latency target: structured channel removal → fine-tune → (optionally) INT8 on a
 deployment backend; latency is measured on the artifact that would be deployed.
+
+Both run as recipe stages through the recipe runner (:func:`size_stages`,
+:func:`latency_stages`, :func:`run_candidate`): a schedule, a fine-tuning gate or a
+conversion fixed in a stage behaves the same in a recipe and in a search. What the
+search ranks (size, accuracy and latency on the selection split) is then measured here,
+alike for every candidate.
 """
 
 from __future__ import annotations
 
 import copy
 import glob
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from slimtorch.auto.config import AutoConfig
 from slimtorch.measure import measure, measure_latency
-from slimtorch.train import OptimizerConfig, ScheduleConfig, TrainConfig, evaluate, fit, predict
+from slimtorch.train import OptimizerConfig, ScheduleConfig, TrainConfig, evaluate, predict
 
 
 @dataclass
@@ -74,39 +79,6 @@ def _train_config(cfg: AutoConfig, epochs: int, lr: float) -> TrainConfig:
 def _distill(cfg: AutoConfig) -> dict[str, float] | None:
     """The KD settings of the fine-tuning (Hinton KD from the original), or None (cross-entropy)."""
     return {"temperature": cfg.distill_temperature, "alpha": cfg.distill_alpha} if cfg.distill_alpha > 0 else None
-
-
-def teacher_loss(original: nn.Module, cfg: AutoConfig) -> Callable[..., torch.Tensor] | None:
-    """The fine-tuning loss: KD from a frozen copy of the original (``cfg.distill_alpha`` > 0), else None."""
-    from slimtorch.distill.transform import teacher_loss as kd_loss
-
-    kd = _distill(cfg)
-    return None if kd is None else kd_loss(original, kd)
-
-
-def maybe_finetune(
-    model: nn.Module,
-    train: Dataset,
-    ev: Dataset,
-    cfg: AutoConfig,
-    epochs: int,
-    lr: float,
-    bound: float,
-    info: dict[str, Any],
-    tag: str,
-    loss_fn=None,
-) -> None:
-    """Fine-tune unless ``auto`` finds the model already within half the allowed drop (it would not pay)."""
-    if cfg.finetune == "never" or epochs == 0:
-        return
-    if cfg.finetune == "auto":
-        acc = evaluate(model, ev).accuracy
-        info[f"acc_before_{tag}"] = acc
-        if acc >= bound:
-            info[f"{tag}_skipped"] = True
-            return
-    fit(model, train, _train_config(cfg, epochs, lr), loss_fn=loss_fn, verbose=False)
-    info[f"{tag}_epochs"] = epochs
 
 
 def _record(model: nn.Module, x: torch.Tensor, name: str, artifact: Path, cfg: AutoConfig) -> dict[str, Any]:
@@ -243,6 +215,69 @@ def evaluate_size(
     return Evaluated(rec, decoded, slim_path.read_bytes())
 
 
+def latency_stages(params: dict[str, Any], cfg: AutoConfig, bound: float) -> list[dict[str, Any]]:
+    """A latency candidate as recipe stages: ``prune_channels`` (if any ratio) → ``int8`` (if asked).
+
+    Channels are ranked (and compensated) on the first 64 training examples. Fine-tuning
+    distills from the original (``distill``) and, with ``finetune="auto"``, is skipped when the
+    pruned model already keeps half the allowed drop (``finetune_below``), as in
+    :func:`size_stages`. The INT8 fallback is checked on the selection split
+    (``selection_from: validation``) and no fp32 baseline is exported or timed
+    (``baseline: false``): the search times every candidate alike afterwards.
+    """
+    from slimtorch.deploy import FidelityTarget, Int8Config, OrtInt8Config
+    from slimtorch.prune.structured import StructuredConfig
+
+    stages: list[dict[str, Any]] = []
+    if params["channel_ratio"] > 0:
+        scfg = StructuredConfig(
+            ratio=params["channel_ratio"],
+            round_to=cfg.round_to,
+            seed=cfg.seed,
+            importance=cfg.channel_importance,
+            compensate=cfg.channel_compensate,
+            calib_batches=1,  # one batch of 64: the first 64 training examples
+        )
+        prune: dict[str, Any] = {"type": "prune_channels", "prune": scfg.to_dict()}
+        if cfg.finetune != "never" and cfg.finetune_epochs > 0:
+            ft = _train_config(cfg, cfg.finetune_epochs, cfg.finetune_lr)
+            below = bound if cfg.finetune == "auto" else None
+            prune.update(finetune=ft.to_dict(), distill=_distill(cfg), finetune_below=below)
+        stages.append(prune)
+    if params["int8"]:
+        target = FidelityTarget(min_agreement=max(0.0, 1 - cfg.max_drop / 100), max_kl=None)
+        icfg = Int8Config(backend=cfg.int8_backend, target=target, threads=cfg.threads or torch.get_num_threads())
+        if isinstance(icfg, OrtInt8Config):  # the fallback budget is an ONNX Runtime setting
+            icfg = icfg.replace(max_float_layers=4)
+        stages.append(
+            {
+                "type": "int8",
+                **icfg.to_dict(),
+                "calib_examples": 256,
+                "selection_from": "validation",
+                "selection_examples": 256,
+                "baseline": False,
+                "timing_batch": 1,
+            }
+        )
+    return stages
+
+
+def _latency_steps(results: dict[str, Any], cfg: AutoConfig) -> dict[str, Any]:
+    """The candidate record's ``steps``: whether the pruned model was fine-tuned, and for how long."""
+    info: dict[str, Any] = {}
+    prune = results.get("prune_channels")
+    if prune is None:
+        return info
+    if prune.accuracy_before_finetune is not None:
+        info["acc_before_finetune"] = prune.accuracy_before_finetune
+    if prune.finetune_skipped:
+        info["finetune_skipped"] = True
+    elif prune.rounds:
+        info["finetune_epochs"] = cfg.finetune_epochs * len(prune.rounds)
+    return info
+
+
 def evaluate_latency(
     model: nn.Module,
     params: dict[str, Any],
@@ -253,47 +288,26 @@ def evaluate_latency(
     name: str,
     baseline: float,
 ) -> Evaluated:
-    """Channel removal → fine-tune → optional INT8; latency of what would be deployed."""
+    """Channel removal → fine-tune → optional INT8; latency of what would be deployed.
+
+    The steps are recipe stages (:func:`latency_stages`) run by the recipe runner; the float
+    model and the INT8 runtime are then measured as every candidate is.
+    """
+    from slimtorch.deploy import evaluate_int8
+    from slimtorch.deploy.stage import Int8Result
     from slimtorch.encode.model import pack_model
 
     half = baseline - cfg.max_drop / 200
-    info: dict[str, Any] = {}
-    x = example_input(ev)
-    m = copy.deepcopy(model).eval()
-    if params["channel_ratio"] > 0:
-        from slimtorch.prune.structured import StructuredConfig, prune_channels
-
-        scfg = StructuredConfig(
-            ratio=params["channel_ratio"],
-            round_to=cfg.round_to,
-            seed=cfg.seed,
-            importance=cfg.channel_importance,
-            compensate=cfg.channel_compensate,
-        )
-        m = prune_channels(m, scfg, torch.cat([x, x]), data=first(train, 64), inplace=True)
-        maybe_finetune(
-            m, train, ev, cfg, cfg.finetune_epochs, cfg.finetune_lr, half, info, "finetune", teacher_loss(model, cfg)
-        )
-    m.eval()
+    ctx = run_candidate(model, latency_stages(params, cfg, half), train, ev, work)
+    m, x = ctx.model.eval(), example_input(ev)
     slim_path = work / "candidate.slim"
     data = pack_model(m, slim_path, spec=getattr(m, "slimtorch_spec", None))
     rec = _record(m, x, name, slim_path, cfg)
     rec["accuracy"] = evaluate(m, ev).accuracy
     onnx = None
-    if params["int8"]:
-        from slimtorch.deploy import FidelityTarget, Int8Config, OrtInt8Config, evaluate_int8, to_int8
-
-        target = FidelityTarget(min_agreement=max(0.0, 1 - cfg.max_drop / 100), max_kl=None)
-        icfg = Int8Config(backend=cfg.int8_backend, target=target, threads=cfg.threads or torch.get_num_threads())
-        if isinstance(icfg, OrtInt8Config):  # the fallback budget is an ONNX Runtime setting
-            icfg = icfg.replace(max_float_layers=4)
-        art = to_int8(
-            m,
-            icfg,
-            first(train, 256),
-            check_data=first(ev, 256),
-            out_dir=work / "int8",
-        )
+    int8 = ctx.result("int8", Int8Result)
+    if int8 is not None:
+        art = int8.int8_model
         rec["float_accuracy"] = rec["accuracy"]
         rec["accuracy"] = evaluate_int8(art, ev).accuracy
         lat = measure_latency(art, x, 1, threads=cfg.threads, runs=cfg.latency_runs)
@@ -303,7 +317,7 @@ def evaluate_latency(
             rec["artifact_bytes"] = rec["size_bytes"] = art.size_bytes
             rec["artifact"] = str(art.path)
         onnx = art.path
-    rec["steps"] = info
+    rec["steps"] = _latency_steps(ctx.results, cfg)
     return Evaluated(rec, m, data, onnx)
 
 

@@ -32,6 +32,7 @@ C = TypeVar("C", bound=FrozenConfig)
 
 _OMIT = "slimtorch_omit_none"  # field metadata: leave the key out of to_dict() while the value is None
 _FLATTEN = "slimtorch_flatten"  # field metadata: merge this dict's keys into to_dict() (open-ended summaries)
+_LIVE = "slimtorch_live"  # field metadata: an in-memory object for the code that runs next, never in to_dict()
 
 
 def optional() -> Any:
@@ -53,9 +54,20 @@ def flattened(*, required: bool = False) -> Any:
     return field(default=None, metadata={_FLATTEN: True})
 
 
+def live() -> Any:
+    """A result field holding what the stage made in memory (e.g. the INT8 runtime), never written to JSON.
+
+    ``results.json`` holds what a stage measured; code that runs stages in the same process
+    (``slimtorch auto`` measuring a candidate the way it measures every other) reads the object.
+    """
+    return field(default=None, repr=False, compare=False, metadata={_LIVE: True})
+
+
 def _to_dict(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
+        if f.metadata.get(_LIVE):
+            continue
         value = getattr(obj, f.name)
         if f.metadata.get(_OMIT) and value is None:
             continue
@@ -76,7 +88,8 @@ class StageResult:
     """
 
     def to_dict(self) -> dict[str, Any]:
-        """``dataclasses.asdict``, less the :func:`optional` fields left unset, :func:`flattened` ones merged."""
+        """``dataclasses.asdict``, less the :func:`optional` fields left unset and the :func:`live` ones,
+        :func:`flattened` ones merged."""
         return _to_dict(self)
 
 

@@ -7,6 +7,8 @@ Recipe examples::
       backend: auto           # fastest backend meeting the target on the calibration data
       calibration: percentile
       target: {min_agreement: 0.95, max_kl: 0.05}
+      # baseline: false        # time the INT8 runtime alone (no fp32 ONNX export, no fp32 timings)
+      # selection_from: validation   # check the fallback on data.validation_size's examples
 
     - type: export
       formats: [onnx, pt2]
@@ -15,11 +17,14 @@ The ``int8`` stage takes the flat fields of its backend and mode's config
 (:mod:`slimtorch.deploy.config`: a field of another backend is an error naming it)
 plus its own (:class:`Int8StageConfig`). It sets ``ctx.artifacts[stage] = <int8 .onnx>`` (when the backend writes
 one), checks its fallback on a selection split of the calibration data (the
-``selection_examples`` after the ``calib_examples``; never the test data) and
+``selection_examples`` after the ``calib_examples``, or, with ``selection_from:
+validation``, the first of the validation split; never the test data) and
 records fidelity on the test data, latency of the INT8 runtime next to
-ONNX Runtime fp32, and the layers kept float (an :class:`Int8Result`, whose
-``deployed`` figures the runner reports in the stage's row). The float
-``ctx.model`` is left as it was: the INT8 artifact is a deployment file.
+ONNX Runtime fp32 and eager PyTorch (``baseline: false``: the INT8 runtime alone,
+as ``slimtorch auto``'s candidates, which are all timed alike afterwards, need), and the
+layers kept float (an :class:`Int8Result`, whose ``deployed`` figures the runner reports
+in the stage's row). The float ``ctx.model`` is left as it was: the INT8 artifact is a
+deployment file, and the result keeps the converted model in memory (``int8_model``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from pydantic import Field
 from torch.utils.data import Subset
 
 from slimtorch.core.config import FrozenConfig
-from slimtorch.core.stages import Context, Deployed, StageResult, flattened, optional, register_stage
+from slimtorch.core.errors import ConfigError
+from slimtorch.core.stages import Context, Deployed, StageResult, flattened, live, optional, register_stage
+from slimtorch.deploy.artifact import Int8Model
 from slimtorch.deploy.config import Int8Config, OrtInt8Config
 from slimtorch.deploy.convert import time_variants, to_int8
 from slimtorch.deploy.data import input_batches
@@ -52,9 +59,18 @@ class Int8StageConfig(Int8Config):
     # the fallback's ranking and its target check run on the next examples of the calibration data (a
     # selection split), never on the test data; with too few examples they run on the calibration ones
     selection_examples: int = Field(256, ge=0)
+    selection_from: Literal["calibration", "validation"] = Field(
+        "calibration",
+        description="the selection examples: those after the calibration ones, or the first of the validation split",
+    )
     test_examples: int = Field(1000, ge=1)
     timing_rounds: int = Field(20, ge=1)
-    timing_batch: int = Field(32, ge=1, description="the larger batch timed besides batch 1 (from calibration data)")
+    timing_batch: int = Field(
+        32, ge=1, description="the larger batch timed besides batch 1 (from calibration data; 1: batch 1 only)"
+    )
+    baseline: bool = Field(
+        True, description="also export the float model to ONNX and time it (ONNX Runtime fp32, eager PyTorch)"
+    )
 
     @classmethod
     def concrete_class(cls, data: dict[str, Any]) -> type[Int8Config]:
@@ -90,8 +106,10 @@ class Int8Result(StageResult):
 
     ``conversion`` is :meth:`~slimtorch.deploy.artifact.Int8Model.summary` (backend, mode,
     path, size, float layers and the conversion's own figures), flattened into the JSON.
-    Latencies are median ms per variant (``ort_fp32``, ``torch_fp32``, ``int8``); ``deployed``
-    is what the run's record of this stage reports.
+    Latencies are median ms per variant (``ort_fp32``, ``torch_fp32``, ``int8``; ``int8`` alone
+    with ``baseline: false``, which leaves the speed-ups and ``fp32_onnx_bytes`` out); ``deployed``
+    is what the run's record of this stage reports; ``int8_model`` is the converted model itself
+    (in memory only, not in the JSON).
     """
 
     conversion: dict[str, Any] = flattened(required=True)
@@ -101,11 +119,12 @@ class Int8Result(StageResult):
     accuracy_float: float | None = optional()
     latency_ms_batch1: dict[str, float]
     latency_ms: dict[str, dict[str, float]]
-    speedup_vs_ort_fp32: float
-    speedup_vs_fastest_fp32: dict[str, float]
-    fp32_onnx_bytes: int
+    speedup_vs_ort_fp32: float | None = optional()
+    speedup_vs_fastest_fp32: dict[str, float] | None = optional()
+    fp32_onnx_bytes: int | None = optional()
     warnings: list[str] | None = optional()
     deployed: Deployed
+    int8_model: Int8Model | None = live()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +160,15 @@ def _subset(data, n):
 def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     calib = ctx.calib_data if ctx.calib_data is not None else ctx.train_data
     selection = None
-    if calib is not None and cfg.selection_examples and len(calib) > cfg.calib_examples:
+    if cfg.selection_from == "validation":
+        if ctx.validation_data is None:
+            raise ConfigError(
+                f"stage '{ctx.stage_name}': selection_from: validation checks the fallback on validation data; "
+                "set data.validation_size in the recipe",
+                field="selection_from",
+            )
+        selection = _subset(ctx.validation_data, cfg.selection_examples) if cfg.selection_examples else None
+    elif calib is not None and cfg.selection_examples and len(calib) > cfg.calib_examples:
         selection = Subset(
             calib, range(cfg.calib_examples, min(len(calib), cfg.calib_examples + cfg.selection_examples))
         )
@@ -149,28 +176,34 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     # the stage config is the backend's config (plus the stage's fields, which to_int8 does not read)
     q = to_int8(ctx.model, cfg, _subset(calib, cfg.calib_examples), check_data=selection, out_dir=ctx.stage_dir())
     info: dict[str, Any] = {}
-    info["fallback_checked_on"] = (
-        f"selection: {len(selection)} examples after the calibration ones"
-        if selection is not None
-        else "the calibration examples (no more data for a separate selection split)"
-    )
+    if selection is None:
+        info["fallback_checked_on"] = "the calibration examples (no more data for a separate selection split)"
+    elif cfg.selection_from == "validation":
+        info["fallback_checked_on"] = f"selection: the first {len(selection)} examples of the validation split"
+    else:
+        info["fallback_checked_on"] = f"selection: {len(selection)} examples after the calibration ones"
     test = _subset(ctx.test_data, cfg.test_examples)
     if test is not None:
         ev = evaluate_int8(q, test, ctx.reference or ctx.model, batch_size=cfg.calib_batch_size)
         info["fidelity_test"] = ev.fidelity
         if ev.accuracy is not None:  # unlabelled photos: fidelity only
             info["accuracy_int8"], info["accuracy_float"] = ev.accuracy, ev.accuracy_float
-    fp32 = ctx.stage_dir() / "fp32.onnx"
-    export_onnx(
-        ctx.model,
-        ctx.example_input,
-        fp32,
-        opset=cfg.opset if isinstance(cfg, OrtInt8Config) else DEFAULT_OPSET,
-        check=False,
-    )
-    sess = ort_session(fp32, cfg.threads)
-    eager = _eager(ctx.model, cfg.threads)
-    variants = {"ort_fp32": lambda b: run_session(sess, b), "torch_fp32": eager, "int8": q.runner}
+    variants: dict[str, Any] = {"int8": q.runner}
+    if cfg.baseline:
+        fp32 = ctx.stage_dir() / "fp32.onnx"
+        export_onnx(
+            ctx.model,
+            ctx.example_input,
+            fp32,
+            opset=cfg.opset if isinstance(cfg, OrtInt8Config) else DEFAULT_OPSET,
+            check=False,
+        )
+        sess = ort_session(fp32, cfg.threads)
+        variants = {
+            "ort_fp32": lambda b: run_session(sess, b),
+            "torch_fp32": _eager(ctx.model, cfg.threads),
+            **variants,
+        }
     big = input_batches(calib, 1, cfg.timing_batch, 1)[0][0] if calib is not None else None
     lat_by_batch = {1: time_variants(variants, (ctx.example_input,), rounds=cfg.timing_rounds)}
     if big is not None and big.shape[0] > 1:
@@ -178,14 +211,21 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     lat = lat_by_batch[1]
     info["latency_ms_batch1"] = lat
     info["latency_ms"] = {f"b{b}": v for b, v in lat_by_batch.items()}
-    info["speedup_vs_ort_fp32"] = lat["ort_fp32"] / lat["int8"]
-    info["speedup_vs_fastest_fp32"] = {
-        f"b{b}": min(v["ort_fp32"], v["torch_fp32"]) / v["int8"] for b, v in lat_by_batch.items()
-    }
-    info["fp32_onnx_bytes"] = fp32.stat().st_size
-    warnings = regressions(
-        f"int8 ({q.backend})", lat_by_batch, "int8", ("torch_fp32", "ort_fp32"), q.size_bytes, info["fp32_onnx_bytes"]
-    )
+    warnings: list[str] = []
+    if cfg.baseline:
+        info["speedup_vs_ort_fp32"] = lat["ort_fp32"] / lat["int8"]
+        info["speedup_vs_fastest_fp32"] = {
+            f"b{b}": min(v["ort_fp32"], v["torch_fp32"]) / v["int8"] for b, v in lat_by_batch.items()
+        }
+        info["fp32_onnx_bytes"] = fp32.stat().st_size
+        warnings = regressions(
+            f"int8 ({q.backend})",
+            lat_by_batch,
+            "int8",
+            ("torch_fp32", "ort_fp32"),
+            q.size_bytes,
+            info["fp32_onnx_bytes"],
+        )
     if q.info.get("float_recurrent"):
         warnings.append(
             f"int8 ({q.backend}): recurrent layers {', '.join(q.info['float_recurrent'])} stay float "
@@ -202,7 +242,7 @@ def int8_stage(ctx: Context, cfg: Int8StageConfig) -> None:
     )
     if q.path is not None:
         ctx.artifacts[ctx.stage_name] = q.path
-    ctx.record(Int8Result(conversion=q.summary(), **info, warnings=warnings or None, deployed=deployed))
+    ctx.record(Int8Result(conversion=q.summary(), **info, warnings=warnings or None, deployed=deployed, int8_model=q))
 
 
 @register_stage("export", ExportStageConfig)

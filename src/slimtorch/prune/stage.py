@@ -27,7 +27,7 @@ from slimtorch.prune.prune import protected
 from slimtorch.prune.report import sparsity_report, total_sparsity
 from slimtorch.prune.scheduled import PruneScheduleConfig, prune_scheduled
 from slimtorch.train import evaluate
-from slimtorch.train.evaluate import good_enough
+from slimtorch.train.evaluate import FinetuneGate
 
 
 class PruneStageConfig(PruneScheduleConfig):
@@ -113,17 +113,14 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
 
                 warn([msg], ctx.stage_name)
 
-    checked: dict[str, Any] = {}
-    gate = cfg.finetune_below is not None and cfg.finetune is not None and cfg.schedule != "iterative"
+    gate = None
+    if cfg.finetune_below is not None and cfg.finetune is not None and cfg.schedule != "iterative":
+        gate = FinetuneGate(ctx.monitor_data, cfg.finetune_below)
 
     def after_prune(model) -> bool | None:
         if cfg.schedule == "one_shot":
             check_drop(model)
-        if not gate:
-            return None
-        checked["accuracy"], enough = good_enough(model, ctx.monitor_data, cfg.finetune_below, "finetune_below")
-        checked["skipped"] = enough or None
-        return not enough
+        return gate(model) if gate is not None else None
 
     loss_fn = None
     if cfg.distill is not None and cfg.finetune is not None:
@@ -138,7 +135,7 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
         ctx.score_data,
         eval_data=ctx.monitor_data,
         loss_fn=loss_fn,
-        after_prune=after_prune if cfg.schedule == "one_shot" or gate else None,
+        after_prune=after_prune if cfg.schedule == "one_shot" or gate is not None else None,
         checkpoint_dir=ctx.stage_dir(),
         resume=ctx.resume,
         verbose=ctx.verbose,
@@ -153,8 +150,8 @@ def prune_stage(ctx: Context, cfg: PruneStageConfig) -> None:
         warnings=pruned.get("warnings"),
         rounds=log.get("rounds"),
         agp_updates=log.get("agp_updates"),
-        accuracy_before_finetune=checked.get("accuracy"),
-        finetune_skipped=checked.get("skipped"),
+        accuracy_before_finetune=gate.accuracy if gate is not None else None,
+        finetune_skipped=gate.skipped if gate is not None else None,
         finetune_epochs=log["finetune_epochs"],
         layers={k: round(v["sparsity"], 6) for k, v in sparsity_report(model).items()},
         **total_sparsity(model),

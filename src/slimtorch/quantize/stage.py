@@ -33,7 +33,7 @@ from slimtorch.quantize.kmeans import kmeans_share, kmeans_skipped
 from slimtorch.quantize.model import quant_params, quantize_model
 from slimtorch.quantize.report import layer_report
 from slimtorch.train.config import TrainConfig
-from slimtorch.train.evaluate import evaluate, good_enough
+from slimtorch.train.evaluate import FinetuneGate, evaluate
 from slimtorch.train.loop import fit
 
 
@@ -148,11 +148,11 @@ def kmeans_stage(ctx: Context, cfg: KMeansStageConfig) -> None:
     before = _acc(ctx, ctx.model)
     ctx.model = kmeans_share(ctx.model, kcfg)
     skipped, shared = kmeans_skipped(ctx.model), _acc(ctx, ctx.model)
-    finetune, checked, skip = cfg.finetune, None, None
+    finetune, gate = cfg.finetune, None
     if finetune is not None and cfg.finetune_below is not None:
-        checked, enough = good_enough(ctx.model, ctx.monitor_data, cfg.finetune_below, "finetune_below")
-        if enough:
-            finetune, skip = None, True
+        gate = FinetuneGate(ctx.monitor_data, cfg.finetune_below)
+        if not gate(ctx.model):
+            finetune = None
     loss_fn = None
     if finetune is not None and cfg.distill is not None:
         from slimtorch.distill.transform import teacher_loss
@@ -165,8 +165,8 @@ def kmeans_stage(ctx: Context, cfg: KMeansStageConfig) -> None:
             config=kcfg.to_dict(),
             skipped_layers=skipped,
             accuracy_shared=shared,
-            accuracy_before_finetune=checked,
-            finetune_skipped=skip,
+            accuracy_before_finetune=gate.accuracy if gate is not None else None,
+            finetune_skipped=gate.skipped if gate is not None else None,
             finetune=tuned,
             layers=layer_report(ctx.model),
         )

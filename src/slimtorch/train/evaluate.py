@@ -75,17 +75,31 @@ def agreement(model: nn.Module, reference: nn.Module, data: Dataset | DataLoader
     return {"top1_agreement": float((a.argmax(1) == b.argmax(1)).float().mean()), "mean_kl": float(kl)}
 
 
-def good_enough(model: nn.Module, data: Dataset | None, threshold: float, where: str) -> tuple[float, bool]:
-    """``(accuracy on data, accuracy >= threshold)``: whether fine-tuning ``model`` would still pay.
+@dataclass
+class FinetuneGate:
+    """The ``finetune_below`` option of the recipe stages ``prune``, ``prune_channels`` and ``kmeans``.
 
-    The ``finetune_below`` gate of the recipe stages (``prune``, ``kmeans``) and ``slimtorch auto``:
-    ``data`` is validation data, never the test set; ``where`` names the setting in the error.
+    Called with the compressed model before its fine-tuning, it measures the model's accuracy on
+    ``data`` (validation data, never the test set) and returns whether fine-tuning would still pay
+    (accuracy below ``threshold``): ``False`` is the ``after_prune`` answer that skips it. It keeps
+    what it saw for the stage's result (``accuracy``; ``skipped``: True, or None while fine-tuning
+    goes ahead). ``slimtorch auto`` builds its candidates with this option.
     """
-    if data is None:
-        from slimtorch.core.errors import ConfigError
 
-        raise ConfigError(
-            f"{where} compares accuracy on validation data; set data.validation_size in the recipe", field=where
-        )
-    acc = evaluate(model, data).accuracy
-    return acc, acc >= threshold
+    data: Dataset | None
+    threshold: float
+    where: str = "finetune_below"  # the setting named in the error
+    accuracy: float | None = None
+    skipped: bool | None = None
+
+    def __call__(self, model: nn.Module) -> bool:
+        if self.data is None:
+            from slimtorch.core.errors import ConfigError
+
+            raise ConfigError(
+                f"{self.where} compares accuracy on validation data; set data.validation_size in the recipe",
+                field=self.where,
+            )
+        self.accuracy = evaluate(model, self.data).accuracy
+        self.skipped = self.accuracy >= self.threshold or None
+        return not self.skipped

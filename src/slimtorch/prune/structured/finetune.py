@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from slimtorch.train import TrainConfig, evaluate, fit
 
 def step_ratios(ratio: float, steps: int) -> list[float]:
     """Per-step ratios (of the channels left) whose product keeps ``1 - ratio`` after ``steps``."""
+    if steps == 1:
+        return [ratio]  # exactly: 1 - (1 - ratio) can differ in the last bit, and so round a layer's count apart
     kept = [1 - ratio * i / steps for i in range(steps + 1)]
     return [1 - kept[i + 1] / kept[i] for i in range(steps)]
 
@@ -41,6 +44,7 @@ def prune_finetune(
     distill: Any = None,
     teacher: nn.Module | None = None,
     eval_data: Dataset | None = None,
+    after_prune: Callable[[nn.Module], bool | None] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     verbose: bool = True,
@@ -52,7 +56,11 @@ def prune_finetune(
     Args:
         distill: a ``DistillConfig`` (or dict) to fine-tune with KD; its ``train`` is replaced
             by ``train``. The teacher is ``teacher`` or a copy of ``model`` before pruning.
-        log: if given, one dict per round (sizes, accuracy) is appended.
+        after_prune: called with the model after each round's pruning, before that round's
+            fine-tuning; returning ``False`` means it is good enough as it is, and the round is
+            not fine-tuned (e.g. a :class:`~slimtorch.train.evaluate.FinetuneGate`).
+        log: if given, one dict per round (sizes, accuracy; ``finetuned``: False for a round
+            ``after_prune`` left as it was) is appended.
         inplace: prune and train ``model`` itself instead of a deep copy.
 
     Returns:
@@ -71,10 +79,11 @@ def prune_finetune(
     model = working_model(model, inplace)
     for i, r in enumerate(step_ratios(config.ratio, steps)):
         model = prune_channels(model, config.replace(ratio=r), example_input, data=train_data, inplace=True)
-        ckpt = Path(checkpoint_dir) / f"round{i}" if checkpoint_dir else None
+        tune = after_prune is None or after_prune(model) is not False
+        ckpt = Path(checkpoint_dir) / f"round{i}" if checkpoint_dir and tune else None
         if ckpt is not None:
             ckpt.mkdir(parents=True, exist_ok=True)
-        if distill is not None:
+        if tune and distill is not None:
             model = run_distill(
                 model,
                 kd,
@@ -86,10 +95,12 @@ def prune_finetune(
                 verbose=verbose,
                 inplace=True,
             )
-        else:
+        elif tune:
             fit(model, train_data, train, eval_data=eval_data, checkpoint_dir=ckpt, resume=resume, verbose=verbose)
         if log is not None:
             rec = {"round": i + 1, "step_ratio": r, "sizes": getattr(model, "slimtorch_structured", {})}
+            if not tune:
+                rec["finetuned"] = False
             if eval_data is not None:
                 rec["accuracy"] = evaluate(model, eval_data).accuracy
             log.append(rec)

@@ -7,6 +7,7 @@ Recipe example::
       steps: 2
       finetune: {epochs: 3, optimizer: {lr: 0.01}}
       distill: {temperature: 4, alpha: 0.7}    # KD from ctx.reference (the unpruned model)
+      finetune_below: 0.9                      # steps: 1 only; validation accuracy at or above: no fine-tuning
 
 Records MACs, parameters, accuracy and batch-1 latency before and after (:class:`PruneChannelsResult`).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator, model_validator
 
 from slimtorch.core.config import FrozenConfig
 from slimtorch.core.stages import Context, StageResult, optional, register_stage
@@ -26,6 +27,7 @@ from slimtorch.prune.structured.api import prune_channels
 from slimtorch.prune.structured.config import StructuredConfig
 from slimtorch.prune.structured.finetune import prune_finetune
 from slimtorch.train import TrainConfig, evaluate
+from slimtorch.train.evaluate import FinetuneGate
 
 
 class PruneChannelsStageConfig(FrozenConfig):
@@ -37,12 +39,16 @@ class PruneChannelsStageConfig(FrozenConfig):
         finetune: training after each round; none: one-shot pruning only.
         distill: KD settings (a ``DistillConfig`` dict without ``train``) to fine-tune from
             ``ctx.reference``; none: plain cross-entropy fine-tuning.
+        finetune_below: fine-tune only if the pruned model's accuracy on the validation data
+            (``data.validation_size``) is below this; at or above it the pruned model is kept
+            as it is (as in the ``prune`` and ``kmeans`` stages). Needs ``steps: 1``.
     """
 
     prune: StructuredConfig = StructuredConfig()
     steps: int = 1
     finetune: TrainConfig | None = None
     distill: DistillConfig | None = None
+    finetune_below: float | None = Field(None, ge=0.0, le=1.0)
 
     @field_validator("steps")
     @classmethod
@@ -50,6 +56,12 @@ class PruneChannelsStageConfig(FrozenConfig):
         if v < 1:
             raise ValueError("steps must be >= 1")
         return v
+
+    @model_validator(mode="after")
+    def _gate_one_round(self) -> PruneChannelsStageConfig:
+        if self.finetune_below is not None and self.steps > 1:
+            raise ValueError("finetune_below checks the pruned model before its fine-tuning: it needs steps: 1")
+        return self
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +76,8 @@ class PruneChannelsResult(StageResult):
     params_after: int
     layers: dict[str, Any]
     accuracy_after: float | None = optional()
+    accuracy_before_finetune: float | None = optional()  # finetune_below: the validation accuracy checked
+    finetune_skipped: bool | None = optional()  # finetune_below: the pruned model was good enough
     latency_ms_b1: dict[str, float]
     warnings: list[str] | None = optional()
 
@@ -78,6 +92,7 @@ def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
     macs_before, params_before = count_macs(model, x), count_parameters(model)
     acc_before = evaluate(model, test).accuracy if test is not None else None
     rounds: list | None = None
+    gate = FinetuneGate(ctx.monitor_data, cfg.finetune_below) if cfg.finetune_below is not None else None
     if cfg.finetune is None:
         if cfg.steps > 1:
             raise ValueError(f"stage '{ctx.stage_name}': steps > 1 needs 'finetune'")
@@ -94,6 +109,7 @@ def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
             distill=cfg.distill,
             teacher=ctx.reference if cfg.distill is not None else None,
             eval_data=ctx.monitor_data,
+            after_prune=gate,
             checkpoint_dir=ctx.stage_dir(),
             resume=ctx.resume,
             verbose=ctx.verbose,
@@ -124,6 +140,8 @@ def prune_channels_stage(ctx: Context, cfg: PruneChannelsStageConfig) -> None:
             params_after=count_parameters(model),
             layers=getattr(model, "slimtorch_structured", {}),
             accuracy_after=evaluate(model, test).accuracy if test is not None else None,
+            accuracy_before_finetune=gate.accuracy if gate is not None else None,
+            finetune_skipped=gate.skipped if gate is not None else None,
             latency_ms_b1=lat,
             warnings=warnings,
         )
