@@ -15,6 +15,10 @@ pruned earlier blocks' outputs), while ours is true-sequential (q/k/v, then o_pr
 the pruned q/k/v's outputs, ...). The variants here are that choice and the method's
 two numbers (damping, mask block), each scored by perplexity on the selection windows
 of ``bench/llm.py`` with its calibration windows — the test windows are never scored.
+
+The ``refit`` variants keep the mask and re-solve the kept weights exactly
+(``slimtorch.prune.refit``, Boža 2024), for SparseGPT's mask and for Wanda's
+(``"method": "wanda"``), at two ridge strengths ``refit_damp``.
 Writes ``bench/results/llm_sparsegpt_select.json`` (merged by variant).
 """
 
@@ -45,6 +49,13 @@ VARIANTS: dict[str, dict] = {
     # difference to its batch-8 twin is the noise any comparison of variants must exceed
     "default_b4": {"batch_size": 4},
     "damp_0.001_b4": {"damp": 0.001, "batch_size": 4},
+    # exact refit of the kept weights once the mask is fixed (the mask: SparseGPT's at the chosen damping 0.003)
+    "damp_0.003_refit": {"damp": 0.003, "refit": True},
+    "damp_0.003_refit_0.001": {"damp": 0.003, "refit": True, "refit_damp": 0.001},
+    "damp_0.003_refit_0.1": {"damp": 0.003, "refit": True, "refit_damp": 0.1},
+    # Wanda's mask (|W|·‖X‖ per row, no OBS sweep), then the same refit
+    "wanda_refit": {"method": "wanda", "refit": True},
+    "wanda_refit_0.001": {"method": "wanda", "refit": True, "refit_damp": 0.001},
 }
 
 
@@ -60,7 +71,7 @@ def main(argv=None) -> None:
     from slimtorch.measure.env import environment
     from slimtorch.measure.perplexity import perplexity
     from slimtorch.models.llm import hf_directory, load_causal_lm
-    from slimtorch.prune import prune_sparsegpt
+    from slimtorch.prune import prune_sparsegpt, prune_wanda
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,12 +80,15 @@ def main(argv=None) -> None:
     del _test  # never scored here
     for name in names:
         cfg = {**BASE, **VARIANTS[name]}
+        method = cfg.pop("method", "sparsegpt")
+        prune = prune_wanda if method == "wanda" else prune_sparsegpt
         model, _ = load_causal_lm(hf_directory())
         t0 = time.perf_counter()
-        model = prune_sparsegpt(model, cfg, calib, inplace=True)
+        model = prune(model, cfg, calib, inplace=True)
         seconds = time.perf_counter() - t0
         sel = perplexity(model, selection, WINDOW, progress=False).perplexity
         row = {
+            "method": method,
             "config": cfg,
             "selection_perplexity": round(sel, 3),
             "calib_seconds": round(seconds, 1),

@@ -1303,6 +1303,7 @@ def _update_readme() -> None:
             "w8a8_smoothquant",
             "magnitude_50",
             "wanda_50",
+            "wanda_refit_50",
             "sparsegpt_50",
             "wanda_2_4",
             "sparsegpt_50_w4g128",

@@ -24,10 +24,12 @@ def _methods():
             prune_sparsegpt_streamed,
             {"pattern": "2:4", "grid": {"bits": 4, "group_size": 32}},
         ),
+        "sparsegpt_refit": (prune_sparsegpt, prune_sparsegpt_streamed, {"sparsity": 0.5, "refit": True}),
+        "wanda_refit": (prune_wanda, prune_wanda_streamed, {"sparsity": 0.5, "refit": True}),
     }
 
 
-@pytest.mark.parametrize("name", ["awq", "wanda", "sparsegpt_w4"])
+@pytest.mark.parametrize("name", ["awq", "wanda", "sparsegpt_w4", "sparsegpt_refit", "wanda_refit"])
 def test_streamed_method_equals_in_memory(name, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -8,6 +8,9 @@ Everything else lives here, once:
   it), which Linears (``layers: {include, exclude}`` over the model's names),
   and the calibration batching. Sparsity 0 and 1 are refused: one is a no-op that
   still costs a calibration, the other turns every layer's output into its bias.
+* :class:`CalibratedPruneConfig`: the methods that see calibration inputs (Wanda,
+  SparseGPT) can re-solve the kept weights exactly for their mask (``refit``,
+  :mod:`slimtorch.prune.refit`).
 * :func:`decoder_linears`: the ``nn.Linear`` layers inside the decoder blocks. The
   embedding and ``lm_head`` (often tied to it) are never pruned, as in both papers.
 * :func:`keep_mask`: scores -> bool mask with exact counts, per output row, per
@@ -95,6 +98,23 @@ class LMPruneConfig(SelectsLayers):
         if nm is not None:
             return 1 - nm[0] / nm[1]
         return 0.5 if self.sparsity is None else self.sparsity
+
+
+class CalibratedPruneConfig(LMPruneConfig):
+    """Fields of the pruning methods that calibrate on inputs (Wanda, SparseGPT).
+
+    Attributes:
+        refit: after the mask is chosen, re-solve each output row's kept weights exactly
+            (least squares on the layer's calibration inputs, :mod:`slimtorch.prune.refit`;
+            Boža 2024). Costs one Cholesky factorisation per output row of size its kept
+            inputs; Wanda then also gathers each input set's Gram matrix.
+        refit_damp: the refit's ridge ``λ = refit_damp · mean(diag H)``, pulling the kept
+            weights towards their dense values (a small value fits the calibration inputs
+            closer; a large one stays nearer the dense weights).
+    """
+
+    refit: bool = False
+    refit_damp: float = pydantic.Field(0.01, gt=0, le=1)
 
 
 def decoder_linears(model: nn.Module, config: LMPruneConfig) -> tuple[str, dict[str, nn.Linear]]:

@@ -34,7 +34,8 @@ from torch import nn
 
 from slimtorch.core.blockwise import BlockData, input_hooks, sequential
 from slimtorch.core.errors import ConfigError
-from slimtorch.prune.lm_common import LMPruneConfig, block_names, decoder_linears
+from slimtorch.prune.lm_common import CalibratedPruneConfig, block_names, decoder_linears
+from slimtorch.prune.refit import refit_weight
 from slimtorch.quantize.gptq import accumulate, hessian_accumulator, input_sets
 from slimtorch.quantize.qlinear import quantized_state, replace_linear, restore_quantized
 from slimtorch.quantize.weight_only import coerce, target
@@ -47,7 +48,7 @@ from slimtorch.quantize.wgrid import (
 )
 
 
-class SparseGPTConfig(LMPruneConfig):
+class SparseGPTConfig(CalibratedPruneConfig):
     """SparseGPT settings.
 
     Attributes:
@@ -56,6 +57,9 @@ class SparseGPTConfig(LMPruneConfig):
             With a grouped ``grid`` the blocks are the quantization groups instead.
         grid: quantize the kept weights too (joint mode): bits, group size, symmetry.
             ``None``: prune only, float weights.
+        refit: keep SparseGPT's mask, then re-solve the kept weights exactly
+            (:mod:`slimtorch.prune.refit`) instead of keeping the OBS sweep's values,
+            which only moved the columns right of each pruned one. Float only (not with ``grid``).
     """
 
     damp: float = pydantic.Field(0.01, gt=0, le=1)
@@ -72,6 +76,12 @@ class SparseGPTConfig(LMPruneConfig):
                 f"'{field}' = {size} is not a multiple of M={nm[1]} of pattern {self.pattern!r}: "
                 "an N:M group must not straddle two column blocks",
                 field=field,
+            )
+        if self.refit and self.grid is not None:
+            raise ConfigError(
+                "'refit' re-solves float weights after the mask is fixed, which would move the quantized "
+                "weights of 'grid' off their grid; use one of them (or quantize the refit model afterwards)",
+                field="refit",
             )
         return self
 
@@ -92,14 +102,18 @@ def _inverse_hessian_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
 
 @torch.no_grad()
 def sparsegpt_weight(
-    w: torch.Tensor, H: torch.Tensor, config: SparseGPTConfig
+    w: torch.Tensor, H: torch.Tensor, config: SparseGPTConfig, name: str = "layer"
 ) -> tuple[torch.Tensor, torch.Tensor, QuantizedWeight | None]:
     """SparseGPT of one weight ``w (out, in)`` given its inputs' Gram matrix ``H (in, in)`` (any positive scale).
+
+    With ``config.refit`` the kept weights are then re-solved exactly for the mask
+    (:func:`~slimtorch.prune.refit.refit_weight`, from the dense ``w``); ``name`` labels its progress.
 
     Returns:
         ``(new weight (out, in) float32 with pruned entries 0, keep mask, codes or None)``;
         the codes (joint mode) dequantize to the new weight.
     """
+    H0 = H  # the refit's: the inputs as they are (no stand-in variance for dead ones)
     W = w.detach().clone().float()
     H = H.detach().clone().float()
     rows, cols = W.shape
@@ -118,6 +132,8 @@ def sparsegpt_weight(
     # Transposed: a column is a contiguous row, which the per-column updates touch.
     WT, keepT, params = _sweep(W.T.contiguous(), Hinv, hdiag, blocks, config, params)
     W, keep = WT.T.contiguous(), keepT.T.contiguous()
+    if config.refit:
+        return refit_weight(w, keep, H0, config.refit_damp, name), keep, None
     if grid is None:
         return W, keep, None
     codes = torch.empty(rows, cols, dtype=torch.uint8)
@@ -238,7 +254,7 @@ def _solve(block: nn.Module, mods: dict[str, nn.Module], group: list[str], acc: 
                 "add it to layers: {exclude: [...]}",
                 field="layers.exclude",
             )
-        W, _, qw = sparsegpt_weight(mods[n].weight, acc["H"] / acc["n"], config)
+        W, _, qw = sparsegpt_weight(mods[n].weight, acc["H"] / acc["n"], config, n)
         if qw is not None:
             replace_linear(block, n, qw)
             del mods[n]  # the float Linear is out of the block: let its weight go

@@ -6,7 +6,9 @@ near zero barely changes the output, and a small weight on one of the few huge
 activation channels LLMs have matters a lot. Weights compete only within their
 output row (each output keeps the same fraction of its inputs), which the paper
 found essential for LLMs. No weight update, no Hessian: one pass of the
-calibration data per block gives the norms.
+calibration data per block gives the norms. With ``refit`` (not in the paper) the
+kept weights are then re-solved exactly for Wanda's mask on the same inputs
+(:mod:`slimtorch.prune.refit`), which needs each input set's Gram matrix too.
 
 Block by block (:mod:`slimtorch.core.blockwise`): each block is scored on the
 outputs of the already-pruned earlier blocks, and, with ``true_sequential``,
@@ -22,16 +24,18 @@ import torch
 from torch import nn
 
 from slimtorch.core.blockwise import BlockData, input_hooks, sequential
-from slimtorch.prune.lm_common import LMPruneConfig, block_names, decoder_linears, keep_mask
-from slimtorch.quantize.gptq import input_sets
+from slimtorch.prune.lm_common import CalibratedPruneConfig, block_names, decoder_linears, keep_mask
+from slimtorch.prune.refit import refit_weight
+from slimtorch.quantize.gptq import accumulate, hessian_accumulator, input_sets
 from slimtorch.quantize.weight_only import coerce, target
 
 
-class WandaConfig(LMPruneConfig):
+class WandaConfig(CalibratedPruneConfig):
     """Wanda settings.
 
     Attributes:
         scope: ``row`` (the paper: weights compare within an output row) or ``layer``.
+        refit: keep Wanda's mask, re-solve the kept weights exactly (:mod:`slimtorch.prune.refit`).
     """
 
     scope: Literal["row", "layer"] = "row"
@@ -43,10 +47,20 @@ def wanda_scores(weight: torch.Tensor, sq_norms: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def wanda_linear(linear: nn.Linear, sq_norms: torch.Tensor, config: WandaConfig) -> torch.Tensor:
-    """Prune one Linear in place from its inputs' sums of squares; returns the keep mask (usable on any Linear)."""
+def wanda_linear(
+    linear: nn.Linear, sq_norms: torch.Tensor, config: WandaConfig, H: torch.Tensor | None = None, name: str = "layer"
+) -> torch.Tensor:
+    """Prune one Linear in place from its inputs' sums of squares; returns the keep mask (usable on any Linear).
+
+    With ``config.refit`` and the inputs' Gram matrix ``H (in, in)``, the kept weights are
+    re-solved for the mask (:func:`~slimtorch.prune.refit.refit_weight`); without ``H`` (a
+    Linear the block never calls) they stay as they are.
+    """
     keep = keep_mask(wanda_scores(linear.weight, sq_norms), config, config.scope)
-    linear.weight.mul_(keep.to(linear.weight.dtype))
+    if config.refit and H is not None:
+        linear.weight.copy_(refit_weight(linear.weight, keep, H, config.refit_damp, name).to(linear.weight.dtype))
+    else:
+        linear.weight.mul_(keep.to(linear.weight.dtype))
     return keep
 
 
@@ -59,16 +73,27 @@ def _unknown(linear: nn.Linear) -> torch.Tensor:
     return torch.ones(linear.in_features, dtype=torch.float64)
 
 
-def input_sq_norms(block: nn.Module, data: BlockData, names: list[str]) -> dict[str, torch.Tensor]:
-    """Σ over every calibration position of ``x_j²`` for the inputs of ``block.<name>`` (float64), one pass."""
+def input_sq_norms(
+    block: nn.Module, data: BlockData, names: list[str], grams: dict[str, dict] | None = None
+) -> dict[str, torch.Tensor]:
+    """Σ over every calibration position of ``x_j²`` for the inputs of ``block.<name>`` (float64), one pass.
+
+    ``grams``: ``{name: hessian_accumulator}`` also filled with the inputs' Gram matrices (for ``refit``).
+    """
     acc: dict[str, torch.Tensor] = {}
 
     def add(n: str, x: torch.Tensor) -> None:
         acc[n] = acc[n] + _sq_sum(x) if n in acc else _sq_sum(x)
+        if grams is not None:
+            accumulate(grams[n], x)
 
     with input_hooks({n: block.get_submodule(n) for n in names}, add):
         data.run(block)
     return {n: acc[n] if n in acc else _unknown(block.get_submodule(n)) for n in names}
+
+
+def _gram(acc: dict | None) -> torch.Tensor | None:
+    return acc["H"] / acc["n"] if acc is not None and acc["n"] else None
 
 
 def prune_block(block: nn.Module, data: BlockData, names: list[str], config: WandaConfig) -> None:
@@ -85,15 +110,23 @@ def prune_block(block: nn.Module, data: BlockData, names: list[str], config: Wan
         for k, group in enumerate(sets):
             data.settle(block, [mods[n] for g in sets[k:] for n in g])  # reuse what is final (same values)
             acc: list[torch.Tensor] = []
-            data.feed(block, mods[group[0]], lambda x, acc=acc: acc.append(_sq_sum(x)))
+            gram = hessian_accumulator(mods[group[0]].in_features) if config.refit else None
+
+            def add(x, acc=acc, gram=gram):
+                acc.append(_sq_sum(x))
+                if gram is not None:
+                    accumulate(gram, x)
+
+            data.feed(block, mods[group[0]], add)
             norms = torch.stack(acc).sum(0) if acc else _unknown(mods[group[0]])
             for n in group:
-                wanda_linear(mods[n], norms, config)
+                wanda_linear(mods[n], norms, config, _gram(gram), n)
         return
-    norms = input_sq_norms(block, data, [g[0] for g in sets])
+    grams = {g[0]: hessian_accumulator(mods[g[0]].in_features) for g in sets} if config.refit else None
+    norms = input_sq_norms(block, data, [g[0] for g in sets], grams)
     for group in sets:
         for n in group:
-            wanda_linear(mods[n], norms[group[0]], config)
+            wanda_linear(mods[n], norms[group[0]], config, _gram(grams and grams[group[0]]), n)
 
 
 @torch.no_grad()
