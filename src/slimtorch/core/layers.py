@@ -66,6 +66,14 @@ class LayerSelection(FrozenConfig):
             )
         return v
 
+    def picks(self, *names: str) -> bool:
+        """Whether a layer known by any of ``names`` is selected: one included (or no ``include``), none excluded.
+
+        A layer can have several names (ONNX Runtime's nodes: the node's own and its module's).
+        """
+        included = self.include is None or any(matches(n, self.include) for n in names)
+        return included and not any(matches(n, self.exclude) for n in names)
+
 
 def as_selection(value: Any, field: str = "layers") -> LayerSelection:
     """A :class:`LayerSelection` from an instance, its dict or ``None`` (every layer).
@@ -104,11 +112,17 @@ class SelectsLayers(FrozenConfig):
         return refuse_old_fields(data)
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """``name`` equals or fnmatch-matches one of ``patterns``.
+
+    Equality first: module names such as ``"lstm[layer 0]"`` hold fnmatch's brackets.
+    """
     return any(name == p or fnmatchcase(name, p) for p in patterns)
 
 
-def _few(names: list[str], n: int = 8) -> str:
+def few(names: Iterable[str], n: int = 8) -> str:
+    """Up to ``n`` distinct names for an error message, and how many there are in all."""
+    names = list(dict.fromkeys(names))
     if not names:
         return "(none)"
     more = f", … ({len(names)} in all)" if len(names) > n else ""
@@ -155,33 +169,27 @@ def select(
     candidates = [(n, m) for n, m in modules if is_kind(m, n)]
     names = [n or "<the model itself>" for n, _ in candidates]
     for p in sel.include or []:
-        if not any(_matches(n, [p]) for n in names):
-            others = [f"{n} ({type(m).__name__})" for n, m in modules if n and _matches(n, [p])]
-            why = f"matches only {_few(others, 4)}, not a {label}" if others else f"matches no {label}"
+        if not any(matches(n, [p]) for n in names):
+            others = [f"{n} ({type(m).__name__})" for n, m in modules if n and matches(n, [p])]
+            why = f"matches only {few(others, 4)}, not a {label}" if others else f"matches no {label}"
             raise ConfigError(
-                f"'{field}.include' pattern '{p}' {why}; the model's {label} layers: {_few(names)}",
+                f"'{field}.include' pattern '{p}' {why}; the model's {label} layers: {few(names)}",
                 field=f"{field}.include",
             )
     skip_check = set(may_miss)
     for p in sel.exclude:
-        if p not in skip_check and not any(_matches(n, [p]) for n, _ in modules if n):
+        if p not in skip_check and not any(matches(n, [p]) for n, _ in modules if n):
             raise ConfigError(
                 f"'{field}.exclude' pattern '{p}' matches no module of the model (a typo here would leave "
-                f"the layer it meant in the selection); the model's {label} layers: {_few(names)}",
+                f"the layer it meant in the selection); the model's {label} layers: {few(names)}",
                 field=f"{field}.exclude",
             )
-    chosen = {
-        n: m
-        for n, m in candidates
-        if (sel.include is None or _matches(n, sel.include))
-        and not _matches(n, sel.exclude)
-        and (filter_fn is None or filter_fn(m, n))
-    }
+    chosen = {n: m for n, m in candidates if sel.picks(n) and (filter_fn is None or filter_fn(m, n))}
     if not chosen:
         include = "all" if sel.include is None else sel.include
         given = f"include={include}, exclude={sel.exclude}" + (" and filter_fn" if filter_fn else "")
         raise ConfigError(
-            f"'{field}' selects no {label} ({given}); the model's {label} layers: {_few(names)}",
+            f"'{field}' selects no {label} ({given}); the model's {label} layers: {few(names)}",
             field=field,
         )
     return chosen

@@ -57,7 +57,7 @@ from slimtorch.deploy.fallback import accuracy_aware_fallback
 from slimtorch.deploy.fidelity import fidelity
 from slimtorch.deploy.fold import fold_conv_bn
 from slimtorch.deploy.regions import activation_regions
-from slimtorch.deploy.selection import module_selected, ort_float_nodes
+from slimtorch.deploy.selection import ort_float_nodes
 from slimtorch.export.onnx import as_tuple, export_onnx, onnx_module_names, ort_session
 
 # "mse" collects the same signed histograms as "entropy"; the ranges are then ours (slimtorch.deploy.mse_ranges)
@@ -123,7 +123,7 @@ def _adaround(
     """AdaRound every layer ORT will quantize; layers the selection leaves float keep their weights as they are."""
     from slimtorch.deploy.adaround import LAYER_TYPES, adaround_report
 
-    names = [n for n, mod in m.named_modules() if isinstance(mod, LAYER_TYPES) and module_selected(n, cfg.layers)]
+    names = [n for n, mod in m.named_modules() if isinstance(mod, LAYER_TYPES) and cfg.layers.picks(n)]
     return adaround_report(
         m,
         batches,

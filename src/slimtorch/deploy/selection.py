@@ -14,13 +14,10 @@ names to pick from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from fnmatch import fnmatchcase
-
 from torch import nn
 
 from slimtorch.core.errors import ConfigError
-from slimtorch.core.layers import Kinds, LayerSelection, select
+from slimtorch.core.layers import Kinds, LayerSelection, few, matches, select
 
 FIELD = "layers"
 
@@ -28,17 +25,6 @@ FIELD = "layers"
 def is_default(sel: LayerSelection) -> bool:
     """Every layer, nothing excluded: the backend's own choice of layers, unchecked."""
     return sel.include is None and not sel.exclude
-
-
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    # equality first: module names such as "lstm[layer 0]" hold fnmatch's brackets
-    return any(name == p or fnmatchcase(name, p) for p in patterns)
-
-
-def _few(names: Iterable[str], n: int = 8) -> str:
-    names = list(dict.fromkeys(names))
-    more = f", … ({len(names)} in all)" if len(names) > n else ""
-    return (", ".join(names[:n]) + more) if names else "(none)"
 
 
 def torch_unselected(model: nn.Module, sel: LayerSelection, kinds: Kinds, what: str) -> list[str]:
@@ -74,38 +60,28 @@ def ort_float_nodes(
 
     layer_names = [modules.get(n) or n for n in nodes]
     for p in sel.include or []:
-        if not any(_matches(x, [p]) for n in nodes for x in names(n)):
+        if not any(matches(x, [p]) for n in nodes for x in names(n)):
             raise ConfigError(
                 f"'{FIELD}.include' pattern '{p}' matches no layer INT8 quantizes (by module or ONNX node "
-                f"name); the model's quantizable layers: {_few(layer_names)}",
+                f"name); the model's quantizable layers: {few(layer_names)}",
                 field=f"{FIELD}.include",
             )
     known = [n for n, _ in model.named_modules() if n] + list(all_nodes) + list(modules.values())
     for p in sel.exclude:
-        if not any(_matches(x, [p]) for x in known):
+        if not any(matches(x, [p]) for x in known):
             raise ConfigError(
                 f"'{FIELD}.exclude' pattern '{p}' matches no module of the model nor ONNX node of its graph "
                 f"(a typo here would quantize the layer it meant to keep float); the model's quantizable "
-                f"layers: {_few(layer_names)}; ONNX nodes: {_few(nodes, 4)}",
+                f"layers: {few(layer_names)}; ONNX nodes: {few(nodes, 4)}",
                 field=f"{FIELD}.exclude",
             )
 
-    def selected(n: str) -> bool:
-        return (sel.include is None or any(_matches(x, sel.include) for x in names(n))) and not any(
-            _matches(x, sel.exclude) for x in names(n)
-        )
-
-    keep = [n for n in nodes if not selected(n)]
+    keep = [n for n in nodes if not sel.picks(*names(n))]
     if nodes and len(keep) == len(nodes):
         include = "all" if sel.include is None else sel.include
         raise ConfigError(
             f"'{FIELD}' selects no layer to quantize (include={include}, exclude={sel.exclude}); "
-            f"the model's quantizable layers: {_few(layer_names)}",
+            f"the model's quantizable layers: {few(layer_names)}",
             field=FIELD,
         )
     return keep
-
-
-def module_selected(name: str, sel: LayerSelection) -> bool:
-    """Whether the module ``name`` is one the selection quantizes (module names only: before export)."""
-    return (sel.include is None or _matches(name, sel.include)) and not _matches(name, sel.exclude)
