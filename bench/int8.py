@@ -84,21 +84,25 @@ def size(p) -> int | None:
     return Path(p).stat().st_size if p else None
 
 
-def table(name, runners, sizes, ref_data, batches, notes=None):
-    """Fidelity on ref_data vs the first runner, latency at each batch size, sizes."""
+def measure_rows(runners, ref_data, batches, rows, fp32_keys=("torch_fp32", "ort_fp32")) -> dict:
+    """Fill ``rows[k]`` of each runner: fidelity on ref_data vs ``torch_fp32``, latency at each batch size
+    (interleaved) and the speed-up over the fastest of ``fp32_keys`` at that batch size."""
     ref = predict(runners["torch_fp32"], ref_data)
-    rows = {k: {"size_bytes": sizes.get(k), **(notes or {}).get(k, {})} for k in runners}
     for k, run in runners.items():
         rows[k]["fidelity"] = fidelity(ref, predict(run, ref_data))
     for bs in batches:
-        x = tuple(t[:bs] for t in ref_data)
-        lat = time_variants(runners, x, rounds=ROUNDS)
+        lat = time_variants(runners, tuple(t[:bs] for t in ref_data), rounds=ROUNDS)
+        best = min(lat[k] for k in fp32_keys)
         for k in runners:
             rows[k][f"latency_ms_b{bs}"] = lat[k]
-    fastest_fp32 = {bs: min(rows[k][f"latency_ms_b{bs}"] for k in ("torch_fp32", "ort_fp32")) for bs in batches}
-    for k in runners:
-        for bs in batches:
-            rows[k][f"speedup_b{bs}_vs_fastest_fp32"] = fastest_fp32[bs] / rows[k][f"latency_ms_b{bs}"]
+            rows[k][f"speedup_b{bs}_vs_fastest_fp32"] = best / lat[k]
+    return rows
+
+
+def table(name, runners, sizes, ref_data, batches, notes=None):
+    """Fidelity on ref_data vs the first runner, latency at each batch size, sizes."""
+    rows = {k: {"size_bytes": sizes.get(k), **(notes or {}).get(k, {})} for k in runners}
+    measure_rows(runners, ref_data, batches, rows)
     RESULT[name] = {**rows, "environment": environment()}  # this model's own record (rows are its variants)
     save()
     print(
@@ -826,15 +830,8 @@ def ov_runner(path, precision: str = "f32"):
 
 
 def _runtime_table(name, runners, ref_data, batches, fp32_keys, notes) -> dict:
-    """Like ``table`` but the fastest fp32 is over ``fp32_keys`` (both runtimes' fp32)."""
-    ref = predict(runners["torch_fp32"], ref_data)
-    rows = {k: {"fidelity": fidelity(ref, predict(run, ref_data)), **notes.get(k, {})} for k, run in runners.items()}
-    for bs in batches:
-        lat = time_variants(runners, tuple(t[:bs] for t in ref_data), rounds=ROUNDS)
-        best = min(lat[k] for k in fp32_keys)
-        for k in runners:
-            rows[k][f"latency_ms_b{bs}"] = lat[k]
-            rows[k][f"speedup_b{bs}_vs_fastest_fp32"] = best / lat[k]
+    """``measure_rows`` with the fastest fp32 over ``fp32_keys`` (both runtimes' fp32)."""
+    rows = measure_rows(runners, ref_data, batches, {k: dict(notes.get(k, {})) for k in runners}, fp32_keys)
     print(name, json.dumps({k: {m: v for m, v in r.items() if m.startswith("speedup")} for k, r in rows.items()}))
     return rows
 
